@@ -1,0 +1,1 @@
+"""Relationship change notifier for Autodesk BIM 360 / ACC."""

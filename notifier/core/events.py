@@ -1,0 +1,104 @@
+"""CloudEvents 1.0 built from relationship changes, with deterministic ids."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+import orjson
+
+from notifier.source.models import Relationship
+
+SPEC_VERSION = "1.0"
+TYPE_PREFIX = "com.autodesk.bim360.relationship."
+# Fixed namespace: changing it changes every event id and breaks consumers' deduplication.
+EVENT_ID_NAMESPACE = uuid.UUID("6f1e4f0a-5a8e-4c55-9d0e-8b7e2f6c4a11")
+
+
+class ChangeKind(str, Enum):
+    CREATED = "created"
+    DELETED = "deleted"
+
+
+def event_id(container_id: str, relationship_id: str, kind: ChangeKind) -> str:
+    """The same change (container, relationship, kind) always gets the same id."""
+    return str(uuid.uuid5(EVENT_ID_NAMESPACE, f"{container_id}/{relationship_id}/{kind.value}"))
+
+
+def event_source(container_id: str) -> str:
+    return f"/bim360/relationship/v2/containers/{container_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One CloudEvent; ``data`` is the JSON object documented in DESIGN.md."""
+
+    id: str
+    type: str
+    source: str
+    subject: str
+    time: str
+    kind: ChangeKind
+    container_id: str
+    subscription: str
+    snapshot: bool
+    data: dict[str, Any] = field(repr=False)
+
+    def attributes(self) -> dict[str, Any]:
+        """Context attributes (everything but ``data``), as in structured mode."""
+        return {
+            "specversion": SPEC_VERSION,
+            "id": self.id,
+            "type": self.type,
+            "source": self.source,
+            "subject": self.subject,
+            "time": self.time,
+            "datacontenttype": "application/json",
+            "snapshot": self.snapshot,
+        }
+
+    def structured(self) -> dict[str, Any]:
+        """The whole event as one JSON object (structured content mode)."""
+        out = self.attributes()
+        out["data"] = self.data
+        return out
+
+    def structured_json(self) -> bytes:
+        return orjson.dumps(self.structured())
+
+    def data_json(self) -> bytes:
+        return orjson.dumps(self.data)
+
+
+def build_event(
+    *,
+    subscription: str,
+    container_id: str,
+    relationship: Relationship,
+    kind: ChangeKind,
+    snapshot: bool,
+    seen_at: str,
+) -> Event:
+    """Build the CloudEvent for one change; ``seen_at`` stands in for a missing deletedOn."""
+    if kind is ChangeKind.CREATED:
+        time = relationship.created_on
+    else:
+        time = relationship.deleted_on or seen_at
+    return Event(
+        id=event_id(container_id, relationship.id, kind),
+        type=TYPE_PREFIX + kind.value,
+        source=event_source(container_id),
+        subject=relationship.id,
+        time=time,
+        kind=kind,
+        container_id=container_id,
+        subscription=subscription,
+        snapshot=snapshot,
+        data={
+            "subscription": subscription,
+            "containerId": container_id,
+            "relationship": relationship.raw,
+        },
+    )

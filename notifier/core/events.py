@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 import orjson
@@ -17,7 +17,7 @@ TYPE_PREFIX = "com.autodesk.bim360.relationship."
 EVENT_ID_NAMESPACE = uuid.UUID("6f1e4f0a-5a8e-4c55-9d0e-8b7e2f6c4a11")
 
 
-class ChangeKind(str, Enum):
+class ChangeKind(StrEnum):
     CREATED = "created"
     DELETED = "deleted"
 

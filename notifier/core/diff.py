@@ -1,0 +1,142 @@
+"""Turn one sync page into events and known-set changes (pure).
+
+Three situations share this function:
+
+* incremental pages: ``current`` holds relationships created since the token, ``deleted`` those
+  deleted since;
+* resync pages (the bootstrap without a token, or an ``overwrite`` resync): ``current`` is part of
+  the full set, so only relationships the store does not know yet are new; deletions of known ids
+  that are missing from the full set are found at the end of the resync by the store
+  (``iter_resync_missing``), not here;
+* a relationship that appears in both lists of one page was created and deleted within the window:
+  it gets a created event followed by a deleted one, and leaves the known set as it was.
+
+``known`` is the subset of the page's ids that the store already knows for the stream; it is all
+this function needs from the store, so the known set itself never has to fit in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Set
+from dataclasses import dataclass, field
+
+from notifier.core.events import ChangeKind, Event, build_event
+from notifier.source.models import Relationship
+
+
+@dataclass(slots=True)
+class PageDiff:
+    events: list[Event] = field(default_factory=list)
+    add_ids: list[str] = field(default_factory=list)
+    remove_ids: list[str] = field(default_factory=list)
+    seen_ids: list[str] = field(default_factory=list)
+    created: int = 0
+    deleted: int = 0
+
+
+def page_ids(current: Iterable[Relationship], deleted: Iterable[Relationship]) -> list[str]:
+    """Every relationship id a page mentions, for the store's ``known_subset`` lookup."""
+    ids = [r.id for r in current]
+    ids.extend(r.id for r in deleted)
+    return ids
+
+
+def diff_page(
+    *,
+    subscription: str,
+    container_id: str,
+    current: list[Relationship],
+    deleted: list[Relationship],
+    known: Set[str],
+    resync: bool,
+    emit: bool,
+    seen_at: str,
+) -> PageDiff:
+    """Events and known-set changes for one page.
+
+    ``resync`` marks a bootstrap or overwrite page (events carry ``snapshot: true``); ``emit``
+    false records the ids without events (``emit_initial: false`` on the first sync).
+    """
+    out = PageDiff()
+    deleted_ids = {r.id for r in deleted}
+    in_page: set[str] = set()
+
+    def add(rel: Relationship, kind: ChangeKind) -> None:
+        if kind is ChangeKind.CREATED:
+            out.created += 1
+        else:
+            out.deleted += 1
+        if emit:
+            out.events.append(
+                build_event(
+                    subscription=subscription,
+                    container_id=container_id,
+                    relationship=rel,
+                    kind=kind,
+                    snapshot=resync,
+                    seen_at=seen_at,
+                )
+            )
+
+    current_by_id: dict[str, Relationship] = {}
+    for rel in current:
+        if rel.id in in_page:
+            continue  # the same relationship twice in one list: one change
+        in_page.add(rel.id)
+        current_by_id[rel.id] = rel
+        if resync:
+            out.seen_ids.append(rel.id)
+        if rel.id in deleted_ids:
+            continue  # created and deleted in this window: handled with the deletions
+        if rel.id not in known:
+            add(rel, ChangeKind.CREATED)
+            out.add_ids.append(rel.id)
+
+    done: set[str] = set()
+    for rel in deleted:
+        if rel.id in done:
+            continue
+        done.add(rel.id)
+        if rel.id in known:
+            add(rel, ChangeKind.DELETED)
+            out.remove_ids.append(rel.id)
+        elif not resync:
+            # Unknown to us and already deleted: it was created and deleted between two polls.
+            # Both changes happened; report both, in order, and keep the known set unchanged.
+            add(current_by_id.get(rel.id, rel), ChangeKind.CREATED)
+            add(rel, ChangeKind.DELETED)
+        elif rel.id in current_by_id and rel.id not in known:
+            # A resync page listing it in both lists: it no longer exists; nothing to report.
+            pass
+    return out
+
+
+def missing_deletions(
+    *,
+    subscription: str,
+    container_id: str,
+    missing_ids: Iterable[str],
+    seen_at: str,
+) -> list[Event]:
+    """Deleted events for known relationships absent from a completed resync.
+
+    The API does not send these relationships any more, so the event carries only the id and
+    the time the deletion was noticed.
+    """
+    events = []
+    for rel_id in missing_ids:
+        rel = Relationship(
+            id=rel_id, created_on="", is_deleted=True, deleted_on=None,
+            raw={"id": rel_id, "isDeleted": True},
+        )
+        events.append(
+            build_event(
+                subscription=subscription,
+                container_id=container_id,
+                relationship=rel,
+                kind=ChangeKind.DELETED,
+                snapshot=True,
+                seen_at=seen_at,
+            )
+        )
+    return events

@@ -1,0 +1,51 @@
+"""CloudEvent shape as promised in DESIGN.md."""
+
+from __future__ import annotations
+
+import orjson
+
+from notifier.core.events import ChangeKind, build_event
+from notifier.source.models import Relationship
+
+RAW = {
+    "id": "d98c1dd4-008f-04b2-e980-0998ecf8427e",
+    "createdOn": "2015-10-21T16:32:22Z",
+    "isReadOnly": True,
+    "isService": False,
+    "isDeleted": True,
+    "deletedOn": "2016-01-01T00:00:00Z",
+    "entities": [],
+}
+REL = Relationship(
+    id=RAW["id"], created_on=RAW["createdOn"], is_deleted=True,  # type: ignore[arg-type]
+    deleted_on=RAW["deletedOn"], raw=RAW,  # type: ignore[arg-type]
+)
+
+
+def test_created_event_structured_shape():
+    ev = build_event(subscription="project-a", container_id="c1", relationship=REL,
+                     kind=ChangeKind.CREATED, snapshot=True, seen_at="x")
+    doc = orjson.loads(ev.structured_json())
+    assert doc == {
+        "specversion": "1.0",
+        "id": ev.id,
+        "type": "com.autodesk.bim360.relationship.created",
+        "source": "/bim360/relationship/v2/containers/c1",
+        "subject": RAW["id"],
+        "time": "2015-10-21T16:32:22Z",
+        "datacontenttype": "application/json",
+        "snapshot": True,
+        "data": {"subscription": "project-a", "containerId": "c1", "relationship": RAW},
+    }
+
+
+def test_deleted_event_time_prefers_deleted_on_then_seen_time():
+    ev = build_event(subscription="s", container_id="c1", relationship=REL,
+                     kind=ChangeKind.DELETED, snapshot=False, seen_at="2030-01-01T00:00:00Z")
+    assert ev.type.endswith(".deleted")
+    assert ev.time == "2016-01-01T00:00:00Z"
+    bare = Relationship(id="x", created_on="", is_deleted=True, deleted_on=None, raw={"id": "x"})
+    ev2 = build_event(subscription="s", container_id="c1", relationship=bare,
+                      kind=ChangeKind.DELETED, snapshot=False, seen_at="2030-01-01T00:00:00Z")
+    assert ev2.time == "2030-01-01T00:00:00Z"
+    assert orjson.loads(ev2.data_json()) == ev2.data

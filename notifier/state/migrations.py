@@ -1,0 +1,126 @@
+"""The SQLite schema as an ordered list of migrations, applied when the store opens.
+
+The schema version lives in ``PRAGMA user_version``; ``PRAGMA application_id`` marks the file as
+ours. Append new migrations at the end, never edit a released one.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+
+from notifier.errors import StateError
+
+log = logging.getLogger(__name__)
+
+# "NtFy" as a big-endian 32-bit integer: tells our files from any other SQLite database.
+APPLICATION_ID = 0x4E744679
+
+_V1 = (
+    """CREATE TABLE streams (
+        stream_id         INTEGER PRIMARY KEY,
+        subscription      TEXT NOT NULL,
+        container_id      TEXT NOT NULL,
+        sync_token        TEXT,
+        resync_cursor     TEXT,
+        in_resync         INTEGER NOT NULL DEFAULT 0,
+        last_checked_at   REAL,
+        last_changed_at   REAL,
+        token_updated_at  REAL,
+        known_count       INTEGER NOT NULL DEFAULT 0,
+        quarantined_until REAL,
+        quarantine_reason TEXT,
+        failures          INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (subscription, container_id)
+    )""",
+    """CREATE TABLE known (
+        stream_id INTEGER NOT NULL REFERENCES streams (stream_id) ON DELETE CASCADE,
+        rel_id    TEXT NOT NULL,
+        PRIMARY KEY (stream_id, rel_id)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE resync_seen (
+        stream_id INTEGER NOT NULL REFERENCES streams (stream_id) ON DELETE CASCADE,
+        rel_id    TEXT NOT NULL,
+        PRIMARY KEY (stream_id, rel_id)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE refresh_tokens (
+        credential       TEXT PRIMARY KEY,
+        seed_fingerprint TEXT NOT NULL,
+        refresh_token    TEXT NOT NULL,
+        updated_at       REAL NOT NULL
+    )""",
+    """CREATE TABLE outbox (
+        row_id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        sink            TEXT NOT NULL,
+        event_id        TEXT NOT NULL,
+        ordering_key    TEXT NOT NULL,
+        payload         BLOB NOT NULL,
+        event_time      TEXT NOT NULL,
+        created_at      REAL NOT NULL,
+        enqueued_at     REAL NOT NULL,
+        status          TEXT NOT NULL DEFAULT 'pending'
+                        CHECK (status IN ('pending', 'delivered', 'dead')),
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL,
+        last_error      TEXT,
+        delivered_at    REAL,
+        dead_at         REAL,
+        dead_reason     TEXT,
+        origin_row_id   INTEGER
+    )""",
+    "CREATE INDEX outbox_pending_order ON outbox (sink, row_id) WHERE status = 'pending'",
+    "CREATE INDEX outbox_pending_key ON outbox (sink, ordering_key, row_id)"
+    " WHERE status = 'pending'",
+    "CREATE INDEX outbox_dead ON outbox (sink, created_at) WHERE status = 'dead'",
+    "CREATE INDEX outbox_delivered ON outbox (sink, created_at) WHERE status = 'delivered'",
+    "CREATE INDEX outbox_delivered_at ON outbox (delivered_at) WHERE status = 'delivered'",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1,)
+"""MIGRATIONS[i] takes the schema from version i to version i + 1."""
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def migrate(conn: sqlite3.Connection, path: str) -> int:
+    """Bring the database at ``path`` to SCHEMA_VERSION; returns the version it had before.
+
+    Checks and migrations run in one IMMEDIATE transaction together with the version bump, so
+    two processes opening the file at once cannot both migrate, and a crash mid-migration
+    leaves the file at the version it had.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        start = _check(conn, path)
+        for version in range(start, SCHEMA_VERSION):
+            for statement in MIGRATIONS[version]:
+                conn.execute(statement)
+        if start < SCHEMA_VERSION:
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    if start < SCHEMA_VERSION:
+        log.info("state schema migrated from version %s to %s (%s)", start, SCHEMA_VERSION, path)
+    return start
+
+
+def _check(conn: sqlite3.Connection, path: str) -> int:
+    app_id = int(conn.execute("PRAGMA application_id").fetchone()[0])
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if app_id not in (0, APPLICATION_ID):
+        raise StateError(f"{path} is an SQLite database but not a notifier state file")
+    if version > SCHEMA_VERSION:
+        raise StateError(
+            f"state file {path} has schema version {version}, newer than the {SCHEMA_VERSION} "
+            "this notifier understands: it was written by a newer release. Upgrade notifier, "
+            "or point state.path at another file."
+        )
+    if app_id == 0:
+        tables = int(conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()[0])
+        if version or tables:
+            raise StateError(f"{path} is an SQLite database but not a notifier state file")
+    return version

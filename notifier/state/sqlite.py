@@ -1,0 +1,373 @@
+"""The SQLite state store: one connection on one dedicated worker thread, async methods.
+
+Every call is handed to a single-thread executor, so the connection is only ever used by the
+thread that opened it and calls are serialised in submission order. The database runs in WAL
+mode with ``synchronous=FULL``: a commit is fsync'd before the method returns, which is what
+lets a checkpoint (or a rotated refresh token) count as durable. A call cancelled while waiting
+still runs to completion on the worker: the transaction is either wholly applied or not at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+from notifier.errors import StateError
+from notifier.state import sqlite_outbox as ob
+from notifier.state import sqlite_streams as st
+from notifier.state.base import OutboxItem, OutboxRow, OutboxStats, StreamKey, StreamState
+from notifier.state.migrations import migrate
+from notifier.state.sqlite_tx import transaction
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+BUSY_TIMEOUT_MS = 10_000
+CACHE_KIB = 32 * 1024  # page cache per connection; bounds SQLite's own memory use
+
+
+class SqliteStateStore:
+    """``async with SqliteStateStore(path) as store:`` opens (creating parent directories),
+    migrates, and closes on exit. Implements ``notifier.state.base.StateStore``."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._ids = st.StreamIds()
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        if self._executor is not None:
+            raise StateError(f"state store {self.path} is already open")
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="notifier-state")
+        try:
+            await self._submit(self._open_sync)
+        except BaseException:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+            raise
+
+    def _open_sync(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            raise StateError(f"cannot open state file {self.path}: {exc}") from exc
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StateError(f"state file {self.path}: cannot enable WAL (mode {mode})")
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
+            conn.execute("PRAGMA temp_store = FILE")
+            migrate(conn, str(self.path))
+        except sqlite3.Error as exc:
+            conn.close()
+            raise StateError(f"cannot open state file {self.path}: {exc}") from exc
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+        log.info("state store open: %s", self.path)
+
+    async def close(self) -> None:
+        """Close the connection and stop the worker; safe to call twice."""
+        executor, self._executor = self._executor, None
+        if executor is None:
+            return
+        try:
+            await asyncio.get_running_loop().run_in_executor(executor, self._close_sync)
+        finally:
+            executor.shutdown(wait=True)
+
+    def _close_sync(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.execute("PRAGMA optimize")
+            except sqlite3.Error as exc:  # best effort; closing matters more
+                log.warning("state store %s: PRAGMA optimize failed: %s", self.path, exc)
+            conn.close()
+            log.info("state store closed: %s", self.path)
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    async def _submit(self, fn: Callable[[], T]) -> T:
+        if self._executor is None:
+            raise StateError(f"state store {self.path} is not open")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
+    async def _call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run ``fn(conn, *args, **kwargs)`` on the worker; sqlite errors become StateError."""
+        return await self._submit(functools.partial(self._run_sync, what, fn, args, kwargs))
+
+    def _run_sync(
+        self, what: str, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> T:
+        conn = self._conn
+        if conn is None:
+            raise StateError(f"state store {self.path} is not open")
+        try:
+            return fn(conn, *args, **kwargs)
+        except sqlite3.Error as exc:
+            self._ids.clear()  # ids created in a rolled-back transaction are gone
+            raise StateError(f"state store {self.path}: {what} failed: {exc}") from exc
+        except BaseException:
+            self._ids.clear()
+            raise
+
+    # -- refresh tokens -----------------------------------------------------------------------
+
+    async def load_refresh_token(self, credential: str, seed_fingerprint: str) -> str | None:
+        """The rotated token stored for ``credential``, only if it grew from the same seed
+        (a re-seeded credential starts over from its configured token)."""
+        return await self._call("load refresh token", _load_token, credential, seed_fingerprint)
+
+    async def save_refresh_token(
+        self, credential: str, seed_fingerprint: str, refresh_token: str
+    ) -> None:
+        """Store the newest refresh token of ``credential``; fsync'd before returning."""
+        await self._call(
+            "save refresh token", _save_token, credential, seed_fingerprint, refresh_token,
+            time.time(),
+        )
+
+    # -- streams ------------------------------------------------------------------------------
+
+    async def get_stream(self, subscription: str, container_id: str) -> StreamState | None:
+        return await self._call("get stream", st.get_stream, (subscription, container_id))
+
+    async def list_streams(self) -> list[StreamState]:
+        return await self._call("list streams", st.list_streams)
+
+    async def mark_checked(self, keys: Sequence[StreamKey], now: float) -> None:
+        """Record a successful status check of many streams in one transaction."""
+        if keys:
+            await self._call("mark checked", st.mark_checked, list(keys), now)
+
+    async def quarantine(
+        self, subscription: str, container_id: str, until: float, reason: str
+    ) -> None:
+        """Park a stream until ``until`` and count one more consecutive failure."""
+        await self._call(
+            "quarantine", st.quarantine, self._ids, (subscription, container_id), until, reason
+        )
+
+    async def clear_quarantine(
+        self, subscription: str, container_id: str, *, reset_failures: bool = False
+    ) -> None:
+        """Lift a quarantine; ``failures`` is kept (backoff grows) unless ``reset_failures``.
+        A committed page resets both anyway."""
+        await self._call(
+            "clear quarantine", st.clear_quarantine, (subscription, container_id),
+            reset_failures,
+        )
+
+    async def forget_stream(self, subscription: str, container_id: str) -> bool:
+        """Drop a stream with its token, known ids and staging; True if it existed.
+        Outbox rows already queued stay and are still delivered."""
+        return await self._call(
+            "forget stream", st.forget_stream, self._ids, (subscription, container_id)
+        )
+
+    async def prune_streams(self, keep: set[StreamKey]) -> list[StreamKey]:
+        """Forget every stream not in ``keep`` (subscriptions removed from the config)."""
+        return await self._call("prune streams", st.prune_streams, self._ids, set(keep))
+
+    # -- known ids and checkpoints -----------------------------------------------------------
+
+    async def known_subset(
+        self, subscription: str, container_id: str, ids: Sequence[str]
+    ) -> set[str]:
+        """Which of ``ids`` the stream knows: one indexed query, whatever the page size."""
+        if not ids:
+            return set()
+        return await self._call(
+            "known subset", st.known_subset, self._ids, (subscription, container_id), list(ids)
+        )
+
+    async def commit_page(
+        self,
+        subscription: str,
+        container_id: str,
+        *,
+        next_token: str | None,
+        resync_cursor: str | None,
+        in_resync: bool,
+        add_ids: Sequence[str],
+        remove_ids: Sequence[str],
+        seen_ids: Sequence[str] = (),
+        outbox: Sequence[OutboxItem] = (),
+        changed: bool,
+        now: float,
+    ) -> None:
+        """The checkpoint. In one fsync'd transaction: remove then add known ids, record
+        ``seen_ids`` in the resync staging set (or, when ``in_resync`` is False, empty it),
+        queue ``outbox`` rows, set ``sync_token`` (kept as is when ``next_token`` is None),
+        ``resync_cursor`` and ``in_resync`` as given, stamp last_checked_at (and
+        last_changed_at if ``changed``), reset failures and any quarantine. Creates the
+        stream if new. Raises ValueError, before touching anything, on an id both added and
+        removed or on ``seen_ids`` outside a resync."""
+        if not in_resync and seen_ids:
+            raise ValueError("seen_ids are only recorded during a resync (in_resync=True)")
+        if not in_resync and resync_cursor is not None:
+            raise ValueError("a resync_cursor requires in_resync=True")
+        if add_ids and remove_ids and not set(add_ids).isdisjoint(remove_ids):
+            raise ValueError("an id is both added and removed in one page")
+        await self._call(
+            "commit page", st.commit_page, self._ids, (subscription, container_id),
+            next_token=next_token, resync_cursor=resync_cursor, in_resync=in_resync,
+            add_ids=list(add_ids), remove_ids=list(remove_ids), seen_ids=list(seen_ids),
+            outbox=list(outbox), changed=changed, now=now,
+        )
+
+    async def begin_resync(
+        self, subscription: str, container_id: str, *, cursor: str | None = None
+    ) -> None:
+        """Start a bootstrap/overwrite drain: empty the staging set, set in_resync and the
+        cursor (None: restart from the stored sync token). The sync token is untouched."""
+        await self._call(
+            "begin resync", st.begin_resync, self._ids, (subscription, container_id), cursor
+        )
+
+    async def iter_resync_missing(
+        self, subscription: str, container_id: str, batch: int = 10_000
+    ) -> AsyncIterator[list[str]]:
+        """Known ids the current resync has not seen (the deletions), ascending, in batches.
+
+        Each batch is its own query (keyset pagination), so memory stays bounded by ``batch``
+        and the caller may checkpoint a batch's removals before asking for the next one.
+        """
+        if batch <= 0:
+            raise ValueError("batch must be positive")
+        key = (subscription, container_id)
+        after: str | None = None
+        while True:
+            ids = await self._call(
+                "resync diff", st.resync_missing_batch, self._ids, key, after, batch
+            )
+            if not ids:
+                return
+            yield ids
+            if len(ids) < batch:
+                return
+            after = ids[-1]
+
+    async def finish_resync(
+        self,
+        subscription: str,
+        container_id: str,
+        *,
+        next_token: str,
+        remove_ids: Sequence[str] = (),
+        outbox: Sequence[OutboxItem] = (),
+        changed: bool,
+        now: float,
+    ) -> None:
+        """End a drain in one transaction: remove ``remove_ids`` from the known set, queue
+        ``outbox``, store ``next_token``, clear in_resync, the cursor and the staging set."""
+        await self.commit_page(
+            subscription, container_id, next_token=next_token, resync_cursor=None,
+            in_resync=False, add_ids=(), remove_ids=remove_ids, outbox=outbox,
+            changed=changed, now=now,
+        )
+
+    # -- webhook outbox -----------------------------------------------------------------------
+
+    async def outbox_fetch_due(self, sink: str, now: float, limit: int) -> list[OutboxRow]:
+        """Pending rows of ``sink`` due by ``now`` in insertion order, only the oldest pending
+        row of each ordering key. Rows stay pending until marked; the dispatcher tracks what
+        it has in flight."""
+        return await self._call("outbox fetch", ob.fetch_due, sink, now, limit)
+
+    async def outbox_mark_delivered(self, row_ids: Sequence[int], now: float) -> None:
+        await self._call("outbox delivered", ob.mark_delivered, list(row_ids), now)
+
+    async def outbox_reschedule(
+        self, row_id: int, next_attempt_at: float, attempts: int, last_error: str | None
+    ) -> None:
+        await self._call(
+            "outbox reschedule", ob.reschedule, row_id, next_attempt_at, attempts, last_error
+        )
+
+    async def outbox_dead_letter(self, row_id: int, reason: str, now: float) -> None:
+        """Move a pending row to the dead letters; later rows of its key become deliverable."""
+        await self._call("outbox dead letter", ob.dead_letter, row_id, reason, now)
+
+    async def outbox_stats(self, sink: str) -> OutboxStats:
+        return await self._call("outbox stats", ob.stats, sink)
+
+    async def outbox_purge_delivered(self, before: float) -> int:
+        """Delete delivered rows delivered before ``before`` (retention); returns the count."""
+        return await self._call("outbox purge", ob.purge_delivered, before)
+
+    async def dlq_list(
+        self,
+        sink: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 100,
+    ) -> list[OutboxRow]:
+        """Dead letters, oldest first; the window [since, until) applies to created_at."""
+        return await self._call("dlq list", ob.dlq_list, sink, since, until, limit)
+
+    async def dlq_replay(
+        self, sink: str | None = None, since: float | None = None, until: float | None = None
+    ) -> int:
+        """Make matching dead letters pending again (attempts reset, due now); returns the
+        count. They keep their place in insertion order."""
+        return await self._call("dlq replay", ob.dlq_replay, sink, since, until)
+
+    async def redeliver(
+        self, sink: str, since: float, until: float, *, now: float | None = None
+    ) -> int:
+        """Queue again, as new pending rows with the same event ids, the events of ``sink``
+        created in [since, until) that were delivered; returns how many."""
+        when = time.time() if now is None else now
+        return await self._call("redeliver", ob.redeliver, sink, since, until, when)
+
+
+def _load_token(conn: sqlite3.Connection, credential: str, fingerprint: str) -> str | None:
+    row = conn.execute(
+        "SELECT refresh_token FROM refresh_tokens WHERE credential = ? AND seed_fingerprint = ?",
+        (credential, fingerprint),
+    ).fetchone()
+    return None if row is None else str(row[0])
+
+
+def _save_token(
+    conn: sqlite3.Connection, credential: str, fingerprint: str, token: str, now: float
+) -> None:
+    with transaction(conn):
+        conn.execute(
+            "INSERT INTO refresh_tokens (credential, seed_fingerprint, refresh_token, updated_at)"
+            " VALUES (?, ?, ?, ?) ON CONFLICT (credential) DO UPDATE SET"
+            " seed_fingerprint = excluded.seed_fingerprint,"
+            " refresh_token = excluded.refresh_token, updated_at = excluded.updated_at",
+            (credential, fingerprint, token, now),
+        )

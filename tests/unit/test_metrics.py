@@ -1,0 +1,247 @@
+"""Each intent-named Metrics method moves the series it is documented to move."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from notifier.core.circuit import CircuitState
+from notifier.metrics import Metrics
+
+
+@pytest.fixture
+def metrics() -> Metrics:
+    return Metrics(CollectorRegistry(), runtime=False)
+
+
+def value(m: Metrics, name: str, **labels: str) -> float | None:
+    return m.registry.get_sample_value(name, labels)
+
+
+def test_default_registry_is_private_and_runtime_collectors_are_optional() -> None:
+    a, b = Metrics(), Metrics()
+    assert a.registry is not b.registry
+    a.checkpoint_committed()
+    assert value(a, "notifier_sync_checkpoints_total") == 1
+    assert value(b, "notifier_sync_checkpoints_total") == 0
+    names = {f.name for f in Metrics().registry.collect()}
+    assert "process_cpu_seconds" in names
+    assert "process_cpu_seconds" not in {
+        f.name for f in Metrics(CollectorRegistry(), runtime=False).registry.collect()
+    }
+
+
+def test_upstream_request_counts_by_outcome_and_times(metrics: Metrics) -> None:
+    metrics.upstream_request("main", "sync", "ok", 0.2)
+    metrics.upstream_request("main", "sync", "ok", 3.0)
+    metrics.upstream_request("main", "syncStatus", "server_error", 0.1)
+    labels = {"credential": "main", "endpoint": "sync"}
+    assert value(metrics, "notifier_upstream_requests_total", **labels, outcome="ok") == 2
+    assert (
+        value(
+            metrics,
+            "notifier_upstream_requests_total",
+            credential="main",
+            endpoint="syncStatus",
+            outcome="server_error",
+        )
+        == 1
+    )
+    assert value(metrics, "notifier_upstream_request_duration_seconds_count", **labels) == 2
+    assert value(metrics, "notifier_upstream_request_duration_seconds_sum", **labels) == 3.2
+    assert (
+        value(metrics, "notifier_upstream_request_duration_seconds_bucket", **labels, le="0.25")
+        == 1
+    )
+
+
+def test_unknown_outcome_is_bounded_to_other(
+    metrics: Metrics, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="notifier.metrics"):
+        metrics.upstream_request("main", "sync", "https://evil.example/?token=x", 1.0)
+        metrics.upstream_request("main", "sync", "https://evil.example/?token=x", 1.0)
+    labels = {"credential": "main", "endpoint": "sync"}
+    assert value(metrics, "notifier_upstream_requests_total", **labels, outcome="other") == 2
+    assert len([r for r in caplog.records if "unexpected" in r.getMessage()]) == 1
+
+
+def test_rate_limited_counts_429s_and_seconds_waited(metrics: Metrics) -> None:
+    metrics.rate_limited("main", 30.0)
+    metrics.rate_limited("main", 12.5)
+    assert value(metrics, "notifier_upstream_rate_limited_total", credential="main") == 2
+    assert value(metrics, "notifier_upstream_retry_after_seconds_total", credential="main") == 42.5
+
+
+def test_budget(metrics: Metrics) -> None:
+    metrics.budget_configured("main", 120)
+    metrics.budget_acquired("main", "status", 0.0)
+    metrics.budget_acquired("main", "status", 2.0)
+    metrics.budget_acquired("main", "sync", 0.5)
+    assert value(metrics, "notifier_budget_limit_requests_per_second", credential="main") == 2.0
+    status = {"credential": "main", "priority": "status"}
+    assert value(metrics, "notifier_budget_acquired_total", **status) == 2
+    assert value(metrics, "notifier_budget_wait_seconds_sum", **status) == 2.0
+    assert value(metrics, "notifier_budget_acquired_total", credential="main", priority="sync") == 1
+
+
+def test_token_refresh_counts_outcomes_and_tracks_consecutive_failures(metrics: Metrics) -> None:
+    metrics.budget_configured("other", 60)
+    # a credential's failure series exist at 0 before the first failure, so increase() sees it
+    assert (
+        value(
+            metrics,
+            "notifier_auth_token_refreshes_total",
+            credential="other",
+            outcome="invalid_grant",
+        )
+        == 0
+    )
+    metrics.token_refresh("main", "error")
+    metrics.token_refresh("main", "invalid_grant")
+    consecutive = "notifier_auth_refresh_consecutive_failures"
+    assert value(metrics, consecutive, credential="main") == 2
+    metrics.token_refresh("main", "ok")
+    assert value(metrics, consecutive, credential="main") == 0
+    for outcome in ("ok", "error", "invalid_grant"):
+        assert (
+            value(
+                metrics, "notifier_auth_token_refreshes_total", credential="main", outcome=outcome
+            )
+            == 1
+        )
+
+
+def test_scheduling(metrics: Metrics) -> None:
+    metrics.streams_tracked(40)
+    metrics.status_checked("main", 25)
+    metrics.status_checked("main", 15)
+    metrics.cycle_completed("main", 12.0, 40)
+    metrics.effective_interval("main", 45.0)
+    metrics.stalest_check_age(90.0)
+    assert value(metrics, "notifier_scheduler_streams_tracked") == 40
+    assert value(metrics, "notifier_scheduler_status_calls_total", credential="main") == 2
+    assert value(metrics, "notifier_scheduler_status_tokens_total", credential="main") == 40
+    assert value(metrics, "notifier_scheduler_cycles_total", credential="main") == 1
+    assert value(metrics, "notifier_scheduler_cycle_duration_seconds_sum", credential="main") == 12
+    assert value(metrics, "notifier_scheduler_streams_checked_total", credential="main") == 40
+    assert value(metrics, "notifier_scheduler_effective_interval_seconds", credential="main") == 45
+    assert value(metrics, "notifier_scheduler_stalest_check_age_seconds") == 90
+
+
+def test_staleness_sets_max_and_observes_each_age(metrics: Metrics) -> None:
+    metrics.staleness("busy", [3.0, 70.0, 20.0])
+    metrics.staleness("quiet", iter([400.0]))
+    assert value(metrics, "notifier_scheduler_check_age_max_seconds", **{"class": "busy"}) == 70
+    assert value(metrics, "notifier_scheduler_check_age_max_seconds", **{"class": "quiet"}) == 400
+    busy = {"class": "busy"}
+    assert value(metrics, "notifier_scheduler_check_age_seconds_count", **busy) == 3
+    assert value(metrics, "notifier_scheduler_check_age_seconds_bucket", **busy, le="30.0") == 2
+    # a class with no streams left reports 0, not its old maximum
+    metrics.staleness("busy", [])
+    assert value(metrics, "notifier_scheduler_check_age_max_seconds", **busy) == 0
+
+
+def test_quarantine(metrics: Metrics) -> None:
+    metrics.quarantined(2)
+    metrics.stream_quarantined("bad_token")
+    metrics.stream_quarantined("bad_token")
+    metrics.stream_quarantined("gone")
+    assert value(metrics, "notifier_scheduler_quarantined_streams") == 2
+    assert value(metrics, "notifier_scheduler_quarantines_total", reason="bad_token") == 2
+    assert value(metrics, "notifier_scheduler_quarantines_total", reason="gone") == 1
+
+
+def test_sync(metrics: Metrics) -> None:
+    metrics.page_synced("main", overwrite=False, relationships=100, size_bytes=50_000)
+    metrics.page_synced("main", overwrite=True, relationships=3, size_bytes=900)
+    metrics.events_detected("created", snapshot=False, n=5)
+    metrics.events_detected("deleted", snapshot=True, n=2)
+    metrics.detection_lag(40.0)
+    metrics.detection_lag(-3.0)  # clock skew: counted as 0, never crashes
+    metrics.checkpoint_committed()
+    metrics.checkpoint_committed(3)
+    assert value(metrics, "notifier_sync_pages_total", credential="main", overwrite="true") == 1
+    assert value(metrics, "notifier_sync_pages_total", credential="main", overwrite="false") == 1
+    assert value(metrics, "notifier_sync_relationships_total", credential="main") == 103
+    assert value(metrics, "notifier_sync_page_size_bytes_sum", credential="main") == 50_900
+    assert (
+        value(metrics, "notifier_sync_events_detected_total", kind="created", snapshot="false") == 5
+    )
+    assert (
+        value(metrics, "notifier_sync_events_detected_total", kind="deleted", snapshot="true") == 2
+    )
+    assert value(metrics, "notifier_sync_detection_lag_seconds_count") == 2
+    assert value(metrics, "notifier_sync_detection_lag_seconds_bucket", le="1.0") == 1
+    assert value(metrics, "notifier_sync_detection_lag_seconds_bucket", le="60.0") == 2
+    assert value(metrics, "notifier_sync_checkpoints_total") == 4
+
+
+def test_detection_lag_buckets_span_seconds_to_hours(metrics: Metrics) -> None:
+    metrics.detection_lag(5 * 3600)
+    assert value(metrics, "notifier_sync_detection_lag_seconds_bucket", le="1.0") == 0
+    assert value(metrics, "notifier_sync_detection_lag_seconds_bucket", le="14400.0") == 0
+    assert value(metrics, "notifier_sync_detection_lag_seconds_bucket", le="28800.0") == 1
+
+
+def test_sinks(metrics: Metrics) -> None:
+    metrics.sink_up("events", up=True)
+    assert (
+        value(metrics, "notifier_sink_events_published_total", sink="events", outcome="error") == 0
+    )
+    metrics.events_published("events", "ok", 10)
+    metrics.events_published("events", "error", 3)
+    metrics.publish_latency("events", 0.02)
+    metrics.sink_up("hooks", up=False)
+    assert value(metrics, "notifier_sink_events_published_total", sink="events", outcome="ok") == 10
+    assert (
+        value(metrics, "notifier_sink_events_published_total", sink="events", outcome="error") == 3
+    )
+    assert value(metrics, "notifier_sink_publish_duration_seconds_count", sink="events") == 1
+    assert value(metrics, "notifier_sink_up", sink="events") == 1
+    assert value(metrics, "notifier_sink_up", sink="hooks") == 0
+
+
+def test_outbox_and_webhooks(metrics: Metrics) -> None:
+    metrics.outbox_state("hooks", pending=7, oldest_age_seconds=120.0, dead=1)
+    metrics.webhook_delivery("hooks", "ok", 0.3)
+    metrics.webhook_delivery("hooks", "retry", 5.0)
+    metrics.dead_lettered("hooks", 2)
+    assert value(metrics, "notifier_outbox_pending_events", sink="hooks") == 7
+    assert value(metrics, "notifier_outbox_oldest_age_seconds", sink="hooks") == 120
+    assert value(metrics, "notifier_outbox_dead_events", sink="hooks") == 1
+    assert value(metrics, "notifier_outbox_dead_lettered_total", sink="hooks") == 2
+    assert value(metrics, "notifier_webhook_deliveries_total", sink="hooks", outcome="ok") == 1
+    assert value(metrics, "notifier_webhook_deliveries_total", sink="hooks", outcome="retry") == 1
+    assert value(metrics, "notifier_webhook_delivery_duration_seconds_sum", sink="hooks") == 5.3
+    metrics.outbox_state("hooks", pending=0, oldest_age_seconds=0.0, dead=1)
+    assert value(metrics, "notifier_outbox_pending_events", sink="hooks") == 0
+
+
+def test_circuit_state_is_one_hot_and_accepts_the_enum(metrics: Metrics) -> None:
+    metrics.circuit_state("hooks", "closed")
+    metrics.circuit_state("hooks", CircuitState.OPEN)
+    states = {
+        s: value(metrics, "notifier_webhook_circuit_state", sink="hooks", state=s)
+        for s in ("closed", "open", "half_open")
+    }
+    assert states == {"closed": 0, "open": 1, "half_open": 0}
+
+
+def test_build_info_and_loop_lag(metrics: Metrics) -> None:
+    metrics.build_info("1.2.3", "3.11.7")
+    metrics.loop_lag(0.25)
+    assert value(metrics, "notifier_build_info", version="1.2.3", python="3.11.7") == 1
+    assert value(metrics, "notifier_event_loop_lag_seconds") == 0.25
+
+
+def test_render_text_and_openmetrics(metrics: Metrics) -> None:
+    metrics.checkpoint_committed()
+    body, content_type = metrics.render()
+    assert content_type.startswith("text/plain; version=0.0.4")
+    assert b"notifier_sync_checkpoints_total 1.0" in body
+    body, content_type = metrics.render("application/openmetrics-text; version=1.0.0")
+    assert content_type.startswith("application/openmetrics-text")
+    assert body.endswith(b"# EOF\n")

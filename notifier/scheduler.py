@@ -1,0 +1,417 @@
+"""Decide which containers to check, check them with syncStatus, drain what changed.
+
+One ``CredentialScheduler`` per credential (each has its own request budget). Its work unit is a
+*group*: one container with every stream (subscription) on it that uses this credential, so one
+syncStatus call (chunked if long) covers all their tokens. Groups wait in a due-queue; workers
+take the most overdue one, check it, drain the streams whose status says ``moreData`` or
+``overwrite`` and schedule it again. Streams without a token (first sync) or in the middle of a
+resync are drained without asking. A stream that fails in a way retrying will not fix (rejected
+token, malformed page, container gone or forbidden) is quarantined with a growing backoff; the
+rest carry on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from notifier.core.schedule import (
+    ChangeRate,
+    DueQueue,
+    effective_interval,
+    quarantine_delay,
+    solve_intervals,
+)
+from notifier.errors import (
+    BadRequestError,
+    ClientError,
+    CredentialError,
+    ForbiddenError,
+    InvalidGrantError,
+    NotFoundError,
+    NotifierError,
+    ProtocolError,
+    SinkError,
+    UpstreamError,
+)
+from notifier.metrics import Metrics
+from notifier.source.client import RelationshipClient
+from notifier.state.base import StateStore, StreamState
+from notifier.sync import StreamSpec, StreamSyncer
+
+log = logging.getLogger(__name__)
+
+Policy = Literal["adaptive", "round_robin"]
+BUSY_RATE_PER_S = 1.0 / 3600.0  # a group that changes more than about hourly counts as busy
+
+
+@dataclass(slots=True)
+class StreamRuntime:
+    spec: StreamSpec
+    token: str | None = None
+    in_resync: bool = False
+    force_resync: bool = False
+    quarantined_until: float = 0.0
+    failures: int = 0
+    last_checked: float | None = None
+
+    def load(self, st: StreamState | None) -> None:
+        if st is None:
+            return
+        self.token = st.sync_token
+        self.in_resync = st.in_resync
+        self.quarantined_until = st.quarantined_until or 0.0
+        self.failures = st.failures
+        self.last_checked = st.last_checked_at
+        if st.quarantine_reason == "bad_token":
+            self.force_resync = True
+
+
+@dataclass(slots=True)
+class Group:
+    container_id: str
+    streams: list[StreamRuntime]
+    rate: ChangeRate
+    interval: float
+    last_checked: float | None = None
+
+    def last_success(self) -> float | None:
+        times = [s.last_checked for s in self.streams]
+        return None if any(t is None for t in times) else min(t for t in times if t is not None)
+
+
+@dataclass(slots=True)
+class SchedulerSettings:
+    interval: float = 30.0
+    max_staleness: float = 600.0
+    status_chunk: int = 100
+    quarantine_initial: float = 30.0
+    quarantine_max: float = 1800.0
+    policy: Policy = "adaptive"
+    requests_per_minute: float = 120.0
+    reserve: float = 0.2
+    workers: int = 4
+
+
+@dataclass(slots=True)
+class PassStats:
+    groups_checked: int = 0
+    streams_drained: int = 0
+    events: int = 0
+    failures: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+
+class CredentialScheduler:
+    """Runs the check-and-drain loop for every group of one credential."""
+
+    def __init__(
+        self,
+        name: str,
+        client: RelationshipClient,
+        specs: Sequence[StreamSpec],
+        *,
+        store: StateStore,
+        syncer: StreamSyncer,
+        settings: SchedulerSettings,
+        drain_slots: asyncio.Semaphore,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.name = name
+        self._client = client
+        self._store = store
+        self._syncer = syncer
+        self._s = settings
+        self._drain_slots = drain_slots
+        self._metrics = metrics
+        self._clock = clock
+        by_container: dict[str, list[StreamRuntime]] = {}
+        for spec in specs:
+            by_container.setdefault(spec.container_id, []).append(StreamRuntime(spec))
+        half_life = max(settings.max_staleness * 6, 3600.0)
+        self.groups: dict[str, Group] = {
+            cid: Group(cid, streams, ChangeRate(half_life, 1.0 / 86400.0), settings.interval)
+            for cid, streams in by_container.items()
+        }
+        self._queue = DueQueue()
+        self._stop = asyncio.Event()
+        self.stats = PassStats()
+        self.cycles_done = 0
+        self._inflight = 0
+
+    @property
+    def streams(self) -> list[StreamRuntime]:
+        return [s for g in self.groups.values() for s in g.streams]
+
+    async def load(self) -> None:
+        """Restore tokens, quarantines and check times from the store; schedule every group."""
+        states = {st.key: st for st in await self._store.list_streams()}
+        now = self._clock()
+        for g in self.groups.values():
+            for s in g.streams:
+                s.load(states.get(s.spec.key))
+            last = g.last_success()
+            g.last_checked = last
+            due = now if last is None else min(now, last + g.interval)
+            self._queue.schedule(g.container_id, due)
+        self.retune()
+        status_rate = self._status_per_minute()
+        eff = effective_interval(len(self.groups), self._s.interval, status_rate)
+        if eff > self._s.interval * 1.05 and self._s.policy == "round_robin":
+            log.warning(
+                "budget too small for the interval: %d containers at %.0f status checks/min "
+                "take %.0fs per pass (configured %.0fs)",
+                len(self.groups), status_rate, eff, self._s.interval,
+                extra={"credential": self.name},
+            )
+        if self._metrics is not None:
+            self._metrics.effective_interval(self.name, eff)
+
+    def _status_per_minute(self) -> float:
+        return self._s.requests_per_minute * (1.0 - self._s.reserve)
+
+    def retune(self) -> None:
+        """Recompute each group's interval from its change rate and the budget."""
+        groups = list(self.groups.values())
+        if not groups:
+            return
+        if self._s.policy == "round_robin":
+            for g in groups:
+                g.interval = self._s.interval
+            return
+        now = self._clock()
+        rates = [g.rate.rate(now) for g in groups]
+        checks_per_s = self._status_per_minute() / 60.0 * 0.9
+        intervals = solve_intervals(rates, checks_per_s, self._s.interval, self._s.max_staleness)
+        for g, iv in zip(groups, intervals, strict=True):
+            old = g.interval
+            g.interval = iv
+            due = self._queue.due_of(g.container_id)
+            if due is not None and g.last_checked is not None and iv < old:
+                self._queue.schedule(g.container_id, min(due, g.last_checked + iv))
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self, *, once: bool = False, progress: bool = False) -> None:
+        """Work until ``stop()``; with ``once``, check every group one time and return."""
+        if once:
+            total = len(self.groups)
+            queue: asyncio.Queue[str] = asyncio.Queue()
+            for cid in self.groups:
+                queue.put_nowait(cid)
+
+            async def one_worker() -> None:
+                while not self._stop.is_set():
+                    try:
+                        cid = queue.get_nowait()
+                    except asyncio.QueueEmpty:
+                        return
+                    await self._check_group(self.groups[cid], drain_all_due=True)
+                    if progress:
+                        done = total - queue.qsize()
+                        print(f"\r[{self.name}] {done}/{total} containers checked, "
+                              f"{self.stats.events} changes", end="", file=sys.stderr)
+
+            await asyncio.gather(*(one_worker() for _ in range(max(1, self._s.workers))))
+            if progress:
+                print(file=sys.stderr)
+            self.cycles_done += 1
+            return
+        workers = [asyncio.create_task(self._worker()) for _ in range(max(1, self._s.workers))]
+        try:
+            await asyncio.gather(*workers)
+        finally:
+            for w in workers:
+                w.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+
+    async def _worker(self) -> None:
+        while not self._stop.is_set():
+            now = self._clock()
+            cid = self._queue.pop_due(now)
+            if cid is None:
+                nxt = self._queue.next_due()
+                wait = 1.0 if nxt is None else min(max(nxt - now, 0.01), 5.0)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), wait)
+                continue
+            assert isinstance(cid, str)
+            group = self.groups[cid]
+            self._inflight += 1
+            try:
+                await self._check_group(group)
+            finally:
+                self._inflight -= 1
+                if self._queue.due_of(cid) is None and not self._stop.is_set():
+                    self._queue.schedule(cid, self._next_due(group))
+                if self._inflight == 0 and self._all_checked_once():
+                    self.cycles_done = max(self.cycles_done, 1)
+
+    def _all_checked_once(self) -> bool:
+        return all(g.last_checked is not None for g in self.groups.values())
+
+    def _next_due(self, group: Group) -> float:
+        now = self._clock()
+        due = now + group.interval
+        quarantined = [s.quarantined_until for s in group.streams if s.quarantined_until > now]
+        if quarantined and len(quarantined) == len(group.streams):
+            due = max(due, min(quarantined))
+        return due
+
+    async def _check_group(self, group: Group, *, drain_all_due: bool = False) -> None:
+        now = self._clock()
+        active = [s for s in group.streams if s.quarantined_until <= now]
+        if not active:
+            return
+        to_drain = [s for s in active if s.token is None or s.in_resync or s.force_resync]
+        polled = [s for s in active if not (s.token is None or s.in_resync or s.force_resync)]
+        checked: list[StreamRuntime] = []
+        for start in range(0, len(polled), max(1, self._s.status_chunk)):
+            chunk = polled[start:start + self._s.status_chunk]
+            outcome = await self._status(group, chunk)
+            if outcome is None:
+                return  # the whole group failed; logged; retried at its next turn
+            due, ok = outcome
+            to_drain.extend(due)
+            checked.extend(ok)
+        self.stats.groups_checked += 1
+        if self._metrics is not None:
+            self._metrics.status_checked(self.name, len(polled))
+        if to_drain:
+            results = await asyncio.gather(*(self._drain(s) for s in to_drain))
+            changed = sum(1 for ok, n in results if ok and n)
+            checked.extend(s for s, (ok, _) in zip(to_drain, results, strict=True) if ok)
+            if changed:
+                group.rate.record(self._clock(), changed)
+        now = self._clock()
+        if checked:
+            await self._store.mark_checked([s.spec.key for s in checked], now)
+            for s in checked:
+                s.last_checked = now
+                if s.failures:
+                    await self._store.clear_quarantine(*s.spec.key, reset_failures=True)
+                    log.info("stream recovered from quarantine",
+                             extra=self._ctx(s))
+                    s.failures = 0
+        if len(checked) == len(group.streams):
+            group.last_checked = now
+
+    async def _status(
+        self, group: Group, chunk: list[StreamRuntime]
+    ) -> tuple[list[StreamRuntime], list[StreamRuntime]] | None:
+        items = [(s.token or "", str(i)) for i, s in enumerate(chunk)]
+        try:
+            resp = await self._client.sync_status(group.container_id, items)
+        except (ForbiddenError, NotFoundError) as exc:
+            reason = "gone" if isinstance(exc, NotFoundError) else "forbidden"
+            for s in chunk:
+                await self._quarantine(s, reason, exc)
+            return None
+        except InvalidGrantError as exc:
+            log.error("%s", exc, extra={"credential": self.name})
+            return None
+        except (UpstreamError, CredentialError) as exc:
+            log.warning("syncStatus failed for container %s: %s", group.container_id, exc,
+                        extra={"credential": self.name, "container": group.container_id})
+            return None
+        due: list[StreamRuntime] = []
+        ok: list[StreamRuntime] = []
+        answered: set[int] = set()
+        for r in resp.results:
+            idx = _index(r.reference_id, len(chunk))
+            if idx is None or idx in answered:
+                continue
+            answered.add(idx)
+            s = chunk[idx]
+            (due if (r.more_data or r.overwrite) else ok).append(s)
+        for e in resp.errors:
+            idx = _index(e.reference_id, len(chunk))
+            if idx is None or idx in answered:
+                continue
+            answered.add(idx)
+            s = chunk[idx]
+            s.force_resync = True
+            await self._quarantine(s, "bad_token", ProtocolError(
+                f"sync token rejected: {e.title or e.type} {e.detail}".strip(),
+                endpoint="syncStatus"))
+        missing = len(chunk) - len(answered)
+        if missing:
+            log.warning("syncStatus answered %d of %d tokens; the rest are retried later",
+                        len(answered), len(chunk),
+                        extra={"credential": self.name, "container": group.container_id})
+        return due, ok
+
+    async def _drain(self, s: StreamRuntime) -> tuple[bool, int]:
+        async with self._drain_slots:
+            if self._stop.is_set():
+                return False, 0
+            try:
+                res = await self._syncer.drain(
+                    self._client, s.spec, stop=self._stop, force_resync=s.force_resync
+                )
+            except BadRequestError as exc:
+                s.force_resync = True
+                await self._quarantine(s, "bad_token", exc)
+                return False, 0
+            except (ForbiddenError, NotFoundError) as exc:
+                reason = "gone" if isinstance(exc, NotFoundError) else "forbidden"
+                await self._quarantine(s, reason, exc)
+                return False, 0
+            except ProtocolError as exc:
+                await self._quarantine(s, "malformed_page", exc)
+                return False, 0
+            except ClientError as exc:
+                await self._quarantine(s, "error", exc)
+                return False, 0
+            except SinkError as exc:
+                self.stats.failures += 1
+                log.warning("sink %s did not accept events; the page will be retried: %s",
+                            exc.sink, exc, extra=self._ctx(s))
+                return False, 0
+            except (UpstreamError, CredentialError) as exc:
+                self.stats.failures += 1
+                log.warning("sync failed, retried at the next check: %s", exc,
+                            extra=self._ctx(s))
+                return False, 0
+            except NotifierError as exc:
+                self.stats.failures += 1
+                log.error("sync failed: %s", exc, extra=self._ctx(s))
+                return False, 0
+            st = await self._store.get_stream(*s.spec.key)
+            s.load(st)
+            if res.completed:
+                s.force_resync = False
+            self.stats.streams_drained += 1
+            self.stats.events += res.created + res.deleted
+            return res.completed, res.created + res.deleted
+
+    async def _quarantine(self, s: StreamRuntime, reason: str, exc: Exception) -> None:
+        s.failures += 1
+        delay = quarantine_delay(s.failures, self._s.quarantine_initial, self._s.quarantine_max)
+        s.quarantined_until = self._clock() + delay
+        self.stats.failures += 1
+        await self._store.quarantine(*s.spec.key, until=s.quarantined_until, reason=reason)
+        if self._metrics is not None:
+            self._metrics.stream_quarantined(reason)
+        log.warning("stream quarantined for %.0fs (%s): %s", delay, reason, exc,
+                    extra=self._ctx(s))
+
+    def _ctx(self, s: StreamRuntime) -> dict[str, str]:
+        return {"subscription": s.spec.subscription, "container": s.spec.container_id,
+                "credential": self.name}
+
+
+def _index(ref: str | None, n: int) -> int | None:
+    try:
+        i = int(ref) if ref is not None else -1
+    except ValueError:
+        return None
+    return i if 0 <= i < n else None

@@ -1,0 +1,323 @@
+"""Drain one stream: sync pages → diff → sinks → checkpoint.
+
+A stream is one (subscription, container). A drain follows ``moreData`` and ``nextSyncToken``
+until the service has nothing more, and checkpoints after every page, only once every sink of
+the subscription has accepted that page's events (direct sinks acked, outbox rows written in the
+checkpoint's own transaction). Bootstrap (no token) and ``overwrite`` resyncs are *resync*
+drains: the store stages every id the service lists and, once the last page is in, the known ids
+that were not listed become deleted events. A stop request between pages abandons the drain
+without checkpointing anything unfinished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from notifier.core.diff import diff_page, missing_deletions, page_ids
+from notifier.core.events import Event
+from notifier.errors import ProtocolError, SinkError
+from notifier.metrics import Metrics
+from notifier.sinks.base import Sink
+from notifier.source.client import RelationshipClient
+from notifier.source.models import Relationship
+from notifier.state.base import OutboxItem, StateStore
+
+log = logging.getLogger(__name__)
+
+RESYNC_DELETE_BATCH = 5_000
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSpec:
+    """Everything the drain needs to know about one stream, from the configuration."""
+
+    subscription: str
+    container_id: str
+    credentials: tuple[str, ...]
+    sinks: tuple[Sink, ...]
+    domains: tuple[str, ...] | None = None
+    query: Mapping[str, str] | None = None
+    emit_initial: bool = True
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.subscription, self.container_id)
+
+
+@dataclass(slots=True)
+class DrainResult:
+    pages: int = 0
+    created: int = 0
+    deleted: int = 0
+    completed: bool = False  # False when a stop request interrupted the drain
+
+
+def rfc3339(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+def parse_time(value: str) -> float | None:
+    try:
+        return datetime.fromisoformat(value).timestamp()
+    except (TypeError, ValueError):
+        return None
+
+
+class Publisher:
+    """Hands a page's events to every sink of a subscription; all must accept."""
+
+    def __init__(self, metrics: Metrics | None, clock: Callable[[], float] = time.time) -> None:
+        self._metrics = metrics
+        self._clock = clock
+
+    async def publish(self, sinks: Sequence[Sink], events: Sequence[Event]) -> list[OutboxItem]:
+        """Publish to the direct sinks; return the outbox rows for the outbox sinks."""
+        if not events:
+            return []
+        direct = [s for s in sinks if not s.outbox]
+        started = time.perf_counter()
+        results = await asyncio.gather(
+            *(s.publish(events) for s in direct), return_exceptions=True
+        )
+        elapsed = time.perf_counter() - started
+        failure: BaseException | None = None
+        for sink, res in zip(direct, results, strict=True):
+            ok = not isinstance(res, BaseException)
+            if self._metrics is not None:
+                self._metrics.events_published(sink.name, "ok" if ok else "error", len(events))
+                if ok:
+                    self._metrics.publish_latency(sink.name, elapsed)
+            if isinstance(res, BaseException) and failure is None:
+                failure = res
+        if failure is not None:
+            if isinstance(failure, SinkError):
+                raise failure
+            if isinstance(failure, Exception):
+                raise SinkError(f"unexpected error: {failure!r}") from failure
+            raise failure
+        now = self._clock()
+        items: list[OutboxItem] = []
+        for sink in sinks:
+            if not sink.outbox:
+                continue
+            for e in events:
+                items.append(
+                    OutboxItem(
+                        sink=sink.name, event_id=e.id, ordering_key=e.subject,
+                        payload=e.structured_json(), event_time=e.time, created_at=now,
+                    )
+                )
+        return items
+
+    def observe_lag(self, events: Sequence[Event]) -> None:
+        if self._metrics is None:
+            return
+        now = self._clock()
+        for e in events:
+            if e.snapshot:
+                continue
+            t = parse_time(e.time)
+            if t is not None:
+                self._metrics.detection_lag(max(0.0, now - t))
+
+
+class StreamSyncer:
+    """Runs drains against the store; one instance serves every stream."""
+
+    def __init__(
+        self,
+        store: StateStore,
+        *,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.time,
+        on_outbox: Callable[[], None] | None = None,
+    ) -> None:
+        self._store = store
+        self._metrics = metrics
+        self._clock = clock
+        self._publisher = Publisher(metrics, clock)
+        self._on_outbox = on_outbox
+
+    async def drain(
+        self,
+        client: RelationshipClient,
+        spec: StreamSpec,
+        *,
+        stop: asyncio.Event | None = None,
+        force_resync: bool = False,
+    ) -> DrainResult:
+        """Sync ``spec`` until the service reports no more data, checkpointing every page."""
+        result = DrainResult()
+        state = await self._store.get_stream(spec.subscription, spec.container_id)
+        token = state.sync_token if state else None
+        resync = False
+        first_sync = state is None or (state.sync_token is None and not state.in_resync)
+        if state is not None and state.in_resync:
+            resync = True
+            token = state.resync_cursor
+            first_sync = state.sync_token is None
+        elif force_resync or token is None:
+            resync = True
+            token = None
+            await self._store.begin_resync(spec.subscription, spec.container_id)
+        emit = spec.emit_initial or not first_sync
+
+        if token is None and spec.query is not None:
+            token = await self._bootstrap_query(client, spec, emit, result, stop)
+            if token is None:
+                return result
+
+        while True:
+            if stop is not None and stop.is_set():
+                return result
+            page = await client.sync(
+                spec.container_id, token, spec.domains if token is None else None
+            )
+            if page.overwrite and not resync:
+                log.info(
+                    "overwrite: resyncing stream against its known ids",
+                    extra={"subscription": spec.subscription, "container": spec.container_id},
+                )
+                resync = True
+                await self._store.begin_resync(spec.subscription, spec.container_id)
+            result.pages += 1
+            if self._metrics is not None:
+                self._metrics.page_synced(
+                    client.credential_name, page.overwrite,
+                    len(page.current) + len(page.deleted), page.size_bytes,
+                )
+            changed = await self._apply(spec, page.current, page.deleted, resync, emit,
+                                        page.next_sync_token, page.more_data, result)
+            token = page.next_sync_token
+            if page.more_data:
+                continue
+            if resync:
+                await self._finish_resync(spec, token, emit, result, changed)
+            result.completed = True
+            return result
+
+    async def _apply(
+        self,
+        spec: StreamSpec,
+        current: list[Relationship],
+        deleted: list[Relationship],
+        resync: bool,
+        emit: bool,
+        next_token: str | None,
+        more_data: bool,
+        result: DrainResult,
+    ) -> bool:
+        """Diff, publish and checkpoint one page; returns whether anything changed."""
+        ids = page_ids(current, deleted)
+        known = (
+            await self._store.known_subset(spec.subscription, spec.container_id, ids)
+            if ids else set()
+        )
+        now = self._clock()
+        d = diff_page(
+            subscription=spec.subscription, container_id=spec.container_id,
+            current=current, deleted=deleted, known=known, resync=resync, emit=emit,
+            seen_at=rfc3339(now),
+        )
+        outbox = await self._publisher.publish(spec.sinks, d.events)
+        changed = bool(d.add_ids or d.remove_ids or d.events)
+        if resync:
+            # Mid-resync: the final token is committed only by finish_resync.
+            await self._store.commit_page(
+                spec.subscription, spec.container_id,
+                next_token=None, resync_cursor=next_token, in_resync=True,
+                add_ids=d.add_ids, remove_ids=d.remove_ids, seen_ids=d.seen_ids,
+                outbox=outbox, changed=changed, now=now,
+            )
+        else:
+            assert next_token is not None
+            await self._store.commit_page(
+                spec.subscription, spec.container_id,
+                next_token=next_token, resync_cursor=None, in_resync=False,
+                add_ids=d.add_ids, remove_ids=d.remove_ids, outbox=outbox,
+                changed=changed, now=now,
+            )
+        self._after_commit(d.events, bool(outbox), d.created, d.deleted, resync, result)
+        return changed
+
+    def _after_commit(
+        self, events: Sequence[Event], outboxed: bool, created: int, deleted: int,
+        snapshot: bool, result: DrainResult,
+    ) -> None:
+        result.created += created
+        result.deleted += deleted
+        if self._metrics is not None:
+            self._metrics.checkpoint_committed()
+            if created:
+                self._metrics.events_detected("created", snapshot, created)
+            if deleted:
+                self._metrics.events_detected("deleted", snapshot, deleted)
+        self._publisher.observe_lag(events)
+        if outboxed and self._on_outbox is not None:
+            self._on_outbox()
+
+    async def _finish_resync(
+        self, spec: StreamSpec, token: str, emit: bool, result: DrainResult, changed: bool
+    ) -> None:
+        """Deleted events for known ids the resync did not list, then the final token."""
+        sub, cid = spec.subscription, spec.container_id
+        while True:
+            batch: list[str] = []
+            async for chunk in self._store.iter_resync_missing(sub, cid, RESYNC_DELETE_BATCH):
+                batch = chunk
+                break
+            if not batch:
+                break
+            now = self._clock()
+            events = (
+                missing_deletions(subscription=sub, container_id=cid, missing_ids=batch,
+                                  seen_at=rfc3339(now))
+                if emit else []
+            )
+            outbox = await self._publisher.publish(spec.sinks, events)
+            await self._store.commit_page(
+                sub, cid, next_token=None, resync_cursor=token, in_resync=True,
+                add_ids=(), remove_ids=batch, outbox=outbox, changed=True, now=now,
+            )
+            changed = True
+            self._after_commit(events, bool(outbox), 0, len(batch), True, result)
+        await self._store.finish_resync(sub, cid, next_token=token, changed=changed,
+                                        now=self._clock())
+
+    async def _bootstrap_query(
+        self,
+        client: RelationshipClient,
+        spec: StreamSpec,
+        emit: bool,
+        result: DrainResult,
+        stop: asyncio.Event | None,
+    ) -> str | None:
+        """First sync of a query subscription: page through search, keep its syncToken.
+
+        The token of the first page marks the query's starting point: changes made while paging
+        come again from sync and are recognised by their ids, so none is lost.
+        """
+        assert spec.query is not None
+        sync_token: str | None = None
+        continuation: str | None = None
+        while True:
+            if stop is not None and stop.is_set():
+                return None
+            page = await client.search(spec.container_id, spec.query, continuation)
+            if sync_token is None:
+                sync_token = page.sync_token
+            live = [r for r in page.relationships if not r.is_deleted]
+            result.pages += 1
+            # No cursor: a crash here restarts the search; known ids keep it from re-emitting.
+            await self._apply(spec, live, [], True, emit, None, True, result)
+            continuation = page.continuation_token
+            if not continuation:
+                break
+        if not sync_token:
+            raise ProtocolError("search returned no page.syncToken", endpoint="search")
+        return sync_token

@@ -1,0 +1,473 @@
+"""The Kafka sink: CloudEvents on an Apache Kafka topic through an idempotent aiokafka producer.
+
+Record format (CloudEvents Kafka protocol binding). The record key is the relationship id (default)
+or the container id, UTF-8; the extension ``partitionkey`` always equals it. Binary content mode
+(default): value = the event's ``data`` as JSON, headers ``ce_specversion ce_id ce_source ce_type
+ce_subject ce_time ce_snapshot ce_partitionkey`` and ``content-type: application/json``. Structured
+mode: value = the whole event as JSON (with ``partitionkey``), ``content-type:
+application/cloudevents+json``.
+
+A page is split by partition (murmur2 of the key, as every Kafka client's default partitioner)
+into record batches that are all handed to the producer before any acknowledgement is awaited.
+The producer has acks=all and idempotence on, and keeps one request in flight per broker, so
+records of one key stay in order even across retries. Any failure or a delivery that outlasts
+``delivery_timeout`` fails the whole ``publish`` with SinkError; the producer is then replaced
+in the background and the sink reports itself down until a fresh one is connected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import struct
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any, Literal, Self
+
+import orjson
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, ProducerClosed, TopicAlreadyExistsError, for_code
+from aiokafka.helpers import create_ssl_context
+
+from notifier.core.events import SPEC_VERSION, Event
+from notifier.errors import SinkConfigError, SinkError
+
+log = logging.getLogger(__name__)
+
+KeyField = Literal["relationship", "container"]
+ContentMode = Literal["binary", "structured"]
+Compression = Literal["gzip", "snappy", "lz4", "zstd"]
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+Headers = list[tuple[str, bytes]]
+Record = tuple[bytes, bytes, Headers]
+
+CONTENT_TYPE_JSON = b"application/json"
+CONTENT_TYPE_CLOUDEVENTS = b"application/cloudevents+json"
+_SPEC = SPEC_VERSION.encode()
+_SNAPSHOT = {True: b"true", False: b"false"}
+_STRUCTURED_HEADERS: Headers = [("content-type", CONTENT_TYPE_CLOUDEVENTS)]
+
+
+def build_records(
+    events: Iterable[Event], *, key: KeyField = "relationship", content_mode: ContentMode = "binary"
+) -> list[Record]:
+    """The Kafka records ``(key, value, headers)`` for ``events``, in order (pure; no broker)."""
+    by_container = key == "container"
+    if content_mode == "structured":
+        out: list[Record] = []
+        for ev in events:
+            pkey = ev.container_id if by_container else ev.subject
+            body = ev.structured()
+            body["partitionkey"] = pkey
+            out.append((pkey.encode(), orjson.dumps(body), _STRUCTURED_HEADERS))
+        return out
+    encoded: dict[str, bytes] = {}  # sources and types repeat across a page: encode them once
+    dumps = orjson.dumps
+    records: list[Record] = []
+    append = records.append
+    for ev in events:
+        k = (ev.container_id if by_container else ev.subject).encode()
+        source = encoded.get(ev.source)
+        if source is None:
+            source = encoded[ev.source] = ev.source.encode()
+        etype = encoded.get(ev.type)
+        if etype is None:
+            etype = encoded[ev.type] = ev.type.encode()
+        append((k, dumps(ev.data), [
+            ("ce_specversion", _SPEC),
+            ("ce_id", ev.id.encode()),
+            ("ce_source", source),
+            ("ce_type", etype),
+            ("ce_subject", ev.subject.encode()),
+            ("ce_time", ev.time.encode()),
+            ("ce_snapshot", _SNAPSHOT[ev.snapshot]),
+            ("ce_partitionkey", k),
+            ("content-type", CONTENT_TYPE_JSON),
+        ]))
+    return records
+
+
+_M = 0x5BD1E995
+_MASK = 0xFFFFFFFF
+_WORDS = [struct.Struct(f"<{n}I") for n in range(64)]
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 (Java ``Utils.murmur2``), unsigned; about twice as fast as aiokafka's."""
+    length = len(data)
+    n = length >> 2
+    h = 0x9747B28C ^ length
+    words = _WORDS[n].unpack_from(data) if n < 64 else struct.unpack_from(f"<{n}I", data)
+    for k in words:
+        k = (k * _M) & _MASK
+        k = ((k ^ (k >> 24)) * _M) & _MASK
+        h = ((h * _M) & _MASK) ^ k
+    tail = length & 3
+    if tail:
+        base = n << 2
+        if tail == 3:
+            h ^= data[base + 2] << 16
+        if tail >= 2:
+            h ^= data[base + 1] << 8
+        h = ((h ^ data[base]) * _M) & _MASK
+    h ^= h >> 13
+    h = (h * _M) & _MASK
+    return h ^ (h >> 15)
+
+
+def partition_for(key: bytes, partitions: Sequence[int]) -> int:
+    """The partition the Java client's default partitioner picks for ``key`` (sorted ids)."""
+    return partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
+
+
+class KafkaSink:
+    """Publishes CloudEvents to one Kafka topic; see the module docstring for the record format."""
+
+    outbox = False
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        bootstrap_servers: str | Sequence[str],
+        topic: str,
+        key: KeyField = "relationship",
+        content_mode: ContentMode = "binary",
+        linger_ms: int = 5,
+        max_batch_size: int = 512 * 1024,
+        compression: Compression | None = None,
+        create_topic: bool = True,
+        partitions: int = 3,
+        replication_factor: int = 1,
+        request_timeout: float = 30.0,
+        delivery_timeout: float | None = None,
+        security_protocol: SecurityProtocol = "PLAINTEXT",
+        sasl_mechanism: SaslMechanism | None = None,
+        sasl_username: str | None = None,
+        sasl_password: str | None = None,
+        ssl_cafile: str | None = None,
+        ssl_certfile: str | None = None,
+        ssl_keyfile: str | None = None,
+        client_id: str = "notifier",
+        reconnect_backoff: tuple[float, float] = (0.5, 10.0),
+        metrics: Any = None,
+    ) -> None:
+        self.name = name
+        self.topic = topic
+        self.key = key
+        self.content_mode = content_mode
+        servers = [bootstrap_servers] if isinstance(bootstrap_servers, str) else bootstrap_servers
+        self.bootstrap_servers = [s.strip() for b in servers for s in b.split(",") if s.strip()]
+        self.create_topic = create_topic
+        self.partitions = partitions
+        self.replication_factor = replication_factor
+        self.delivery_timeout = request_timeout if delivery_timeout is None else delivery_timeout
+        self._request_timeout = request_timeout
+        self._backoff = reconnect_backoff
+        self._metrics = metrics
+        if not self.bootstrap_servers:
+            raise SinkConfigError("kafka sink needs at least one bootstrap server", sink=name)
+        if compression is not None and compression not in ("gzip", "snappy", "lz4", "zstd"):
+            raise SinkConfigError(f"unknown kafka compression {compression!r}", sink=name)
+        self._client_options = self._security_options(
+            security_protocol, sasl_mechanism=sasl_mechanism, username=sasl_username,
+            password=sasl_password, cafile=ssl_cafile, certfile=ssl_certfile, keyfile=ssl_keyfile,
+        )
+        self._client_options.update(
+            bootstrap_servers=self.bootstrap_servers,
+            client_id=client_id,
+            request_timeout_ms=int(request_timeout * 1000),
+        )
+        self._producer_options: dict[str, Any] = dict(
+            acks="all", enable_idempotence=True, linger_ms=linger_ms,
+            max_batch_size=max_batch_size, compression_type=compression,
+        )
+        self._producer: AIOKafkaProducer | None = None
+        self._up = False
+        self._fatal: SinkConfigError | None = None
+        self._recovery: asyncio.Task[None] | None = None
+        self._closing = False
+
+    @classmethod
+    def from_config(cls, cfg: Any, metrics: Any = None) -> KafkaSink:
+        """Build the sink from the ``type: kafka`` model of notifier/config.py."""
+        password = cfg.sasl_password
+        return cls(
+            cfg.name,
+            bootstrap_servers=cfg.bootstrap_servers,
+            topic=cfg.topic,
+            key=cfg.key,
+            content_mode=cfg.content_mode,
+            linger_ms=cfg.linger_ms,
+            max_batch_size=cfg.max_batch_size,
+            compression=cfg.compression,
+            create_topic=cfg.create_topic,
+            partitions=cfg.partitions,
+            replication_factor=cfg.replication_factor,
+            request_timeout=cfg.request_timeout,
+            security_protocol=cfg.security_protocol,
+            sasl_mechanism=cfg.sasl_mechanism,
+            sasl_username=cfg.sasl_username,
+            sasl_password=password.get_secret_value() if password is not None else None,
+            ssl_cafile=cfg.ssl_cafile,
+            ssl_certfile=cfg.ssl_certfile,
+            ssl_keyfile=cfg.ssl_keyfile,
+            client_id=cfg.client_id,
+            metrics=metrics,
+        )
+
+    def _security_options(
+        self, protocol: str, *, sasl_mechanism: str | None, username: str | None,
+        password: str | None, cafile: str | None, certfile: str | None, keyfile: str | None,
+    ) -> dict[str, Any]:
+        mechanism = sasl_mechanism
+        opts: dict[str, Any] = {"security_protocol": protocol}
+        if protocol.startswith("SASL_"):
+            if mechanism not in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"):
+                raise SinkConfigError(
+                    f"{protocol} needs sasl_mechanism PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512",
+                    sink=self.name,
+                )
+            if not username or password is None:
+                raise SinkConfigError(f"{protocol} needs sasl_username and sasl_password",
+                                      sink=self.name)
+            opts.update(sasl_mechanism=mechanism, sasl_plain_username=username,
+                        sasl_plain_password=password)
+        if protocol.endswith("SSL"):
+            if keyfile and not certfile:
+                raise SinkConfigError("ssl_keyfile needs ssl_certfile", sink=self.name)
+            try:
+                opts["ssl_context"] = create_ssl_context(
+                    cafile=cafile, certfile=certfile, keyfile=keyfile)
+            except (OSError, ValueError) as err:  # ssl.SSLError is an OSError
+                raise SinkConfigError(f"cannot build the TLS context: {err}",
+                                      sink=self.name) from None
+        elif cafile or certfile or keyfile:
+            raise SinkConfigError(f"ssl_* files need security_protocol SSL or SASL_SSL, "
+                                  f"not {protocol}", sink=self.name)
+        return opts
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        """Connect; an unreachable broker is not fatal (retried in the background)."""
+        try:
+            await self._connect()
+        except SinkConfigError:
+            raise
+        except SinkError as err:
+            log.warning("kafka sink %s: %s; retrying in the background", self.name, err)
+            self._mark_down()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self, grace: float = 10.0) -> None:
+        """Flush what is still queued (for at most ``grace`` seconds) and stop the producer."""
+        self._closing = True
+        if self._recovery is not None:
+            self._recovery.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._recovery
+            self._recovery = None
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                await asyncio.wait_for(producer.flush(), grace)
+            except TimeoutError:
+                log.warning("kafka sink %s: unsent records dropped at shutdown", self.name)
+            await self._discard(producer)
+        self._set_up(False)
+
+    def healthy(self) -> bool:
+        return self._up
+
+    async def _connect(self) -> None:
+        """Make sure the topic exists, then start a fresh producer (SinkError if unreachable)."""
+        servers = ",".join(self.bootstrap_servers)
+        try:
+            await asyncio.wait_for(self._ensure_topic(), self._request_timeout * 2)
+            producer = AIOKafkaProducer(**self._client_options, **self._producer_options)
+            try:
+                await asyncio.wait_for(producer.start(), self._request_timeout)
+                await producer.partitions_for(self.topic)
+            except BaseException:
+                await self._discard(producer)
+                raise
+        except SinkError:
+            raise
+        except (KafkaError, OSError, TimeoutError) as err:
+            raise SinkError(f"cannot connect to kafka at {servers}: {_describe(err)}",
+                            sink=self.name) from None
+        self._producer = producer
+        self._set_up(True)
+
+    async def _ensure_topic(self) -> None:
+        admin = AIOKafkaAdminClient(**self._client_options)
+        try:
+            await admin.start()
+            # list_topics, not describe_topics: a metadata request naming the topic would let a
+            # broker with auto.create.topics.enable create it with its own defaults.
+            if self.topic in await admin.list_topics():
+                return
+            servers = ",".join(self.bootstrap_servers)
+            if not self.create_topic:
+                raise SinkConfigError(
+                    f"kafka topic {self.topic!r} does not exist on {servers} and create_topic "
+                    "is false: create it or set create_topic: true", sink=self.name)
+            response = await admin.create_topics([NewTopic(
+                self.topic, self.partitions, self.replication_factor)])
+            for entry in response.topic_errors:
+                error = for_code(entry[1])
+                if entry[1] != 0 and error is not TopicAlreadyExistsError:
+                    raise SinkConfigError(
+                        f"cannot create kafka topic {self.topic!r} on {servers}: "
+                        f"{error.__name__} {entry[2] if len(entry) > 2 else ''}".rstrip(),
+                        sink=self.name)
+            log.info("kafka sink %s: created topic %s (%d partitions, replication %d)",
+                     self.name, self.topic, self.partitions, self.replication_factor)
+        finally:
+            await admin.close()
+
+    # -- publishing -------------------------------------------------------------------------
+
+    async def publish(self, events: Sequence[Event]) -> None:
+        """Send every event and return once all are acknowledged (acks=all), else SinkError."""
+        if not events:
+            return
+        if self._fatal is not None:
+            raise SinkConfigError(str(self._fatal), sink=self.name)
+        producer = self._producer
+        if producer is None or not self._up:
+            raise SinkError(f"kafka at {','.join(self.bootstrap_servers)} is unavailable",
+                            sink=self.name)
+        started = time.perf_counter()
+        records = build_records(events, key=self.key, content_mode=self.content_mode)
+        futures: list[asyncio.Future[Any]] = []
+        try:
+            async with asyncio.timeout(self.delivery_timeout):
+                await self._enqueue(producer, records, futures)
+                done, _ = await asyncio.wait(futures)
+        except (TimeoutError, KafkaError, OSError) as err:
+            failure: BaseException = err
+        else:
+            errors = [f.exception() for f in done]
+            first = next((e for e in errors if e is not None), None)
+            if first is None:
+                if self._metrics is not None:
+                    self._metrics.events_published(self.name, "ok", len(events))
+                    self._metrics.publish_latency(self.name, time.perf_counter() - started)
+                return
+            failure = first
+        for fut in futures:  # retrieve late outcomes so none is reported as never retrieved
+            fut.add_done_callback(_consume)
+        if self._metrics is not None:
+            self._metrics.events_published(self.name, "error", len(events))
+        reason = (f"not acknowledged within {self.delivery_timeout:.1f}s"
+                  if isinstance(failure, TimeoutError) else _describe(failure))
+        log.warning("kafka sink %s: publish of %d events failed: %s", self.name, len(events),
+                    reason)
+        if producer is self._producer:
+            self._producer = None
+            self._mark_down(producer)
+        raise SinkError(f"kafka publish to {self.topic!r} failed: {reason}", sink=self.name)
+
+    async def _enqueue(self, producer: AIOKafkaProducer, records: list[Record],
+                       futures: list[asyncio.Future[Any]]) -> None:
+        """Hand ``records`` to ``producer`` as one closed batch per partition and size limit."""
+        partitions = producer.client.cluster.partitions_for_topic(self.topic)
+        if not partitions:
+            partitions = await producer.partitions_for(self.topic)
+        ids = sorted(partitions)
+        n = len(ids)
+        by_partition: dict[int, list[Record]] = {}
+        hashes: dict[bytes, int] = {}
+        for rec in records:
+            k = rec[0]
+            p = hashes.get(k)
+            if p is None:
+                p = hashes[k] = ids[(murmur2(k) & 0x7FFFFFFF) % n]
+            group = by_partition.get(p)
+            if group is None:
+                by_partition[p] = [rec]
+            else:
+                group.append(rec)
+        now_ms = int(time.time() * 1000)
+        for p, group in by_partition.items():
+            batch = producer.create_batch()
+            for k, value, headers in group:
+                if batch.append(timestamp=now_ms, key=k, value=value, headers=headers) is None:
+                    batch.close()
+                    futures.append(await producer.send_batch(batch, self.topic, partition=p))
+                    batch = producer.create_batch()
+                    batch.append(timestamp=now_ms, key=k, value=value, headers=headers)
+            batch.close()
+            futures.append(await producer.send_batch(batch, self.topic, partition=p))
+
+    # -- outage handling --------------------------------------------------------------------
+
+    def _mark_down(self, broken: AIOKafkaProducer | None = None) -> None:
+        self._set_up(False)
+        if self._closing or (self._recovery is not None and not self._recovery.done()):
+            if broken is not None:
+                asyncio.get_running_loop().create_task(self._discard(broken))
+            return
+        self._recovery = asyncio.get_running_loop().create_task(
+            self._recover(broken), name=f"kafka-sink-{self.name}-recovery")
+
+    async def _recover(self, broken: AIOKafkaProducer | None) -> None:
+        """Replace the failed producer with a fresh one as soon as the broker answers."""
+        if broken is not None:
+            await self._discard(broken)
+        delay = self._backoff[0]
+        while not self._closing:
+            try:
+                await self._connect()
+            except SinkConfigError as err:
+                log.error("kafka sink %s: %s", self.name, err)
+                self._fatal = err
+                return
+            except SinkError as err:
+                log.debug("kafka sink %s: %s", self.name, err)
+            else:
+                log.info("kafka sink %s: connected to %s", self.name,
+                         ",".join(self.bootstrap_servers))
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self._backoff[1])
+
+    async def _discard(self, producer: AIOKafkaProducer) -> None:
+        """Stop ``producer`` within a bounded time, failing whatever it still holds."""
+        # A stopped broker would make stop() wait for undeliverable batches forever: fail them
+        # first (their page is retried by the caller), then stop cleanly.
+        accumulator = getattr(producer, "_message_accumulator", None)
+        if accumulator is not None:
+            accumulator.fail_all(ProducerClosed())
+        try:
+            await asyncio.wait_for(producer.stop(), self._request_timeout)
+        except (KafkaError, OSError, TimeoutError) as err:
+            log.debug("kafka sink %s: producer stop: %s", self.name, _describe(err))
+
+    def _set_up(self, up: bool) -> None:
+        if up != self._up:
+            self._up = up
+            if up:
+                log.info("kafka sink %s: up", self.name)
+            else:
+                log.warning("kafka sink %s: down", self.name)
+        if self._metrics is not None:
+            self._metrics.sink_up(self.name, up)
+
+
+def _consume(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
+
+
+def _describe(err: BaseException) -> str:
+    text = str(err)
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__

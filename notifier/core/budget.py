@@ -1,0 +1,233 @@
+"""Per-credential request budget: stay under the service's 120 requests per sliding minute.
+
+``TokenBucket`` is the arithmetic (pure: the time is passed in). Two rules must both allow a
+request:
+
+* a token bucket of ``burst`` tokens refilled at ``rate_per_minute / 60`` per second smooths the
+  traffic (at most ``burst`` requests back to back);
+* a log of the grants of the last ``window`` seconds caps them at ``rate_per_minute``. This is what
+  makes the guarantee hold: in ANY window ``(t - 60, t]`` at most ``rate_per_minute`` requests are
+  granted, whatever the burst (a bucket alone allows ``burst + rate`` per window).
+
+``sync`` requests may not use the last ``reserve`` fraction of the window's capacity, so the
+scheduler's cheap ``status`` polls always find room. A 429 ``Retry-After`` pauses every request of
+the credential (``pause_until``).
+
+``RequestBudget`` is the asyncio wrapper shared by every request of one credential: waiters are
+served in arrival order (FIFO), except that a ``sync`` waiter held back only by the reserve does
+not block the ``status`` waiters behind it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections import deque
+from dataclasses import dataclass
+from typing import Literal
+
+log = logging.getLogger(__name__)
+
+Priority = Literal["status", "sync"]
+
+WINDOW_SECONDS = 60.0
+DEFAULT_BURST = 10
+# The loop may fire a timer a hair early; never re-arm a timer shorter than this.
+_MIN_TIMER = 0.001
+_EPSILON = 1e-9
+
+
+class TokenBucket:
+    """Token bucket plus sliding-window cap; ``take(now)`` returns seconds to wait, 0 if granted."""
+
+    def __init__(
+        self,
+        rate_per_minute: int,
+        burst: int | None = None,
+        *,
+        reserve: float = 0.0,
+        window: float = WINDOW_SECONDS,
+    ) -> None:
+        if rate_per_minute < 1:
+            raise ValueError(f"rate_per_minute must be >= 1, got {rate_per_minute}")
+        if burst is None:
+            burst = min(DEFAULT_BURST, rate_per_minute)
+        if not 1 <= burst <= rate_per_minute:
+            raise ValueError(f"burst must be in [1, {rate_per_minute}], got {burst}")
+        if not 0.0 <= reserve < 1.0:
+            raise ValueError(f"reserve must be in [0, 1), got {reserve}")
+        if window <= 0:
+            raise ValueError(f"window must be > 0, got {window}")
+        self.rate_per_minute = rate_per_minute
+        self.burst = burst
+        self.reserve = reserve
+        self.window = window
+        self._refill_per_second = rate_per_minute / window
+        self._limits: dict[Priority, int] = {
+            "status": rate_per_minute,
+            # At least one, so sync traffic can always make progress.
+            "sync": max(1, math.floor(rate_per_minute * (1.0 - reserve) + _EPSILON)),
+        }
+        self._tokens = float(burst)
+        self._last: float | None = None
+        self._grants: deque[float] = deque()
+        self._paused_until = -math.inf
+
+    def limit(self, priority: Priority) -> int:
+        """How many requests of ``priority`` may be granted in one window."""
+        return self._limits[priority]
+
+    @property
+    def paused_until(self) -> float:
+        return self._paused_until
+
+    def pause_until(self, t: float) -> None:
+        """Grant nothing before ``t`` (429 Retry-After); an earlier ``t`` never shortens a pause."""
+        self._paused_until = max(self._paused_until, t)
+
+    def take(self, now: float, *, priority: Priority = "sync") -> float:
+        """Grant one request at ``now`` and return 0, or return the seconds to wait (no grant)."""
+        now = self._advance(now)
+        waits: list[float] = []
+        if now < self._paused_until:
+            waits.append(self._paused_until - now)
+        if self._tokens + _EPSILON < 1.0:
+            waits.append((1.0 - self._tokens) / self._refill_per_second)
+        limit = self._limits[priority]
+        if len(self._grants) >= limit:
+            # The grant that must leave the window before one more fits in it.
+            waits.append(self._grants[len(self._grants) - limit] + self.window - now)
+        if waits:
+            return max(waits)
+        self._tokens = max(0.0, self._tokens - 1.0)
+        self._grants.append(now)
+        return 0.0
+
+    def _advance(self, now: float) -> float:
+        """Refill and expire old grants; time never runs backwards inside the bucket."""
+        if self._last is not None:
+            now = max(now, self._last)
+            elapsed = now - self._last
+            self._tokens = min(float(self.burst), self._tokens + elapsed * self._refill_per_second)
+        self._last = now
+        horizon = now - self.window
+        grants = self._grants
+        while grants and grants[0] <= horizon:
+            grants.popleft()
+        return now
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetStats:
+    """Counters for metrics: requests granted, total seconds callers waited, 429 pauses."""
+
+    granted: int
+    waited_seconds: float
+    pauses: int
+    paused_seconds: float
+
+
+@dataclass(slots=True)
+class _Waiter:
+    priority: Priority
+    future: asyncio.Future[None]
+    since: float
+
+
+class RequestBudget:
+    """The asyncio face of a ``TokenBucket``: ``await acquire()`` before every request."""
+
+    def __init__(
+        self,
+        rate_per_minute: int = 120,
+        burst: int | None = None,
+        *,
+        reserve: float = 0.0,
+        window: float = WINDOW_SECONDS,
+        name: str = "",
+    ) -> None:
+        self.name = name
+        self._bucket = TokenBucket(rate_per_minute, burst, reserve=reserve, window=window)
+        self._queue: deque[_Waiter] = deque()
+        self._timer: asyncio.TimerHandle | None = None
+        self._granted = 0
+        self._waited = 0.0
+        self._pauses = 0
+        self._paused = 0.0
+
+    @property
+    def bucket(self) -> TokenBucket:
+        return self._bucket
+
+    @property
+    def stats(self) -> BudgetStats:
+        return BudgetStats(self._granted, self._waited, self._pauses, self._paused)
+
+    @property
+    def waiting(self) -> int:
+        """Callers currently queued in ``acquire``."""
+        return len(self._queue)
+
+    async def acquire(self, priority: Priority = "sync") -> None:
+        """Wait for this caller's turn and for room in the budget; consumes one request."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if not self._queue and self._bucket.take(now, priority=priority) <= 0:
+            self._granted += 1
+            return
+        waiter = _Waiter(priority, loop.create_future(), now)
+        self._queue.append(waiter)
+        self._dispatch()
+        try:
+            await waiter.future
+        except asyncio.CancelledError:
+            if not waiter.future.done() or waiter.future.cancelled():
+                # Still queued: leave the line. (A grant that raced the cancel is simply spent.)
+                try:
+                    self._queue.remove(waiter)
+                except ValueError:
+                    pass
+                self._dispatch()
+            raise
+
+    def pause(self, seconds: float) -> None:
+        """Hold every request of this credential for ``seconds`` (a 429's Retry-After)."""
+        now = asyncio.get_running_loop().time()
+        before = max(self._bucket.paused_until, now)
+        self._bucket.pause_until(now + max(0.0, seconds))
+        self._pauses += 1
+        self._paused += max(0.0, self._bucket.paused_until - before)
+        log.info("budget %s paused for %.1fs", self.name or "-", seconds)
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        """Grant queued waiters in order while the bucket allows; arm a timer for the rest."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._queue:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        next_wait = math.inf
+        blocked: set[Priority] = set()
+        for waiter in list(self._queue):
+            if waiter.priority in blocked:
+                continue  # same priority, same answer: keep FIFO within a priority
+            if waiter.future.done():
+                self._queue.remove(waiter)
+                continue
+            wait = self._bucket.take(now, priority=waiter.priority)
+            if wait <= 0:
+                self._queue.remove(waiter)
+                self._granted += 1
+                self._waited += now - waiter.since
+                waiter.future.set_result(None)
+                continue
+            next_wait = min(next_wait, wait)
+            blocked.add(waiter.priority)
+            if waiter.priority == "status" or len(blocked) == 2:
+                break  # status has the larger limit: if it must wait, everyone must
+        if self._queue and next_wait < math.inf:
+            self._timer = loop.call_later(max(next_wait, _MIN_TIMER), self._dispatch)

@@ -36,6 +36,7 @@ DEFAULT_BURST = 10
 # The loop may fire a timer a hair early; never re-arm a timer shorter than this.
 _MIN_TIMER = 0.001
 _EPSILON = 1e-9
+_MIN_WAIT = 1e-6
 
 
 class TokenBucket:
@@ -99,7 +100,9 @@ class TokenBucket:
             # The grant that must leave the window before one more fits in it.
             waits.append(self._grants[len(self._grants) - limit] + self.window - now)
         if waits:
-            return max(waits)
+            # Rounding can make a wait come out as 0 (or below) at an exact boundary; a refusal
+            # must still read as a refusal.
+            return max(max(waits), _MIN_WAIT)
         self._tokens = max(0.0, self._tokens - 1.0)
         self._grants.append(now)
         return 0.0

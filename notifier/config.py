@@ -216,7 +216,7 @@ WebhookSecret = Annotated[Secret, AfterValidator(_check_webhook_secret)]
 
 
 def _schema_extra(schema: dict[str, Any], cls: type[Any]) -> None:
-    """JSON Schema: a sink's ``type`` is required; every secret field has a ``<field>_file`` form."""
+    """JSON Schema: a sink's ``type`` is required; each secret field has a ``<field>_file`` form."""
     props = schema.get("properties", {})
     if "const" in props.get("type", {}):  # the discriminator of a sink (defaulted for Python use)
         schema.setdefault("required", []).insert(0, "type")
@@ -304,7 +304,7 @@ class SourceConfig(_Model):
     concurrency: int = Field(8, ge=1)
 
     @property
-    def token_endpoint(self) -> str:
+    def resolved_token_url(self) -> str:
         """``token_url``, or ``{base_url}/authentication/v2/token``."""
         return self.token_url or f"{self.base_url}{TOKEN_PATH}"
 
@@ -387,7 +387,7 @@ class QueryConfig(_Model):
         ]
         return [((key,), f"needs {parent}") for key, v, parent, pv in needs if v and not pv]
 
-    def params(self) -> dict[str, str]:
+    def as_params(self) -> dict[str, str]:
         """The search query parameters, with the API's names."""
         return self.model_dump(by_alias=True, exclude_none=True)
 

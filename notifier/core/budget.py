@@ -102,7 +102,7 @@ class TokenBucket:
         if waits:
             # Rounding can make a wait come out as 0 (or below) at an exact boundary; a refusal
             # must still read as a refusal.
-            return max(max(waits), _MIN_WAIT)
+            return max(*waits, _MIN_WAIT)
         self._tokens = max(0.0, self._tokens - 1.0)
         self._grants.append(now)
         return 0.0

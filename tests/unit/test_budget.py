@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Sequence
 
 import pytest
 
-from notifier.core.budget import RequestBudget, TokenBucket
+from notifier.core.budget import Priority, RequestBudget, TokenBucket
 
 # -- pure arithmetic ----------------------------------------------------------------------------
 
 
-def drain(bucket: TokenBucket, arrivals: list[float], priority="sync", pauses=()):
+def drain(
+    bucket: TokenBucket,
+    arrivals: list[float],
+    priority: Priority = "sync",
+    pauses: Sequence[tuple[float, float]] = (),
+) -> list[float]:
     """Serve requests arriving at ``arrivals`` in FIFO order, each as soon as the bucket allows.
 
     ``pauses`` holds (at, until) pairs applied when the clock passes ``at``. Returns grant times.
@@ -238,7 +244,7 @@ async def test_status_passes_a_sync_waiter_held_by_the_reserve():
     await budget.acquire("sync")  # sync limit (2 per window) reached
     done: list[str] = []
 
-    async def go(priority):
+    async def go(priority: Priority) -> None:
         await budget.acquire(priority)
         done.append(priority)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -42,7 +43,9 @@ def rel(deleted: bool = False, **extra: Any) -> dict[str, Any]:
     return item
 
 
-def sync_body(current=None, deleted=None, **overrides: Any) -> dict[str, Any]:
+def sync_body(
+    current: list[Any] | None = None, deleted: list[Any] | None = None, **overrides: Any
+) -> dict[str, Any]:
     body: dict[str, Any] = {
         "current": {"data": current if current is not None else [rel(), rel()]},
         "deleted": {"data": deleted if deleted is not None else [rel(deleted=True)]},
@@ -82,13 +85,13 @@ def test_huge_page_is_fine_and_fast():
     assert time.perf_counter() - start < 1.0  # a few ms in practice
 
 
-def bad(mutate) -> bytes:
+def bad(mutate: Callable[[dict[str, Any]], object]) -> bytes:
     body = sync_body(current=[rel() for _ in range(5)])
     mutate(body)
     return dump(body)
 
 
-def _drop(d: dict, key: str) -> None:
+def _drop(d: dict[str, Any], key: str) -> None:
     del d[key]
 
 
@@ -116,7 +119,8 @@ def _drop(d: dict, key: str) -> None:
          "current.data[0].entities: expected exactly 2 items, got 1"),
         (bad(lambda b: b["current"]["data"][2].update(entities={})),
          "current.data[2].entities: expected an array, got an object"),
-        (bad(lambda b: _drop(b["current"]["data"][1], "id")), "current.data[1]: missing field 'id'"),
+        (bad(lambda b: _drop(b["current"]["data"][1], "id")),
+         "current.data[1]: missing field 'id'"),
         (bad(lambda b: b["current"]["data"][1].update(id="")),
          "current.data[1].id: expected a non-empty string"),
         (bad(lambda b: b["current"]["data"][1].update(id=42)),

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Literal, NamedTuple, Protocol, Self
+from typing import Literal, NamedTuple, Protocol, Self, runtime_checkable
 
 StreamKey = tuple[str, str]
 """(subscription name, container id)."""
@@ -78,6 +78,7 @@ class OutboxStats(NamedTuple):
     dead_count: int
 
 
+@runtime_checkable
 class StateStore(Protocol):
     """What the pipeline, the scheduler and the webhook dispatcher need from durable state."""
 

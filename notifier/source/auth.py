@@ -15,6 +15,7 @@ the window between the token endpoint's answer and the save.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import logging
 import random
@@ -92,6 +93,14 @@ def seed_fingerprint(seed_refresh_token: str) -> str:
 
 def default_token_url(base_url: str) -> str:
     return base_url.rstrip("/") + TOKEN_PATH
+
+
+def basic_authorization(client_id: str, client_secret: str) -> str:
+    """``Authorization: Basic base64(client_id:client_secret)`` (RFC 7617, UTF-8)."""
+    if ":" in client_id:
+        raise ValueError("a client id cannot contain ':' (HTTP Basic)")
+    raw = f"{client_id}:{client_secret}".encode()
+    return "Basic " + base64.b64encode(raw).decode("ascii")
 
 
 def _reveal(value: str | SecretLike) -> str:
@@ -176,7 +185,7 @@ class RefreshingTokenProvider:
         self.name = name
         self._session = session
         self._token_url = token_url
-        self._auth = aiohttp.BasicAuth(client_id, _reveal(client_secret)).encode()
+        self._auth = basic_authorization(client_id, _reveal(client_secret))
         seed = _reveal(seed_refresh_token)
         self._seed = seed
         self._fingerprint = seed_fingerprint(seed)

@@ -1,0 +1,337 @@
+"""The webhook sink: a dispatcher that delivers the state store's outbox over signed HTTP calls.
+
+The pipeline never calls ``publish``: it writes a page's webhook events into the outbox in the
+same transaction that commits the page's sync token (``OutboxItem(sink=name,
+event_id=event.id, ordering_key=<relationship id>, payload=event.structured_json(),
+event_time=event.time, created_at=now)``) and then calls ``notify()``. A slow, failing or gone
+receiver therefore never blocks polling, and nothing is lost across restarts.
+
+The dispatcher loop: fetch due rows (the store returns only the oldest pending row of each
+relationship, so one relationship's events stay in order and a failing row holds back only its
+own relationship), POST them within the endpoint's concurrency and rate limits, and record the
+outcome:
+
+- 2xx: delivered.
+- 410: the endpoint is gone. Delivery stops for this sink until restart, one ERROR is logged,
+  events stay pending (fix the URL and restart).
+- 429: the row waits for ``Retry-After`` without spending an attempt; the endpoint pauses too.
+- anything else (other statuses, 3xx as redirects are not followed, timeouts, refused
+  connections): the attempt is spent and the row waits ``retry_schedule[attempts - 1]`` (±10 %);
+  once the schedule is spent the row is dead-lettered.
+
+A circuit breaker per endpoint stops calls to an endpoint that keeps failing: while open no call
+is made and no attempt is spent; after ``reset_after`` a single probe decides.
+
+In batch mode up to ``batch_max`` rows go in one ``application/cloudevents-batch+json`` call and
+share its outcome. A batch's ``webhook-id`` is ``batch-<uuid5 of its event ids in order>``: the
+same batch re-sent carries the same id, but batches may be regrouped between attempts, so
+receivers should deduplicate on each event's own ``id``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from types import TracebackType
+from typing import Any, Self
+
+from notifier.core.circuit import CircuitBreaker, CircuitState
+from notifier.core.events import Event
+from notifier.core.retry_schedule import next_delay, parse_retry_after
+from notifier.errors import NotifierError, SinkConfigError
+from notifier.metrics import Metrics
+from notifier.sinks.signing import SigningKey
+from notifier.sinks.webhook_http import Outcome, WebhookClient, check_url, signing_keys
+from notifier.state.base import OutboxRow, StateStore
+
+log = logging.getLogger(__name__)
+
+BATCH_ID_NAMESPACE = uuid.UUID("3b0f7d52-8c1e-4d7a-9f64-2a5c0e9b1d37")
+# Rows fetched per free delivery slot: enough to fill the slots without a refetch.
+_FETCH_PER_SLOT = 2
+
+
+def batch_id(event_ids: Sequence[str]) -> str:
+    """The ``webhook-id`` of a batch: deterministic in its event ids and their order."""
+    return "batch-" + str(uuid.uuid5(BATCH_ID_NAMESPACE, "\n".join(event_ids)))
+
+
+class WebhookSink:
+    """An outbox sink: ``async with`` runs the dispatcher; ``notify()`` wakes it."""
+
+    outbox = True
+
+    def __init__(
+        self,
+        name: str,
+        cfg: Any,
+        store: StateStore,
+        metrics: Metrics,
+        clock: Callable[[], float] = time.time,
+        *,
+        poll_interval: float = 1.0,
+        stats_interval: float = 15.0,
+        drain_timeout: float = 5.0,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        """``cfg`` is the sink's config model; ``clock`` gives epoch seconds (the store's time).
+
+        ``poll_interval`` bounds how late a retry or a row replayed by another process is
+        picked up; ``drain_timeout`` is how long in-flight calls may finish at shutdown.
+        """
+        self.name = name
+        self._cfg = cfg
+        self._store = store
+        self._metrics = metrics
+        self._clock = clock
+        self._rand = rand
+        self._poll_interval = poll_interval
+        self._stats_interval = stats_interval
+        self._drain_timeout = drain_timeout
+        check_url(name, str(cfg.url), bool(cfg.allow_insecure_http))
+        self._keys: list[SigningKey] = signing_keys(name, cfg)
+        self._batch = cfg.mode == "batch"
+        self._batch_max = max(1, int(cfg.batch_max)) if self._batch else 1
+        self._concurrency = max(1, int(cfg.max_concurrency))
+        self._schedule = [float(s) for s in cfg.retry_schedule]
+        rate = cfg.rate_per_second
+        self._interval = 1.0 / float(rate) if rate else 0.0
+        cb = cfg.circuit_breaker
+        self._breaker = CircuitBreaker(int(cb.failure_threshold), float(cb.reset_after))
+        self._reported_circuit: CircuitState | None = None
+        self._client = WebhookClient(name, cfg, self._keys, clock)
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+        self._inflight: dict[asyncio.Task[None], list[int]] = {}
+        self._gone = False
+        self._paused_until = 0.0
+        self._next_slot = 0.0
+        self._soonest = float("inf")  # earliest next_attempt_at this process set
+        self._reported_up: bool | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        await self._client.open()
+        self._task = asyncio.create_task(self._run(), name=f"webhook-dispatcher:{self.name}")
+        self._report_health()
+        log.info("webhook sink %s: dispatcher started (%s mode, concurrency %s)",
+                 self.name, "batch" if self._batch else "single", self._concurrency)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stopping = True
+        self._wake.set()
+        try:
+            if self._task is not None:
+                await self._task
+            if self._inflight:
+                _done, pending = await asyncio.wait(
+                    list(self._inflight), timeout=self._drain_timeout
+                )
+                for task in pending:  # their rows stay pending and go out after a restart
+                    task.cancel()
+                if pending:
+                    await asyncio.wait(pending)
+                    log.warning("webhook sink %s: %s calls abandoned at shutdown",
+                                self.name, len(pending))
+            await self._report_outbox()
+        finally:
+            await self._client.close()
+
+    async def publish(self, events: Sequence[Event]) -> None:
+        """Not used: the pipeline writes webhook events to the outbox (see the module doc)."""
+        raise SinkConfigError("webhook events go through the outbox, not publish()", sink=self.name)
+
+    def notify(self) -> None:
+        """New rows are in the outbox: wake the dispatcher now (call from the event loop)."""
+        self._wake.set()
+
+    def healthy(self) -> bool:
+        """False once the endpoint answered 410, or while its circuit is not closed."""
+        return not self._gone and self._breaker.state is CircuitState.CLOSED
+
+    # -- the dispatcher loop -----------------------------------------------------------------
+
+    async def _run(self) -> None:
+        next_stats = 0.0
+        while not self._stopping:
+            now = self._clock()
+            if now >= next_stats:
+                await self._report_outbox()
+                next_stats = now + self._stats_interval
+            try:
+                wait = await self._dispatch(now)
+            except NotifierError as exc:  # the store failed: keep going, try again later
+                log.error("webhook sink %s: outbox read failed: %s", self.name, exc)
+                wait = self._poll_interval
+            except Exception:  # a bug must not kill delivery for good: log and retry
+                log.exception("webhook sink %s: dispatcher error", self.name)
+                wait = self._poll_interval
+            self._report_health()
+            await self._sleep(min(wait, max(0.0, next_stats - self._clock())))
+
+    async def _sleep(self, seconds: float) -> None:
+        """Wait ``seconds``, or less if notify(), a finished call or a stop wakes us."""
+        if seconds > 0 and not self._wake.is_set():
+            try:
+                await asyncio.wait_for(self._wake.wait(), seconds)
+            except TimeoutError:
+                pass
+        self._wake.clear()
+
+    async def _dispatch(self, now: float) -> float:
+        """Start as many calls as allowed; return how long to wait before looking again."""
+        if self._gone:
+            return self._stats_interval
+        if now < self._paused_until:
+            return self._paused_until - now
+        retry_at = self._breaker.retry_at()
+        if retry_at is not None and now < retry_at:
+            return retry_at - now
+        free = self._concurrency - len(self._inflight)
+        if free <= 0:
+            return self._poll_interval  # a finishing call wakes us
+        busy = {rid for ids in self._inflight.values() for rid in ids}
+        limit = free * self._batch_max * _FETCH_PER_SLOT + len(busy)
+        rows = [r for r in await self._store.outbox_fetch_due(self.name, now, limit)
+                if r.row_id not in busy]
+        idle = self._until_soonest(now)
+        groups = [rows[i:i + self._batch_max] for i in range(0, len(rows), self._batch_max)]
+        for group in groups[:free]:
+            if not self._breaker.allow(now):
+                return idle  # open or probing: a finishing call or the timeout wakes us
+            task = asyncio.create_task(self._deliver(group))
+            self._inflight[task] = [r.row_id for r in group]
+            task.add_done_callback(self._call_done)
+        if len(groups) < free and len(rows) + len(busy) >= limit:
+            return 0.0  # the fetch was cut short and slots are left: fetch again now
+        return idle
+
+    def _until_soonest(self, now: float) -> float:
+        """Wait until the earliest retry this process scheduled, at most ``poll_interval``."""
+        if self._soonest <= now:
+            self._soonest = float("inf")
+            return self._poll_interval
+        return min(self._poll_interval, self._soonest - now)
+
+    def _call_done(self, task: asyncio.Task[None]) -> None:
+        self._inflight.pop(task, None)
+        self._wake.set()
+
+    async def _throttle(self) -> None:
+        """Space calls ``1 / rate_per_second`` apart (no-op without a rate limit)."""
+        if not self._interval:
+            return
+        now = time.monotonic()
+        slot = max(now, self._next_slot)
+        self._next_slot = slot + self._interval
+        if slot > now:
+            await asyncio.sleep(slot - now)
+
+    # -- one call and its outcome ------------------------------------------------------------
+
+    async def _deliver(self, rows: list[OutboxRow]) -> None:
+        try:
+            await self._throttle()
+            if self._batch:
+                body = b"[" + b",".join(r.payload for r in rows) + b"]"
+                msg_id = batch_id([r.event_id for r in rows])
+            else:
+                body, msg_id = rows[0].payload, rows[0].event_id
+            started = time.monotonic()
+            outcome = await self._client.post(body, msg_id, batch=self._batch)
+            seconds = time.monotonic() - started
+            await self._settle(rows, outcome, seconds)
+        except NotifierError as exc:  # the store failed: the rows stay pending and come back
+            log.error("webhook sink %s: recording a delivery failed: %s", self.name, exc)
+            self._paused_until = max(self._paused_until, self._clock() + self._poll_interval)
+        except Exception:
+            log.exception("webhook sink %s: delivery error", self.name)
+            self._paused_until = max(self._paused_until, self._clock() + self._poll_interval)
+
+    async def _settle(self, rows: list[OutboxRow], outcome: Outcome, seconds: float) -> None:
+        now = self._clock()
+        if outcome.kind == "ok":
+            self._breaker.record_success()
+            self._metrics.webhook_delivery(self.name, "ok", seconds)
+            await self._store.outbox_mark_delivered([r.row_id for r in rows], now)
+        elif outcome.kind == "gone":
+            self._breaker.record_success()
+            self._metrics.webhook_delivery(self.name, "gone", seconds)
+            if not self._gone:
+                self._gone = True
+                log.error(
+                    "webhook sink %s: endpoint answered 410 Gone; delivery stopped, events kept "
+                    "pending. Fix the sink's url and restart the notifier to resume.", self.name,
+                )
+        elif outcome.kind == "rate_limited":
+            self._breaker.record_success()
+            self._metrics.webhook_delivery(self.name, "rate_limited", seconds)
+            wait = parse_retry_after(outcome.retry_after, now)
+            self._paused_until = max(self._paused_until, now + wait)
+            self._soonest = min(self._soonest, now + wait)
+            for r in rows:  # no attempt spent
+                await self._store.outbox_reschedule(
+                    r.row_id, now + wait, r.attempts, outcome.detail
+                )
+        else:
+            self._breaker.record_failure(now)
+            await self._failed(rows, outcome, now, seconds)
+
+    async def _failed(
+        self, rows: list[OutboxRow], outcome: Outcome, now: float, seconds: float
+    ) -> None:
+        dead = 0
+        for r in rows:
+            attempts = r.attempts + 1
+            delay = next_delay(attempts, self._schedule, draw=self._rand())
+            if delay is None:
+                reason = f"gave up after {attempts} attempts: {outcome.detail}"
+                await self._store.outbox_dead_letter(r.row_id, reason, now)
+                dead += 1
+            else:
+                self._soonest = min(self._soonest, now + delay)
+                await self._store.outbox_reschedule(r.row_id, now + delay, attempts, outcome.detail)
+        self._metrics.webhook_delivery(self.name, "dead" if dead else "retry", seconds)
+        if dead:
+            self._metrics.dead_lettered(self.name, dead)
+            log.warning("webhook sink %s: %s events dead-lettered (%s)",
+                        self.name, dead, outcome.detail)
+        else:
+            log.debug("webhook sink %s: delivery failed, will retry (%s)",
+                      self.name, outcome.detail)
+
+    # -- reporting ---------------------------------------------------------------------------
+
+    def _report_health(self) -> None:
+        state = self._breaker.state
+        if state is not self._reported_circuit:
+            if self._reported_circuit is not None:
+                log.warning("webhook sink %s: circuit %s", self.name, state.value)
+            self._reported_circuit = state
+            self._metrics.circuit_state(self.name, state.value)
+        up = self.healthy()
+        if up is not self._reported_up:
+            self._reported_up = up
+            self._metrics.sink_up(self.name, up)
+
+    async def _report_outbox(self) -> None:
+        try:
+            stats = await self._store.outbox_stats(self.name)
+        except NotifierError as exc:
+            log.warning("webhook sink %s: outbox stats failed: %s", self.name, exc)
+            return
+        oldest = stats.oldest_pending_created_at
+        age = self._clock() - oldest if oldest is not None else 0.0
+        self._metrics.outbox_state(self.name, stats.pending_count, age, stats.dead_count)

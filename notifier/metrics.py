@@ -37,7 +37,9 @@ UPSTREAM_OUTCOMES = (
     "protocol_error",
     "unauthorized",
 )
-REFRESH_OUTCOMES = ("ok", "invalid_grant", "error")
+# invalid_grant: the refresh token is spent or expired (re-seed needed); rejected, unavailable
+# and store_failed are the auth module's finer kinds of error.
+REFRESH_OUTCOMES = ("ok", "invalid_grant", "error", "rejected", "unavailable", "store_failed")
 STALENESS_CLASSES = ("busy", "quiet")
 QUARANTINE_REASONS = ("bad_token", "malformed_page", "gone", "forbidden", "error")
 EVENT_KINDS = ("created", "deleted")
@@ -68,7 +70,7 @@ def _nonneg(value: float) -> float:
 class Metrics:
     """All of the notifier's metrics, registered on one (injected) registry."""
 
-    def __init__(self, registry: CollectorRegistry | None = None, *, runtime: bool = True) -> None:  # noqa: PLR0915 (one line per collector)
+    def __init__(self, registry: CollectorRegistry | None = None, *, runtime: bool = True) -> None:
         """Register every collector on ``registry`` (a new one by default).
 
         ``runtime`` also registers the process, platform and GC collectors, so a private
@@ -354,7 +356,7 @@ class Metrics:
         self._budget_limit.labels(credential).set(requests_per_minute / 60.0)
 
     def token_refresh(self, credential: str, outcome: str) -> None:
-        """A refresh-token grant ended with ``outcome`` (ok, invalid_grant or error)."""
+        """A refresh-token grant ended with ``outcome`` (ok, invalid_grant, error, ...)."""
         credential = self._credential(credential)
         outcome = self._bounded("refresh outcome", outcome, REFRESH_OUTCOMES)
         self._refreshes.labels(credential, outcome).inc()
@@ -362,6 +364,14 @@ class Metrics:
             self._refresh_failures.labels(credential).set(0)
         else:
             self._refresh_failures.labels(credential).inc()
+
+    def on_refresh(self, credential: str, outcome: str) -> None:
+        """``RefreshObserver`` hook of notifier.source.auth: same as ``token_refresh``."""
+        self.token_refresh(credential, outcome)
+
+    def client_observer(self, credential: str) -> CredentialObserver:
+        """A ``ClientObserver`` for notifier.source.client that labels with ``credential``."""
+        return CredentialObserver(self, self._credential(credential))
 
     # -- scheduling --------------------------------------------------------------------------------
 
@@ -493,3 +503,17 @@ class Metrics:
         """Return (body, content type) of a scrape; text 0.0.4 unless ``accept`` asks otherwise."""
         encoder, content_type = choose_encoder(accept)
         return encoder(self.registry), content_type
+
+
+class CredentialObserver:
+    """Upstream-client hooks bound to one credential (the client does not pass it)."""
+
+    def __init__(self, metrics: Metrics, credential: str) -> None:
+        self._metrics = metrics
+        self.credential = credential
+
+    def on_request(self, endpoint: str, outcome: str, seconds: float) -> None:
+        self._metrics.upstream_request(self.credential, endpoint, outcome, seconds)
+
+    def on_rate_limited(self, retry_after_seconds: float) -> None:
+        self._metrics.rate_limited(self.credential, retry_after_seconds)

@@ -19,6 +19,8 @@ def exercise_every_method(m: Metrics) -> None:
     m.budget_acquired("main", "status", 0.5)
     m.budget_configured("main", 120)
     m.token_refresh("main", "invalid_grant")
+    m.on_refresh("main", "ok")
+    m.client_observer("main").on_request("search", "ok", 0.1)
     m.streams_tracked(3)
     m.status_checked("main", 3)
     m.cycle_completed("main", 2.0, 3)
@@ -287,3 +289,18 @@ def test_render_text_and_openmetrics(metrics: Metrics) -> None:
     body, content_type = metrics.render("application/openmetrics-text; version=1.0.0")
     assert content_type.startswith("application/openmetrics-text")
     assert body.endswith(b"# EOF\n")
+
+
+def test_observer_hooks_of_the_upstream_client_and_auth(metrics: Metrics) -> None:
+    observer = metrics.client_observer("main")
+    observer.on_request("syncStatus", "transport_error", 10.0)
+    observer.on_rate_limited(7.0)
+    metrics.on_refresh("main", "unavailable")
+    metrics.on_refresh("main", "store_failed")
+    labels = {"credential": "main", "endpoint": "syncStatus", "outcome": "transport_error"}
+    assert value(metrics, "notifier_upstream_requests_total", **labels) == 1
+    assert value(metrics, "notifier_upstream_retry_after_seconds_total", credential="main") == 7
+    refreshes = "notifier_auth_token_refreshes_total"
+    assert value(metrics, refreshes, credential="main", outcome="unavailable") == 1
+    assert value(metrics, refreshes, credential="main", outcome="store_failed") == 1
+    assert value(metrics, "notifier_auth_refresh_consecutive_failures", credential="main") == 2

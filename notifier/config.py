@@ -475,7 +475,13 @@ class KafkaSinkConfig(_Model):
     name: Name
     type: Literal["kafka"] = "kafka"
     bootstrap_servers: Annotated[
-        list[HostPort], BeforeValidator(_split_commas), Field(min_length=1)
+        list[HostPort],
+        BeforeValidator(_split_commas),
+        Field(min_length=1),
+        WithJsonSchema(
+            {"anyOf": [{"type": "string", "description": "host:port[,host:port...]"},
+                       {"type": "array", "items": {"type": "string"}, "minItems": 1}]}
+        ),
     ]
     topic: Annotated[
         str, Field(pattern=KAFKA_TOPIC_PATTERN), WithJsonSchema({"type": "string"})
@@ -836,7 +842,7 @@ def _keys_at(loc: Loc) -> list[str]:
 def _problem(error: ErrorDetails) -> str:
     """One line ``<path>: <message>`` from a pydantic error, without its input."""
     loc = tuple(error["loc"])
-    kind, msg = error["type"], error["msg"]
+    kind, msg, ctx = error["type"], error["msg"], error.get("ctx", {})
     if kind == "missing":
         msg = "field required"
     elif kind == "extra_forbidden":
@@ -848,6 +854,11 @@ def _problem(error: ErrorDetails) -> str:
         loc, msg = (*loc, "type"), f"field required (one of: {', '.join(SINK_TYPES)})"
     elif kind == "union_tag_invalid":
         loc, msg = (*loc, "type"), f"unknown sink type (known: {', '.join(SINK_TYPES)})"
+    elif kind == "too_short":
+        least = ctx.get("min_length")
+        msg = f"must have at least {least} item{'s' * (least != 1)}"
+    elif kind == "too_long":
+        msg = f"must have at most {ctx.get('max_length')} items (has {ctx.get('actual_length')})"
     msg = msg.removeprefix("Value error, ").replace("Input should be ", "must be ")
     # A discriminated union adds the sink type to the location: sinks.0.kafka.topic.
     shown = tuple(
@@ -883,7 +894,7 @@ def config_from_data(
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        errors = exc.errors(include_url=False, include_input=False, include_context=False)
+        errors = exc.errors(include_url=False, include_input=False)
         raise _invalid(source, [_problem(e) for e in errors]) from None
 
 
@@ -899,11 +910,18 @@ def summarize(config: Config) -> list[str]:
     creds, subs = len(config.credentials), len(config.subscriptions)
     streams = sum(1 for _ in config.streams())
     every = format_duration(config.poll.interval)
-    return [
+    lines = [
         f"{creds} credential{'s' * (creds != 1)}, {subs} subscription{'s' * (subs != 1)}"
         f" -> {streams} stream{'s' * (streams != 1)}, polled every {every}",
         "sinks: " + ", ".join(f"{s.name} ({s.type})" for s in config.sinks),
     ]
+    subs_ = config.subscriptions
+    unused = [c.name for c in config.credentials
+              if not any(c.name in sub.credential_names for sub in subs_)]
+    unused += [s.name for s in config.sinks if not any(s.name in sub.sinks for sub in subs_)]
+    if unused:
+        lines.append("not used by any subscription: " + ", ".join(unused))
+    return lines
 
 
 def check_config_main(

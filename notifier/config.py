@@ -613,6 +613,7 @@ SinkConfig = Annotated[
     Union[KafkaSinkConfig, WebhookSinkConfig, JsonlSinkConfig, StdoutSinkConfig],  # noqa: UP007
     Field(discriminator="type"),
 ]
+AnySink = KafkaSinkConfig | WebhookSinkConfig | JsonlSinkConfig | StdoutSinkConfig
 SINK_TYPES = ("kafka", "webhook", "jsonl", "stdout")
 
 
@@ -707,19 +708,24 @@ class Config(_Model):
                 yield sub, container_id
 
     def credential_named(self, name: str) -> CredentialConfig:
-        return next(c for c in self.credentials if c.name == name)
+        """The credential called ``name`` (KeyError if there is none)."""
+        for cred in self.credentials:
+            if cred.name == name:
+                return cred
+        raise KeyError(name)
 
     def sink_named(self, name: str) -> AnySink:
-        return next(s for s in self.sinks if s.name == name)
+        """The sink called ``name`` (KeyError if there is none)."""
+        for sink in self.sinks:
+            if sink.name == name:
+                return sink
+        raise KeyError(name)
 
 
 def _credential_refs(i: int, sub: SubscriptionConfig) -> Problems:
     if sub.credentials is not None:
         return [(("subscriptions", i, "credentials", j), n) for j, n in enumerate(sub.credentials)]
     return [(("subscriptions", i, "credential"), sub.credential or "")]
-
-
-AnySink = KafkaSinkConfig | WebhookSinkConfig | JsonlSinkConfig | StdoutSinkConfig
 
 
 # --- loading --------------------------------------------------------------------------------------

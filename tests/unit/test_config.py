@@ -729,6 +729,8 @@ def test_example_config_loads_with_its_environment(tmp_path: Path) -> None:
     assert cfg.metrics.host == "127.0.0.1"
     assert cfg.metrics.port == 9464
     assert cfg.shutdown_timeout == 20.0
+    with pytest.raises(KeyError):
+        cfg.sink_named("nope")
 
 
 def test_example_config_without_environment_names_every_variable() -> None:

@@ -37,8 +37,9 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
+from notifier.config import WebhookSinkConfig
 from notifier.core.circuit import CircuitBreaker, CircuitState
 from notifier.core.events import Event
 from notifier.core.retry_schedule import next_delay, parse_retry_after
@@ -68,7 +69,7 @@ class WebhookSink:
     def __init__(
         self,
         name: str,
-        cfg: Any,
+        cfg: WebhookSinkConfig,
         store: StateStore,
         metrics: Metrics,
         clock: Callable[[], float] = time.time,
@@ -92,16 +93,15 @@ class WebhookSink:
         self._poll_interval = poll_interval
         self._stats_interval = stats_interval
         self._drain_timeout = drain_timeout
-        check_url(name, str(cfg.url), bool(cfg.allow_insecure_http))
+        check_url(name, cfg.url, cfg.allow_insecure_http)
         self._keys: list[SigningKey] = signing_keys(name, cfg)
         self._batch = cfg.mode == "batch"
-        self._batch_max = max(1, int(cfg.batch_max)) if self._batch else 1
-        self._concurrency = max(1, int(cfg.max_concurrency))
-        self._schedule = [float(s) for s in cfg.retry_schedule]
-        rate = cfg.rate_per_second
-        self._interval = 1.0 / float(rate) if rate else 0.0
+        self._batch_max = cfg.batch_max if self._batch else 1
+        self._concurrency = cfg.max_concurrency
+        self._schedule = list(cfg.retry_schedule)
+        self._interval = 1.0 / cfg.rate_per_second if cfg.rate_per_second else 0.0
         cb = cfg.circuit_breaker
-        self._breaker = CircuitBreaker(int(cb.failure_threshold), float(cb.reset_after))
+        self._breaker = CircuitBreaker(cb.failure_threshold, cb.reset_after)
         self._reported_circuit: CircuitState | None = None
         self._client = WebhookClient(name, cfg, self._keys, clock)
         self._wake = asyncio.Event()
@@ -317,12 +317,17 @@ class WebhookSink:
     def _report_health(self) -> None:
         state = self._breaker.state
         if state is not self._reported_circuit:
-            if self._reported_circuit is not None:
-                log.warning("webhook sink %s: circuit %s", self.name, state.value)
             self._reported_circuit = state
             self._metrics.circuit_state(self.name, state.value)
         up = self.healthy()
         if up is not self._reported_up:
+            if self._reported_up is not None and not self._gone:
+                # One line per outage, not one per half-open probe.
+                if up:
+                    log.warning("webhook sink %s: endpoint recovered, circuit closed", self.name)
+                else:
+                    log.warning("webhook sink %s: endpoint failing, circuit open; calls paused "
+                                "and retried every %ss", self.name, self._breaker.reset_after)
             self._reported_up = up
             self._metrics.sink_up(self.name, up)
 

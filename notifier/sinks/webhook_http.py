@@ -11,11 +11,12 @@ import logging
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import aiohttp
 from yarl import URL
 
+from notifier.config import WebhookSinkConfig
 from notifier.errors import SinkConfigError
 from notifier.sinks.signing import InvalidSecretError, SigningKey, parse_secret, webhook_headers
 
@@ -58,23 +59,15 @@ def check_url(sink: str, url: str, allow_insecure_http: bool) -> None:
         raise SinkConfigError("webhook url must be an absolute https URL", sink=sink)
 
 
-def _plain(value: Any) -> str:
-    getter = getattr(value, "get_secret_value", None)
-    return str(getter() if getter is not None else value)
-
-
-def signing_keys(sink: str, cfg: Any) -> list[SigningKey]:
-    """The keys of ``cfg.secret`` and ``cfg.secrets`` (all of them sign: rotation)."""
-    raw: list[Any] = []
-    if getattr(cfg, "secret", None) is not None:
-        raw.append(cfg.secret)
-    raw.extend(getattr(cfg, "secrets", None) or ())
-    if not raw:
+def signing_keys(sink: str, cfg: WebhookSinkConfig) -> list[SigningKey]:
+    """The keys of every configured secret (all of them sign: rotation)."""
+    secrets = cfg.signing_secrets
+    if not secrets:
         raise SinkConfigError("a webhook sink needs a secret (whsec_...)", sink=sink)
     keys = []
-    for index, secret in enumerate(raw):
+    for index, secret in enumerate(secrets):
         try:
-            keys.append(parse_secret(_plain(secret)))
+            keys.append(parse_secret(secret.get_secret_value()))
         except InvalidSecretError as exc:
             raise SinkConfigError(f"webhook secret #{index + 1}: {exc}", sink=sink) from None
     return keys
@@ -89,7 +82,8 @@ class WebhookClient:
     """Signs and POSTs bodies to one endpoint; one aiohttp session for the sink's lifetime."""
 
     def __init__(
-        self, sink: str, cfg: Any, keys: Sequence[SigningKey], clock: Callable[[], float]
+        self, sink: str, cfg: WebhookSinkConfig, keys: Sequence[SigningKey],
+        clock: Callable[[], float],
     ) -> None:
         self._sink = sink
         self._url = URL(str(cfg.url))
@@ -99,7 +93,7 @@ class WebhookClient:
         self._timeout = float(cfg.timeout)
         self._max_body = int(cfg.max_response_bytes)
         self._concurrency = max(1, int(cfg.max_concurrency))
-        extra = {str(k): str(v) for k, v in (getattr(cfg, "headers", None) or {}).items()}
+        extra = dict(cfg.headers)
         dropped = sorted(k for k in extra if k.lower() in _RESERVED)
         if dropped:
             log.warning("webhook sink %s: ignoring configured headers it sets itself: %s",

@@ -14,13 +14,13 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
+from notifier.config import WebhookSinkConfig
 from notifier.core.events import ChangeKind, build_event
 from notifier.errors import SinkConfigError
 from notifier.metrics import Metrics
@@ -36,17 +36,16 @@ OLD_SECRET = "whsec_" + base64.b64encode(os.urandom(32)).decode()
 FAST = 0.05
 
 
-def make_cfg(url: str, **overrides: Any) -> Any:
-    """A webhook sink config with short timings (the fields of config.WebhookSinkConfig)."""
+def make_cfg(url: str, **overrides: Any) -> WebhookSinkConfig:
+    """A validated webhook sink config with short timings."""
     fields: dict[str, Any] = {
-        "name": SINK, "type": "webhook", "url": url, "secret": SECRET, "secrets": [],
-        "allow_insecure_http": True, "mode": "single", "batch_max": 10, "timeout": 2.0,
-        "max_concurrency": 4, "rate_per_second": None, "retry_schedule": [FAST] * 30,
-        "headers": {}, "max_response_bytes": 4096,
-        "circuit_breaker": SimpleNamespace(failure_threshold=5, reset_after=0.2),
+        "name": SINK, "type": "webhook", "url": url, "secret": SECRET,
+        "allow_insecure_http": True, "timeout": 2.0, "max_concurrency": 4,
+        "retry_schedule": [FAST] * 30, "max_response_bytes": 4096,
+        "circuit_breaker": {"failure_threshold": 5, "reset_after": 0.2},
     }
     fields.update(overrides)
-    return SimpleNamespace(**fields)
+    return WebhookSinkConfig.model_validate(fields)
 
 
 def relationship(i: int, deleted: bool = False) -> Relationship:
@@ -151,7 +150,8 @@ async def test_delivers_everything_in_order_signed(
     receiver: WebhookReceiver, store: SqliteStateStore, metrics: Metrics
 ) -> None:
     items = make_items(40)
-    cfg = make_cfg(receiver.url, secrets=[OLD_SECRET], headers={"X-Team": "field"})
+    cfg = make_cfg(receiver.url, secret=None, secrets=[SECRET, OLD_SECRET],
+                   headers={"X-Team": "field"})
     async with sink_for(cfg, store, metrics) as sink:
         await fill(store, items)
         sink.notify()
@@ -231,8 +231,8 @@ async def test_random_failures_redelivered_with_same_id(
     receiver.mode = "fail_random"
     receiver.fail_rate = 0.1
     items = make_items(100, deleted_every=4)
-    cfg = make_cfg(receiver.url, circuit_breaker=SimpleNamespace(
-        failure_threshold=10, reset_after=0.1))
+    cfg = make_cfg(receiver.url, circuit_breaker={
+        "failure_threshold": 10, "reset_after": 0.1})
     async with sink_for(cfg, store, metrics) as sink:
         await fill(store, items)
         sink.notify()
@@ -309,8 +309,8 @@ async def test_dead_letter_then_replay(
 ) -> None:
     receiver.mode = "fail"
     items = make_items(2, deleted_every=1)  # rel-0 created, rel-1 created, rel-0/1 deleted
-    cfg = make_cfg(receiver.url, retry_schedule=[FAST, FAST], circuit_breaker=SimpleNamespace(
-        failure_threshold=100, reset_after=0.1))
+    cfg = make_cfg(receiver.url, retry_schedule=[FAST, FAST], circuit_breaker={
+        "failure_threshold": 100, "reset_after": 0.1})
     async with sink_for(cfg, store, metrics) as sink:
         await fill(store, items)
         sink.notify()
@@ -369,7 +369,8 @@ async def test_slow_receiver_times_out_and_never_blocks_the_outbox(
 
 
 async def test_refuses_plain_http_at_runtime(store: SqliteStateStore, metrics: Metrics) -> None:
-    cfg = make_cfg("http://127.0.0.1:9/hooks", allow_insecure_http=False)
+    # The config refuses it too; the sink checks again, whatever config object it is given.
+    cfg = make_cfg("http://127.0.0.1:9/hooks").model_copy(update={"allow_insecure_http": False})
     with pytest.raises(SinkConfigError, match="https") as info:
         WebhookSink(SINK, cfg, store, metrics)
     assert "127.0.0.1" not in str(info.value)
@@ -381,7 +382,7 @@ async def test_secrets_and_signatures_never_logged(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     receiver.mode = "fail"
-    cfg = make_cfg(receiver.url, retry_schedule=[FAST], secrets=[OLD_SECRET])
+    cfg = make_cfg(receiver.url, retry_schedule=[FAST], secret=None, secrets=[OLD_SECRET, SECRET])
     items = make_items(3)
     async with sink_for(cfg, store, metrics) as sink:
         await fill(store, items)
@@ -399,18 +400,17 @@ async def test_secrets_and_signatures_never_logged(
 
 
 DISPATCHER_SCRIPT = """
-import asyncio, sys, types
+import asyncio, sys
 from prometheus_client import CollectorRegistry
+from notifier.config import WebhookSinkConfig
 from notifier.metrics import Metrics
 from notifier.sinks.webhook import WebhookSink
 from notifier.state.sqlite import SqliteStateStore
 
 async def main(path, url, secret):
-    cfg = types.SimpleNamespace(
-        url=url, secret=secret, secrets=[], allow_insecure_http=True, mode="single",
-        batch_max=1, timeout=5.0, max_concurrency=2, rate_per_second=None,
-        retry_schedule=[0.05] * 10, headers={}, max_response_bytes=1024,
-        circuit_breaker=types.SimpleNamespace(failure_threshold=5, reset_after=0.2))
+    cfg = WebhookSinkConfig.model_validate({
+        "name": "hooks", "url": url, "secret": secret, "allow_insecure_http": True,
+        "max_concurrency": 2, "retry_schedule": ["50ms"] * 10})
     async with SqliteStateStore(path) as store:
         async with WebhookSink("hooks", cfg, store, Metrics(CollectorRegistry(), runtime=False),
                                poll_interval=0.05):

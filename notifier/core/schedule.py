@@ -24,7 +24,7 @@ def quarantine_delay(failures: int, initial: float, maximum: float) -> float:
     """Backoff before a quarantined stream is tried again: doubles per consecutive failure."""
     if failures <= 1:
         return min(initial, maximum)
-    return min(maximum, initial * (2 ** min(failures - 1, 30)))
+    return float(min(maximum, initial * (2 ** min(failures - 1, 30))))
 
 
 def effective_interval(groups: int, interval: float, status_per_minute: float) -> float:

@@ -1,0 +1,340 @@
+"""The application: builds every component from the config, runs them, shuts them down.
+
+Only ``App`` installs signal handlers. Resources are async context managers stacked in an
+``AsyncExitStack`` so teardown runs in reverse order even after a failed start. Shutdown: stop
+scheduling, let in-flight pages finish (or abandon them unchecked) within ``shutdown_timeout``,
+then close sinks, the HTTP session and the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+import zlib
+from collections.abc import Callable, Mapping
+from contextlib import AsyncExitStack
+from typing import Any
+
+from notifier import __version__
+from notifier.config import Config
+from notifier.core.budget import RequestBudget
+from notifier.errors import NotifierError, SinkError
+from notifier.metrics import Metrics
+from notifier.scheduler import BUSY_RATE_PER_S, CredentialScheduler, SchedulerSettings
+from notifier.server import HealthState, MetricsServer
+from notifier.sinks.base import Sink
+from notifier.sinks.factory import build_sink
+from notifier.source.auth import (
+    RefreshingTokenProvider,
+    StaticTokenProvider,
+    TokenProvider,
+)
+from notifier.source.client import RelationshipClient
+from notifier.source.http import create_session
+from notifier.state.sqlite import SqliteStateStore
+from notifier.sync import StreamSpec, StreamSyncer
+
+log = logging.getLogger(__name__)
+
+METRICS_TICK_SECONDS = 5.0
+
+
+class CredentialObserver:
+    """Feeds one credential's client and token-refresh hooks into the metrics."""
+
+    def __init__(self, metrics: Metrics, credential: str) -> None:
+        self._m = metrics
+        self._credential = credential
+
+    def on_request(self, endpoint: str, outcome: str, seconds: float) -> None:
+        self._m.upstream_request(self._credential, endpoint, outcome, seconds)
+
+    def on_rate_limited(self, retry_after_seconds: float) -> None:
+        self._m.rate_limited(self._credential, retry_after_seconds)
+
+    def on_refresh(self, credential: str, outcome: str) -> None:
+        self._m.token_refresh(credential, outcome)
+
+
+def assign_credential(container_id: str, credentials: tuple[str, ...]) -> str:
+    """Spread containers over a subscription's credentials, stably (same container, same one)."""
+    if len(credentials) == 1:
+        return credentials[0]
+    return credentials[zlib.crc32(container_id.encode()) % len(credentials)]
+
+
+class App:
+    """Owns the event loop's work: one instance per ``notifier run``."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        metrics: Metrics | None = None,
+        sink_overrides: Mapping[str, Sink] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.metrics = metrics or Metrics()
+        self.health = HealthState()
+        self._sink_overrides = dict(sink_overrides or {})
+        self._clock = clock
+        self._stop = asyncio.Event()
+        self.schedulers: list[CredentialScheduler] = []
+        self.server: MetricsServer | None = None
+        self.ready = asyncio.Event()
+
+    def request_stop(self) -> None:
+        if not self._stop.is_set():
+            log.info("stop requested: finishing in-flight pages")
+        self._stop.set()
+        for s in self.schedulers:
+            s.stop()
+
+    async def run(self, *, once: bool = False, progress: bool = False) -> int:
+        """Run until stopped (or one pass with ``once``); returns the exit status."""
+        loop = asyncio.get_running_loop()
+        installed: list[signal.Signals] = []
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, self.request_stop)
+                installed.append(sig)
+            except (NotImplementedError, RuntimeError):  # not the main thread (tests)
+                pass
+        try:
+            return await self._run(once=once, progress=progress)
+        except NotifierError as exc:
+            log.error("cannot start: %s", exc)
+            return 1
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+
+    async def _run(self, *, once: bool, progress: bool) -> int:
+        cfg = self.config
+        self.metrics.build_info(__version__)
+        async with AsyncExitStack() as stack:
+            store = await stack.enter_async_context(SqliteStateStore(cfg.state.path))
+            self.health.set("store", True)
+            self.store = store
+            if cfg.metrics.enabled and not once:
+                self.server = await stack.enter_async_context(
+                    MetricsServer(self.metrics, cfg.metrics.listen, self.health)
+                )
+            session = await stack.enter_async_context(
+                create_session(timeout=cfg.source.timeout)
+            )
+            sinks = await self._start_sinks(stack, store)
+            self.health.set("sinks", True)
+            clients = self._build_clients(session, store)
+            outbox_sinks = [s for s in sinks.values() if s.outbox]
+
+            def wake_outbox() -> None:
+                for s in outbox_sinks:
+                    notify = getattr(s, "notify", None)
+                    if notify is not None:
+                        notify()
+
+            syncer = StreamSyncer(store, metrics=self.metrics, clock=self._clock,
+                                  on_outbox=wake_outbox)
+            self.schedulers = self._build_schedulers(clients, sinks, store, syncer)
+            if not once:
+                await self._prune(store)
+            for sch in self.schedulers:
+                await sch.load()
+            self.metrics.streams_tracked(sum(len(s.streams) for s in self.schedulers))
+            log.info("notifier %s started: %d credentials, %d streams, %d sinks",
+                     __version__, len(self.schedulers),
+                     sum(len(s.streams) for s in self.schedulers), len(sinks))
+            tick = asyncio.create_task(self._tick(sinks))
+            try:
+                if once:
+                    await asyncio.gather(*(s.run(once=True, progress=progress)
+                                           for s in self.schedulers))
+                    failures = sum(s.stats.failures for s in self.schedulers)
+                    events = sum(s.stats.events for s in self.schedulers)
+                    log.info("one pass done: %d changes, %d failures", events, failures)
+                    if outbox_sinks:
+                        await self._drain_outboxes(store, outbox_sinks)
+                    return 1 if failures else 0
+                await self._run_forever()
+            finally:
+                tick.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await tick
+        log.info("stopped")
+        return 0
+
+    async def _run_forever(self) -> None:
+        tasks = [asyncio.create_task(s.run(), name=f"scheduler-{s.name}")
+                 for s in self.schedulers]
+        stop_wait = asyncio.create_task(self._stop.wait())
+        try:
+            done, _ = await asyncio.wait([*tasks, stop_wait],
+                                         return_when=asyncio.FIRST_COMPLETED)
+            for t in done:
+                if t is not stop_wait and t.exception() is not None:
+                    log.error("scheduler crashed: %r", t.exception())
+        finally:
+            self.request_stop()
+            timeout = self.config.shutdown_timeout
+            _, pending = await asyncio.wait(tasks, timeout=timeout)
+            if pending:
+                log.warning("in-flight work did not finish within %.0fs; abandoning it "
+                            "unchecked (it is redone after restart)", timeout)
+                for t in pending:
+                    t.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+            stop_wait.cancel()
+
+    async def _start_sinks(self, stack: AsyncExitStack, store: Any) -> dict[str, Sink]:
+        sinks: dict[str, Sink] = {}
+        for sc in self.config.sinks:
+            sink = self._sink_overrides.get(sc.name) or build_sink(sc, store, self.metrics)
+            try:
+                sinks[sc.name] = await stack.enter_async_context(sink)
+            except SinkError as exc:
+                raise NotifierError(f"sink {sc.name!r} cannot start: {exc}") from exc
+        return sinks
+
+    def _build_clients(self, session: Any, store: Any) -> dict[str, RelationshipClient]:
+        cfg = self.config
+        clients: dict[str, RelationshipClient] = {}
+        for cred in cfg.credentials:
+            observer = CredentialObserver(self.metrics, cred.name)
+            tokens: TokenProvider
+            if cred.access_token is not None:
+                tokens = StaticTokenProvider(cred.access_token.get_secret_value())
+            else:
+                assert cred.refresh_token is not None
+                assert cred.client_secret is not None
+                tokens = RefreshingTokenProvider(
+                    cred.name, session,
+                    token_url=cfg.source.resolved_token_url,
+                    client_id=cred.client_id or "",
+                    client_secret=cred.client_secret.get_secret_value(),
+                    seed_refresh_token=cred.refresh_token.get_secret_value(),
+                    store=store,
+                    observer=observer,
+                )
+            budget = RequestBudget(int(cred.requests_per_minute), reserve=cred.reserve,
+                                   name=cred.name)
+            self.metrics.budget_configured(cred.name, cred.requests_per_minute)
+            clients[cred.name] = RelationshipClient(
+                session,
+                base_url=cfg.source.base_url,
+                credential_name=cred.name,
+                tokens=tokens,
+                budget=budget,
+                region=cfg.source.region,
+                timeout=cfg.source.timeout,
+                max_attempts=cfg.source.max_attempts,
+                concurrency=cfg.source.concurrency,
+                observer=observer,
+            )
+        return clients
+
+    def specs(self, sinks: Mapping[str, Sink]) -> dict[str, list[StreamSpec]]:
+        """Every stream of the config, by the credential that will poll it."""
+        out: dict[str, list[StreamSpec]] = {c.name: [] for c in self.config.credentials}
+        for sub in self.config.subscriptions:
+            creds = tuple(sub.credential_names)
+            for cid in sub.containers:
+                spec = StreamSpec(
+                    subscription=sub.name, container_id=cid, credentials=creds,
+                    sinks=tuple(sinks[n] for n in sub.sinks),
+                    domains=tuple(sub.domains) if sub.domains else None,
+                    query=sub.query.as_params() if sub.query is not None else None,
+                    emit_initial=sub.emit_initial,
+                )
+                out[assign_credential(cid, creds)].append(spec)
+        return out
+
+    def _build_schedulers(self, clients: Mapping[str, RelationshipClient],
+                          sinks: Mapping[str, Sink], store: Any,
+                          syncer: StreamSyncer) -> list[CredentialScheduler]:
+        poll = self.config.poll
+        drain_slots = asyncio.Semaphore(max(1, poll.sync_concurrency))
+        creds = {c.name: c for c in self.config.credentials}
+        out = []
+        for name, specs in self.specs(sinks).items():
+            if not specs:
+                continue
+            cred = creds[name]
+            settings = SchedulerSettings(
+                interval=poll.interval, max_staleness=poll.max_staleness,
+                status_chunk=poll.status_chunk,
+                quarantine_initial=poll.quarantine_backoff_initial,
+                quarantine_max=poll.quarantine_backoff_max,
+                policy=poll.scheduler,
+                requests_per_minute=cred.requests_per_minute, reserve=cred.reserve,
+                workers=max(2, self.config.source.concurrency),
+            )
+            out.append(CredentialScheduler(
+                name, clients[name], specs, store=store, syncer=syncer, settings=settings,
+                drain_slots=drain_slots, metrics=self.metrics, clock=self._clock,
+            ))
+        return out
+
+    async def _prune(self, store: Any) -> None:
+        keep = {spec.key for s in self.schedulers for spec in (r.spec for r in s.streams)}
+        removed = await store.prune_streams(keep)
+        if removed:
+            log.info("forgot %d streams no longer in the configuration", len(removed))
+
+    async def _drain_outboxes(self, store: Any, outbox_sinks: list[Sink], wait: float = 30.0
+                              ) -> None:
+        """With --once, give the webhook dispatchers a bounded time to empty their outbox."""
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            pending = 0
+            for s in outbox_sinks:
+                stats = await store.outbox_stats(s.name)
+                pending += stats.pending_count
+            if pending == 0:
+                return
+            await asyncio.sleep(0.2)
+        log.warning("webhook outbox not empty after %.0fs; delivery continues at the next run",
+                    wait)
+
+    async def _tick(self, sinks: Mapping[str, Sink]) -> None:
+        """Periodic gauges: freshness, quarantine, sink health, readiness."""
+        while True:
+            try:
+                self._report(sinks)
+            except Exception:  # a metrics bug must never stop the service
+                log.exception("metrics tick failed")
+            await asyncio.sleep(METRICS_TICK_SECONDS)
+
+    def _report(self, sinks: Mapping[str, Sink]) -> None:
+        now = self._clock()
+        busy: list[float] = []
+        quiet: list[float] = []
+        quarantined = 0
+        stalest = 0.0
+        for sch in self.schedulers:
+            for g in sch.groups.values():
+                is_busy = g.rate.rate(now) > BUSY_RATE_PER_S
+                for s in g.streams:
+                    if s.quarantined_until > now:
+                        quarantined += 1
+                        continue
+                    age = now - s.last_checked if s.last_checked is not None else 0.0
+                    (busy if is_busy else quiet).append(age)
+                    stalest = max(stalest, age)
+        self.metrics.staleness("busy", busy)
+        self.metrics.staleness("quiet", quiet)
+        self.metrics.stalest_check_age(stalest)
+        self.metrics.quarantined(quarantined)
+        all_up = True
+        for name, sink in sinks.items():
+            up = sink.healthy()
+            all_up = all_up and up
+            self.metrics.sink_up(name, up)
+        self.health.set("sinks_up", all_up)
+        if self.schedulers and all(s.cycles_done for s in self.schedulers):
+            self.health.set("first_cycle", True)
+            self.ready.set()

@@ -1,0 +1,83 @@
+"""``notifier status``: what the state store knows about every configured stream."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from typing import Any
+
+import orjson
+
+from notifier.config import load_config
+from notifier.errors import ConfigError, StateError
+from notifier.state.sqlite import SqliteStateStore
+
+
+def _age(now: float, t: float | None) -> str:
+    if t is None:
+        return "never"
+    s = max(0.0, now - t)
+    if s < 120:
+        return f"{s:.0f}s ago"
+    if s < 7200:
+        return f"{s / 60:.0f}m ago"
+    return f"{s / 3600:.1f}h ago"
+
+
+async def collect(config_path: str) -> list[dict[str, Any]]:
+    config = load_config(config_path)
+    async with SqliteStateStore(config.state.path) as store:
+        states = {st.key: st for st in await store.list_streams()}
+    rows = []
+    for sub in config.subscriptions:
+        for cid in sub.containers:
+            st = states.get((sub.name, cid))
+            rows.append({
+                "subscription": sub.name,
+                "container_id": cid,
+                "bootstrapped": bool(st and st.sync_token),
+                "in_resync": bool(st and st.in_resync),
+                "last_checked_at": st.last_checked_at if st else None,
+                "last_changed_at": st.last_changed_at if st else None,
+                "token_updated_at": st.token_updated_at if st else None,
+                "known_relationships": st.known_count if st else 0,
+                "quarantined_until": st.quarantined_until if st else None,
+                "quarantine_reason": st.quarantine_reason if st else None,
+                "failures": st.failures if st else 0,
+            })
+    return rows
+
+
+def status_main(config_path: str, *, as_json: bool = False) -> int:
+    try:
+        rows = asyncio.run(collect(config_path))
+    except ConfigError as exc:
+        for line in exc.problems:
+            print(f"{config_path}: {line}", file=sys.stderr)
+        return 2
+    except StateError as exc:
+        print(f"state store: {exc}", file=sys.stderr)
+        return 1
+    if as_json:
+        for r in rows:
+            sys.stdout.write(orjson.dumps(r).decode() + "\n")
+        return 0
+    now = time.time()
+    header = f"{'SUBSCRIPTION':<20} {'CONTAINER':<38} {'LAST CHECK':<11} {'TOKEN':<11} " \
+             f"{'KNOWN':>8}  STATE"
+    print(header)
+    for r in rows:
+        q = r["quarantined_until"]
+        if q and q > now:
+            state = f"quarantined ({r['quarantine_reason']}) for {q - now:.0f}s more"
+        elif r["in_resync"]:
+            state = "resyncing"
+        elif not r["bootstrapped"]:
+            state = "not bootstrapped"
+        else:
+            state = "ok"
+        print(f"{r['subscription']:<20} {r['container_id']:<38} "
+              f"{_age(now, r['last_checked_at']):<11} {_age(now, r['token_updated_at']):<11} "
+              f"{r['known_relationships']:>8}  {state}")
+    return 0

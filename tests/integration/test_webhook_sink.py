@@ -4,8 +4,10 @@ and a SIGKILL of the dispatcher with a full outbox."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
+import io
 import logging
 import os
 import signal
@@ -20,11 +22,12 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
-from notifier.config import WebhookSinkConfig
+from notifier.config import WebhookSinkConfig, load_config
 from notifier.core.events import ChangeKind, build_event
 from notifier.errors import SinkConfigError
 from notifier.metrics import Metrics
 from notifier.sinks.webhook import WebhookSink
+from notifier.sinks.webhook_admin import add_webhooks_parser, parse_time, webhooks_main
 from notifier.source.models import Relationship
 from notifier.state.base import OutboxItem
 from notifier.state.sqlite import SqliteStateStore
@@ -402,9 +405,10 @@ async def test_secrets_and_signatures_never_logged(
 DISPATCHER_SCRIPT = """
 import asyncio, sys
 from prometheus_client import CollectorRegistry
-from notifier.config import WebhookSinkConfig
+from notifier.config import WebhookSinkConfig, load_config
 from notifier.metrics import Metrics
 from notifier.sinks.webhook import WebhookSink
+from notifier.sinks.webhook_admin import add_webhooks_parser, parse_time, webhooks_main
 from notifier.state.sqlite import SqliteStateStore
 
 async def main(path, url, secret):
@@ -455,3 +459,113 @@ async def test_sigkill_with_full_outbox_loses_nothing(
     for item in items:
         assert receiver.bodies[item.event_id] == item.payload
     assert_per_key_order(receiver, items)
+
+
+# -- notifier webhooks (dlq list / replay, redeliver) -------------------------------------------
+
+CONFIG_YAML = """
+credentials:
+  - {{name: main, access_token: not-used}}
+state:
+  path: {state}
+subscriptions:
+  - {{name: sub, credential: main, container_id: 5d0c2a3e-3b1f-4b8e-9a51-0d3c1f6f7a10,
+     sinks: [hooks]}}
+sinks:
+  - name: hooks
+    type: webhook
+    url: {url}
+    secret: {secret}
+    allow_insecure_http: true
+    retry_schedule: []
+  - {{name: archive, type: jsonl, path: {archive}}}
+"""
+
+
+def run_admin(*argv: str) -> tuple[int, str, str]:
+    """Parse ``notifier webhooks ...`` with the admin parser and run it; (status, out, err)."""
+    parser = argparse.ArgumentParser(prog="notifier")
+    add_webhooks_parser(parser.add_subparsers(dest="command", required=True))
+    out, err = io.StringIO(), io.StringIO()
+    status = webhooks_main(parser.parse_args(["webhooks", *argv]), stdout=out, stderr=err)
+    return status, out.getvalue(), err.getvalue()
+
+
+async def test_admin_lists_replays_and_redelivers(
+    receiver: WebhookReceiver, tmp_path: Path, metrics: Metrics
+) -> None:
+    state = tmp_path / "state.db"
+    config = tmp_path / "notifier.yaml"
+    config.write_text(CONFIG_YAML.format(
+        state=state, url=receiver.url, secret=SECRET, archive=tmp_path / "a.jsonl"))
+    cfg = load_config(config).sink_named(SINK)
+    assert isinstance(cfg, WebhookSinkConfig)
+    items = make_items(3, deleted_every=0)
+    ids = [i.event_id for i in items]
+
+    async def admin(*argv: str) -> tuple[int, str, str]:  # asyncio.run needs its own thread
+        return await asyncio.to_thread(run_admin, "--config", str(config), *argv)
+
+    receiver.mode = "fail"
+    async with SqliteStateStore(state) as store:
+        async with sink_for(cfg, store, metrics) as sink:
+            await fill(store, items)
+            sink.notify()
+            await wait_until(lambda: _dead(store, len(items)))
+
+        status, out, err = await admin("dlq", "list", "--json")
+        assert (status, err) == (0, "")
+        lines = [orjson.loads(line) for line in out.splitlines()]
+        assert [line["event_id"] for line in lines] == ids
+        assert all(line["kind"] == "created" and "HTTP 500" in line["reason"] for line in lines)
+
+        status, out, _ = await admin("dlq", "list", "--sink", SINK, "--since", "1h")
+        assert status == 0
+        assert out.splitlines()[0].split()[:3] == ["DEAD", "AT", "SINK"]
+        assert all(any(i in line for line in out.splitlines()) for i in ids)
+
+        status, out, _ = await admin("dlq", "list", "--until", "2000-01-01T00:00:00Z")
+        assert (status, out.strip()) == (0, "no dead-lettered events")
+
+        status, out, _ = await admin("dlq", "replay", "--sink", SINK, "--json")
+        assert status == 0
+        assert orjson.loads(out)["count"] == len(items)
+        stats = await store.outbox_stats(SINK)
+        assert (stats.pending_count, stats.dead_count) == (len(items), 0)
+
+        receiver.mode = "ok"
+        async with sink_for(cfg, store, metrics):
+            await receiver.wait_for(lambda: len(receiver.events) == len(items))
+            await wait_until(lambda: _pending(store, 0))
+
+            # Re-deliver the last hour: the same events again, with the same ids.
+            status, out, _ = await admin("redeliver", "--sink", SINK, "--since", "1h")
+            assert (status, out.split(":")[0]) == (0, "queued for redelivery")
+            assert f" {len(items)} events" in out
+            await receiver.wait_for(lambda: len(receiver.events) == 2 * len(items))
+        assert Counter(receiver.event_ids()) == dict.fromkeys(ids, 2)
+        assert sorted(c.webhook_id for c in receiver.calls if c.status == 200) == sorted(ids * 2)
+
+    for argv, message in [
+        (("dlq", "list", "--sink", "archive"), "no webhook sink named 'archive'"),
+        (("dlq", "list", "--since", "yesterday"), "invalid time 'yesterday'"),
+        (("dlq", "list", "--since", "2024-05-01T10:00:00"), "needs a zone"),
+        (("dlq", "replay", "--since", "1h", "--until", "2h"), "--since must be before --until"),
+    ]:
+        status, out, err = await admin(*argv)
+        assert (status, out) == (2, ""), argv
+        assert message in err, argv
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("now", 1_700_000_000.0),
+        ("2h", 1_700_000_000.0 - 7200),
+        ("90s", 1_700_000_000.0 - 90),
+        ("2023-11-14T22:13:20Z", 1_700_000_000.0),
+        ("2023-11-14T23:13:20+01:00", 1_700_000_000.0),
+    ],
+)
+def test_parse_time(text: str, expected: float) -> None:
+    assert parse_time(text, 1_700_000_000.0) == expected

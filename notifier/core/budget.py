@@ -32,6 +32,10 @@ log = logging.getLogger(__name__)
 Priority = Literal["status", "sync"]
 
 WINDOW_SECONDS = 60.0
+# RequestBudget counts over 61 s: the server counts arrivals, we count grants, and network
+# jitter between the two must not turn an exact 60 s spacing into a 429 (which would pause the
+# whole credential for Retry-After). Costs 1/61 of the throughput.
+JITTER_ALLOWANCE = 1.0
 DEFAULT_BURST = 10
 # The loop may fire a timer a hair early; never re-arm a timer shorter than this.
 _MIN_TIMER = 0.001
@@ -147,7 +151,7 @@ class RequestBudget:
         burst: int | None = None,
         *,
         reserve: float = 0.0,
-        window: float = WINDOW_SECONDS,
+        window: float = WINDOW_SECONDS + JITTER_ALLOWANCE,
         name: str = "",
     ) -> None:
         self.name = name

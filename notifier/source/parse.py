@@ -220,9 +220,22 @@ def parse_sync_status(body: bytes, endpoint: str = "syncStatus") -> SyncStatusRe
             reference_id=_optional(item, "referenceId", str, endpoint, at),
             type=_optional(item, "type", str, endpoint, at) or "",
             title=_optional(item, "title", str, endpoint, at) or "",
-            detail=_optional(item, "detail", str, endpoint, at) or "",
+            detail=_with_field_details(_optional(item, "detail", str, endpoint, at) or "",
+                                       item.get("errors")),
         ))
     return SyncStatusResponse(results=results, errors=failures)
+
+
+def _with_field_details(detail: str, field_errors: Any) -> str:
+    """The top-level ``detail`` plus the per-field ones (``errors[].detail``), which say why."""
+    if type(field_errors) is not list:
+        return detail
+    extra = [e["detail"] for e in field_errors
+             if type(e) is dict and type(e.get("detail")) is str and e["detail"]]
+    if not extra:
+        return detail
+    joined = "; ".join(extra)
+    return f"{detail} ({joined})" if detail else joined
 
 
 def parse_search_page(body: bytes, endpoint: str = "search") -> SearchPage:
@@ -252,5 +265,7 @@ def error_detail(body: bytes) -> str | None:
     for key in ("detail", "developerMessage", "error_description", "title", "userMessage", "error"):
         value = data.get(key)
         if type(value) is str and value:
+            if key == "detail":
+                value = _with_field_details(value, data.get("errors"))
             return value[:_MAX_DETAIL]
     return None

@@ -182,7 +182,7 @@ def test_sync_status_results_and_errors():
         ("t1", "sub-a", True, False), ("t2", None, False, True)]
     first, second = status.errors
     assert (first.sync_token, first.reference_id, first.type, first.detail) == (
-        "bad", "sub-b", "BadInput", "token is malformed")
+        "bad", "sub-b", "BadInput", "token is malformed (y)")
     assert (second.sync_token, second.type, second.detail) == (None, "", "sparse error entry")
 
 
@@ -239,6 +239,9 @@ def test_batch_and_get():
         (b'{"type":"BadInput","title":"bad","detail":"The following parameters are invalid"}',
          "The following parameters are invalid"),
         (b'{"developerMessage":"Quota limit exceeded."}', "Quota limit exceeded."),
+        (b'{"type":"BadInput","detail":"The following parameters are invalid: syncToken",'
+         b'"errors":[{"field":"syncToken","detail":"The sync token is not valid."}]}',
+         "The following parameters are invalid: syncToken (The sync token is not valid.)"),
         (b'{"error":"invalid_grant","error_description":"expired"}', "expired"),
         (b'{"title":"only a title"}', "only a title"),
         (b"not json", None),

@@ -83,6 +83,7 @@ class App:
         self._sink_overrides = dict(sink_overrides or {})
         self._clock = clock
         self._stop = asyncio.Event()
+        self._started_at = clock()
         self.schedulers: list[CredentialScheduler] = []
         self.server: MetricsServer | None = None
         self.ready = asyncio.Event()
@@ -322,7 +323,9 @@ class App:
                     if s.quarantined_until > now:
                         quarantined += 1
                         continue
-                    age = now - s.last_checked if s.last_checked is not None else 0.0
+                    # A stream never checked successfully is as stale as the process is old.
+                    since = s.last_checked if s.last_checked is not None else self._started_at
+                    age = max(0.0, now - since)
                     (busy if is_busy else quiet).append(age)
                     stalest = max(stalest, age)
         self.metrics.staleness("busy", busy)

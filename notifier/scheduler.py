@@ -145,6 +145,8 @@ class CredentialScheduler:
         self.stats = PassStats()
         self.cycles_done = 0
         self._inflight = 0
+        self._pass_checks = 0
+        self._pass_started = time.monotonic()
 
     @property
     def streams(self) -> list[StreamRuntime]:
@@ -303,6 +305,23 @@ class CredentialScheduler:
                     s.failures = 0
         if len(checked) == len(group.streams):
             group.last_checked = now
+        self._count_pass()
+
+    def _count_pass(self) -> None:
+        """One pass = as many group checks as there are groups; report its duration."""
+        self._pass_checks += 1
+        if self._pass_checks < len(self.groups):
+            return
+        elapsed = time.monotonic() - self._pass_started
+        if self._metrics is not None:
+            self._metrics.cycle_completed(self.name, elapsed, len(self.streams))
+            self._metrics.effective_interval(self.name, max(elapsed, self._s.interval))
+        if self._s.policy == "round_robin" and elapsed > self._s.interval * 1.5:
+            log.info("a pass over %d containers took %.0fs (interval %.0fs): the request "
+                     "budget stretches the interval", len(self.groups), elapsed,
+                     self._s.interval, extra={"credential": self.name})
+        self._pass_checks = 0
+        self._pass_started = time.monotonic()
 
     async def _status(
         self, group: Group, chunk: list[StreamRuntime]

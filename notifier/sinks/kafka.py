@@ -22,11 +22,11 @@ import contextlib
 import logging
 import struct
 import time
-from collections.abc import Iterable, Sequence
-from typing import Any, Literal, Self
+from collections.abc import Coroutine, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 import orjson
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, codec
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, ProducerClosed, TopicAlreadyExistsError, for_code
 from aiokafka.helpers import create_ssl_context
@@ -34,11 +34,14 @@ from aiokafka.helpers import create_ssl_context
 from notifier.core.events import SPEC_VERSION, Event
 from notifier.errors import SinkConfigError, SinkError
 
+if TYPE_CHECKING:
+    from notifier.metrics import Metrics
+
 log = logging.getLogger(__name__)
 
 KeyField = Literal["relationship", "container"]
 ContentMode = Literal["binary", "structured"]
-Compression = Literal["gzip", "snappy", "lz4", "zstd"]
+Compression = Literal["none", "gzip", "snappy", "lz4", "zstd"]
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 Headers = list[tuple[str, bytes]]
@@ -49,6 +52,8 @@ CONTENT_TYPE_CLOUDEVENTS = b"application/cloudevents+json"
 _SPEC = SPEC_VERSION.encode()
 _SNAPSHOT = {True: b"true", False: b"false"}
 _STRUCTURED_HEADERS: Headers = [("content-type", CONTENT_TYPE_CLOUDEVENTS)]
+_CODECS = {"gzip": codec.has_gzip, "snappy": codec.has_snappy, "lz4": codec.has_lz4,
+           "zstd": codec.has_zstd}
 
 
 def build_records(
@@ -137,7 +142,7 @@ class KafkaSink:
         key: KeyField = "relationship",
         content_mode: ContentMode = "binary",
         linger_ms: int = 5,
-        max_batch_size: int = 512 * 1024,
+        max_batch_size: int = 1024 * 1024,
         compression: Compression | None = None,
         create_topic: bool = True,
         partitions: int = 3,
@@ -151,9 +156,10 @@ class KafkaSink:
         ssl_cafile: str | None = None,
         ssl_certfile: str | None = None,
         ssl_keyfile: str | None = None,
+        ssl_password: str | None = None,
         client_id: str = "notifier",
         reconnect_backoff: tuple[float, float] = (0.5, 10.0),
-        metrics: Any = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.name = name
         self.topic = topic
@@ -167,14 +173,20 @@ class KafkaSink:
         self.delivery_timeout = request_timeout if delivery_timeout is None else delivery_timeout
         self._request_timeout = request_timeout
         self._backoff = reconnect_backoff
+        self._probe_interval = min(0.5, self.delivery_timeout / 2)
+        self._servers_text = ",".join(self.bootstrap_servers)
         self._metrics = metrics
         if not self.bootstrap_servers:
             raise SinkConfigError("kafka sink needs at least one bootstrap server", sink=name)
-        if compression is not None and compression not in ("gzip", "snappy", "lz4", "zstd"):
-            raise SinkConfigError(f"unknown kafka compression {compression!r}", sink=name)
+        codec = None if compression in (None, "none") else compression
+        if codec is not None and not _CODECS.get(codec, lambda: False)():
+            raise SinkConfigError(
+                f"kafka compression {compression!r} is unknown or its codec is not installed "
+                "(snappy, lz4 and zstd need the cramjam package)", sink=name)
         self._client_options = self._security_options(
             security_protocol, sasl_mechanism=sasl_mechanism, username=sasl_username,
             password=sasl_password, cafile=ssl_cafile, certfile=ssl_certfile, keyfile=ssl_keyfile,
+            key_password=ssl_password,
         )
         self._client_options.update(
             bootstrap_servers=self.bootstrap_servers,
@@ -183,7 +195,7 @@ class KafkaSink:
         )
         self._producer_options: dict[str, Any] = dict(
             acks="all", enable_idempotence=True, linger_ms=linger_ms,
-            max_batch_size=max_batch_size, compression_type=compression,
+            max_batch_size=max_batch_size, compression_type=codec,
         )
         self._producer: AIOKafkaProducer | None = None
         self._up = False
@@ -192,17 +204,23 @@ class KafkaSink:
         self._closing = False
 
     @classmethod
-    def from_config(cls, cfg: Any, metrics: Any = None) -> KafkaSink:
-        """Build the sink from the ``type: kafka`` model of notifier/config.py."""
-        password = cfg.sasl_password
+    def from_config(cls, cfg: Any, metrics: Metrics | None = None) -> KafkaSink:
+        """Build the sink from the ``type: kafka`` model (notifier.config.KafkaSinkConfig)."""
+
+        def secret(value: Any) -> str | None:
+            return None if value is None else str(value.get_secret_value())
+
+        def path(value: Any) -> str | None:
+            return None if value is None else str(value)
+
         return cls(
             cfg.name,
-            bootstrap_servers=cfg.bootstrap_servers,
+            bootstrap_servers=list(cfg.bootstrap_servers),
             topic=cfg.topic,
             key=cfg.key,
             content_mode=cfg.content_mode,
-            linger_ms=cfg.linger_ms,
-            max_batch_size=cfg.max_batch_size,
+            linger_ms=round(cfg.linger * 1000),
+            max_batch_size=int(cfg.max_batch_size),
             compression=cfg.compression,
             create_topic=cfg.create_topic,
             partitions=cfg.partitions,
@@ -211,10 +229,11 @@ class KafkaSink:
             security_protocol=cfg.security_protocol,
             sasl_mechanism=cfg.sasl_mechanism,
             sasl_username=cfg.sasl_username,
-            sasl_password=password.get_secret_value() if password is not None else None,
-            ssl_cafile=cfg.ssl_cafile,
-            ssl_certfile=cfg.ssl_certfile,
-            ssl_keyfile=cfg.ssl_keyfile,
+            sasl_password=secret(cfg.sasl_password),
+            ssl_cafile=path(cfg.ssl_cafile),
+            ssl_certfile=path(cfg.ssl_certfile),
+            ssl_keyfile=path(cfg.ssl_keyfile),
+            ssl_password=secret(cfg.ssl_password),
             client_id=cfg.client_id,
             metrics=metrics,
         )
@@ -222,6 +241,7 @@ class KafkaSink:
     def _security_options(
         self, protocol: str, *, sasl_mechanism: str | None, username: str | None,
         password: str | None, cafile: str | None, certfile: str | None, keyfile: str | None,
+        key_password: str | None,
     ) -> dict[str, Any]:
         mechanism = sasl_mechanism
         opts: dict[str, Any] = {"security_protocol": protocol}
@@ -241,11 +261,11 @@ class KafkaSink:
                 raise SinkConfigError("ssl_keyfile needs ssl_certfile", sink=self.name)
             try:
                 opts["ssl_context"] = create_ssl_context(
-                    cafile=cafile, certfile=certfile, keyfile=keyfile)
+                    cafile=cafile, certfile=certfile, keyfile=keyfile, password=key_password)
             except (OSError, ValueError) as err:  # ssl.SSLError is an OSError
                 raise SinkConfigError(f"cannot build the TLS context: {err}",
                                       sink=self.name) from None
-        elif cafile or certfile or keyfile:
+        elif cafile or certfile or keyfile or key_password:
             raise SinkConfigError(f"ssl_* files need security_protocol SSL or SASL_SSL, "
                                   f"not {protocol}", sink=self.name)
         return opts
@@ -281,14 +301,14 @@ class KafkaSink:
             except TimeoutError:
                 log.warning("kafka sink %s: unsent records dropped at shutdown", self.name)
             await self._discard(producer)
-        self._set_up(False)
+        self._set_up(False, quiet=True)
 
     def healthy(self) -> bool:
         return self._up
 
     async def _connect(self) -> None:
         """Make sure the topic exists, then start a fresh producer (SinkError if unreachable)."""
-        servers = ",".join(self.bootstrap_servers)
+        servers = self._servers_text
         try:
             await asyncio.wait_for(self._ensure_topic(), self._request_timeout * 2)
             producer = AIOKafkaProducer(**self._client_options, **self._producer_options)
@@ -314,7 +334,7 @@ class KafkaSink:
             # broker with auto.create.topics.enable create it with its own defaults.
             if self.topic in await admin.list_topics():
                 return
-            servers = ",".join(self.bootstrap_servers)
+            servers = self._servers_text
             if not self.create_topic:
                 raise SinkConfigError(
                     f"kafka topic {self.topic!r} does not exist on {servers} and create_topic "
@@ -343,19 +363,18 @@ class KafkaSink:
             raise SinkConfigError(str(self._fatal), sink=self.name)
         producer = self._producer
         if producer is None or not self._up:
-            raise SinkError(f"kafka at {','.join(self.bootstrap_servers)} is unavailable",
+            raise SinkError(f"kafka at {self._servers_text} is unavailable",
                             sink=self.name)
         started = time.perf_counter()
         records = build_records(events, key=self.key, content_mode=self.content_mode)
         futures: list[asyncio.Future[Any]] = []
         try:
             async with asyncio.timeout(self.delivery_timeout):
-                await self._enqueue(producer, records, futures)
-                done, _ = await asyncio.wait(futures)
-        except (TimeoutError, KafkaError, OSError) as err:
+                await self._while_reachable(self._deliver(producer, records, futures))
+        except (TimeoutError, KafkaError, OSError, _BrokerUnreachable) as err:
             failure: BaseException = err
         else:
-            errors = [f.exception() for f in done]
+            errors = [f.exception() for f in futures]
             first = next((e for e in errors if e is not None), None)
             if first is None:
                 if self._metrics is not None:
@@ -367,8 +386,12 @@ class KafkaSink:
             fut.add_done_callback(_consume)
         if self._metrics is not None:
             self._metrics.events_published(self.name, "error", len(events))
-        reason = (f"not acknowledged within {self.delivery_timeout:.1f}s"
-                  if isinstance(failure, TimeoutError) else _describe(failure))
+        if isinstance(failure, TimeoutError):
+            reason = f"not acknowledged within {self.delivery_timeout:.1f}s"
+        elif isinstance(failure, _BrokerUnreachable):
+            reason = str(failure)
+        else:
+            reason = _describe(failure)
         log.warning("kafka sink %s: publish of %d events failed: %s", self.name, len(events),
                     reason)
         if producer is self._producer:
@@ -376,9 +399,10 @@ class KafkaSink:
             self._mark_down(producer)
         raise SinkError(f"kafka publish to {self.topic!r} failed: {reason}", sink=self.name)
 
-    async def _enqueue(self, producer: AIOKafkaProducer, records: list[Record],
+    async def _deliver(self, producer: AIOKafkaProducer, records: list[Record],
                        futures: list[asyncio.Future[Any]]) -> None:
-        """Hand ``records`` to ``producer`` as one closed batch per partition and size limit."""
+        """Hand ``records`` to ``producer`` as one closed batch per partition and size limit,
+        then wait until every batch is acknowledged or failed."""
         partitions = producer.client.cluster.partitions_for_topic(self.topic)
         if not partitions:
             partitions = await producer.partitions_for(self.topic)
@@ -407,6 +431,40 @@ class KafkaSink:
                     batch.append(timestamp=now_ms, key=k, value=value, headers=headers)
             batch.close()
             futures.append(await producer.send_batch(batch, self.topic, partition=p))
+        await asyncio.wait(futures)
+
+    async def _while_reachable(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work``; fail early with _BrokerUnreachable if it stalls while no bootstrap server
+        accepts connections (aiokafka would retry, and spin on metadata, until the deadline)."""
+        task = asyncio.ensure_future(work)
+        wait = min(0.1, self._probe_interval)  # most pages are acknowledged within milliseconds
+        try:
+            while not (await asyncio.wait([task], timeout=wait))[0]:
+                wait = self._probe_interval
+                if not await self._reachable():
+                    raise _BrokerUnreachable(
+                        f"no bootstrap server accepts connections ({self._servers_text})")
+            task.result()
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _reachable(self) -> bool:
+        """Whether any bootstrap server accepts a TCP connection (within a second)."""
+        for server in self.bootstrap_servers:
+            host, _, port = server.rpartition(":")
+            try:
+                _, writer = await asyncio.wait_for(
+                    asyncio.open_connection(host.strip("[]"), int(port)), 1.0)
+            except (OSError, ValueError, TimeoutError):
+                continue
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+            return True
+        return False
 
     # -- outage handling --------------------------------------------------------------------
 
@@ -435,32 +493,52 @@ class KafkaSink:
                 log.debug("kafka sink %s: %s", self.name, err)
             else:
                 log.info("kafka sink %s: connected to %s", self.name,
-                         ",".join(self.bootstrap_servers))
+                         self._servers_text)
                 return
             await asyncio.sleep(delay)
             delay = min(delay * 2, self._backoff[1])
 
     async def _discard(self, producer: AIOKafkaProducer) -> None:
         """Stop ``producer`` within a bounded time, failing whatever it still holds."""
-        # A stopped broker would make stop() wait for undeliverable batches forever: fail them
-        # first (their page is retried by the caller), then stop cleanly.
-        accumulator = getattr(producer, "_message_accumulator", None)
-        if accumulator is not None:
-            accumulator.fail_all(ProducerClosed())
+        _fail_pending(producer)
         try:
             await asyncio.wait_for(producer.stop(), self._request_timeout)
         except (KafkaError, OSError, TimeoutError) as err:
             log.debug("kafka sink %s: producer stop: %s", self.name, _describe(err))
 
-    def _set_up(self, up: bool) -> None:
+    def _set_up(self, up: bool, *, quiet: bool = False) -> None:
         if up != self._up:
             self._up = up
             if up:
                 log.info("kafka sink %s: up", self.name)
-            else:
+            elif not quiet:
                 log.warning("kafka sink %s: down", self.name)
         if self._metrics is not None:
             self._metrics.sink_up(self.name, up)
+
+
+def _fail_pending(producer: AIOKafkaProducer) -> None:
+    """Fail every batch ``producer`` still holds, so that stop() cannot wait on them forever.
+
+    An idempotent aiokafka producer retries a batch until the broker takes it; with the broker
+    gone, stop() would never return. Their pages are retried by the caller with a new producer.
+    This reaches into aiokafka's accumulator (checked against aiokafka 0.11-0.14); without it,
+    stop() is still bounded by _discard's timeout.
+    """
+    accumulator = getattr(producer, "_message_accumulator", None)
+    if accumulator is None:
+        return
+    batches = [b for queue in getattr(accumulator, "_batches", {}).values() for b in queue]
+    batches += list(getattr(accumulator, "_pending_batches", ()))
+    accumulator.fail_all(ProducerClosed())
+    for batch in batches:  # nobody awaits a queued batch's drain waiter: mark it retrieved
+        waiter = getattr(batch, "_drain_waiter", None)
+        if waiter is not None and waiter.done() and not waiter.cancelled():
+            waiter.exception()
+
+
+class _BrokerUnreachable(Exception):
+    """No bootstrap server accepts connections."""
 
 
 def _consume(fut: asyncio.Future[Any]) -> None:

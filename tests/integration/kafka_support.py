@@ -1,0 +1,295 @@
+"""Real Apache Kafka for the integration tests: broker lifecycle, readers, pytest fixtures.
+
+Register it once, in tests/conftest.py::
+
+    pytest_plugins = ["tests.integration.kafka_support"]
+
+Fixtures: ``kafka_broker`` (session, a ``KafkaBroker``), ``kafka_bootstrap`` (session,
+``"127.0.0.1:PORT"``), ``kafka_topic`` (a fresh topic name per test) and ``dedicated_kafka`` (a
+private broker on its own port that the test may stop and restart; stopped afterwards).
+
+The session broker is the one named by ``KAFKA_BOOTSTRAP`` if set; otherwise ``scripts/kafka.sh
+start`` runs one on ``KAFKA_PORT`` (or a free port). As a plugin it is started right after
+collection when a ``kafka``-marked test was collected, so the one-time jar download is not charged
+to a test's timeout, and it is stopped when the session ends. Without bash, Java or Maven (and
+no cached jars) the Kafka tests skip with the reason, unless ``KAFKA_REQUIRED=1`` or ``CI=true``,
+where they fail instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from notifier.core.events import ChangeKind, Event, build_event
+from notifier.source.models import Relationship
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "scripts" / "kafka.sh"
+START_TIMEOUT = 900.0  # the first start downloads the broker jars with mvn
+
+
+def kafka_required() -> bool:
+    """Whether a missing broker or tool fails the tests instead of skipping them."""
+    return os.environ.get("KAFKA_REQUIRED") == "1" or os.environ.get("CI") == "true"
+
+
+def skip_or_fail(reason: str) -> None:
+    if kafka_required():
+        pytest.fail(f"{reason} (KAFKA_REQUIRED/CI set: not skipping)", pytrace=False)
+    pytest.skip(reason)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def script_unavailable_reason() -> str | None:
+    """Why scripts/kafka.sh cannot start a broker here, or None if it can."""
+    if not SCRIPT.is_file():
+        return f"{SCRIPT.relative_to(ROOT)} not found"
+    if shutil.which("bash") is None:
+        return "bash not found"
+    java = os.environ.get("JAVA") or (
+        str(Path(os.environ["JAVA_HOME"]) / "bin" / "java") if os.environ.get("JAVA_HOME")
+        else shutil.which("java"))
+    if not java or not Path(java).exists():
+        return "Java 17+ not found (needed by scripts/kafka.sh; see scripts/install-tools.sh)"
+    cache = Path(os.environ.get("NOTIFIER_CACHE", Path.home() / ".cache" / "notifier"))
+    if shutil.which("mvn") is None and not any(cache.glob("kafka-*/libs/.complete")):
+        return "mvn not found and no cached Kafka jars (see scripts/install-tools.sh)"
+    return None
+
+
+@dataclass
+class KafkaBroker:
+    """A broker reached at ``bootstrap``; ``port`` is set when scripts/kafka.sh manages it."""
+
+    bootstrap: str
+    port: int | None = None
+
+    @property
+    def managed(self) -> bool:
+        return self.port is not None
+
+    def _script(self, command: str, *, keep_data: bool = False, timeout: float = 120) -> str:
+        assert self.port is not None, "an external broker (KAFKA_BOOTSTRAP) is not ours to drive"
+        env = {**os.environ, "KAFKA_PORT": str(self.port), "KAFKA_KEEP_DATA": "1" if keep_data
+               else "0"}
+        proc = subprocess.run(["bash", str(SCRIPT), command], env=env, capture_output=True,
+                              text=True, timeout=timeout, check=False)
+        if proc.returncode != 0:
+            raise RuntimeError(f"scripts/kafka.sh {command} (port {self.port}) failed with "
+                               f"{proc.returncode}:\n{proc.stderr[-4000:]}")
+        return proc.stdout
+
+    def start(self, *, keep_data: bool = False, timeout: float = START_TIMEOUT) -> None:
+        """Start the broker (fresh storage, or the previous data with ``keep_data``)."""
+        lines = self._script("start", keep_data=keep_data, timeout=timeout).split()
+        if not lines or lines[-1] != self.bootstrap:
+            raise RuntimeError(f"unexpected scripts/kafka.sh start output {lines!r}")
+
+    def stop(self) -> None:
+        self._script("stop")
+
+    @classmethod
+    def on_port(cls, port: int) -> KafkaBroker:
+        return cls(bootstrap=f"127.0.0.1:{port}", port=port)
+
+
+class _Session:
+    """The session broker, started at most once (a failed start is remembered, not retried)."""
+
+    broker: KafkaBroker | None = None
+    error: str | None = None
+
+    @classmethod
+    def start(cls) -> KafkaBroker:
+        if cls.broker is not None:
+            return cls.broker
+        if cls.error is not None:
+            raise RuntimeError(cls.error)
+        external = os.environ.get("KAFKA_BOOTSTRAP")
+        if external:
+            cls.broker = KafkaBroker(bootstrap=external)
+            return cls.broker
+        broker = KafkaBroker.on_port(int(os.environ.get("KAFKA_PORT") or free_port()))
+        try:
+            broker.start()
+        except (RuntimeError, subprocess.TimeoutExpired) as err:
+            cls.error = f"could not start the session Kafka broker: {err}"
+            raise
+        cls.broker = broker
+        return broker
+
+    @classmethod
+    def stop(cls) -> None:
+        broker, cls.broker = cls.broker, None
+        if broker is not None and broker.managed:
+            broker.stop()
+
+
+# -- pytest hooks (active when this module is registered as a plugin) -----------------------------
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the session broker before the first test, outside any per-test timeout."""
+    if session.config.option.collectonly or os.environ.get("KAFKA_BOOTSTRAP"):
+        return
+    if not any(item.get_closest_marker("kafka") for item in session.items):
+        return
+    if script_unavailable_reason() is None:
+        with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
+            _Session.start()  # a failure is reported by the fixture, per test
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    _Session.stop()
+
+
+# -- fixtures -------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def kafka_broker() -> Iterator[KafkaBroker]:
+    """The session's broker (KAFKA_BOOTSTRAP, or one started with scripts/kafka.sh)."""
+    if not os.environ.get("KAFKA_BOOTSTRAP"):
+        reason = script_unavailable_reason()
+        if reason is not None:
+            skip_or_fail(f"no Kafka broker: {reason}; set KAFKA_BOOTSTRAP to use an existing one")
+    yield _Session.start()
+    _Session.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(kafka_broker: KafkaBroker) -> str:
+    return kafka_broker.bootstrap
+
+
+@pytest.fixture
+def kafka_topic() -> str:
+    """A topic name no other test uses."""
+    return f"test-{uuid.uuid4().hex[:16]}"
+
+
+@pytest.fixture
+def dedicated_kafka() -> Iterator[KafkaBroker]:
+    """A private, freshly formatted broker on its own port: free to stop and restart."""
+    reason = script_unavailable_reason()
+    if reason is not None:
+        skip_or_fail(f"cannot start a dedicated Kafka broker: {reason}")
+    broker = KafkaBroker.on_port(free_port())
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+# -- readers ---------------------------------------------------------------------------------------
+
+async def topic_names(bootstrap: str) -> list[str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    await admin.start()
+    try:
+        names: list[str] = await admin.list_topics()
+        return names
+    finally:
+        await admin.close()
+
+
+async def partition_ids(bootstrap: str, topic: str) -> list[int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    await admin.start()
+    try:
+        [desc] = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    assert desc["error_code"] == 0, f"topic {topic}: error code {desc['error_code']}"
+    return sorted(p["partition"] for p in desc["partitions"])
+
+
+async def read_topic(bootstrap: str, topic: str, *, within: float = 30.0) -> list[ConsumerRecord]:
+    """Every record in ``topic`` right now, by partition then offset (aiokafka's consumer, no
+    group, from the beginning up to the end offsets)."""
+    tps = [TopicPartition(topic, p) for p in await partition_ids(bootstrap, topic)]
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+                                enable_auto_commit=False, auto_offset_reset="earliest")
+    await consumer.start()
+    records: list[ConsumerRecord] = []
+    try:
+        async with asyncio.timeout(within):
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            end = await consumer.end_offsets(tps)
+
+            async def behind() -> bool:
+                return any([await consumer.position(tp) < end[tp] for tp in tps])
+
+            while await behind():
+                batch = await consumer.getmany(*tps, timeout_ms=500)
+                for part in batch.values():
+                    records.extend(part)
+    finally:
+        await consumer.stop()
+    records.sort(key=lambda r: (r.partition, r.offset))
+    return records
+
+
+def kcat_available() -> bool:
+    return shutil.which("kcat") is not None
+
+
+def kcat_read(bootstrap: str, topic: str, *, timeout: float = 60.0) -> list[dict[str, Any]]:
+    """Every record in ``topic`` as kcat's JSON envelopes (``-J``): topic, partition, offset,
+    key, payload, and headers as a flat [name, value, ...] list."""
+    proc = subprocess.run(
+        ["kcat", "-C", "-b", bootstrap, "-t", topic, "-o", "beginning", "-e", "-J", "-q"],
+        capture_output=True, text=True, timeout=timeout, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"kcat failed with {proc.returncode}: {proc.stderr[-2000:]}")
+    out = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    out.sort(key=lambda r: (r["partition"], r["offset"]))
+    return out
+
+
+# -- events ----------------------------------------------------------------------------------------
+
+CONTAINER = "5d0c2a3e-3b1f-4b8e-9a51-0d3c1f6f7a10"
+
+
+def make_event(rel_id: str, kind: ChangeKind = ChangeKind.CREATED, *, snapshot: bool = False,
+               container: str = CONTAINER, subscription: str = "project-a") -> Event:
+    """One CloudEvent for relationship ``rel_id``, shaped as the Relationship Service sends it."""
+    deleted = kind is ChangeKind.DELETED
+    raw: dict[str, Any] = {
+        "id": rel_id, "createdOn": "2024-05-01T10:00:00Z", "isReadOnly": False,
+        "isService": False, "isDeleted": deleted,
+        "entities": [
+            {"domain": "autodesk-bim360-asset", "type": "asset", "id": f"a-{rel_id}",
+             "createdOn": "2024-05-01T10:00:00Z"},
+            {"domain": "autodesk-bim360-issue", "type": "issue", "id": f"i-{rel_id}",
+             "createdOn": "2024-05-01T10:00:00Z"},
+        ],
+    }
+    if deleted:
+        raw["deletedOn"] = "2024-05-02T10:00:00Z"
+    rel = Relationship(id=rel_id, created_on=raw["createdOn"], is_deleted=deleted,
+                       deleted_on=raw.get("deletedOn"), raw=raw)
+    return build_event(subscription=subscription, container_id=container, relationship=rel,
+                       kind=kind, snapshot=snapshot, seen_at="2024-06-01T00:00:00Z")

@@ -52,7 +52,7 @@ from notifier.state.base import OutboxRow, StateStore
 log = logging.getLogger(__name__)
 
 BATCH_ID_NAMESPACE = uuid.UUID("3b0f7d52-8c1e-4d7a-9f64-2a5c0e9b1d37")
-# Rows fetched per free delivery slot: enough to fill the slots without a refetch.
+# Rows fetched per free delivery slot, beyond the rows already in flight.
 _FETCH_PER_SLOT = 2
 
 
@@ -214,9 +214,7 @@ class WebhookSink:
             task = asyncio.create_task(self._deliver(group))
             self._inflight[task] = [r.row_id for r in group]
             task.add_done_callback(self._call_done)
-        if len(groups) < free and len(rows) + len(busy) >= limit:
-            return 0.0  # the fetch was cut short and slots are left: fetch again now
-        return idle
+        return idle  # all slots busy (a finishing call wakes us) or nothing more is due
 
     def _until_soonest(self, now: float) -> float:
         """Wait until the earliest retry this process scheduled, at most ``poll_interval``."""

@@ -120,7 +120,8 @@ def chart_properties() -> JSON:
                 "description": "access modes of the claim"},
             "size": _str("size of the claim", pattern=r"^[0-9]+(\.[0-9]+)?([EPTGMk]i?|m)?$"),
             "annotations": _string_map("annotations on the claim"),
-            "mountPath": _str("mount path; state.path is <mountPath>/notifier.db", pattern=ABS_PATH),
+            "mountPath": _str("mount path; state.path is <mountPath>/notifier.db",
+                              pattern=ABS_PATH),
             "retentionPolicy": _obj("persistentVolumeClaimRetentionPolicy", {
                 "whenDeleted": {"enum": ["Retain", "Delete"]},
                 "whenScaled": {"enum": ["Retain", "Delete"]},

@@ -26,11 +26,25 @@ from notifier.config import WebhookSinkConfig, load_config
 from notifier.core.events import ChangeKind, build_event
 from notifier.errors import SinkConfigError
 from notifier.metrics import Metrics
+from notifier.simulator import Simulator
 from notifier.sinks.webhook import WebhookSink
 from notifier.sinks.webhook_admin import add_webhooks_parser, parse_time, webhooks_main
 from notifier.source.models import Relationship
 from notifier.state.base import OutboxItem
 from notifier.state.sqlite import SqliteStateStore
+from tests.integration.main_job_support import (
+    base_config,
+    check_stream_invariants,
+    filter_of,
+    read_jsonl,
+    replay,
+    sim_config,
+    start_notifier,
+    stop_process,
+    truth_live,
+    wait_for,
+    write_config,
+)
 from tests.integration.webhook_receiver import WebhookReceiver
 
 SINK = "hooks"
@@ -407,6 +421,7 @@ import asyncio, sys
 from prometheus_client import CollectorRegistry
 from notifier.config import WebhookSinkConfig, load_config
 from notifier.metrics import Metrics
+from notifier.simulator import Simulator
 from notifier.sinks.webhook import WebhookSink
 from notifier.sinks.webhook_admin import add_webhooks_parser, parse_time, webhooks_main
 from notifier.state.sqlite import SqliteStateStore
@@ -569,3 +584,84 @@ async def test_admin_lists_replays_and_redelivers(
 )
 def test_parse_time(text: str, expected: float) -> None:
     assert parse_time(text, 1_700_000_000.0) == expected
+
+
+# -- the whole notifier: killed with a full outbox -----------------------------------------------
+
+CONTAINER = "0f8a3c52-6d1e-4b7a-9c2e-5a1b3d4e6f70"
+
+
+@pytest.mark.timeout(90)
+async def test_notifier_killed_with_full_outbox_delivers_everything_after_restart(
+    receiver: WebhookReceiver, tmp_path: Path
+) -> None:
+    """``notifier run`` against the simulator while the receiver is down: the outbox fills up;
+    SIGKILL; the receiver comes back; a restart delivers every change; a second SIGKILL in the
+    middle of delivery loses nothing either."""
+    subs = [{"name": "s", "credential": "sim", "container_id": CONTAINER,
+             "sinks": ["hooks", "archive"]}]
+    hooks = {"name": SINK, "type": "webhook", "url": receiver.url, "secret": SECRET,
+             "allow_insecure_http": True, "max_concurrency": 2, "timeout": "2s",
+             "retry_schedule": ["50ms"] * 200,
+             "circuit_breaker": {"failure_threshold": 3, "reset_after": "200ms"}}
+    archive = tmp_path / "events.jsonl"
+    log = tmp_path / "notifier.log"
+    await receiver.down()
+    async with Simulator(sim_config([CONTAINER], relationships=40, page_size=5)) as sim:
+        data = base_config(tmp_path, sim.url, subs, sinks=[
+            hooks, {"name": "archive", "type": "jsonl", "path": str(archive)}])
+        config = write_config(tmp_path, data)
+        proc = await start_notifier(config, log=log)
+        try:
+            await wait_for(caught_up(sim, subs, archive), 30, "the bootstrap")
+            sim.state.set_knobs(change_rate=20.0)
+            await asyncio.sleep(1.0)
+            sim.state.set_knobs(change_rate=0.0)
+            await wait_for(caught_up(sim, subs, archive), 30, "the changes")
+        finally:
+            assert await stop_process(proc, signal.SIGKILL) == -signal.SIGKILL
+        want = {e["id"] for e in read_jsonl(archive).events}
+        async with SqliteStateStore(tmp_path / "state.db") as store:
+            assert (await store.outbox_stats(SINK)).pending_count == len(want)
+        assert receiver.calls == []
+
+        receiver.mode = "slow"  # slow enough to be killed in the middle of delivering
+        receiver.slow_seconds = 0.02
+        await receiver.up()
+        proc = await start_notifier(config, log=log)
+        try:
+            await receiver.wait_for(lambda: len(receiver.events) >= len(want) // 3, within=30)
+        finally:
+            assert await stop_process(proc, signal.SIGKILL) == -signal.SIGKILL
+        assert len(set(receiver.event_ids())) < len(want)
+
+        receiver.mode = "ok"
+        proc = await start_notifier(config, log=log)
+        try:
+            await receiver.wait_for(lambda: set(receiver.event_ids()) >= want, within=30)
+        finally:
+            assert await stop_process(proc, signal.SIGTERM) == 0
+        assert receiver.bad_signatures == 0
+        assert set(receiver.event_ids()) == want
+        check_stream_invariants(receiver.events)
+        assert nonempty(replay(receiver.events)) == nonempty(truth(sim, subs))
+    no_traceback(log)
+
+
+def truth(sim: Simulator, subs: list[dict[str, Any]]) -> dict[tuple[str, str], set[str]]:
+    return {(s["name"], s["container_id"]): truth_live(sim, s["container_id"], filter_of(s))
+            for s in subs}
+
+
+def caught_up(sim: Simulator, subs: list[dict[str, Any]], path: Path) -> Any:
+    return lambda: nonempty(replay(read_jsonl(path).events)) == nonempty(truth(sim, subs))
+
+
+def nonempty(d: dict[tuple[str, str], set[str]]) -> dict[tuple[str, str], set[str]]:
+    return {k: v for k, v in d.items() if v}
+
+
+def no_traceback(log: Path) -> None:
+    text = log.read_text(errors="replace") if log.exists() else ""
+    assert "Traceback" not in text, text[-3000:]
+    assert SECRET.removeprefix("whsec_") not in text

@@ -1,0 +1,79 @@
+"""Simulator configuration (fixed at start) and knobs (changeable while it runs)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+MAX_PAGE_SIZE = 100
+DEFAULT_ACCESS_TOKEN = "sim-access-token"
+DEFAULT_CLIENT_ID = "sim-client-id"
+DEFAULT_CLIENT_SECRET = "sim-client-secret"
+DEFAULT_REFRESH_TOKEN = "sim-refresh-token"
+DEFAULT_USER = "sim-user"
+STATIC_TOKEN_USER = "static-token-user"
+
+
+@dataclass(slots=True)
+class Knobs:
+    """Behaviour that tests and scripts may change at any time (``state.knobs``)."""
+
+    fail_rate: float = 0.0
+    """Fraction (0..1) of relationship requests answered with an injected 500."""
+    latency: float = 0.0
+    """Seconds added before answering every relationship request."""
+    rpm: int = 120
+    """Requests per user in any sliding 60 s window, all relationship endpoints; 0 = unlimited."""
+    page_size: int = MAX_PAGE_SIZE
+    """Items per sync page and default/maximum search pageLimit (1..100)."""
+    access_token_lifetime: float = 3599.0
+    """Seconds an access token issued by the token endpoint stays valid."""
+    refresh_token_lifetime: float = 15 * 86400.0
+    """Seconds a refresh token stays valid."""
+    strict_rotation: bool = False
+    """True: a refresh token is spent the moment it is used (no replay grace)."""
+    change_rate: float = 0.0
+    """Background changes per second across all containers (about 70% creates, 30% deletes)."""
+    retention: float = 0.0
+    """Seconds of change history kept: the horizon follows time so that a token is valid for
+    at least this long and at most twice this long. 0 = the horizon only moves on request."""
+    bind_tokens_to_user: bool = True
+    """True: a sync token presented by another user than the one it was issued to is rejected."""
+
+    def validate(self) -> None:
+        if not 0.0 <= self.fail_rate <= 1.0:
+            raise ValueError("fail_rate must be between 0 and 1")
+        if self.latency < 0:
+            raise ValueError("latency must be >= 0")
+        if self.rpm < 0:
+            raise ValueError("rpm must be >= 0")
+        if not 1 <= self.page_size <= MAX_PAGE_SIZE:
+            raise ValueError(f"page_size must be between 1 and {MAX_PAGE_SIZE}")
+        if self.access_token_lifetime <= 0 or self.refresh_token_lifetime <= 0:
+            raise ValueError("token lifetimes must be > 0")
+        if self.change_rate < 0:
+            raise ValueError("change_rate must be >= 0")
+        if self.retention < 0:
+            raise ValueError("retention must be >= 0")
+
+
+@dataclass(slots=True)
+class SimulatorConfig:
+    """How a :class:`~notifier.simulator.Simulator` starts.
+
+    ``containers`` empty means: generate ``generated_containers`` random container ids.
+    The Python API defaults to no background changes (``knobs.change_rate = 0``) so tests are
+    deterministic; the command line defaults to 0.5 changes per second.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    containers: list[str] = field(default_factory=list)
+    generated_containers: int = 3
+    relationships: int = 25
+    seed: int | None = None
+    access_token: str | None = DEFAULT_ACCESS_TOKEN
+    client_id: str = DEFAULT_CLIENT_ID
+    client_secret: str = DEFAULT_CLIENT_SECRET
+    refresh_token: str = DEFAULT_REFRESH_TOKEN
+    user_id: str = DEFAULT_USER
+    knobs: Knobs = field(default_factory=Knobs)

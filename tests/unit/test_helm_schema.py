@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -105,6 +106,28 @@ def test_schema_rejects_what_the_chart_cannot_run(committed: dict[str, Any]) -> 
     ]
     for override in bad:
         assert list(validator.iter_errors(_merge(defaults, override))), override
+
+
+def test_every_key_in_values_yaml_has_a_comment() -> None:
+    """Each key is commented on its line or the line above, or (a detail of a Kubernetes
+    structure) sits under a parent key with a comment on its line (STYLE.md, Helm chart)."""
+    key = re.compile(r"^(\s*)(- )?[A-Za-z_][\w.-]*:")
+    uncommented, previous = [], ""
+    parents: list[tuple[int, bool]] = []  # (indent, inline comment) of the enclosing keys
+    for number, line in enumerate((CHART / "values.yaml").read_text().splitlines(), 1):
+        text = line.strip()
+        match = key.match(line)
+        if match:
+            indent = len(match.group(1))
+            parents = [p for p in parents if p[0] < indent]
+            inline = "#" in line
+            parent_says = bool(parents) and parents[-1][1]
+            if not (inline or previous.startswith("#") or parent_says):
+                uncommented.append(f"{number}: {line}")
+            parents.append((indent, inline))
+        if text:
+            previous = text
+    assert uncommented == []
 
 
 def _merge(base: Any, over: Any) -> Any:

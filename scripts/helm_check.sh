@@ -121,7 +121,7 @@ if crd_schemas; then
     locations+=(-schema-location "$CRD_SCHEMAS/{{ .Group }}/{{ .ResourceKind }}_{{ .ResourceAPIVersion }}.json")
 else
     msg "WARNING: no CRD schemas: ServiceMonitor and PrometheusRule are NOT validated"
-    locations+=(-skip ServiceMonitor,PrometheusRule)
+    locations+=(-skip "ServiceMonitor,PrometheusRule")
 fi
 msg "kubeconform -strict (${#rendered[@]} renderings)"
 kubeconform -strict -summary "${locations[@]}" "${rendered[@]}"

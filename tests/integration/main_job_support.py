@@ -294,9 +294,11 @@ async def run_cli(*args: str, within: float = 30.0) -> tuple[int, str, str]:
     try:
         out, err = await asyncio.wait_for(proc.communicate(), within)
     except TimeoutError:
-        proc.kill()
-        await proc.wait()
         raise AssertionError(f"notifier {' '.join(args)} did not finish in {within}s") from None
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.communicate()
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
 

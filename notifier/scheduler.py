@@ -270,7 +270,9 @@ class CredentialScheduler:
 
     async def _check_group(self, group: Group, *, drain_all_due: bool = False) -> None:
         now = self._clock()
-        active = [s for s in group.streams if s.quarantined_until <= now]
+        # A one-off pass (--once) tries every stream, quarantined or not: skipping one would
+        # report success for a subscription it never drained.
+        active = [s for s in group.streams if drain_all_due or s.quarantined_until <= now]
         if not active:
             return
         to_drain = [s for s in active if s.token is None or s.in_resync or s.force_resync]

@@ -222,6 +222,12 @@ async def test_run_once_with_a_missing_container_drains_the_rest_and_fails(tmp_p
         assert replay(read_jsonl(path).events) == {("fine", A): truth_live(sim, A, filter_of({}))}
         rows = await status_json(cfg)
         assert rows[("ghost", GHOST)]["quarantine_reason"] == "gone"
+        assert rows[("ghost", GHOST)]["quarantined_until"] > time.time()
+        # A later pass still tries it (the user asked for every subscription) and still fails,
+        # rather than skipping it quietly because of the backoff and reporting success.
+        rc, _, err = await run_cli("run", "--config", str(cfg), "--once")
+        assert rc == 1, err
+        assert (await status_json(cfg))[("ghost", GHOST)]["failures"] == 2
         rc, out, _ = await run_cli("status", "--config", str(cfg))
         assert rc == 0
         [line] = [ln for ln in out.splitlines() if ln.startswith("ghost")]

@@ -171,6 +171,10 @@ class StreamSyncer:
             token = await self._bootstrap_query(client, spec, emit, result, stop)
             if token is None:
                 return result
+            # The search pages were the whole snapshot: close the resync on the query's token,
+            # so what sync reports from here on is ordinary change (snapshot: false).
+            await self._finish_resync(spec, token, emit, result, changed=True)
+            resync = False
 
         while True:
             if stop is not None and stop.is_set():

@@ -161,15 +161,17 @@ class App:
                     if outbox_sinks:
                         await self._drain_outboxes(store, outbox_sinks)
                     return 1 if failures else 0
-                await self._run_forever()
+                crashed = await self._run_forever()
             finally:
                 tick.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await tick
         log.info("stopped")
-        return 0
+        return 1 if crashed else 0
 
-    async def _run_forever(self) -> None:
+    async def _run_forever(self) -> bool:
+        """Run the schedulers until a stop; True if one of them crashed (exit status 1)."""
+        crashed = False
         tasks = [asyncio.create_task(s.run(), name=f"scheduler-{s.name}")
                  for s in self.schedulers]
         stop_wait = asyncio.create_task(self._stop.wait())
@@ -178,6 +180,7 @@ class App:
                                          return_when=asyncio.FIRST_COMPLETED)
             for t in done:
                 if t is not stop_wait and t.exception() is not None:
+                    crashed = True
                     log.error("scheduler crashed: %r", t.exception())
         finally:
             self.request_stop()
@@ -190,6 +193,7 @@ class App:
                     t.cancel()
                 await asyncio.gather(*pending, return_exceptions=True)
             stop_wait.cancel()
+        return crashed
 
     async def _start_sinks(self, stack: AsyncExitStack, store: Any) -> dict[str, Sink]:
         sinks: dict[str, Sink] = {}

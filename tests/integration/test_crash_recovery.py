@@ -19,6 +19,7 @@ import pytest
 
 from notifier.app import App
 from notifier.config import config_from_data
+from notifier.errors import StateError
 from notifier.simulator import Simulator
 from tests.integration.main_job_support import (
     CREATED,
@@ -251,3 +252,23 @@ async def test_quarantined_streams_do_not_stall_the_others(tmp_path: Path) -> No
         status = await status_json(cfg)
         assert status[("ghost", GHOST)]["quarantine_reason"] == "gone"
         assert status[("ghost", GHOST)]["failures"] >= 2, "the ghost was retried after backoff"
+
+
+@pytest.mark.timeout(30)
+async def test_a_crashed_scheduler_stops_the_process_with_a_failure_status(tmp_path: Path
+                                                                           ) -> None:
+    """If the loop dies (here: the state store starts failing), the job must not exit 0:
+    supervisors that restart only failed processes would leave it dead."""
+    path = tmp_path / "events.jsonl"
+    async with Simulator(sim_config([A], relationships=5)) as sim:
+        data = base_config(tmp_path, sim.url, SUBS[:1])
+        app = App(config_from_data(data))
+        task = asyncio.create_task(app.run())
+        await wait_for(caught_up(sim, SUBS[:1], path), 10, "the bootstrap")
+
+        async def broken(*args: Any, **kwargs: Any) -> None:
+            raise StateError("disk I/O error")
+
+        app.store.mark_checked = broken  # type: ignore[method-assign]
+        rc = await asyncio.wait_for(task, 10)
+    assert rc != 0

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -25,8 +26,10 @@ from notifier.core.schedule import (
     ChangeRate,
     DueQueue,
     effective_interval,
+    pass_seconds,
     quarantine_delay,
     solve_intervals,
+    status_budget,
 )
 from notifier.errors import (
     BadRequestError,
@@ -49,6 +52,8 @@ log = logging.getLogger(__name__)
 
 Policy = Literal["adaptive", "round_robin"]
 BUSY_RATE_PER_S = 1.0 / 3600.0  # a group that changes more than about hourly counts as busy
+PRIOR_RATE_PER_S = 1.0 / 86400.0  # a group never seen changing is assumed to change daily
+SYNC_RATE_TIME_CONSTANT = 60.0  # seconds over which the sync-page rate estimate averages
 
 
 @dataclass(slots=True)
@@ -97,6 +102,21 @@ class SchedulerSettings:
     requests_per_minute: float = 120.0
     reserve: float = 0.2
     workers: int = 4
+    utilisation: float = 0.9
+    """Share of the status budget the adaptive plan spends (headroom keeps queues short)."""
+    rate_half_life: float | None = None
+    """Memory of the change-rate estimate; default six times ``max_staleness``."""
+    rate_prior_per_s: float = PRIOR_RATE_PER_S
+    retune_every: float | None = None
+    """Seconds between re-plans; default ``interval`` clamped to [1, 5]."""
+
+    @property
+    def half_life(self) -> float:
+        return self.rate_half_life or 6.0 * self.max_staleness
+
+    @property
+    def retune_seconds(self) -> float:
+        return self.retune_every or min(5.0, max(1.0, self.interval))
 
 
 @dataclass(slots=True)
@@ -135,13 +155,18 @@ class CredentialScheduler:
         by_container: dict[str, list[StreamRuntime]] = {}
         for spec in specs:
             by_container.setdefault(spec.container_id, []).append(StreamRuntime(spec))
-        half_life = max(settings.max_staleness * 6, 3600.0)
         self.groups: dict[str, Group] = {
-            cid: Group(cid, streams, ChangeRate(half_life, 1.0 / 86400.0), settings.interval)
+            cid: Group(cid, streams, ChangeRate(settings.half_life, settings.rate_prior_per_s),
+                       settings.interval)
             for cid, streams in by_container.items()
         }
         self._queue = DueQueue()
         self._stop = asyncio.Event()
+        self._wake = asyncio.Event()  # pulsed when due times move earlier
+        self._sync_pages = 0  # sync pages paid since the last retune
+        self._sync_per_s = 0.0  # their smoothed rate
+        self._retuned_at: float | None = None
+        self._covered: bool | None = None  # does the budget cover max_staleness for all?
         self.stats = PassStats()
         self.cycles_done = 0
         self._inflight = 0
@@ -179,28 +204,87 @@ class CredentialScheduler:
     def _status_per_minute(self) -> float:
         return self._s.requests_per_minute * (1.0 - self._s.reserve)
 
+    @property
+    def sync_pages_per_s(self) -> float:
+        """Smoothed rate of sync pages paid from this credential's budget."""
+        return self._sync_per_s
+
+    def status_checks_per_s(self) -> float:
+        """syncStatus calls per second the adaptive plan may spend now."""
+        return status_budget(self._s.requests_per_minute, self._s.reserve, self._sync_per_s,
+                             self._s.utilisation)
+
+    def _cost(self, g: Group) -> int:
+        return max(1, math.ceil(len(g.streams) / max(1, self._s.status_chunk)))
+
+    def _observe_sync_rate(self, now: float) -> None:
+        last, self._retuned_at = self._retuned_at, now
+        if last is None or now <= last:
+            return
+        elapsed = now - last
+        alpha = 1.0 - math.exp(-elapsed / SYNC_RATE_TIME_CONSTANT)
+        self._sync_per_s += alpha * (self._sync_pages / elapsed - self._sync_per_s)
+        self._sync_pages = 0
+
     def retune(self) -> None:
-        """Recompute each group's interval from its change rate and the budget."""
+        """Recompute each group's interval from its change rate and the budget.
+
+        Adaptive: intervals ∝ 1/√rate within [interval, max_staleness], fitted to what the
+        budget leaves after the sync pages being paid. Groups whose interval got shorter are
+        brought forward at once. If the budget cannot check every group within max_staleness,
+        that is logged once and the effective interval metric shows the stretched pass.
+        """
         groups = list(self.groups.values())
         if not groups:
             return
+        now = self._clock()
+        self._observe_sync_rate(now)
         if self._s.policy == "round_robin":
             for g in groups:
                 g.interval = self._s.interval
             return
-        now = self._clock()
+        costs = [self._cost(g) for g in groups]
         rates = [g.rate.rate(now) for g in groups]
-        checks_per_s = self._status_per_minute() / 60.0 * 0.9
-        intervals = solve_intervals(rates, checks_per_s, self._s.interval, self._s.max_staleness)
+        checks_per_s = self.status_checks_per_s()
+        intervals = solve_intervals(rates, checks_per_s, self._s.interval, self._s.max_staleness,
+                                    costs=costs)
+        full_pass = pass_seconds(costs, checks_per_s)
+        self._report_coverage(full_pass, checks_per_s, len(groups))
+        if self._metrics is not None:
+            self._metrics.effective_interval(self.name, max(*intervals, full_pass))
+        pulled = False
         for g, iv in zip(groups, intervals, strict=True):
             old = g.interval
             g.interval = iv
             due = self._queue.due_of(g.container_id)
             if due is not None and g.last_checked is not None and iv < old:
-                self._queue.schedule(g.container_id, min(due, g.last_checked + iv))
+                new_due = g.last_checked + iv
+                if new_due < due:
+                    self._queue.schedule(g.container_id, new_due)
+                    pulled = True
+        if pulled and not self._stop.is_set():
+            self._wake.set()
+            self._wake.clear()
+
+    def _report_coverage(self, full_pass: float, checks_per_s: float, groups: int) -> None:
+        covered = full_pass <= self._s.max_staleness
+        if covered == self._covered:
+            return
+        self._covered = covered
+        if not covered:
+            log.warning(
+                "budget too small for max_staleness: %d containers at %.1f status checks/min "
+                "take %.0fs per pass (max_staleness %.0fs); every container is still checked "
+                "in turn, about every %.0fs", groups, checks_per_s * 60, full_pass,
+                self._s.max_staleness, full_pass, extra={"credential": self.name})
+        elif self._retuned_at is not None:
+            log.info("budget covers max_staleness again: a pass takes %.0fs (max_staleness "
+                     "%.0fs)", full_pass, self._s.max_staleness,
+                     extra={"credential": self.name})
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
 
     async def run(self, *, once: bool = False, progress: bool = False) -> None:
         """Work until ``stop()``; with ``once``, check every group one time and return."""
@@ -228,12 +312,26 @@ class CredentialScheduler:
             self.cycles_done += 1
             return
         workers = [asyncio.create_task(self._worker()) for _ in range(max(1, self._s.workers))]
+        workers.append(asyncio.create_task(self._retune_loop()))
         try:
             await asyncio.gather(*workers)
         finally:
             for w in workers:
                 w.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
+
+    async def _retune_loop(self) -> None:
+        """Re-plan the intervals every few seconds while running."""
+        every = self._s.retune_seconds
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), every)
+            if self._stop.is_set():
+                return
+            try:
+                self.retune()
+            except Exception:  # a planning bug must not stop the checks
+                log.exception("retune failed", extra={"credential": self.name})
 
     async def _worker(self) -> None:
         while not self._stop.is_set():
@@ -243,7 +341,7 @@ class CredentialScheduler:
                 nxt = self._queue.next_due()
                 wait = 1.0 if nxt is None else min(max(nxt - now, 0.01), 5.0)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), wait)
+                    await asyncio.wait_for(self._wake.wait(), wait)
                 continue
             assert isinstance(cid, str)
             group = self.groups[cid]
@@ -253,16 +351,17 @@ class CredentialScheduler:
             finally:
                 self._inflight -= 1
                 if self._queue.due_of(cid) is None and not self._stop.is_set():
-                    self._queue.schedule(cid, self._next_due(group))
+                    self._queue.schedule(cid, self._next_due(group, started=now))
                 if self._inflight == 0 and self._all_checked_once():
                     self.cycles_done = max(self.cycles_done, 1)
 
     def _all_checked_once(self) -> bool:
         return all(g.last_checked is not None for g in self.groups.values())
 
-    def _next_due(self, group: Group) -> float:
+    def _next_due(self, group: Group, started: float) -> float:
+        """Next check: ``interval`` after this one started (its duration is not added on)."""
         now = self._clock()
-        due = now + group.interval
+        due = started + group.interval
         quarantined = [s.quarantined_until for s in group.streams if s.quarantined_until > now]
         if quarantined and len(quarantined) == len(group.streams):
             due = max(due, min(quarantined))
@@ -277,6 +376,7 @@ class CredentialScheduler:
             return
         to_drain = [s for s in active if s.token is None or s.in_resync or s.force_resync]
         polled = [s for s in active if not (s.token is None or s.in_resync or s.force_resync)]
+        forced = len(to_drain)  # bootstraps and resyncs: not evidence of a change rate
         checked: list[StreamRuntime] = []
         for start in range(0, len(polled), max(1, self._s.status_chunk)):
             chunk = polled[start:start + self._s.status_chunk]
@@ -291,10 +391,11 @@ class CredentialScheduler:
             self._metrics.status_checked(self.name, len(polled))
         if to_drain:
             results = await asyncio.gather(*(self._drain(s) for s in to_drain))
-            changed = sum(1 for ok, n in results if ok and n)
+            # Streams whose syncStatus said "changes" and that delivered some feed the rate.
+            changed = sum(1 for ok, n in results[forced:] if ok and n)
             checked.extend(s for s, (ok, _) in zip(to_drain, results, strict=True) if ok)
             if changed:
-                group.rate.record(self._clock(), changed)
+                group.rate.record(now, changed)
         now = self._clock()
         if checked:
             await self._store.mark_checked([s.spec.key for s in checked], now)
@@ -317,7 +418,8 @@ class CredentialScheduler:
         elapsed = time.monotonic() - self._pass_started
         if self._metrics is not None:
             self._metrics.cycle_completed(self.name, elapsed, len(self.streams))
-            self._metrics.effective_interval(self.name, max(elapsed, self._s.interval))
+            if self._s.policy == "round_robin":  # adaptive: set by retune from the plan
+                self._metrics.effective_interval(self.name, max(elapsed, self._s.interval))
         if self._s.policy == "round_robin" and elapsed > self._s.interval * 1.5:
             log.info("a pass over %d containers took %.0fs (interval %.0fs): the request "
                      "budget stretches the interval", len(self.groups), elapsed,
@@ -406,6 +508,7 @@ class CredentialScheduler:
                 self.stats.failures += 1
                 log.error("sync failed: %s", exc, extra=self._ctx(s))
                 return False, 0
+            self._sync_pages += res.pages
             st = await self._store.get_stream(*s.spec.key)
             s.load(st)
             if res.completed:

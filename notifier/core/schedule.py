@@ -34,6 +34,28 @@ def effective_interval(groups: int, interval: float, status_per_minute: float) -
     return max(interval, groups * 60.0 / status_per_minute)
 
 
+def status_budget(
+    requests_per_minute: float, reserve: float, sync_per_s: float, utilisation: float = 0.9
+) -> float:
+    """syncStatus calls per second to plan for, given the sync pages being paid now.
+
+    Sync pages and status checks share one budget. Sync may never take more than
+    ``1 - reserve`` of it (the budget enforces that), so status always keeps at least
+    ``reserve``; beyond that it gets what sync leaves. ``utilisation`` < 1 keeps headroom so
+    checks rarely queue behind each other and the staleness bound holds.
+    """
+    per_s = requests_per_minute / 60.0
+    sync = min(max(0.0, sync_per_s), per_s * (1.0 - reserve))
+    return max(0.0, per_s - sync) * utilisation
+
+
+def pass_seconds(costs: Sequence[float], checks_per_s: float) -> float:
+    """How long checking every group once takes at ``checks_per_s`` (inf without budget)."""
+    if checks_per_s <= 0:
+        return math.inf
+    return sum(costs) / checks_per_s
+
+
 @dataclass(slots=True)
 class ChangeRate:
     """An exponentially decayed count of checks that found changes, as a rate per second."""
@@ -59,21 +81,30 @@ class ChangeRate:
 
 
 def solve_intervals(
-    rates: Sequence[float], checks_per_s: float, min_interval: float, max_staleness: float
+    rates: Sequence[float],
+    checks_per_s: float,
+    min_interval: float,
+    max_staleness: float,
+    costs: Sequence[float] | None = None,
 ) -> list[float]:
-    """Intervals ∝ 1/√rate, clamped, scaled so the total check rate fits the budget.
+    """Intervals ∝ 1/√rate, clamped, scaled so the total request rate fits the budget.
 
-    If even ``max_staleness`` for everyone exceeds the budget, every interval is
-    ``max_staleness`` and the budget stretches them in practice (the heap keeps it fair).
+    ``costs`` are the requests one check of each group takes (1 each by default: one syncStatus
+    call; a group with more tokens than fit in one call costs more). If even ``max_staleness``
+    for everyone exceeds the budget, every interval is ``max_staleness`` and the budget
+    stretches them in practice (the heap keeps it fair).
     """
     n = len(rates)
     if n == 0:
         return []
     lo, hi = min_interval, max(min_interval, max_staleness)
     roots = [math.sqrt(max(r, 1e-12)) for r in rates]
+    weights = [1.0] * n if costs is None else [max(0.0, float(c)) for c in costs]
+    if len(weights) != n:
+        raise ValueError("costs and rates must have the same length")
 
     def total(c: float) -> float:
-        return sum(1.0 / min(hi, max(lo, c / s)) for s in roots)
+        return sum(w / min(hi, max(lo, c / s)) for s, w in zip(roots, weights, strict=True))
 
     if total(0.0) <= checks_per_s:  # everyone at the minimum interval fits
         return [lo] * n

@@ -13,6 +13,7 @@
     │   │   └── NotFoundError       404
     │   └── ProtocolError           malformed or unexpected payload        not retriable
     ├── CredentialError             cannot obtain an access token (credential)
+    │   ├── CredentialUnavailableError  token endpoint or token store down   retriable
     │   └── InvalidGrantError       refresh token spent/expired: re-seed needed
     ├── SinkError                   a sink did not accept events (sink)     retriable
     │   └── SinkConfigError         a sink cannot work as configured        not retriable
@@ -106,6 +107,12 @@ class CredentialError(NotifierError):
     def __init__(self, message: str, *, credential: str = "") -> None:
         super().__init__(message)
         self.credential = credential
+
+
+class CredentialUnavailableError(CredentialError):
+    """The token endpoint (or the token store) failed transiently; worth retrying later."""
+
+    retriable = True
 
 
 class InvalidGrantError(CredentialError):

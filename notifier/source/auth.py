@@ -30,22 +30,18 @@ import aiohttp
 import orjson
 
 from notifier.core.backoff import backoff_delay, parse_retry_after
-from notifier.errors import CredentialError, InvalidGrantError, TransportError
+from notifier.errors import (
+    CredentialError,
+    CredentialUnavailableError,
+    InvalidGrantError,
+    TransportError,
+)
 from notifier.source.http import as_client_timeout, map_transport_errors
 
 log = logging.getLogger(__name__)
 
 TOKEN_PATH = "/authentication/v2/token"
 ENDPOINT = "token"
-
-
-class CredentialUnavailableError(CredentialError):
-    """The token endpoint (or the token store) failed transiently; worth retrying later.
-
-    Lives here until ``notifier.errors`` adopts it (requested from the errors.py owner).
-    """
-
-    retriable = True
 
 
 class SecretLike(Protocol):

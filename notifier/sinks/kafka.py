@@ -500,7 +500,7 @@ class KafkaSink:
 
     async def _discard(self, producer: AIOKafkaProducer) -> None:
         """Stop ``producer`` within a bounded time, failing whatever it still holds."""
-        _fail_pending(producer)
+        await _abandon_pending(producer, self._request_timeout + 1)
         try:
             await asyncio.wait_for(producer.stop(), self._request_timeout)
         except (KafkaError, OSError, TimeoutError) as err:
@@ -517,19 +517,28 @@ class KafkaSink:
             self._metrics.sink_up(self.name, up)
 
 
-def _fail_pending(producer: AIOKafkaProducer) -> None:
-    """Fail every batch ``producer`` still holds, so that stop() cannot wait on them forever.
+async def _abandon_pending(producer: AIOKafkaProducer, grace: float) -> None:
+    """Stop ``producer``'s sender, then fail every batch it still holds, so that stop() cannot
+    wait on them forever.
 
-    An idempotent aiokafka producer retries a batch until the broker takes it; with the broker
-    gone, stop() would never return. Their pages are retried by the caller with a new producer.
-    This reaches into aiokafka's accumulator (checked against aiokafka 0.11-0.14); without it,
-    stop() is still bounded by _discard's timeout.
+    An idempotent aiokafka producer retries a batch until the broker takes it, so with the broker
+    gone stop() would never return; the pages of those batches are retried by the caller with a
+    new producer. This reaches into aiokafka internals (written against aiokafka 0.14; the
+    integration tests stop a broker mid-run to cover it). The sender is stopped first because
+    it re-queues an in-flight batch after a failed request, which must not meet a failed one.
     """
+    sender = getattr(producer, "_sender", None)
     accumulator = getattr(producer, "_message_accumulator", None)
-    if accumulator is None:
+    if sender is None or accumulator is None:
         return
+    with contextlib.suppress(KafkaError, OSError, TimeoutError):
+        await asyncio.wait_for(sender.close(), grace)
     batches = [b for queue in getattr(accumulator, "_batches", {}).values() for b in queue]
-    batches += list(getattr(accumulator, "_pending_batches", ()))
+    in_flight = getattr(accumulator, "_pending_batches", None)
+    if isinstance(in_flight, set):
+        # A batch re-queued after a failed request still carries the callback that removes it
+        # from the in-flight set once it completes: put it back there first.
+        in_flight.update(b for b in batches if getattr(b, "retry_count", 0))
     accumulator.fail_all(ProducerClosed())
     for batch in batches:  # nobody awaits a queued batch's drain waiter: mark it retrieved
         waiter = getattr(batch, "_drain_waiter", None)

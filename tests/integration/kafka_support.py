@@ -40,6 +40,7 @@ from notifier.source.models import Relationship
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "kafka.sh"
+NOTIFIER_CACHE = Path(os.environ.get("NOTIFIER_CACHE", Path.home() / ".cache" / "notifier"))
 START_TIMEOUT = 900.0  # the first start downloads the broker jars with mvn
 
 
@@ -72,8 +73,7 @@ def script_unavailable_reason() -> str | None:
         else shutil.which("java"))
     if not java or not Path(java).exists():
         return "Java 17+ not found (needed by scripts/kafka.sh; see scripts/install-tools.sh)"
-    cache = Path(os.environ.get("NOTIFIER_CACHE", Path.home() / ".cache" / "notifier"))
-    if shutil.which("mvn") is None and not any(cache.glob("kafka-*/libs/.complete")):
+    if shutil.which("mvn") is None and not any(NOTIFIER_CACHE.glob("kafka-*/libs/.complete")):
         return "mvn not found and no cached Kafka jars (see scripts/install-tools.sh)"
     return None
 
@@ -108,6 +108,11 @@ class KafkaBroker:
 
     def stop(self) -> None:
         self._script("stop")
+
+    def remove_data(self) -> None:
+        """Delete the stopped broker's files (scripts/kafka.sh keeps them per port)."""
+        assert self.port is not None
+        shutil.rmtree(NOTIFIER_CACHE / "kafka-run" / str(self.port), ignore_errors=True)
 
     @classmethod
     def on_port(cls, port: int) -> KafkaBroker:
@@ -199,6 +204,7 @@ def dedicated_kafka() -> Iterator[KafkaBroker]:
         yield broker
     finally:
         broker.stop()
+        broker.remove_data()
 
 
 # -- readers ---------------------------------------------------------------------------------------

@@ -245,6 +245,7 @@ async def test_unreachable_at_startup_then_broker_appears():
             assert sorted(r.key for r in records) == [b"r1", b"r2"]
         finally:
             await asyncio.to_thread(broker.stop)
+            broker.remove_data()
 
 
 async def test_broker_stopped_mid_run_then_restarted_loses_nothing(dedicated_kafka):

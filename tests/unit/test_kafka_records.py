@@ -154,3 +154,33 @@ async def test_publish_before_connect_raises_sink_error_and_empty_publish_is_a_n
     await sink.publish([])
     with pytest.raises(SinkError, match="unavailable"):
         await sink.publish([make_event("r")])
+
+
+def test_from_config_maps_the_kafka_sink_model():
+    from notifier.config import KafkaSinkConfig
+    from notifier.metrics import Metrics
+
+    cfg = KafkaSinkConfig.model_validate({
+        "name": "events", "type": "kafka", "bootstrap_servers": "k1:9092,k2:9093",
+        "topic": "bim360.relationships", "key": "container", "content_mode": "structured",
+        "linger": "20ms", "compression": "gzip", "create_topic": False, "partitions": 6,
+        "replication_factor": 3, "request_timeout": "12s", "security_protocol": "SASL_PLAINTEXT",
+        "sasl_mechanism": "SCRAM-SHA-512", "sasl_username": "svc",
+        "sasl_password": "s3cret-value", "client_id": "notifier-test",
+    })
+    metrics = Metrics(runtime=False)
+    sink = KafkaSink.from_config(cfg, metrics)
+    assert sink.name == "events"
+    assert sink.bootstrap_servers == ["k1:9092", "k2:9093"]
+    assert (sink.topic, sink.key, sink.content_mode) == ("bim360.relationships", "container",
+                                                         "structured")
+    assert (sink.create_topic, sink.partitions, sink.replication_factor) == (False, 6, 3)
+    assert sink.delivery_timeout == 12.0
+    assert not sink.healthy()
+    # The secret reaches the client options but never the sink's repr.
+    assert "s3cret-value" not in repr(sink)
+
+    defaults = KafkaSink.from_config(KafkaSinkConfig.model_validate(
+        {"name": "e", "bootstrap_servers": ["k:9092"], "topic": "t"}))
+    assert (defaults.key, defaults.content_mode, defaults.create_topic) == (
+        "relationship", "binary", True)

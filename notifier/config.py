@@ -570,6 +570,8 @@ class WebhookSinkConfig(_Model):
     ] = Field(default_factory=dict)
     circuit_breaker: CircuitBreakerConfig = Field(default_factory=CircuitBreakerConfig)
     max_response_bytes: Annotated[ByteSize, Field(ge=0)] = 64 * KIB
+    # Delivered events are kept this long for `notifier webhooks redeliver`, then purged.
+    delivered_retention: Duration = 7 * 86400.0
 
     def _enforce_https_unless_allowed(self) -> Problems:
         if self.url.lower().startswith("http://") and not self.allow_insecure_http:

@@ -338,3 +338,13 @@ class WebhookSink:
         oldest = stats.oldest_pending_created_at
         age = self._clock() - oldest if oldest is not None else 0.0
         self._metrics.outbox_state(self.name, stats.pending_count, age, stats.dead_count)
+        try:
+            purged = await self._store.outbox_purge_delivered(
+                self._clock() - float(self._cfg.delivered_retention)
+            )
+        except NotifierError as exc:
+            log.warning("webhook sink %s: purging delivered rows failed: %s", self.name, exc)
+            return
+        if purged:
+            log.info("webhook sink %s: purged %d delivered events older than the retention",
+                     self.name, purged)

@@ -11,6 +11,7 @@ import asyncio
 import os
 import random
 import signal
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,14 @@ def caught_up(sim: Simulator, subs: list[dict[str, Any]], path: Path) -> Any:
     return lambda: nonempty(replay(read_jsonl(path).events)) == nonempty(truth(sim, subs))
 
 
+def resyncing_streams(db: Path) -> int:
+    """How many streams the store shows in the middle of a bootstrap or overwrite resync."""
+    with sqlite3.connect(db) as conn:
+        (n,) = conn.execute("SELECT count(*) FROM streams WHERE in_resync").fetchone()
+    conn.close()
+    return int(n)
+
+
 def no_traceback(log: Path) -> None:
     text = log.read_text(errors="replace") if log.exists() else ""
     assert "Traceback" not in text, text[-3000:]
@@ -113,6 +122,22 @@ async def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path) -> None:
         await asyncio.sleep(0.5)
         sim.state.set_knobs(change_rate=0.0)
         await wait_for(caught_up(sim, SUBS, path), 20, f"catching up (seed {seed})")
+
+        # A forced overwrite while it is down, and a kill in the middle of the resync.
+        assert await stop_process(proc, signal.SIGTERM) == 0
+        for cid in (A, B):
+            sim.state.delete_random(cid, 3)
+            sim.state.create_relationships(cid, 3)
+            sim.state.move_retention_horizon(cid)
+        marker = b"overwrite: resyncing"
+        seen = log.read_bytes().count(marker)
+        proc = await start_notifier(cfg, log=log)
+        await wait_for(lambda: log.read_bytes().count(marker) > seen, 20, "the overwrite")
+        await asyncio.sleep(rng.uniform(0.0, 0.2))
+        await kill(proc)
+        in_resync = resyncing_streams(tmp_path / "state.db")
+        proc = await start_notifier(cfg, log=log)
+        await wait_for(caught_up(sim, SUBS, path), 20, f"the overwrite resync (seed {seed})")
         assert await stop_process(proc, signal.SIGTERM) == 0
 
         got = read_jsonl(path)
@@ -124,11 +149,11 @@ async def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path) -> None:
             must = truth_change_ids(sim, cid, filter_of(s), start[cid])
             assert must <= ids[(s["name"], cid)], f"seed {seed}: {s['name']} lost changes"
             assert len(must) > len(want[(s["name"], cid)]), "changes happened after bootstrap"
-        assert kills >= 4
+        assert kills >= 5
         assert got.partial_tail == b"", "a clean stop leaves no partial line"
         assert torn_tails == 0, "a kill left a partial line (the sink writes one write per page)"
         print(f"seed {seed}: {kills} kills, {len(got.events)} events, "
-              f"{duplicates(got.events)} redelivered")
+              f"{duplicates(got.events)} redelivered, {in_resync} streams cut mid-resync")
     no_traceback(log)
 
 

@@ -11,6 +11,7 @@ DEFAULT_CLIENT_SECRET = "sim-client-secret"
 DEFAULT_REFRESH_TOKEN = "sim-refresh-token"
 DEFAULT_USER = "sim-user"
 STATIC_TOKEN_USER = "static-token-user"
+MALFORMED_KINDS = ("truncated_json", "missing_field", "wrong_type", "third_entity", "huge_page")
 
 
 @dataclass(slots=True)
@@ -38,6 +39,14 @@ class Knobs:
     at least this long and at most twice this long. 0 = the horizon only moves on request."""
     bind_tokens_to_user: bool = True
     """True: a sync token presented by another user than the one it was issued to is rejected."""
+    malformed: str | None = None
+    """Spoil successful sync answers: one of ``MALFORMED_KINDS`` (see ``malformed``); None = off."""
+    malformed_rate: float = 1.0
+    """Fraction (0..1) of the eligible sync answers that ``malformed`` spoils."""
+    malformed_count: int | None = None
+    """At most this many more spoiled answers (counts down to 0); None = no limit."""
+    malformed_container: str | None = None
+    """Spoil only this container's sync answers; None = every container."""
 
     def validate(self) -> None:
         if not 0.0 <= self.fail_rate <= 1.0:
@@ -54,6 +63,12 @@ class Knobs:
             raise ValueError("change_rate must be >= 0")
         if self.retention < 0:
             raise ValueError("retention must be >= 0")
+        if self.malformed is not None and self.malformed not in MALFORMED_KINDS:
+            raise ValueError(f"malformed must be one of {', '.join(MALFORMED_KINDS)} or null")
+        if not 0.0 <= self.malformed_rate <= 1.0:
+            raise ValueError("malformed_rate must be between 0 and 1")
+        if self.malformed_count is not None and self.malformed_count < 0:
+            raise ValueError("malformed_count must be >= 0 or null")
 
 
 @dataclass(slots=True)

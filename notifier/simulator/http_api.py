@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from notifier.simulator import bodies, catalog, syncing, writes
+from notifier.simulator import bodies, catalog, malformed, syncing, writes
 from notifier.simulator.auth import Principal
 from notifier.simulator.bodies import ApiError, bad_field
 from notifier.simulator.ids import parse_uuid
@@ -145,7 +145,19 @@ class RelationshipApi:
     async def sync(self, request: web.Request) -> web.Response:
         body = await read_json(request)
         c = self._container(request)
-        return json_response(syncing.sync(self.state, c, self._user(request), body))
+        st = self.state
+        kind = malformed.choose(st.knobs, c.id, self._fault_rng)
+        if kind == "huge_page":
+            page = syncing.sync(st, c, self._user(request), body, malformed.HUGE_PAGE_SIZE)
+        else:
+            page = syncing.sync(st, c, self._user(request), body)
+        if kind is None:
+            return json_response(page)
+        st.stats.malformed_injected += 1
+        if kind == "huge_page":
+            return json_response(page)
+        return web.Response(body=malformed.spoil(page, kind, self._fault_rng),
+                            content_type="application/json")
 
     async def sync_status(self, request: web.Request) -> web.Response:
         body = await read_json(request)

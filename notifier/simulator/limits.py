@@ -53,6 +53,7 @@ class Stats:
         self.regions: Counter[str] = Counter()
         self.rate_limited = 0
         self.faults_injected = 0
+        self.malformed_injected = 0
         self.unauthorized = 0
         self.sync_filters_ignored = 0
         self.sync_status_tokens = 0
@@ -65,6 +66,7 @@ class Stats:
             "regions": dict(self.regions),
             "rate_limited": self.rate_limited,
             "faults_injected": self.faults_injected,
+            "malformed_injected": self.malformed_injected,
             "unauthorized": self.unauthorized,
             "sync_filters_ignored": self.sync_filters_ignored,
             "sync_status_tokens": self.sync_status_tokens,

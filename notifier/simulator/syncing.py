@@ -54,30 +54,33 @@ def check_token(state: SimState, c: Container, user: str, token: object) -> Sync
     return tok
 
 
-def sync(state: SimState, c: Container, user: str, body: Any) -> dict[str, Any]:
-    """``POST relationships:sync``."""
+def sync(state: SimState, c: Container, user: str, body: Any,
+         page_size: int | None = None) -> dict[str, Any]:
+    """``POST relationships:sync``; ``page_size`` overrides the knob (huge pages)."""
+    size = page_size or state.knobs.page_size
     if body is None:
         body = {}
     if not isinstance(body, dict):
         raise bad_field("body", "Expected a JSON object.")
     raw_token = body.get("syncToken")
     if raw_token is None:
-        return _snapshot(state, c, user, domains_filter(body.get("filters")), c.seq, None, False)
+        return _snapshot(state, c, user, domains_filter(body.get("filters")), c.seq, None, False,
+                         size)
     tok = check_token(state, c, user, raw_token)
     if body.get("filters") is not None:
         state.stats.sync_filters_ignored += 1
     if tok.watermark < c.horizon:
-        return _snapshot(state, c, tok.user, tok.query, c.seq, None, True)
+        return _snapshot(state, c, tok.user, tok.query, c.seq, None, True, size)
     if tok.mode == SNAPSHOT:
         return _snapshot(state, c, tok.user, tok.query, tok.watermark, tok.cursor,
-                         tok.overwrite)
-    return _changes(state, c, tok)
+                         tok.overwrite, size)
+    return _changes(state, c, tok, size)
 
 
 def _snapshot(state: SimState, c: Container, user: str, q: Query, at: int, cursor: Cursor,
-              overwrite: bool) -> dict[str, Any]:
+              overwrite: bool, size: int) -> dict[str, Any]:
     try:
-        rels, nxt = snapshot_page(c, q, at, cursor, state.knobs.page_size)
+        rels, nxt = snapshot_page(c, q, at, cursor, size)
     except TokenError as exc:
         raise bad_field("syncToken", f"The sync token is not valid: {exc}.") from None
     if nxt is None:
@@ -91,12 +94,12 @@ def _snapshot(state: SimState, c: Container, user: str, q: Query, at: int, curso
             "nextSyncToken": state.codec.encode(following)}
 
 
-def _changes(state: SimState, c: Container, tok: SyncToken) -> dict[str, Any]:
+def _changes(state: SimState, c: Container, tok: SyncToken, size: int) -> dict[str, Any]:
     w, cursor = tok.watermark, tok.cursor
     end = tok.end if cursor is not None and tok.end is not None else c.seq
     if cursor is not None and not (isinstance(cursor, int) and w <= cursor <= end):
         raise bad_field("syncToken", "The sync token is not valid: bad cursor.")
-    current, deleted, nxt = change_page(c, tok.query, w, cursor, end, state.knobs.page_size)
+    current, deleted, nxt = change_page(c, tok.query, w, cursor, end, size)
     if nxt is None:
         following = SyncToken(c.id, tok.user, tok.query, end)
     else:

@@ -23,8 +23,10 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -78,6 +80,13 @@ def script_unavailable_reason() -> str | None:
     return None
 
 
+def require_script(what: str) -> None:
+    """Skip (or, when Kafka is required, fail) unless scripts/kafka.sh can start a broker."""
+    reason = script_unavailable_reason()
+    if reason is not None:
+        skip_or_fail(f"{what}: {reason}")
+
+
 @dataclass
 class KafkaBroker:
     """A broker reached at ``bootstrap``; ``port`` is set when scripts/kafka.sh manages it."""
@@ -108,6 +117,27 @@ class KafkaBroker:
 
     def stop(self) -> None:
         self._script("stop")
+
+    def pid(self) -> int:
+        """The broker's process id (it must be running)."""
+        words = self._script("status").split()
+        if words[:2] != ["running", "pid"]:
+            raise RuntimeError(f"broker on port {self.port} is not running: {words!r}")
+        return int(words[2])
+
+    def signal(self, signum: int) -> None:
+        """Send ``signum`` to the broker process (SIGKILL: crash, SIGSTOP/SIGCONT: freeze)."""
+        os.kill(self.pid(), signum)
+
+    def kill(self, within: float = 30.0) -> None:
+        """Crash the broker (SIGKILL) and wait until its process is gone."""
+        pid = self.pid()
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + within
+        while Path(f"/proc/{pid}").exists():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"broker pid {pid} still exists {within}s after SIGKILL")
+            time.sleep(0.05)
 
     def remove_data(self) -> None:
         """Delete the stopped broker's files (scripts/kafka.sh keeps them per port)."""
@@ -149,6 +179,7 @@ class _Session:
         broker, cls.broker = cls.broker, None
         if broker is not None and broker.managed:
             broker.stop()
+            broker.remove_data()
 
 
 # -- pytest hooks (active when this module is registered as a plugin) -----------------------------
@@ -174,9 +205,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 def kafka_broker() -> Iterator[KafkaBroker]:
     """The session's broker (KAFKA_BOOTSTRAP, or one started with scripts/kafka.sh)."""
     if not os.environ.get("KAFKA_BOOTSTRAP"):
-        reason = script_unavailable_reason()
-        if reason is not None:
-            skip_or_fail(f"no Kafka broker: {reason}; set KAFKA_BOOTSTRAP to use an existing one")
+        require_script("no Kafka broker (set KAFKA_BOOTSTRAP to use an existing one)")
     yield _Session.start()
     _Session.stop()
 
@@ -195,9 +224,7 @@ def kafka_topic() -> str:
 @pytest.fixture
 def dedicated_kafka() -> Iterator[KafkaBroker]:
     """A private, freshly formatted broker on its own port: free to stop and restart."""
-    reason = script_unavailable_reason()
-    if reason is not None:
-        skip_or_fail(f"cannot start a dedicated Kafka broker: {reason}")
+    require_script("cannot start a dedicated Kafka broker")
     broker = KafkaBroker.on_port(free_port())
     broker.start()
     try:

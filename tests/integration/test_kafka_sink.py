@@ -4,6 +4,8 @@ and outages (broker unreachable at startup, stopped and restarted mid-run)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
 import time
 from collections import defaultdict
 from typing import Any
@@ -26,6 +28,7 @@ from tests.integration.kafka_support import (
     kcat_read,
     make_event,
     read_topic,
+    require_script,
     topic_names,
 )
 
@@ -223,6 +226,7 @@ async def wait_until(predicate: Any, within: float, what: str) -> float:
 
 
 async def test_unreachable_at_startup_then_broker_appears():
+    require_script("cannot start a Kafka broker")
     port = free_port()
     broker = KafkaBroker.on_port(port)
     metrics = new_metrics()
@@ -248,9 +252,28 @@ async def test_unreachable_at_startup_then_broker_appears():
             broker.remove_data()
 
 
-async def test_broker_stopped_mid_run_then_restarted_loses_nothing(dedicated_kafka):
-    """A pipeline-like publisher retries each page until acked while the broker goes away and
-    comes back (same data); afterwards the topic holds every acknowledged event, in order."""
+async def break_broker(broker: KafkaBroker, fault: str) -> None:
+    if fault == "stop":  # clean shutdown (SIGTERM): leadership moves away, sockets close
+        await asyncio.to_thread(broker.stop)
+    elif fault == "kill":  # crash: connections reset, nothing flushed on the way out
+        await asyncio.to_thread(broker.kill)
+    else:  # freeze: connections stay open and new ones are accepted, but nothing is answered
+        broker.signal(signal.SIGSTOP)
+
+
+async def repair_broker(broker: KafkaBroker, fault: str) -> None:
+    if fault == "freeze":
+        broker.signal(signal.SIGCONT)
+    else:
+        await asyncio.to_thread(broker.start, keep_data=True)
+
+
+@pytest.mark.parametrize("fault", ["stop", "kill", "freeze"])
+async def test_broker_outage_mid_run_loses_nothing(dedicated_kafka, fault):
+    """A pipeline-like publisher retries each page until it is acknowledged while the broker
+    is stopped, killed or frozen, and then restarted on its data (or thawed). Publishing fails
+    in bounded time and the sink reports itself down; afterwards it resumes by itself and the
+    topic holds every acknowledged event, in order per relationship."""
     broker: KafkaBroker = dedicated_kafka
     topic = "outage"
     metrics = new_metrics()
@@ -282,29 +305,38 @@ async def test_broker_stopped_mid_run_then_restarted_loses_nothing(dedicated_kaf
             await asyncio.sleep(0.05)
 
     t0 = time.monotonic()
-    async with KafkaSink("events", bootstrap_servers=broker.bootstrap, topic=topic,
-                         request_timeout=delivery_timeout, reconnect_backoff=(0.2, 1.0),
-                         metrics=metrics) as sink:
-        task = asyncio.create_task(pipeline(sink))
-        await wait_until(lambda: len(acked) >= 10 * 50, 30, "10 pages acknowledged")
-        await asyncio.to_thread(broker.stop)
-        stopped_at = time.monotonic()
-        async with asyncio.timeout(delivery_timeout + 10):
-            await unhealthy_seen.wait()
-        assert not sink.healthy()
-        assert sample(metrics, "notifier_sink_up", sink="events") == 0
-        acked_while_down = len(acked)
-        await asyncio.sleep(1.0)
-        assert len(acked) == acked_while_down  # nothing is acknowledged without a broker
-        assert failures
-        assert max(failures) <= delivery_timeout + 1.5  # a publish fails in bounded time
+    try:
+        async with KafkaSink("events", bootstrap_servers=broker.bootstrap, topic=topic,
+                             request_timeout=delivery_timeout, reconnect_backoff=(0.2, 1.0),
+                             metrics=metrics) as sink:
+            task = asyncio.create_task(pipeline(sink))
+            await wait_until(lambda: len(acked) >= 10 * 50, 30, "10 pages acknowledged")
+            broken_at = time.monotonic()
+            await break_broker(broker, fault)
+            async with asyncio.timeout(delivery_timeout + 10):
+                await unhealthy_seen.wait()
+            detected = time.monotonic() - broken_at
+            assert not sink.healthy()
+            assert sample(metrics, "notifier_sink_up", sink="events") == 0
+            acked_while_down = len(acked)
+            await asyncio.sleep(1.0)
+            assert len(acked) == acked_while_down  # nothing is acknowledged without a broker
+            assert failures
+            assert max(failures) <= delivery_timeout + 1.5  # a publish fails in bounded time
 
-        await asyncio.to_thread(broker.start, keep_data=True)
-        restarted_at = time.monotonic()
-        async with asyncio.timeout(60):
-            await task
-        assert sink.healthy()
-        assert sample(metrics, "notifier_sink_up", sink="events") == 1
+            await repair_broker(broker, fault)
+            repaired_at = time.monotonic()
+            async with asyncio.timeout(60):
+                await task
+            resumed = time.monotonic() - repaired_at
+            assert sink.healthy()
+            assert sample(metrics, "notifier_sink_up", sink="events") == 1
+            assert sample(metrics, "notifier_sink_events_published_total",
+                          sink="events", outcome="ok") == sum(len(p) for p in pages)
+    finally:
+        if fault == "freeze":
+            with contextlib.suppress(RuntimeError, ProcessLookupError):
+                broker.signal(signal.SIGCONT)
     total = time.monotonic() - t0
 
     all_ids = [ev.id for page in pages for ev in page]
@@ -318,6 +350,6 @@ async def test_broker_stopped_mid_run_then_restarted_loses_nothing(dedicated_kaf
     for key, seq in kinds.items():  # duplicates allowed, but no created after a deleted
         if "deleted" in seq:
             assert max(i for i, k in enumerate(seq) if k == "created") < seq.index("deleted"), key
-    print(f"outage test: {total:.1f}s total, broker down {restarted_at - stopped_at:.1f}s, "
-          f"{len(failures)} failed publishes (slowest {max(failures):.2f}s), "
-          f"{len(consumed) - len(set(consumed))} duplicates")
+    print(f"\noutage ({fault}): {total:.1f}s in all; detected after {detected:.1f}s, "
+          f"{len(failures)} failed publishes (slowest {max(failures):.2f}s), resumed "
+          f"{resumed:.1f}s after the repair, {len(consumed) - len(set(consumed))} duplicates")

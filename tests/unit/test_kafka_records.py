@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import orjson
 import pytest
@@ -18,7 +19,7 @@ CONTAINER = "5d0c2a3e-3b1f-4b8e-9a51-0d3c1f6f7a10"
 
 def make_event(rel_id: str, kind: ChangeKind = ChangeKind.CREATED, *, snapshot: bool = False,
                container: str = CONTAINER) -> Event:
-    raw = {
+    raw: dict[str, Any] = {
         "id": rel_id, "createdOn": "2024-05-01T10:00:00Z", "isReadOnly": False,
         "isService": False, "isDeleted": kind is ChangeKind.DELETED,
         "deletedOn": "2024-05-02T10:00:00Z" if kind is ChangeKind.DELETED else None,

@@ -363,15 +363,16 @@ class KafkaSink:
             raise SinkConfigError(str(self._fatal), sink=self.name)
         producer = self._producer
         if producer is None or not self._up:
-            raise SinkError(f"kafka at {self._servers_text} is unavailable",
-                            sink=self.name)
+            if self._metrics is not None:
+                self._metrics.events_published(self.name, "error", len(events))
+            raise SinkError(f"kafka at {self._servers_text} is unavailable", sink=self.name)
         started = time.perf_counter()
         records = build_records(events, key=self.key, content_mode=self.content_mode)
         futures: list[asyncio.Future[Any]] = []
         try:
             async with asyncio.timeout(self.delivery_timeout):
                 await self._while_reachable(self._deliver(producer, records, futures))
-        except (TimeoutError, KafkaError, OSError, _BrokerUnreachable) as err:
+        except Exception as err:  # every failure becomes a SinkError below
             failure: BaseException = err
         else:
             errors = [f.exception() for f in futures]
@@ -491,16 +492,20 @@ class KafkaSink:
                 return
             except SinkError as err:
                 log.debug("kafka sink %s: %s", self.name, err)
+            except Exception:  # a bug must not end the recovery for good
+                log.exception("kafka sink %s: unexpected error while reconnecting", self.name)
             else:
-                log.info("kafka sink %s: connected to %s", self.name,
-                         self._servers_text)
                 return
             await asyncio.sleep(delay)
             delay = min(delay * 2, self._backoff[1])
 
     async def _discard(self, producer: AIOKafkaProducer) -> None:
         """Stop ``producer`` within a bounded time, failing whatever it still holds."""
-        await _abandon_pending(producer, self._request_timeout + 1)
+        try:
+            await _abandon_pending(producer, self._request_timeout + 1)
+        except Exception:  # aiokafka internals changed: stop() below is still bounded
+            log.exception("kafka sink %s: could not fail the producer's pending batches",
+                          self.name)
         try:
             await asyncio.wait_for(producer.stop(), self._request_timeout)
         except (KafkaError, OSError, TimeoutError) as err:
@@ -510,7 +515,8 @@ class KafkaSink:
         if up != self._up:
             self._up = up
             if up:
-                log.info("kafka sink %s: up", self.name)
+                log.info("kafka sink %s: up (%s, topic %s)", self.name, self._servers_text,
+                         self.topic)
             elif not quiet:
                 log.warning("kafka sink %s: down", self.name)
         if self._metrics is not None:

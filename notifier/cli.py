@@ -73,15 +73,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.command == "run":
         from notifier.app import App
-        from notifier.config import load_config
+        from notifier.config import load_config, print_config_error
         from notifier.errors import ConfigError
         from notifier.logs import setup_logging
 
         try:
             config = load_config(args.config)
         except ConfigError as exc:
-            for line in exc.problems:
-                print(f"{args.config}: {line}", file=sys.stderr)
+            print_config_error(exc, sys.stderr)
             return 2
         setup_logging(args.log_level or config.logging.level,
                       args.log_format or config.logging.format)

@@ -932,6 +932,14 @@ def summarize(config: Config) -> list[str]:
     return lines
 
 
+def print_config_error(exc: ConfigError, err: TextIO) -> None:
+    """The headline (file and count) once, then one line per problem."""
+    if exc.problems != [str(exc)]:
+        print(exc, file=err)
+    for line in exc.problems:
+        print(line, file=err)
+
+
 def check_config_main(
     path: str | os.PathLike[str], *, stdout: TextIO | None = None, stderr: TextIO | None = None
 ) -> int:
@@ -939,11 +947,7 @@ def check_config_main(
     try:
         config = load_config(path)
     except ConfigError as exc:
-        err = stderr or sys.stderr
-        if exc.problems != [str(exc)]:
-            print(exc, file=err)
-        for line in exc.problems:
-            print(line, file=err)
+        print_config_error(exc, stderr or sys.stderr)
         return 2
     out = stdout or sys.stdout
     print(f"{path}: OK", file=out)

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from notifier.config import load_config
+from notifier.config import load_config, print_config_error
 from notifier.errors import ConfigError, StateError
 from notifier.state.sqlite import SqliteStateStore
 
@@ -53,8 +53,7 @@ def status_main(config_path: str, *, as_json: bool = False) -> int:
     try:
         rows = asyncio.run(collect(config_path))
     except ConfigError as exc:
-        for line in exc.problems:
-            print(f"{config_path}: {line}", file=sys.stderr)
+        print_config_error(exc, sys.stderr)
         return 2
     except StateError as exc:
         print(f"state store: {exc}", file=sys.stderr)

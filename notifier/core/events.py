@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -22,9 +23,23 @@ class ChangeKind(StrEnum):
     DELETED = "deleted"
 
 
+_NAMESPACE_SHA1 = hashlib.sha1(EVENT_ID_NAMESPACE.bytes)
+_KIND_SUFFIX = {ChangeKind.CREATED: "/created", ChangeKind.DELETED: "/deleted"}
+_TYPES = {kind: TYPE_PREFIX + kind.value for kind in ChangeKind}
+_VARIANT = {d: "%x" % (int(d, 16) & 0x3 | 0x8) for d in "0123456789abcdef"}
+
+
 def event_id(container_id: str, relationship_id: str, kind: ChangeKind) -> str:
-    """The same change (container, relationship, kind) always gets the same id."""
-    return str(uuid.uuid5(EVENT_ID_NAMESPACE, f"{container_id}/{relationship_id}/{kind.value}"))
+    """The same change (container, relationship, kind) always gets the same id.
+
+    ``uuid5(EVENT_ID_NAMESPACE, "{container}/{relationship}/{kind}")``, computed from the SHA-1
+    hex digest directly (this runs once per event; the unit tests pin it to ``uuid.uuid5``).
+    """
+    sha = _NAMESPACE_SHA1.copy()
+    sha.update(f"{container_id}/{relationship_id}{_KIND_SUFFIX[kind]}".encode())
+    x = sha.hexdigest()
+    # Version 5 in the 13th hex digit, the RFC 4122 variant in the 17th.
+    return f"{x[:8]}-{x[8:12]}-5{x[13:16]}-{_VARIANT[x[16]]}{x[17:20]}-{x[20:32]}"
 
 
 def event_source(container_id: str) -> str:
@@ -88,7 +103,7 @@ def build_event(
         time = relationship.deleted_on or seen_at
     return Event(
         id=event_id(container_id, relationship.id, kind),
-        type=TYPE_PREFIX + kind.value,
+        type=_TYPES[kind],
         source=event_source(container_id),
         subject=relationship.id,
         time=time,

@@ -29,7 +29,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +93,7 @@ class KafkaBroker:
 
     bootstrap: str
     port: int | None = None
+    env: dict[str, str] = field(default_factory=dict)  # e.g. KAFKA_EXTRA_CONFIG
 
     @property
     def managed(self) -> bool:
@@ -100,8 +101,8 @@ class KafkaBroker:
 
     def _script(self, command: str, *, keep_data: bool = False, timeout: float = 120) -> str:
         assert self.port is not None, "an external broker (KAFKA_BOOTSTRAP) is not ours to drive"
-        env = {**os.environ, "KAFKA_PORT": str(self.port), "KAFKA_KEEP_DATA": "1" if keep_data
-               else "0"}
+        env = {**os.environ, **self.env, "KAFKA_PORT": str(self.port),
+               "KAFKA_KEEP_DATA": "1" if keep_data else "0"}
         proc = subprocess.run(["bash", str(SCRIPT), command], env=env, capture_output=True,
                               text=True, timeout=timeout, check=False)
         if proc.returncode != 0:
@@ -145,8 +146,8 @@ class KafkaBroker:
         shutil.rmtree(NOTIFIER_CACHE / "kafka-run" / str(self.port), ignore_errors=True)
 
     @classmethod
-    def on_port(cls, port: int) -> KafkaBroker:
-        return cls(bootstrap=f"127.0.0.1:{port}", port=port)
+    def on_port(cls, port: int, **env: str) -> KafkaBroker:
+        return cls(bootstrap=f"127.0.0.1:{port}", port=port, env=env)
 
 
 class _Session:

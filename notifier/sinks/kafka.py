@@ -10,9 +10,13 @@ application/cloudevents+json``.
 A page is split by partition (murmur2 of the key, as every Kafka client's default partitioner)
 into record batches that are all handed to the producer before any acknowledgement is awaited.
 The producer has acks=all and idempotence on, and keeps one request in flight per broker, so
-records of one key stay in order even across retries. Any failure or a delivery that outlasts
-``delivery_timeout`` fails the whole ``publish`` with SinkError; the producer is then replaced
-in the background and the sink reports itself down until a fresh one is connected.
+records of one key stay in order even across retries. Any failure, a delivery that outlasts
+``delivery_timeout`` (default: ``request_timeout``), or a stall while no bootstrap server accepts
+connections fails the whole ``publish`` with SinkError (the caller retries the page; duplicates
+carry the same ``ce_id``). The producer is then discarded and replaced in the background, and the
+sink reports itself down (``healthy()``, ``notifier_sink_up``) until a fresh one is connected.
+An unreachable broker at startup is handled the same way; only a configuration the broker
+rejects for good (create_topic false and no topic) raises SinkConfigError.
 """
 
 from __future__ import annotations
@@ -178,8 +182,8 @@ class KafkaSink:
         self._metrics = metrics
         if not self.bootstrap_servers:
             raise SinkConfigError("kafka sink needs at least one bootstrap server", sink=name)
-        codec = None if compression in (None, "none") else compression
-        if codec is not None and not _CODECS.get(codec, lambda: False)():
+        compression_type = None if compression in (None, "none") else compression
+        if compression_type is not None and not _CODECS.get(compression_type, lambda: False)():
             raise SinkConfigError(
                 f"kafka compression {compression!r} is unknown or its codec is not installed "
                 "(snappy, lz4 and zstd need the cramjam package)", sink=name)
@@ -195,7 +199,7 @@ class KafkaSink:
         )
         self._producer_options: dict[str, Any] = dict(
             acks="all", enable_idempotence=True, linger_ms=linger_ms,
-            max_batch_size=max_batch_size, compression_type=codec,
+            max_batch_size=max_batch_size, compression_type=compression_type,
         )
         self._producer: AIOKafkaProducer | None = None
         self._up = False

@@ -206,6 +206,13 @@ async def test_missing_topic_without_create_topic_is_a_config_error(kafka_bootst
     assert not sink.healthy()
     assert kafka_topic not in await topic_names(kafka_bootstrap)
 
+    # A topic the broker refuses to create is a config error too, with the broker's reason.
+    with pytest.raises(SinkConfigError, match="InvalidReplicationFactor"):
+        async with KafkaSink("events", bootstrap_servers=kafka_bootstrap, topic=kafka_topic,
+                             replication_factor=3):
+            pass
+    assert kafka_topic not in await topic_names(kafka_bootstrap)
+
     # Once the topic exists (here: made by a sink allowed to), create_topic=False uses it, and
     # an existing topic keeps its own partition count.
     async with KafkaSink("maker", bootstrap_servers=kafka_bootstrap, topic=kafka_topic,

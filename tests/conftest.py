@@ -1,3 +1,3 @@
-"""Suite-wide fixtures: the Kafka broker (started once per session unless KAFKA_BOOTSTRAP names one)."""
+"""Suite-wide fixtures: the Kafka broker, started once per session (or KAFKA_BOOTSTRAP)."""
 
 pytest_plugins = ["tests.integration.kafka_support"]

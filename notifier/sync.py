@@ -5,8 +5,11 @@ until the service has nothing more, and checkpoints after every page, only once 
 the subscription has accepted that page's events (direct sinks acked, outbox rows written in the
 checkpoint's own transaction). Bootstrap (no token) and ``overwrite`` resyncs are *resync*
 drains: the store stages every id the service lists and, once the last page is in, the known ids
-that were not listed become deleted events. A stop request between pages abandons the drain
-without checkpointing anything unfinished.
+that were not listed become deleted events. A resync page records its created events as
+*announced* before publishing them (its checkpoint forgets them again), because a crash in
+between restarts a first page from a fresh snapshot: an announced relationship that the new
+snapshot no longer lists is then announced again and deleted when the resync ends. A stop
+request between pages abandons the drain without checkpointing anything unfinished.
 """
 
 from __future__ import annotations
@@ -18,18 +21,21 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from notifier.core.diff import diff_page, missing_deletions, page_ids
-from notifier.core.events import Event
+import orjson
+
+from notifier.core.diff import diff_page, missing_deletions, page_ids, vanished_announced
+from notifier.core.events import ChangeKind, Event
 from notifier.errors import ProtocolError, SinkError
 from notifier.metrics import Metrics
 from notifier.sinks.base import Sink
 from notifier.source.client import RelationshipClient
 from notifier.source.models import Relationship
-from notifier.state.base import OutboxItem, StateStore
+from notifier.state.base import Announcement, OutboxItem, StateStore
 
 log = logging.getLogger(__name__)
 
 RESYNC_DELETE_BATCH = 5_000
+ANNOUNCED_BATCH = 1_000  # announcements carry the relationship's JSON: smaller batches
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +167,10 @@ class StreamSyncer:
             resync = True
             token = state.resync_cursor
             first_sync = state.sync_token is None
+            if token is None:
+                # No cursor: the snapshot starts over (a first page never checkpointed, or a
+                # search bootstrap), so what the cut attempt saw no longer counts as listed.
+                await self._store.begin_resync(spec.subscription, spec.container_id)
         elif force_resync or token is None:
             resync = True
             token = None
@@ -228,6 +238,8 @@ class StreamSyncer:
             current=current, deleted=deleted, known=known, resync=resync, emit=emit,
             seen_at=rfc3339(now),
         )
+        if resync:
+            await self._announce(spec, d.events)
         outbox = await self._publisher.publish(spec.sinks, d.events)
         changed = bool(d.add_ids or d.remove_ids or d.events)
         if resync:
@@ -249,6 +261,20 @@ class StreamSyncer:
         self._after_commit(d.events, bool(outbox), d.created, d.deleted, resync, result)
         return changed
 
+    async def _announce(self, spec: StreamSpec, events: Sequence[Event]) -> None:
+        """Durably note the created events of a resync page before any leaves (see module doc).
+
+        Outbox sinks receive nothing before the checkpoint, so only direct sinks need it.
+        """
+        if not any(not s.outbox for s in spec.sinks):
+            return
+        items = [
+            Announcement(e.subject, e.time, orjson.dumps(e.data["relationship"]))
+            for e in events if e.kind is ChangeKind.CREATED
+        ]
+        if items:
+            await self._store.mark_announced(spec.subscription, spec.container_id, items)
+
     def _after_commit(
         self, events: Sequence[Event], outboxed: bool, created: int, deleted: int,
         snapshot: bool, result: DrainResult,
@@ -268,7 +294,8 @@ class StreamSyncer:
     async def _finish_resync(
         self, spec: StreamSpec, token: str, emit: bool, result: DrainResult, changed: bool
     ) -> None:
-        """Deleted events for known ids the resync did not list, then the final token."""
+        """Deleted events for known ids the resync did not list, created and deleted events
+        for announced ones it did not list, then the final token."""
         sub, cid = spec.subscription, spec.container_id
         while True:
             batch: list[str] = []
@@ -290,6 +317,33 @@ class StreamSyncer:
             )
             changed = True
             self._after_commit(events, bool(outbox), 0, len(batch), True, result)
+        while True:
+            gone: list[Announcement] = []
+            async for items in self._store.iter_announced_missing(sub, cid, ANNOUNCED_BATCH):
+                gone = items
+                break
+            if not gone:
+                break
+            now = self._clock()
+            rels = [
+                Relationship(id=a.rel_id, created_on=a.created_on, is_deleted=False,
+                             deleted_on=None, raw=orjson.loads(a.raw))
+                for a in gone
+            ]
+            events = (
+                vanished_announced(subscription=sub, container_id=cid, relationships=rels,
+                                   seen_at=rfc3339(now))
+                if emit else []
+            )
+            outbox = await self._publisher.publish(spec.sinks, events)
+            ids = [a.rel_id for a in gone]
+            # remove_ids: none is known; listing them settles (forgets) their announcements.
+            await self._store.commit_page(
+                sub, cid, next_token=None, resync_cursor=token, in_resync=True,
+                add_ids=(), remove_ids=ids, outbox=outbox, changed=True, now=now,
+            )
+            changed = True
+            self._after_commit(events, bool(outbox), len(ids), len(ids), True, result)
         await self._store.finish_resync(sub, cid, next_token=token, changed=changed,
                                         now=self._clock())
 

@@ -7,7 +7,8 @@ Three situations share this function:
 * resync pages (the bootstrap without a token, or an ``overwrite`` resync): ``current`` is part of
   the full set, so only relationships the store does not know yet are new; deletions of known ids
   that are missing from the full set are found at the end of the resync by the store
-  (``iter_resync_missing``), not here;
+  (``iter_resync_missing``), not here; so are the relationships whose created events may have
+  gone out before a crash and that a restarted resync no longer lists (``vanished_announced``);
 * a relationship that appears in both lists of one page was created and deleted within the window:
   it gets a created event followed by a deleted one, and leaves the known set as it was.
 
@@ -139,4 +140,37 @@ def missing_deletions(
                 seen_at=seen_at,
             )
         )
+    return events
+
+
+def vanished_announced(
+    *,
+    subscription: str,
+    container_id: str,
+    relationships: Iterable[Relationship],
+    seen_at: str,
+) -> list[Event]:
+    """Created then deleted events for relationships a resync page announced before a crash
+    and the restarted resync no longer lists.
+
+    The created event may have reached consumers (with this same id) or not; either way the
+    deleted event that follows it closes the relationship, and created comes first.
+    """
+    events = []
+    for rel in relationships:
+        gone = Relationship(
+            id=rel.id, created_on=rel.created_on, is_deleted=True, deleted_on=None,
+            raw={**rel.raw, "isDeleted": True},
+        )
+        for kind, body in ((ChangeKind.CREATED, rel), (ChangeKind.DELETED, gone)):
+            events.append(
+                build_event(
+                    subscription=subscription,
+                    container_id=container_id,
+                    relationship=body,
+                    kind=kind,
+                    snapshot=True,
+                    seen_at=seen_at,
+                )
+            )
     return events

@@ -1,4 +1,4 @@
-"""The state store interface: sync checkpoints, known ids, refresh tokens, webhook outbox.
+"""The state store interface: sync checkpoints, known ids, announcements, refresh tokens, outbox.
 
 The unit of sync state is a *stream*: (subscription name, container id), one sync token each.
 Every method that writes is durable when it returns (an fsync'd commit), and every write that
@@ -50,6 +50,19 @@ class OutboxItem:
     payload: bytes = field(repr=False)  # the structured-mode CloudEvent JSON
     event_time: str  # the event's RFC 3339 `time`
     created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Announcement:
+    """A relationship whose created event a resync page is about to publish.
+
+    Recorded before the publish and dropped by the page's checkpoint, so that after a crash in
+    between the store still knows the created event may have gone out.
+    """
+
+    rel_id: str
+    created_on: str
+    raw: bytes = field(repr=False)  # the relationship JSON as the API sent it
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +156,20 @@ class StateStore(Protocol):
         changed: bool,
         now: float,
     ) -> None:
-        """The checkpoint: every change of one page in one durable transaction."""
+        """The checkpoint: every change of one page in one durable transaction. During a
+        resync it also forgets the announcements of ``add_ids`` and ``remove_ids``."""
+        ...
+
+    async def mark_announced(
+        self, subscription: str, container_id: str, items: Sequence[Announcement]
+    ) -> None:
+        """Record, durably and in one transaction, created events about to be published."""
+        ...
+
+    def iter_announced_missing(
+        self, subscription: str, container_id: str, batch: int = 1_000
+    ) -> AsyncIterator[list[Announcement]]:
+        """Announcements neither known nor seen by the current resync, in batches."""
         ...
 
     async def begin_resync(

@@ -76,7 +76,21 @@ _V1 = (
     "CREATE INDEX outbox_delivered_at ON outbox (delivered_at) WHERE status = 'delivered'",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1,)
+_V2 = (
+    # Created events of a resync page, recorded durably before they are published and removed
+    # by the page's checkpoint: what a crash in between may have announced. The relationship is
+    # kept (``raw``: the JSON the API sent) so a vanished one can be announced again, then
+    # deleted. Rows live only between a publish and its checkpoint, or until a resync ends.
+    """CREATE TABLE announced (
+        stream_id  INTEGER NOT NULL REFERENCES streams (stream_id) ON DELETE CASCADE,
+        rel_id     TEXT NOT NULL,
+        created_on TEXT NOT NULL,
+        raw        BLOB NOT NULL,
+        PRIMARY KEY (stream_id, rel_id)
+    ) WITHOUT ROWID""",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
 """MIGRATIONS[i] takes the schema from version i to version i + 1."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -23,7 +23,14 @@ from typing import Any, Self, TypeVar
 from notifier.errors import StateError
 from notifier.state import sqlite_outbox as ob
 from notifier.state import sqlite_streams as st
-from notifier.state.base import OutboxItem, OutboxRow, OutboxStats, StreamKey, StreamState
+from notifier.state.base import (
+    Announcement,
+    OutboxItem,
+    OutboxRow,
+    OutboxStats,
+    StreamKey,
+    StreamState,
+)
 from notifier.state.migrations import migrate
 from notifier.state.sqlite_tx import transaction
 
@@ -227,12 +234,13 @@ class SqliteStateStore:
         now: float,
     ) -> None:
         """The checkpoint. In one fsync'd transaction: remove then add known ids, record
-        ``seen_ids`` in the resync staging set (or, when ``in_resync`` is False, empty it),
-        queue ``outbox`` rows, set ``sync_token`` (kept as is when ``next_token`` is None),
-        ``resync_cursor`` and ``in_resync`` as given, stamp last_checked_at (and
-        last_changed_at if ``changed``), reset failures and any quarantine. Creates the
-        stream if new. Raises ValueError, before touching anything, on an id both added and
-        removed or on ``seen_ids`` outside a resync."""
+        ``seen_ids`` in the resync staging set and forget the announcements of ``add_ids``
+        and ``remove_ids`` (or, when ``in_resync`` is False, empty both), queue ``outbox``
+        rows, set ``sync_token`` (kept as is when ``next_token`` is None), ``resync_cursor``
+        and ``in_resync`` as given, stamp last_checked_at (and last_changed_at if
+        ``changed``), reset failures and any quarantine. Creates the stream if new. Raises
+        ValueError, before touching anything, on an id both added and removed or on
+        ``seen_ids`` outside a resync."""
         if not in_resync and seen_ids:
             raise ValueError("seen_ids are only recorded during a resync (in_resync=True)")
         if not in_resync and resync_cursor is not None:
@@ -278,6 +286,39 @@ class SqliteStateStore:
                 return
             after = ids[-1]
 
+    async def mark_announced(
+        self, subscription: str, container_id: str, items: Sequence[Announcement]
+    ) -> None:
+        """Record, in one fsync'd transaction, the created events a resync page is about to
+        publish; its checkpoint (or the end of the resync) forgets them. Creates the stream
+        if new; an id already announced keeps one row with the newest body."""
+        if items:
+            await self._call(
+                "mark announced", st.mark_announced, self._ids, (subscription, container_id),
+                list(items),
+            )
+
+    async def iter_announced_missing(
+        self, subscription: str, container_id: str, batch: int = 1_000
+    ) -> AsyncIterator[list[Announcement]]:
+        """Announcements the current resync has neither seen nor made known, by id, in
+        batches: created events that may have gone out for relationships gone since. Keyset
+        pagination, as ``iter_resync_missing``."""
+        if batch <= 0:
+            raise ValueError("batch must be positive")
+        key = (subscription, container_id)
+        after: str | None = None
+        while True:
+            items = await self._call(
+                "announced diff", st.announced_missing_batch, self._ids, key, after, batch
+            )
+            if not items:
+                return
+            yield items
+            if len(items) < batch:
+                return
+            after = items[-1].rel_id
+
     async def finish_resync(
         self,
         subscription: str,
@@ -290,7 +331,8 @@ class SqliteStateStore:
         now: float,
     ) -> None:
         """End a drain in one transaction: remove ``remove_ids`` from the known set, queue
-        ``outbox``, store ``next_token``, clear in_resync, the cursor and the staging set."""
+        ``outbox``, store ``next_token``, clear in_resync, the cursor, the staging set and
+        the announcements."""
         await self.commit_page(
             subscription, container_id, next_token=next_token, resync_cursor=None,
             in_resync=False, add_ids=(), remove_ids=remove_ids, outbox=outbox,

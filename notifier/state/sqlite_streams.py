@@ -1,4 +1,4 @@
-"""Synchronous SQL for streams, known relationship ids and resync staging.
+"""Synchronous SQL for streams, known relationship ids, resync staging and announcements.
 
 These functions run only on the store's worker thread; ``SqliteStateStore`` is their async face.
 Bulk id lists are bound as one JSON array and expanded with ``json_each``, so a page is one
@@ -11,7 +11,7 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from notifier.state.base import OutboxItem, StreamKey, StreamState
+from notifier.state.base import Announcement, OutboxItem, StreamKey, StreamState
 from notifier.state.sqlite_outbox import insert_items
 from notifier.state.sqlite_tx import json_list, transaction
 
@@ -208,8 +208,16 @@ def commit_page(
                     " SELECT ?, value FROM json_each(?)",
                     (sid, json_list(seen_ids)),
                 )
+            if add_ids or remove_ids:
+                # Now known (or announced deleted): no longer only possibly announced.
+                conn.execute(
+                    "DELETE FROM announced WHERE stream_id = ?"
+                    " AND rel_id IN (SELECT value FROM json_each(?))",
+                    (sid, json_list([*add_ids, *remove_ids])),
+                )
         else:
             conn.execute("DELETE FROM resync_seen WHERE stream_id = ?", (sid,))
+            conn.execute("DELETE FROM announced WHERE stream_id = ?", (sid,))
         insert_items(conn, outbox, now)
         conn.execute(
             "UPDATE streams SET"
@@ -261,3 +269,38 @@ def resync_missing_batch(
         (sid, batch) if after is None else (sid, after, batch),
     )
     return [str(rel_id) for (rel_id,) in rows]
+
+
+def mark_announced(
+    conn: sqlite3.Connection, ids: StreamIds, key: StreamKey, items: Sequence[Announcement]
+) -> None:
+    """Record created events about to be published, in one transaction (the newest body wins)."""
+    with transaction(conn):
+        sid = ids.ensure(conn, key)
+        conn.executemany(
+            "INSERT INTO announced (stream_id, rel_id, created_on, raw) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (stream_id, rel_id) DO UPDATE SET"
+            " created_on = excluded.created_on, raw = excluded.raw",
+            ((sid, a.rel_id, a.created_on, a.raw) for a in items),
+        )
+
+
+def announced_missing_batch(
+    conn: sqlite3.Connection, ids: StreamIds, key: StreamKey, after: str | None, batch: int
+) -> list[Announcement]:
+    """Up to ``batch`` announcements greater than ``after``, neither known nor seen by the
+    current resync, in id order (keyset pagination, as ``resync_missing_batch``)."""
+    sid = ids.find(conn, key)
+    if sid is None:
+        return []
+    rows = conn.execute(
+        "SELECT a.rel_id, a.created_on, a.raw FROM announced AS a WHERE a.stream_id = ?"
+        + ("" if after is None else " AND a.rel_id > ?")
+        + " AND NOT EXISTS (SELECT 1 FROM resync_seen AS s"
+        " WHERE s.stream_id = a.stream_id AND s.rel_id = a.rel_id)"
+        " AND NOT EXISTS (SELECT 1 FROM known AS k"
+        " WHERE k.stream_id = a.stream_id AND k.rel_id = a.rel_id)"
+        " ORDER BY a.rel_id LIMIT ?",
+        (sid, batch) if after is None else (sid, after, batch),
+    )
+    return [Announcement(str(rid), str(created), bytes(raw)) for rid, created, raw in rows]

@@ -374,6 +374,9 @@ class CredentialScheduler:
         active = [s for s in group.streams if drain_all_due or s.quarantined_until <= now]
         if not active:
             return
+        # A drain's first checkpoint resets the stored failure count (and ``_drain`` reloads
+        # it): note who is failing now, so a recovery is logged whichever way it happens.
+        failing = {id(s) for s in active if s.failures}
         to_drain = [s for s in active if s.token is None or s.in_resync or s.force_resync]
         polled = [s for s in active if not (s.token is None or s.in_resync or s.force_resync)]
         forced = len(to_drain)  # bootstraps and resyncs: not evidence of a change rate
@@ -401,7 +404,7 @@ class CredentialScheduler:
             await self._store.mark_checked([s.spec.key for s in checked], now)
             for s in checked:
                 s.last_checked = now
-                if s.failures:
+                if s.failures or id(s) in failing:
                     await self._store.clear_quarantine(*s.spec.key, reset_failures=True)
                     log.info("stream recovered from quarantine",
                              extra=self._ctx(s))

@@ -20,8 +20,10 @@ from typing import Any
 import pytest
 
 from notifier.simulator import Simulator
+from notifier.simulator.malformed import INVENTED_PREFIX
 from tests.integration.fault_support import (
     ASSET,
+    ISSUE,
     NotifierProcess,
     assert_delivery,
     assert_no_secrets,
@@ -31,19 +33,25 @@ from tests.integration.fault_support import (
     caught_up,
     events_by_subscription,
     issued_secrets,
+    live,
     quarantine_lines,
     secret_sim_config,
     seqs,
     stop_changes,
     stored_refresh_tokens,
+    streams,
+    truth,
     webhook_secret,
     webhook_sink,
     with_sink,
 )
 from tests.integration.main_job_support import (
+    CREATED,
+    DELETED,
     base_config,
     duplicates,
     read_jsonl,
+    status_json,
     wait_for,
     write_config,
 )
@@ -247,3 +255,235 @@ async def test_token_expiry_and_rotation_across_sigkills(tmp_path: Path) -> None
         assert "refresh token was rejected" not in text
         print(f"{notifier.kills} kills, {auth.counters.refreshes} refreshes, "
               f"{auth.counters.replays} replays, {len(states)} samples of the stored token")
+
+
+# --- 3. overwrite resyncs while changes keep coming ------------------------------------------
+
+
+@pytest.mark.timeout(120)
+async def test_overwrite_resyncs_during_changes_emit_only_real_diffs(tmp_path: Path) -> None:
+    """The retention horizon moves four times while changes flow; each time, right before the
+    move (with no request served in between), some known relationships are deleted, some are
+    created, and some are created and deleted again. Each overwrite resync must report exactly
+    the first two as snapshot events, never the third, and never re-announce what was known."""
+    rng = random.Random(SEED + 3)
+    subs: list[dict[str, Any]] = [
+        {"name": "all-a", "credential": "sim", "container_id": A, "sinks": ["archive"]},
+        {"name": "all-b", "credential": "sim", "container_id": B, "sinks": ["archive"]},
+        {"name": "assets-ab", "credential": "sim", "container_ids": [A, B], "domains": [ASSET],
+         "sinks": ["archive"]},
+        {"name": "issues-on-assets", "credential": "sim", "container_id": A,
+         "query": {"domain": ISSUE, "type": "issue", "withDomain": ASSET},
+         "sinks": ["archive"]},
+    ]
+    plain = {A: "all-a", B: "all-b"}
+    gone: dict[str, set[str]] = {A: set(), B: set()}
+    new: dict[str, set[str]] = {A: set(), B: set()}
+    ephemeral: dict[str, set[str]] = {A: set(), B: set()}
+    async with Simulator(secret_sim_config([A, B], relationships=50, page_size=5)) as sim:
+        cfg = config_for(tmp_path, sim, subs)
+        start = seqs(sim)
+        async with NotifierProcess(cfg, tmp_path) as notifier:
+            await wait_for(lambda: caught_up(sim, subs, jsonl_events(tmp_path)), 20,
+                           "the bootstrap")
+            sim.state.set_knobs(change_rate=12.0)
+            for _ in range(4):
+                await busy_for(sim, 8, rng.uniform(0.3, 1.0))
+                delivered = live(jsonl_events(tmp_path))
+                # From here to the horizon move nothing awaits: the notifier cannot see these
+                # changes except through the overwrite resync.
+                for cid, name in plain.items():
+                    alive = truth(sim, subs).get((name, cid), set())
+                    known = sorted(delivered.get((name, cid), set()) & alive)
+                    gone[cid] |= set(sim.state.delete_relationships(cid, rng.sample(known, 3)))
+                    new[cid] |= set(sim.state.create_relationships(cid, 3))
+                    brief = sim.state.create_relationships(cid, 2)
+                    assert sim.state.delete_relationships(cid, brief) == brief
+                    ephemeral[cid] |= set(brief)
+                    sim.state.move_retention_horizon(cid)
+            await stop_changes(sim)
+            await wait_for(lambda: caught_up(sim, subs, jsonl_events(tmp_path)), 30,
+                           "catching up")
+            assert await notifier.stop() == 0
+
+        events = jsonl_events(tmp_path)
+        # Intermediate history before a horizon move is legitimately lost (since_caught=None);
+        # the brief relationships below are exactly that case.
+        assert_delivery(sim, subs, events, since_start=start, since_caught=None, what="jsonl")
+        assert duplicates(events) == 0, "an overwrite re-announced a known relationship"
+        for cid, name in plain.items():
+            mine = [e for e in events if e["data"]["subscription"] == name]
+            created = {e["subject"] for e in mine if e["type"] == CREATED and e["snapshot"]}
+            deleted = {e["subject"] for e in mine if e["type"] == DELETED and e["snapshot"]}
+            assert new[cid] <= created, f"{name}: creations found by an overwrite not reported"
+            assert gone[cid] <= deleted, f"{name}: deletions found by an overwrite not reported"
+        for e in events:
+            assert e["subject"] not in ephemeral[e["data"]["containerId"]], \
+                f"{e['data']['subscription']}: an event for a relationship the service never " \
+                f"listed: {e['type']} {e['subject']}"
+        text = check_output(notifier, sim)
+        assert quarantine_lines(text) == []
+        resyncs = text.count("overwrite: resyncing")
+        assert resyncs >= len(streams(subs)), f"only {resyncs} overwrite resyncs"
+        print(f"{len(events)} events, {resyncs} overwrite resyncs, "
+              f"{sum(map(len, gone.values()))} deletions and {sum(map(len, new.values()))} "
+              f"creations found by resyncs")
+
+
+# --- 5. webhook receiver outage plus random failures -------------------------------------------
+
+
+@pytest.mark.timeout(120)
+async def test_webhook_outage_and_failures_deliver_everything_with_stable_ids(tmp_path: Path
+                                                                               ) -> None:
+    """The receiver fails 10% of calls throughout, goes away for three seconds (the notifier is
+    killed meanwhile, with undelivered events in its outbox) and comes back on the same port:
+    every change arrives, and every retry of an event carries its webhook-id and body."""
+    rng = random.Random(SEED + 5)
+    secret = webhook_secret()
+    subs: list[dict[str, Any]] = [
+        {"name": "all-a", "credential": "sim", "container_id": A, "sinks": ["archive", "hooks"]},
+        {"name": "assets-b", "credential": "sim", "container_id": B, "domains": [ASSET],
+         "sinks": ["hooks"]},
+    ]
+    async with (
+        WebhookReceiver(secret, fail_rate=0.1, seed=SEED) as receiver,
+        Simulator(secret_sim_config([A, B], relationships=30, page_size=5)) as sim,
+    ):
+        receiver.mode = "fail_random"
+        cfg = config_for(tmp_path, sim, subs, [webhook_sink("hooks", receiver.url, secret)])
+        start = seqs(sim)
+        async with NotifierProcess(cfg, tmp_path) as notifier:
+            await receiver.wait_for(lambda: caught_up(sim, subs, receiver.events), within=30)
+            caught = seqs(sim)
+            sim.state.set_knobs(change_rate=15.0)
+            await busy_for(sim, 6, rng.uniform(0.5, 1.0))
+            await receiver.down()
+            calls_before = len(receiver.calls)
+            await asyncio.sleep(1.5)
+            await notifier.restart()  # the outbox holds what the receiver did not take
+            await asyncio.sleep(1.5)
+            assert len(receiver.calls) == calls_before, "nobody listening, nothing received"
+            await receiver.up()
+            await busy_for(sim, 6, rng.uniform(0.5, 1.0))
+            await stop_changes(sim)
+            await receiver.wait_for(lambda: caught_up(sim, subs, receiver.events), within=40)
+            assert await notifier.stop() == 0
+
+        assert_delivery(sim, subs, receiver.events, since_start=start, since_caught=caught,
+                        what="webhook")
+        assert_delivery(sim, with_sink(subs, "archive"), jsonl_events(tmp_path),
+                        since_start=start, since_caught=caught, what="jsonl")
+        redelivered = assert_webhook_calls(receiver)
+        failed = {c.webhook_id for c in receiver.calls if c.status >= 300}
+        accepted = {c.webhook_id for c in receiver.calls if 200 <= c.status < 300}
+        assert failed, "the receiver failed some calls"
+        assert failed <= accepted, "every failed event was delivered later, under its own id"
+        text = check_output(notifier, sim, secret)
+        assert quarantine_lines(text) == [], "a sink outage never quarantines a stream"
+        print(f"{len(receiver.calls)} calls, {len(failed)} events failed at least once, "
+              f"{redelivered} redeliveries, {len(receiver.events)} events accepted")
+
+
+# --- 6. malformed upstream pages ------------------------------------------------------------
+
+# What the quarantine log line says about each kind (on a page with relationships or without).
+MALFORMED = {
+    "truncated_json": "response is not valid JSON",
+    "missing_field": "missing field 'nextSyncToken'",
+    "wrong_type": "expected a boolean, got a string",
+    "third_entity": "entities: expected exactly 2 items, got 3",
+}
+
+
+@pytest.mark.timeout(120)
+async def test_malformed_pages_quarantine_only_their_streams_which_recover(tmp_path: Path
+                                                                           ) -> None:
+    """Container A's sync answers are spoiled, one kind at a time: A's streams are quarantined
+    with a log line saying what is wrong, B and C keep flowing, nothing from the bad pages is
+    reported; once the answers are sound again A's streams recover and catch up. A one-shot
+    fault heals by itself; a huge page is no fault at all."""
+    C = "c4d5e6f7-8091-4a2b-8c3d-4e5f60718293"
+    subs: list[dict[str, Any]] = [
+        {"name": "victim", "credential": "sim", "container_id": A, "sinks": ["archive"]},
+        {"name": "victim-assets", "credential": "sim", "container_id": A, "domains": [ASSET],
+         "sinks": ["archive"]},
+        {"name": "bystander", "credential": "sim", "container_ids": [B, C],
+         "sinks": ["archive"]},
+    ]
+    victims = {("victim", A), ("victim-assets", A)}
+    async with Simulator(secret_sim_config([A, B, C], relationships=20, page_size=5)) as sim:
+        cfg = config_for(tmp_path, sim, subs, quarantine_backoff_initial="1s",
+                         quarantine_backoff_max="2s")
+        start = seqs(sim)
+
+        def delivered(sub: str) -> set[str]:
+            return {e["subject"] for e in jsonl_events(tmp_path)
+                    if e["data"]["subscription"] == sub}
+
+        async with NotifierProcess(cfg, tmp_path) as notifier:
+            await wait_for(lambda: caught_up(sim, subs, jsonl_events(tmp_path)), 20,
+                           "the bootstrap")
+            caught = seqs(sim)
+            for n, (kind, message) in enumerate(MALFORMED.items()):
+                seen = len(quarantine_lines(notifier.output(), "malformed_page"))
+                recovered = notifier.output().count("stream recovered from quarantine")
+                sim.state.set_knobs(malformed=kind, malformed_container=A)
+                bad = sim.state.create_relationships(A, 4)
+                sim.state.delete_random(A, 1)
+
+                def flagged(seen: int = seen, message: str = message) -> bool:
+                    lines = quarantine_lines(notifier.output(), "malformed_page")[seen:]
+                    return {(ln.split("subscription=")[1].split()[0], A) for ln in lines
+                            if message in ln and f"container={A}" in ln} == victims
+
+                await wait_for(flagged, 15, f"both streams of A quarantined for {kind}")
+                if n == 0:
+                    status = await status_json(cfg)
+                    for key in victims:
+                        assert status[key]["quarantine_reason"] == "malformed_page"
+                    assert status[("bystander", B)]["quarantine_reason"] is None
+                # The others keep flowing while A's streams wait.
+                fine = [*sim.state.create_relationships(B, 2),
+                        *sim.state.create_relationships(C, 2)]
+                await wait_for(lambda fine=fine: set(fine) <= delivered("bystander"), 10,
+                               f"the bystander's changes during {kind}")
+                assert not set(bad) & (delivered("victim") | delivered("victim-assets")), \
+                    f"{kind}: events from a malformed page"
+                # The fault stops: A's streams come back and catch up.
+                sim.state.set_knobs(malformed=None, malformed_container=None)
+                await wait_for(lambda: caught_up(sim, subs, jsonl_events(tmp_path)), 15,
+                               f"recovery after {kind}")
+                await wait_for(lambda r=recovered: notifier.output().count(
+                    "stream recovered from quarantine") >= r + 2, 10, "the recovery log lines")
+
+            # One spoiled answer only: one stream is quarantined once and heals by itself.
+            seen = len(quarantine_lines(notifier.output(), "malformed_page"))
+            sim.state.set_knobs(malformed="third_entity", malformed_container=A,
+                                malformed_count=1)
+            sim.state.create_relationships(A, 3)
+            await wait_for(lambda: sim.state.knobs.malformed_count == 0, 10, "the one-shot")
+            await wait_for(lambda: caught_up(sim, subs, jsonl_events(tmp_path)), 15,
+                           "recovery from the one-shot fault")
+            assert len(quarantine_lines(notifier.output(), "malformed_page")) == seen + 1
+
+            # A huge page (the sync page size is undocumented) is processed, not quarantined.
+            seen = len(quarantine_lines(notifier.output()))
+            injected = sim.state.stats.malformed_injected
+            sim.state.set_knobs(malformed="huge_page", malformed_count=None)
+            sim.state.create_relationships(A, 3000)
+            sim.state.delete_random(A, 40)
+            await wait_for(lambda: caught_up(sim, subs, jsonl_events(tmp_path)), 30,
+                           "the huge page")
+            assert sim.state.stats.malformed_injected > injected
+            assert len(quarantine_lines(notifier.output())) == seen
+            sim.state.set_knobs(malformed=None, malformed_container=None)
+            assert await notifier.stop() == 0
+
+        events = jsonl_events(tmp_path)
+        assert_delivery(sim, subs, events, since_start=start, since_caught=caught, what="jsonl")
+        assert not [e for e in events if e["subject"].startswith(INVENTED_PREFIX)]
+        text = check_output(notifier, sim)
+        assert not [ln for ln in quarantine_lines(text) if "bystander" in ln]
+        print(f"{len(events)} events, {len(quarantine_lines(text))} quarantines, "
+              f"{sim.state.stats.malformed_injected} spoiled or huge answers")

@@ -429,7 +429,9 @@ async def test_malformed_pages_quarantine_only_their_streams_which_recover(tmp_p
                 seen = len(quarantine_lines(notifier.output(), "malformed_page"))
                 recovered = notifier.output().count("stream recovered from quarantine")
                 sim.state.set_knobs(malformed=kind, malformed_container=A)
-                bad = sim.state.create_relationships(A, 4)
+                # Changes for both of A's streams (one of them filters on assets).
+                bad = [*sim.state.create_relationships(A, 3), *sim.state.create_relationships(
+                    A, [((ASSET, "asset", f"as-{n}"), (ISSUE, "issue", f"iss-{n}"))])]
                 sim.state.delete_random(A, 1)
 
                 def flagged(seen: int = seen, message: str = message) -> bool:

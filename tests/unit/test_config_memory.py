@@ -1,0 +1,36 @@
+"""Large configs stay small in memory: shared field sets and container-id strings."""
+
+from __future__ import annotations
+
+from notifier.config import config_from_data
+
+C1 = "5d0c2a3e-3b1f-4b8e-9a51-0d3c1f6f7a10"
+C2 = "6e1d3b4f-4c2a-4c9f-8b62-1e4d2a7b8c21"
+
+
+def _config(subs: list[dict[str, object]]):  # type: ignore[no-untyped-def]
+    return config_from_data({
+        "credentials": [{"name": "main", "access_token": "t"}],
+        "subscriptions": subs,
+        "sinks": [{"name": "out", "type": "stdout"}],
+    })
+
+
+def test_equal_field_sets_are_one_shared_set_and_stay_correct() -> None:
+    cfg = _config([
+        {"name": "a", "credential": "main", "container_id": C1, "sinks": ["out"]},
+        {"name": "b", "credential": "main", "container_id": C1.upper(), "sinks": ["out"]},
+        {"name": "c", "credential": "main", "container_id": C2, "sinks": ["out"],
+         "emit_initial": False},
+    ])
+    a, b, c = cfg.subscriptions
+    assert a.model_fields_set is b.model_fields_set
+    assert a.model_fields_set == {"name", "credential", "container_id", "sinks"}
+    assert c.model_fields_set == {"name", "credential", "container_id", "sinks", "emit_initial"}
+    assert a.model_dump(exclude_unset=True) == {
+        "name": "a", "credential": "main", "container_id": C1, "sinks": ["out"]}
+    # A copy with changes gets its own set; the shared one is untouched.
+    d = a.model_copy(update={"emit_initial": False})
+    d.model_fields_set.add("domains")
+    assert a.model_fields_set == {"name", "credential", "container_id", "sinks"}
+    assert a.container_id is b.container_id  # one string per container id

@@ -469,6 +469,19 @@ async def test_malformed_pages_quarantine_only_their_streams_which_recover(tmp_p
                            "recovery from the one-shot fault")
             assert len(quarantine_lines(notifier.output(), "malformed_page")) == seen + 1
 
+            # Bad pages now and then, in the middle of an overwrite resync of many pages: the
+            # resync stops at a bad page and resumes after its last good one, and stays exact.
+            seen = len(quarantine_lines(notifier.output(), "malformed_page"))
+            sim.state.delete_random(A, 4)
+            sim.state.create_relationships(A, 4)
+            sim.state.move_retention_horizon(A)
+            sim.state.set_knobs(malformed="wrong_type", malformed_container=A,
+                                malformed_count=3, malformed_rate=0.5)
+            await wait_for(lambda: caught_up(sim, subs, jsonl_events(tmp_path)), 40,
+                           "an overwrite resync through intermittent bad pages")
+            sim.state.set_knobs(malformed=None, malformed_rate=1.0)
+            assert seen < len(quarantine_lines(notifier.output(), "malformed_page")) <= seen + 3
+
             # A huge page (the sync page size is undocumented) is processed, not quarantined.
             seen = len(quarantine_lines(notifier.output()))
             injected = sim.state.stats.malformed_injected
@@ -485,6 +498,7 @@ async def test_malformed_pages_quarantine_only_their_streams_which_recover(tmp_p
         events = jsonl_events(tmp_path)
         assert_delivery(sim, subs, events, since_start=start, since_caught=caught, what="jsonl")
         assert not [e for e in events if e["subject"].startswith(INVENTED_PREFIX)]
+        assert duplicates(events) == 0, "only whole good pages are published, each once"
         text = check_output(notifier, sim)
         assert not [ln for ln in quarantine_lines(text) if "bystander" in ln]
         print(f"{len(events)} events, {len(quarantine_lines(text))} quarantines, "

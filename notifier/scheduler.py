@@ -8,6 +8,12 @@ take the most overdue one, check it, drain the streams whose status says ``moreD
 resync are drained without asking. A stream that fails in a way retrying will not fix (rejected
 token, malformed page, container gone or forbidden) is quarantined with a growing backoff; the
 rest carry on.
+
+Budget: syncStatus calls are paced (``status_budget``) so that, with the sync pages being paid,
+they stay below the line above which the budget refuses sync pages; otherwise the checks alone
+would fill every window and no change found would ever be fetched. The adaptive policy re-plans
+every few seconds (``retune``): each group's interval follows its change rate (learnt from
+checks that found changes) within [interval, max_staleness], fitted to that pace.
 """
 
 from __future__ import annotations
@@ -53,7 +59,7 @@ log = logging.getLogger(__name__)
 Policy = Literal["adaptive", "round_robin"]
 BUSY_RATE_PER_S = 1.0 / 3600.0  # a group that changes more than about hourly counts as busy
 PRIOR_RATE_PER_S = 1.0 / 86400.0  # a group never seen changing is assumed to change daily
-SYNC_RATE_TIME_CONSTANT = 60.0  # seconds over which the sync-page rate estimate averages
+PACE_SHARE = 0.95  # of what status may use without starving sync pages (see status_budget)
 
 
 @dataclass(slots=True)
@@ -103,12 +109,14 @@ class SchedulerSettings:
     reserve: float = 0.2
     workers: int = 4
     utilisation: float = 0.9
-    """Share of the status budget the adaptive plan spends (headroom keeps queues short)."""
+    """Share of the status pace the adaptive plan fills (headroom keeps queues short)."""
     rate_half_life: float | None = None
     """Memory of the change-rate estimate; default six times ``max_staleness``."""
     rate_prior_per_s: float = PRIOR_RATE_PER_S
     retune_every: float | None = None
     """Seconds between re-plans; default ``interval`` clamped to [1, 5]."""
+    sync_rate_time_constant: float = 60.0
+    """Seconds over which the estimate of sync pages paid per second averages."""
 
     @property
     def half_life(self) -> float:
@@ -163,10 +171,13 @@ class CredentialScheduler:
         self._queue = DueQueue()
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()  # pulsed when due times move earlier
-        self._sync_pages = 0  # sync pages paid since the last retune
+        self._sync_pages = 0  # sync pages asked for since the last retune
         self._sync_per_s = 0.0  # their smoothed rate
         self._retuned_at: float | None = None
         self._covered: bool | None = None  # does the budget cover max_staleness for all?
+        self._pace_per_s = status_budget(settings.requests_per_minute, settings.reserve, 0.0,
+                                         PACE_SHARE)
+        self._next_slot = 0.0  # loop time of the next syncStatus slot (pacing)
         self.stats = PassStats()
         self.cycles_done = 0
         self._inflight = 0
@@ -189,7 +200,7 @@ class CredentialScheduler:
             due = now if last is None else min(now, last + g.interval)
             self._queue.schedule(g.container_id, due)
         self.retune()
-        status_rate = self._status_per_minute()
+        status_rate = self._pace_per_s * 60.0
         eff = effective_interval(len(self.groups), self._s.interval, status_rate)
         if eff > self._s.interval * 1.05 and self._s.policy == "round_robin":
             log.warning(
@@ -201,18 +212,19 @@ class CredentialScheduler:
         if self._metrics is not None:
             self._metrics.effective_interval(self.name, eff)
 
-    def _status_per_minute(self) -> float:
-        return self._s.requests_per_minute * (1.0 - self._s.reserve)
-
     @property
     def sync_pages_per_s(self) -> float:
         """Smoothed rate of sync pages paid from this credential's budget."""
         return self._sync_per_s
 
+    @property
+    def status_pace_per_s(self) -> float:
+        """syncStatus calls per second allowed now (pacing keeps room for sync pages)."""
+        return self._pace_per_s
+
     def status_checks_per_s(self) -> float:
         """syncStatus calls per second the adaptive plan may spend now."""
-        return status_budget(self._s.requests_per_minute, self._s.reserve, self._sync_per_s,
-                             self._s.utilisation)
+        return self._pace_per_s * self._s.utilisation
 
     def _cost(self, g: Group) -> int:
         return max(1, math.ceil(len(g.streams) / max(1, self._s.status_chunk)))
@@ -222,7 +234,7 @@ class CredentialScheduler:
         if last is None or now <= last:
             return
         elapsed = now - last
-        alpha = 1.0 - math.exp(-elapsed / SYNC_RATE_TIME_CONSTANT)
+        alpha = 1.0 - math.exp(-elapsed / self._s.sync_rate_time_constant)
         self._sync_per_s += alpha * (self._sync_pages / elapsed - self._sync_per_s)
         self._sync_pages = 0
 
@@ -239,6 +251,8 @@ class CredentialScheduler:
             return
         now = self._clock()
         self._observe_sync_rate(now)
+        self._pace_per_s = status_budget(self._s.requests_per_minute, self._s.reserve,
+                                         self._sync_per_s, PACE_SHARE)
         if self._s.policy == "round_robin":
             for g in groups:
                 g.interval = self._s.interval
@@ -434,6 +448,8 @@ class CredentialScheduler:
         self, group: Group, chunk: list[StreamRuntime]
     ) -> tuple[list[StreamRuntime], list[StreamRuntime]] | None:
         items = [(s.token or "", str(i)) for i, s in enumerate(chunk)]
+        if not await self._pace():
+            return None
         try:
             resp = await self._client.sync_status(group.container_id, items)
         except (ForbiddenError, NotFoundError) as exc:
@@ -475,7 +491,26 @@ class CredentialScheduler:
                         extra={"credential": self.name, "container": group.container_id})
         return due, ok
 
+    async def _pace(self) -> bool:
+        """Wait for this syncStatus call's slot; False if stopped meanwhile.
+
+        Status checks could fill the whole request window on their own (every worker waiting
+        on the budget), and then the budget would never grant a sync page: changes found would
+        never be fetched. Pacing them at ``status_pace_per_s`` leaves sync its share.
+        """
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        slot = max(now, self._next_slot)
+        self._next_slot = slot + 1.0 / max(self._pace_per_s, 1e-6)
+        if slot > now:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), slot - now)
+        return not self._stop.is_set()
+
     async def _drain(self, s: StreamRuntime) -> tuple[bool, int]:
+        # Demand, not completions: a page counts when it is asked for, so sync pages held back
+        # by status checks still lower the status pace (completions alone would hide that).
+        self._sync_pages += 1
         async with self._drain_slots:
             if self._stop.is_set():
                 return False, 0
@@ -511,7 +546,7 @@ class CredentialScheduler:
                 self.stats.failures += 1
                 log.error("sync failed: %s", exc, extra=self._ctx(s))
                 return False, 0
-            self._sync_pages += res.pages
+            self._sync_pages += max(0, res.pages - 1)
             st = await self._store.get_stream(*s.spec.key)
             s.load(st)
             if res.completed:

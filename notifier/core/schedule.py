@@ -35,18 +35,20 @@ def effective_interval(groups: int, interval: float, status_per_minute: float) -
 
 
 def status_budget(
-    requests_per_minute: float, reserve: float, sync_per_s: float, utilisation: float = 0.9
+    requests_per_minute: float, reserve: float, sync_per_s: float, share: float = 0.95
 ) -> float:
-    """syncStatus calls per second to plan for, given the sync pages being paid now.
+    """syncStatus calls per second the scheduler may make without starving sync pages.
 
-    Sync pages and status checks share one budget. Sync may never take more than
-    ``1 - reserve`` of it (the budget enforces that), so status always keeps at least
-    ``reserve``; beyond that it gets what sync leaves. ``utilisation`` < 1 keeps headroom so
-    checks rarely queue behind each other and the staleness bound holds.
+    Status checks and sync pages share one budget, and the budget grants a sync page only
+    while the window holds less than ``1 - reserve`` of its capacity, status included (the top
+    ``reserve`` is for status alone, so a burst of pages cannot starve the checks). The
+    converse needs pacing: status checks could fill the window on their own and no page would
+    ever get a slot. So status stays under that line by what sync is paying now, and falls back
+    to the reserve when sync needs more. ``share`` < 1 keeps headroom for sync bursts.
     """
     per_s = requests_per_minute / 60.0
-    sync = min(max(0.0, sync_per_s), per_s * (1.0 - reserve))
-    return max(0.0, per_s - sync) * utilisation
+    below_line = (1.0 - reserve) * per_s - max(0.0, sync_per_s)
+    return share * max(reserve * per_s, below_line)
 
 
 def pass_seconds(costs: Sequence[float], checks_per_s: float) -> float:

@@ -48,6 +48,7 @@ class ChangeGenerator:
                 await asyncio.wait_for(self._stop.wait(), TICK if rate > 0 else IDLE_TICK)
             now = loop.time()
             self._retain(now)
+            rate = self.state.knobs.change_rate  # again: a rate set to 0 meanwhile stops now
             owed = owed + rate * (now - last) if rate > 0 else 0.0
             last = now
             while owed >= 1.0:

@@ -216,10 +216,9 @@ async def busy_for(sim: Simulator, requests: int, then: float, within: float = 1
 
 
 async def stop_changes(sim: Simulator) -> None:
-    """Stop the change generator and let its last tick pass (it reads the rate before it
-    sleeps, so a change can still land one tick after the knob is set to 0)."""
+    """Stop the change generator: from here on the ground truth holds still."""
     sim.state.set_knobs(change_rate=0.0)
-    await asyncio.sleep(0.2)
+    await asyncio.sleep(0)
 
 
 def seqs(sim: Simulator) -> dict[str, int]:

@@ -87,6 +87,10 @@ def check_output(notifier: NotifierProcess, sim: Simulator, *extra_secrets: str)
 
 @pytest.mark.timeout(120)
 async def test_sigkill_loop_under_5xx_bursts_and_429_storms(tmp_path: Path) -> None:
+    """Changes flow while the service answers 30% of requests with a 500, then refuses most with
+    429 (Retry-After 1-2 s), then both; the notifier is SIGKILLed at a random moment of its work
+    in every phase and restarted at once. The jsonl file and the webhook receiver get every
+    change; nothing is quarantined (both faults are transient)."""
     rng = random.Random(SEED)
     secret = webhook_secret()
     subs: list[dict[str, Any]] = [

@@ -16,6 +16,7 @@
 #      KAFKA_HEAP_OPTS (-Xms128m -Xmx512m), KAFKA_JVM_OPTS (extra JVM flags, after ours; the
 #      broker runs C1-only, -XX:TieredStopAtLevel=1, which starts ~30% faster on 2 cores),
 #      KAFKA_EXTRA_CONFIG (extra server.properties lines), KAFKA_START_TIMEOUT (90),
+#      KAFKA_START_ATTEMPTS (3: a start that loses a port or data-dir-lock race is retried),
 #      NOTIFIER_CACHE (~/.cache/notifier), JAVA (java binary), PYTHON (python3).
 # Files: jars in $NOTIFIER_CACHE/kafka-<version>/libs; per port, $NOTIFIER_CACHE/kafka-run/<port>/
 #        holds server.properties, data/, kafka.pid and kafka.log.
@@ -108,6 +109,49 @@ alive() {
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+port_bindable() {
+    # True if a listener could bind 127.0.0.1:$1 the way Java does (SO_REUSEADDR, so sockets in
+    # TIME_WAIT do not count). False while anything listens on it, and also while it is the local
+    # port of a live connection, which port_open cannot see but which makes the broker exit.
+    "$PYTHON" - "$1" <<'PY' 2>/dev/null
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+try:
+    s.bind(("127.0.0.1", int(sys.argv[1])))
+except OSError:
+    sys.exit(1)
+finally:
+    s.close()
+PY
+}
+
+wait_port_bindable() {
+    # wait_port_bindable PORT SECONDS : true once PORT is bindable, false if it is not in time.
+    local until=$((SECONDS + $2))
+    until port_bindable "$1"; do
+        [ "$SECONDS" -lt "$until" ] || return 1
+        sleep 0.5
+    done
+}
+
+wait_previous_gone() {
+    # A broker killed just before this start may still be exiting: its pid is present, its
+    # cmdline already empty (so broker_pid no longer names it) while the kernel is still closing
+    # its sockets and its lock on the data dir. Wait (bounded) until it is gone, then drop the
+    # stale pid file, so that nothing below can mistake the old pid for the new broker.
+    local old cmd until=$((SECONDS + KAFKA_STOP_TIMEOUT))
+    old="$(cat "$PID_FILE" 2>/dev/null || true)"
+    case "$old" in ''|*[!0-9]*) rm -f "$PID_FILE"; return 0;; esac
+    while alive "$old"; do
+        cmd="$(tr '\0' ' ' <"/proc/$old/cmdline" 2>/dev/null || true)"
+        case "$cmd" in ''|*"kafka.Kafka $PROPS"*) ;; *) break;; esac  # pid reused: not ours
+        [ "$SECONDS" -lt "$until" ] || die "previous broker pid $old still exiting after ${KAFKA_STOP_TIMEOUT}s"
+        sleep 0.1
+    done
+    rm -f "$PID_FILE"
+}
+
 free_port() {
     "$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
 }
@@ -141,6 +185,34 @@ log_tail() {
     tail -n "${1:-60}" "$LOG_FILE" >&2 2>/dev/null || true
     printf -- '-----\n' >&2
 }
+
+MARK_LINE=0  # lines in the log before the current attempt's start marker
+
+attempt_output() {
+    # The broker's own output (stdout and stderr) since this attempt's start marker line.
+    tail -n +"$((MARK_LINE + 1))" "$LOG_FILE" 2>/dev/null || true
+}
+
+attempt_tail() {
+    printf -- '----- broker output of this attempt (%s, last 60 lines) -----\n' "$LOG_FILE" >&2
+    if [ -n "$(attempt_output | head -c 1)" ]; then
+        attempt_output | tail -n 60 >&2
+    else
+        printf '(none: the JVM printed nothing)\n' >&2
+    fi
+    printf -- '-----\n' >&2
+}
+
+attempt_error() {
+    # The line of this attempt's output that best says why the JVM stopped, if any: the deepest
+    # cause of the first exception (Kafka prints "Caused by:" chains), else the first error line.
+    local out
+    out="$(attempt_output)"
+    { grep -m1 -oE '(Failed to acquire lock|Socket server failed to bind to) [^()]*' <<<"$out" \
+        || grep -m1 -E 'Exception: |Error: |ERROR |FATAL ' <<<"$out"; } | cut -c1-300 || true
+}
+
+attempt_says() { attempt_output | grep -qF "$1"; }
 
 random_cluster_id() {
     # Same shape as Kafka's Uuid.randomUuid(): url-safe base64 of 16 random bytes, no padding,
@@ -178,6 +250,7 @@ cmd_start() {
         echo "$ADDR"
         return 0
     fi
+    wait_previous_gone
     if port_open "$KAFKA_PORT"; then
         die "port $KAFKA_PORT is in use by another process (not a broker started by this script)"
     fi
@@ -196,7 +269,10 @@ cmd_start() {
         msg "KAFKA_KEEP_DATA=1: restarting on existing data in $DATA_DIR"
         if [ -z "$cport" ] && [ -f "$PROPS" ]; then
             cport="$(sed -n 's/^controller.quorum.voters=1@127.0.0.1://p' "$PROPS")"
-            if [ -n "$cport" ] && port_open "$cport"; then cport=""; fi
+            if [ -n "$cport" ] && ! port_bindable "$cport"; then
+                msg "previous controller port $cport is taken: using a free one"
+                cport=""
+            fi
         fi
     else
         [ "$keep" = 1 ] && msg "KAFKA_KEEP_DATA=1 but no formatted data in $DATA_DIR: formatting fresh"
@@ -222,36 +298,76 @@ cmd_start() {
         fi
     fi
 
-    printf '===== %s starting Kafka %s on %s (controller 127.0.0.1:%s, keep_data=%s)\n' \
-        "$(date -u +%FT%TZ)" "$KAFKA_VERSION" "$ADDR" "$cport" "$keep" >>"$LOG_FILE"
-    # New session so the caller's signals/process group do not hit the broker; the child writes
-    # its own pid (exec keeps it) so the pid file names the java process itself. fd 9 (the lock)
-    # is closed for it, and its stdio goes to the log, never to the caller's pipes.
-    # shellcheck disable=SC2086,SC2016
-    setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$PID_FILE" \
-        "$java" $KAFKA_HEAP_OPTS -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:TieredStopAtLevel=1 \
-        ${KAFKA_JVM_OPTS:-} "${jvm_common[@]}" \
-        "-Dlog4j2.configurationFile=$CONF_DIR/log4j2.properties" kafka.Kafka "$PROPS" \
-        </dev/null >>"$LOG_FILE" 2>&1 9>&- &
-
-    local deadline=$((SECONDS + KAFKA_START_TIMEOUT))
+    # A start can lose a race it cannot see coming: a port that was free when checked is bound
+    # by someone else before the JVM binds it, or the data dir lock of a broker that just died
+    # is not released yet. Those attempts are retried (logged), bounded by KAFKA_START_ATTEMPTS
+    # and the overall KAFKA_START_TIMEOUT; any other early exit fails at once.
+    local deadline=$((SECONDS + KAFKA_START_TIMEOUT)) attempt=1
+    local max_attempts="${KAFKA_START_ATTEMPTS:-3}" launcher rc why
     while :; do
-        if pid="$(broker_pid)" && client_ready; then
-            break
+        if ! wait_port_bindable "$KAFKA_PORT" 10; then
+            die "port $KAFKA_PORT cannot be bound (held by another socket) after 10s"
         fi
-        local child
-        child="$(cat "$PID_FILE" 2>/dev/null || true)"
-        if [ -n "$child" ] && ! alive "$child"; then
-            log_tail
-            rm -f "$PID_FILE"
-            die "broker process exited during startup (log: $LOG_FILE)"
+        MARK_LINE="$(wc -l <"$LOG_FILE" 2>/dev/null || echo 0)"
+        printf '===== %s starting Kafka %s on %s (controller 127.0.0.1:%s, keep_data=%s, attempt %s)\n' \
+            "$(date -u +%FT%TZ)" "$KAFKA_VERSION" "$ADDR" "$cport" "$keep" "$attempt" >>"$LOG_FILE"
+        # New session so the caller's signals/process group do not hit the broker; the child
+        # writes its own pid (exec keeps it) so the pid file names the java process itself. fd 9
+        # (the lock) is closed for it, and its stdio goes to the log, never to the caller's pipes.
+        # $! (the launcher) is what tells whether the broker is still starting: the pid file is
+        # written by the child only once it runs, which on a loaded machine can take a while.
+        # With -w, setsid waits for the broker should it ever have to fork to get a new session.
+        # shellcheck disable=SC2086,SC2016
+        setsid -w bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$PID_FILE" \
+            "$java" $KAFKA_HEAP_OPTS -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:TieredStopAtLevel=1 \
+            ${KAFKA_JVM_OPTS:-} "${jvm_common[@]}" \
+            "-Dlog4j2.configurationFile=$CONF_DIR/log4j2.properties" kafka.Kafka "$PROPS" \
+            </dev/null >>"$LOG_FILE" 2>&1 9>&- &
+        launcher=$!
+
+        rc=""
+        while :; do
+            if pid="$(broker_pid)" && client_ready; then
+                break
+            fi
+            if ! alive "$launcher"; then
+                rc=0
+                wait "$launcher" || rc=$?
+                break
+            fi
+            if [ "$SECONDS" -ge "$deadline" ]; then
+                attempt_tail
+                cmd_stop >/dev/null 2>&1 || true
+                kill -KILL "$launcher" 2>/dev/null || true
+                die "broker not ready on $ADDR after ${KAFKA_START_TIMEOUT}s (log: $LOG_FILE)"
+            fi
+            sleep 0.3
+        done
+        [ -n "$rc" ] || break  # ready
+
+        rm -f "$PID_FILE"
+        why="$(attempt_error)"
+        if [ "$attempt" -lt "$max_attempts" ] && [ "$SECONDS" -lt "$deadline" ]; then
+            if attempt_says "failed to bind to 127.0.0.1:$cport: Address already in use" \
+                    && [ -z "${KAFKA_CONTROLLER_PORT:-}" ]; then
+                local was=$cport
+                cport="$(free_port)"
+                [ "$cport" != "$KAFKA_PORT" ] || cport="$(free_port)"
+                render_props "$cport"
+                msg "attempt $attempt: controller port $was was taken before the broker bound it; retrying on $cport"
+                attempt=$((attempt + 1))
+                continue
+            fi
+            if attempt_says "failed to bind to 127.0.0.1:$KAFKA_PORT: Address already in use" \
+                    || attempt_says "Failed to acquire lock"; then
+                msg "attempt $attempt: broker exited (status $rc): $why; retrying in 2s"
+                sleep 2
+                attempt=$((attempt + 1))
+                continue
+            fi
         fi
-        if [ "$SECONDS" -ge "$deadline" ]; then
-            log_tail
-            cmd_stop >/dev/null 2>&1 || true
-            die "broker not ready on $ADDR after ${KAFKA_START_TIMEOUT}s (log: $LOG_FILE)"
-        fi
-        sleep 0.3
+        attempt_tail
+        die "broker process exited during startup (status $rc, attempt $attempt, after $((SECONDS - started))s): ${why:-no error line in its output} (log: $LOG_FILE)"
     done
     msg "Kafka $KAFKA_VERSION ready on $ADDR (pid $pid, $((SECONDS - started))s; log $LOG_FILE)"
     echo "$ADDR"

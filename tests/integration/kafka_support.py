@@ -64,6 +64,19 @@ def free_port() -> int:
         return port
 
 
+def process_gone(pid: int) -> bool:
+    """Whether ``pid`` has exited: no longer in /proc, or a zombie with no live thread (the
+    same test as scripts/kafka.sh's ``alive``)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    state = fields.get("State", "").strip()[:1]
+    threads = int(fields.get("Threads", "1").strip() or 1)
+    return state == "Z" and threads <= 1
+
+
 def script_unavailable_reason() -> str | None:
     """Why scripts/kafka.sh cannot start a broker here, or None if it can."""
     if not SCRIPT.is_file():
@@ -131,11 +144,13 @@ class KafkaBroker:
         os.kill(self.pid(), signum)
 
     def kill(self, within: float = 30.0) -> None:
-        """Crash the broker (SIGKILL) and wait until its process is gone."""
+        """Crash the broker (SIGKILL) and wait until its process is gone: reaped, or a zombie
+        with no thread left (its sockets and data dir lock are released; only its parent, init
+        by now, has yet to reap it, which may take a while on a loaded machine)."""
         pid = self.pid()
         os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + within
-        while Path(f"/proc/{pid}").exists():
+        while not process_gone(pid):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"broker pid {pid} still exists {within}s after SIGKILL")
             time.sleep(0.05)

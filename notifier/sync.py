@@ -3,7 +3,10 @@
 A stream is one (subscription, container). A drain follows ``moreData`` and ``nextSyncToken``
 until the service has nothing more, and checkpoints after every page, only once every sink of
 the subscription has accepted that page's events (direct sinks acked, outbox rows written in the
-checkpoint's own transaction). Bootstrap (no token) and ``overwrite`` resyncs are *resync*
+checkpoint's own transaction). With ``batch_pages`` > 1, pages that arrive in quick succession
+are joined (up to that many, within ``batch_seconds``) and diffed, published and checkpointed as
+one: the per-page costs (a durable transaction, a broker round trip) are paid once per batch;
+a crash redelivers at most one batch. Bootstrap (no token) and ``overwrite`` resyncs are *resync*
 drains: the store stages every id the service lists and, once the last page is in, the known ids
 that were not listed become deleted events. A resync page records its created events as
 *announced* before publishing them (its checkpoint forgets them again), because a crash in
@@ -29,12 +32,13 @@ from notifier.errors import ProtocolError, SinkError
 from notifier.metrics import Metrics
 from notifier.sinks.base import Sink
 from notifier.source.client import RelationshipClient
-from notifier.source.models import Relationship
+from notifier.source.models import Relationship, SyncPage
 from notifier.state.base import Announcement, OutboxItem, StateStore
 
 log = logging.getLogger(__name__)
 
 RESYNC_DELETE_BATCH = 5_000
+BATCH_SECONDS = 0.5  # a page joins the previous ones' checkpoint only within this time
 ANNOUNCED_BATCH = 1_000  # announcements carry the relationship's JSON: smaller batches
 
 
@@ -142,12 +146,20 @@ class StreamSyncer:
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
         on_outbox: Callable[[], None] | None = None,
+        batch_pages: int = 1,
+        batch_seconds: float = BATCH_SECONDS,
     ) -> None:
+        """``batch_pages`` > 1 lets consecutive pages that arrive within ``batch_seconds`` of
+        the first share one publish and one checkpoint (see ``drain``)."""
+        if batch_pages < 1:
+            raise ValueError("batch_pages must be >= 1")
         self._store = store
         self._metrics = metrics
         self._clock = clock
         self._publisher = Publisher(metrics, clock)
         self._on_outbox = on_outbox
+        self._batch_pages = batch_pages
+        self._batch_seconds = batch_seconds
 
     async def drain(
         self,
@@ -186,12 +198,14 @@ class StreamSyncer:
             await self._finish_resync(spec, token, emit, result, changed=True)
             resync = False
 
+        carried: SyncPage | None = None  # fetched, but it starts an overwrite: next batch
         while True:
             if stop is not None and stop.is_set():
                 return result
-            page = await client.sync(
+            page = carried or await client.sync(
                 spec.container_id, token, spec.domains if token is None else None
             )
+            carried = None
             if page.overwrite and not resync:
                 log.info(
                     "overwrite: resyncing stream against its known ids",
@@ -199,21 +213,43 @@ class StreamSyncer:
                 )
                 resync = True
                 await self._store.begin_resync(spec.subscription, spec.container_id)
-            result.pages += 1
-            if self._metrics is not None:
-                self._metrics.page_synced(
-                    client.credential_name, page.overwrite,
-                    len(page.current) + len(page.deleted), page.size_bytes,
-                )
-            changed = await self._apply(spec, page.current, page.deleted, resync, emit,
+            self._count_page(client, page, result)
+            current, deleted = page.current, page.deleted
+            # Pages that follow quickly join this one: one diff, one publish, one checkpoint.
+            # The joined pages are diffed as one page (the same id in both lists is a creation
+            # and a deletion within the window), so nothing changes but the checkpoints' count.
+            started, joined = time.monotonic(), 1
+            while (page.more_data and joined < self._batch_pages
+                   and time.monotonic() - started < self._batch_seconds
+                   and not (stop is not None and stop.is_set())):
+                nxt = await client.sync(spec.container_id, page.next_sync_token, None)
+                if nxt.overwrite and not resync:
+                    carried = nxt
+                    break
+                self._count_page(client, nxt, result)
+                if joined == 1:
+                    current, deleted = list(current), list(deleted)
+                current.extend(nxt.current)
+                deleted.extend(nxt.deleted)
+                page, joined = nxt, joined + 1
+            changed = await self._apply(spec, current, deleted, resync, emit,
                                         page.next_sync_token, page.more_data, result)
             token = page.next_sync_token
-            if page.more_data:
+            if page.more_data or carried is not None:
                 continue
             if resync:
                 await self._finish_resync(spec, token, emit, result, changed)
             result.completed = True
             return result
+
+    def _count_page(self, client: RelationshipClient, page: SyncPage, result: DrainResult
+                    ) -> None:
+        result.pages += 1
+        if self._metrics is not None:
+            self._metrics.page_synced(
+                client.credential_name, page.overwrite,
+                len(page.current) + len(page.deleted), page.size_bytes,
+            )
 
     async def _apply(
         self,

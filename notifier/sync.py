@@ -85,23 +85,29 @@ class Publisher:
         self._metrics = metrics
         self._clock = clock
 
+    async def _timed(self, sink: Sink, events: Sequence[Event]) -> None:
+        """One sink's publish, counted and timed here for every sink alike."""
+        started = time.perf_counter()
+        try:
+            await sink.publish(events)
+        except BaseException:
+            if self._metrics is not None:
+                self._metrics.events_published(sink.name, "error", len(events))
+            raise
+        if self._metrics is not None:
+            self._metrics.events_published(sink.name, "ok", len(events))
+            self._metrics.publish_latency(sink.name, time.perf_counter() - started)
+
     async def publish(self, sinks: Sequence[Sink], events: Sequence[Event]) -> list[OutboxItem]:
         """Publish to the direct sinks; return the outbox rows for the outbox sinks."""
         if not events:
             return []
         direct = [s for s in sinks if not s.outbox]
-        started = time.perf_counter()
         results = await asyncio.gather(
-            *(s.publish(events) for s in direct), return_exceptions=True
+            *(self._timed(s, events) for s in direct), return_exceptions=True
         )
-        elapsed = time.perf_counter() - started
         failure: BaseException | None = None
-        for sink, res in zip(direct, results, strict=True):
-            ok = not isinstance(res, BaseException)
-            if self._metrics is not None:
-                self._metrics.events_published(sink.name, "ok" if ok else "error", len(events))
-                if ok:
-                    self._metrics.publish_latency(sink.name, elapsed)
+        for res in results:
             if isinstance(res, BaseException) and failure is None:
                 failure = res
         if failure is not None:

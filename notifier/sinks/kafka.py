@@ -367,10 +367,7 @@ class KafkaSink:
             raise SinkConfigError(str(self._fatal), sink=self.name)
         producer = self._producer
         if producer is None or not self._up:
-            if self._metrics is not None:
-                self._metrics.events_published(self.name, "error", len(events))
             raise SinkError(f"kafka at {self._servers_text} is unavailable", sink=self.name)
-        started = time.perf_counter()
         records = build_records(events, key=self.key, content_mode=self.content_mode)
         futures: list[asyncio.Future[Any]] = []
         try:
@@ -382,15 +379,10 @@ class KafkaSink:
             errors = [f.exception() for f in futures]
             first = next((e for e in errors if e is not None), None)
             if first is None:
-                if self._metrics is not None:
-                    self._metrics.events_published(self.name, "ok", len(events))
-                    self._metrics.publish_latency(self.name, time.perf_counter() - started)
                 return
             failure = first
         for fut in futures:  # retrieve late outcomes so none is reported as never retrieved
             fut.add_done_callback(_consume)
-        if self._metrics is not None:
-            self._metrics.events_published(self.name, "error", len(events))
         if isinstance(failure, TimeoutError):
             reason = f"not acknowledged within {self.delivery_timeout:.1f}s"
         elif isinstance(failure, _BrokerUnreachable):

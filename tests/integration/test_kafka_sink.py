@@ -22,6 +22,7 @@ from notifier.errors import SinkConfigError, SinkError
 from notifier.metrics import Metrics
 from notifier.sinks.base import Sink
 from notifier.sinks.kafka import KafkaSink, partition_for
+from notifier.sync import Publisher
 from tests.integration.kafka_support import (
     CONTAINER,
     KafkaBroker,
@@ -90,8 +91,10 @@ async def test_binary_records_carry_the_documented_headers_and_shape(kafka_boots
                          metrics=metrics) as sink:
         assert isinstance(sink, Sink)
         assert sink.healthy()
-        await sink.publish(events[:25])
-        await sink.publish(events[25:])
+        # Through the pipeline's publisher, which counts and times every sink alike.
+        publisher = Publisher(metrics)
+        assert await publisher.publish([sink], events[:25]) == []
+        assert await publisher.publish([sink], events[25:]) == []
     assert sample(metrics, "notifier_sink_events_published_total",
                   sink="events", outcome="ok") == 60
     assert sample(metrics, "notifier_sink_publish_duration_seconds_count", sink="events") == 2
@@ -298,12 +301,14 @@ async def test_broker_outage_mid_run_loses_nothing(dedicated_kafka, fault):
     failures: list[float] = []  # duration of each failed publish
     unhealthy_seen = asyncio.Event()
 
+    publisher = Publisher(metrics)
+
     async def pipeline(sink: KafkaSink) -> None:
         for page in pages:
             while True:
                 started = time.monotonic()
                 try:
-                    await sink.publish(page)
+                    await publisher.publish([sink], page)
                 except SinkError:
                     failures.append(time.monotonic() - started)
                     if not sink.healthy():

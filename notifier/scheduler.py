@@ -57,6 +57,7 @@ from notifier.sync import StreamSpec, StreamSyncer
 log = logging.getLogger(__name__)
 
 Policy = Literal["adaptive", "round_robin"]
+SINK_LOG_EVERY = 60.0  # seconds between two log lines about the same failing sink
 BUSY_RATE_PER_S = 1.0 / 3600.0  # a group that changes more than about hourly counts as busy
 PRIOR_RATE_PER_S = 1.0 / 86400.0  # a group never seen changing is assumed to change daily
 PACE_SHARE = 0.95  # of what status may use without starving sync pages (see status_budget)
@@ -181,6 +182,7 @@ class CredentialScheduler:
         self.stats = PassStats()
         self.cycles_done = 0
         self._inflight = 0
+        self._sink_log: dict[str, tuple[float, int]] = {}
         self._pass_checks = 0
         self._pass_started = time.monotonic()
 
@@ -534,8 +536,7 @@ class CredentialScheduler:
                 return False, 0
             except SinkError as exc:
                 self.stats.failures += 1
-                log.warning("sink %s did not accept events; the page will be retried: %s",
-                            exc.sink, exc, extra=self._ctx(s))
+                self._sink_failed(exc, s)
                 return False, 0
             except (UpstreamError, CredentialError) as exc:
                 self.stats.failures += 1
@@ -554,6 +555,18 @@ class CredentialScheduler:
             self.stats.streams_drained += 1
             self.stats.events += res.created + res.deleted
             return res.completed, res.created + res.deleted
+
+    def _sink_failed(self, exc: SinkError, s: StreamRuntime) -> None:
+        """One log line per sink per minute during an outage, not one per stream per check."""
+        now = time.monotonic()
+        last, suppressed = self._sink_log.get(exc.sink, (-SINK_LOG_EVERY, 0))
+        if now - last < SINK_LOG_EVERY:
+            self._sink_log[exc.sink] = (last, suppressed + 1)
+            return
+        more = f" ({suppressed} more pages failed since the last report)" if suppressed else ""
+        log.warning("sink %s did not accept events; the page will be retried: %s%s",
+                    exc.sink, exc, more, extra={**self._ctx(s), "sink": exc.sink})
+        self._sink_log[exc.sink] = (now, 0)
 
     async def _quarantine(self, s: StreamRuntime, reason: str, exc: Exception) -> None:
         s.failures += 1

@@ -52,7 +52,7 @@ from common import (
     table,
 )
 
-RSS_GOAL_MIB = 300.0
+RSS_GOAL_MIB = 300e6 / 2**20  # 300 MB, the stricter reading (286 MiB)
 IDLE_CPU_GOAL = 1.0
 STATUS_CHUNK = 100
 CREATES, DELETES = 2, 1
@@ -256,8 +256,8 @@ def main() -> int:
     for r in rows:
         if r["_subs"] >= 100_000:
             ok = r["_rss"] <= RSS_GOAL_MIB
-            print(f"goal: {r['size']} {r['pass']}: peak RSS {r['_rss']:.0f} MiB <= "
-                  f"{RSS_GOAL_MIB:.0f} MB: {'met' if ok else 'MISSED'}")
+            print(f"goal: {r['size']} {r['pass']}: peak RSS {r['_rss']:.0f} MiB "
+                  f"({r['_rss'] * 1.048576:.0f} MB) within 300 MB: {'met' if ok else 'MISSED'}")
         if r["pass"] == "idle" and r["_conts"] >= 10_000:
             ok = r["_cpu"] <= IDLE_CPU_GOAL
             print(f"goal: {r['size']} idle cycle: {r['_cpu']:.2f} CPU-s <= {IDLE_CPU_GOAL}: "

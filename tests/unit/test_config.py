@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 import yaml
 
-from notifier import config as config_module
 from notifier.config import (
     Config,
     JsonlSinkConfig,
@@ -24,6 +23,7 @@ from notifier.config import (
     interpolate,
     load_config,
 )
+from notifier.config import sinks as sink_config
 from notifier.durations import format_duration, parse_byte_size, parse_duration
 from notifier.errors import ConfigError
 
@@ -427,7 +427,7 @@ def test_valid_variations_load(changes: dict[str, Any]) -> None:
 
 
 def test_compression_needing_cramjam_is_refused_without_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(config_module, "_codec_available", lambda codec: codec == "none")
+    monkeypatch.setattr(sink_config, "_codec_available", lambda codec: codec == "none")
     data = patched({"sinks.0": kafka(compression="zstd"), "subscriptions.0.sinks": ["events"]})
     assert problems(data) == ["sinks[0].compression: zstd needs the cramjam package; gzip does not"]
 

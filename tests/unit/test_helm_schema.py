@@ -43,7 +43,7 @@ def test_committed_schema_matches_the_models(gen: ModuleType) -> None:
     fresh = gen.render()
     current = SCHEMA_FILE.read_text(encoding="utf-8")
     assert current == fresh, (
-        f"{SCHEMA_FILE.relative_to(ROOT)} is out of date with notifier/config.py: "
+        f"{SCHEMA_FILE.relative_to(ROOT)} is out of date with notifier/config/: "
         "run `python scripts/gen_helm_schema.py` and commit the result"
     )
 

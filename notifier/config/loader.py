@@ -1,0 +1,255 @@
+"""Loading the config file: YAML, ``${VAR}`` interpolation, one readable line per problem.
+
+Also the ``check-config`` command, the startup summary and the JSON Schema of the file.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import sys
+import types
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, TextIO, Union, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
+
+from notifier.config.base import ConfigModel, Loc
+from notifier.config.models import Config
+from notifier.config.sinks import SINK_TYPES
+from notifier.durations import format_duration
+from notifier.errors import ConfigError
+
+_REFERENCE = re.compile(r"\$(?:\$|\{([^}]*)\}|\{)")  # "$$", "${...}", or an unterminated "${"
+_VARIABLE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?", re.DOTALL)
+
+
+def format_loc(loc: Loc) -> str:
+    """``("subscriptions", 1, "sinks", 0)`` -> ``subscriptions[1].sinks[0]``."""
+    out = ""
+    for seg in loc:
+        out += f"[{seg}]" if isinstance(seg, int) else (f".{seg}" if out else str(seg))
+    return out
+
+
+def interpolate(data: Any, environ: Mapping[str, str], problems: list[str], loc: Loc = ()) -> Any:
+    """``data`` with ``${VAR}`` replaced in every string value; problems are appended."""
+    if isinstance(data, dict):
+        return {k: interpolate(v, environ, problems, (*loc, str(k))) for k, v in data.items()}
+    if isinstance(data, list):
+        return [interpolate(v, environ, problems, (*loc, i)) for i, v in enumerate(data)]
+    if not isinstance(data, str) or "$" not in data:
+        return data
+
+    def substitute(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        where = format_loc(loc) or "(top level)"
+        body = match.group(1)
+        ref = _VARIABLE.fullmatch(body) if body is not None else None
+        if ref is None:
+            problems.append(f"{where}: malformed reference (use ${{NAME}}, ${{NAME:-x}} or $$)")
+            return ""
+        name, default = ref.group(1), ref.group(2)
+        value = environ.get(name)
+        if value is None or (value == "" and default is not None):
+            if default is None:
+                problems.append(f"{where}: environment variable {name} is not set")
+                return ""
+            return default
+        return value
+
+    return _REFERENCE.sub(substitute, data)
+
+
+class _Loader(yaml.SafeLoader):
+    """Safe YAML, refusing duplicate keys (PyYAML would silently keep the last one)."""
+
+
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: dict[str, int] = {}
+    for key_node, _ in node.value:
+        if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+            if key_node.value in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None,
+                    f"duplicate key '{key_node.value}' (first at line {seen[key_node.value]})",
+                    key_node.start_mark,
+                )
+            seen[key_node.value] = key_node.start_mark.line + 1
+    return loader.construct_mapping(node, deep=True)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror or type(exc).__name__})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    try:
+        return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        # Built from the parts, never str(exc): that quotes the offending line, maybe a secret.
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: invalid YAML: {exc.problem or exc.context}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML ({type(exc).__name__})") from None
+
+
+def _strip_optional(tp: Any) -> Any:
+    while True:
+        if get_origin(tp) is Annotated:
+            tp = get_args(tp)[0]
+        elif get_origin(tp) in (Union, types.UnionType) and type(None) in get_args(tp):
+            rest = [a for a in get_args(tp) if a is not type(None)]
+            tp = rest[0] if len(rest) == 1 else Union[tuple(rest)]  # noqa: UP007
+        else:
+            return tp
+
+
+def _keys_at(loc: Loc) -> list[str]:
+    """The keys the model at ``loc`` accepts (for "did you mean" hints)."""
+    tp: Any = Config
+    for seg in loc:
+        tp = _strip_optional(tp)
+        if isinstance(seg, int):
+            tp = get_args(tp)[0] if get_origin(tp) is list else None
+        elif isinstance(tp, type) and issubclass(tp, BaseModel):
+            fields = {f.alias or n: f for n, f in tp.model_fields.items()}
+            tp = fields[seg].annotation if seg in fields else None
+        elif get_origin(tp) in (Union, types.UnionType):  # a discriminated union: seg is the tag
+            tp = next((m for m in get_args(tp) if m.model_fields["type"].default == seg), None)
+        else:
+            return []
+    tp = _strip_optional(tp)
+    if not (isinstance(tp, type) and issubclass(tp, ConfigModel)):
+        return []
+    names = [f.alias or n for n, f in tp.model_fields.items()]
+    return names + [f"{f}_file" for f in tp._secret_fields]
+
+
+def _problem(error: ErrorDetails) -> str:
+    """One line ``<path>: <message>`` from a pydantic error, without its input."""
+    loc = tuple(error["loc"])
+    kind, msg, ctx = error["type"], error["msg"], error.get("ctx", {})
+    if kind == "missing":
+        msg = "field required"
+    elif kind == "extra_forbidden":
+        close = difflib.get_close_matches(str(loc[-1]), _keys_at(loc[:-1]), n=1)
+        msg = "unknown field" + (f" (did you mean '{close[0]}'?)" if close else "")
+    elif kind in ("model_type", "model_attributes_type", "dict_type"):
+        msg = "must be a mapping"
+    elif kind == "union_tag_not_found":
+        loc, msg = (*loc, "type"), f"field required (one of: {', '.join(SINK_TYPES)})"
+    elif kind == "union_tag_invalid":
+        loc, msg = (*loc, "type"), f"unknown sink type (known: {', '.join(SINK_TYPES)})"
+    elif kind == "too_short":
+        least = ctx.get("min_length")
+        msg = f"must have at least {least} item{'s' * (least != 1)}"
+    elif kind == "too_long":
+        msg = f"must have at most {ctx.get('max_length')} items (has {ctx.get('actual_length')})"
+    msg = msg.removeprefix("Value error, ").replace("Input should be ", "must be ")
+    # A discriminated union adds the sink type to the location: sinks.0.kafka.topic.
+    shown = tuple(
+        seg for i, seg in enumerate(loc)
+        if not (i >= 2 and loc[i - 2] == "sinks" and isinstance(loc[i - 1], int)
+                and seg in SINK_TYPES)
+    )
+    where = format_loc(shown)
+    msg = msg[:1].lower() + msg[1:]
+    return f"{where}: {msg}" if where else msg
+
+
+def _invalid(source: str, problems: list[str]) -> ConfigError:
+    unique = list(dict.fromkeys(problems))
+    count = f"{len(unique)} problem" + ("s" if len(unique) > 1 else "")
+    return ConfigError(f"{source}: invalid configuration ({count})", unique)
+
+
+def config_from_data(
+    data: Any, *, environ: Mapping[str, str] | None = None, source: str = "configuration"
+) -> Config:
+    """Validate already-parsed YAML (interpolating ``${VAR}``), or raise ConfigError."""
+    if data is None:
+        raise ConfigError(f"{source}: the file is empty")
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{source}: the top level must be a mapping (credentials:, subscriptions:, ...)"
+        )
+    problems: list[str] = []
+    data = interpolate(data, os.environ if environ is None else environ, problems)
+    if problems:
+        raise _invalid(source, problems)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_input=False)
+        raise _invalid(source, [_problem(e) for e in errors]) from None
+
+
+def load_config(
+    path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None
+) -> Config:
+    """Read, interpolate and validate a YAML config file, or raise ConfigError."""
+    return config_from_data(_read_yaml(Path(path)), environ=environ, source=str(path))
+
+
+def summarize(config: Config) -> list[str]:
+    """A few lines describing what the config will do, for check-config and the startup log."""
+    creds, subs = len(config.credentials), len(config.subscriptions)
+    streams = sum(1 for _ in config.streams())
+    every = format_duration(config.poll.interval)
+    lines = [
+        f"{creds} credential{'s' * (creds != 1)}, {subs} subscription{'s' * (subs != 1)}"
+        f" -> {streams} stream{'s' * (streams != 1)}, polled every {every}",
+        "sinks: " + ", ".join(f"{s.name} ({s.type})" for s in config.sinks),
+    ]
+    subs_ = config.subscriptions
+    unused = [c.name for c in config.credentials
+              if not any(c.name in sub.credential_names for sub in subs_)]
+    unused += [s.name for s in config.sinks if not any(s.name in sub.sinks for sub in subs_)]
+    if unused:
+        lines.append("not used by any subscription: " + ", ".join(unused))
+    return lines
+
+
+def print_config_error(exc: ConfigError, err: TextIO) -> None:
+    """The headline (file and count) once, then one line per problem."""
+    if exc.problems != [str(exc)]:
+        print(exc, file=err)
+    for line in exc.problems:
+        print(line, file=err)
+
+
+def check_config_main(
+    path: str | os.PathLike[str], *, stdout: TextIO | None = None, stderr: TextIO | None = None
+) -> int:
+    """``notifier check-config``: 0 with a summary on stdout, or 2 with every problem on stderr."""
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        print_config_error(exc, stderr or sys.stderr)
+        return 2
+    out = stdout or sys.stdout
+    print(f"{path}: OK", file=out)
+    for line in summarize(config):
+        print(f"  {line}", file=out)
+    return 0
+
+
+def config_json_schema() -> dict[str, Any]:
+    """The JSON Schema of the config file (values after ``${VAR}`` interpolation)."""
+    schema = Config.model_json_schema(by_alias=True, mode="validation")
+    schema["title"] = "notifier configuration"
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}

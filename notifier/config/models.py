@@ -1,0 +1,294 @@
+"""The config file's sections: source, credentials, state, poll, subscriptions, metrics, logging,
+and ``Config``, the whole file with its cross-section rules (the sinks are in ``sinks``)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BeforeValidator, Field
+
+from notifier.config.base import ConfigModel, Problems, one_of
+from notifier.config.sinks import AnySink, JsonlSinkConfig, SinkConfig
+from notifier.config.types import (
+    BaseUrl,
+    ContainerId,
+    EntityId,
+    EntityPart,
+    HostPort,
+    Name,
+    NonEmpty,
+    PositiveDuration,
+    Secret,
+    split_host_port,
+)
+
+DEFAULT_BASE_URL = "https://developer.api.autodesk.com"
+TOKEN_PATH = "/authentication/v2/token"
+
+Region = Literal["US", "EMEA", "CAN", "GBR", "DEU", "IND", "JPN", "AUS"]
+
+
+class SourceConfig(ConfigModel):
+    """The Relationship Service (or the simulator) and how to call it."""
+
+    base_url: BaseUrl = DEFAULT_BASE_URL
+    token_url: BaseUrl | None = None
+    region: Region | None = None
+    timeout: PositiveDuration = 30.0
+    max_attempts: int = Field(5, ge=1)
+    concurrency: int = Field(8, ge=1)
+
+    @property
+    def resolved_token_url(self) -> str:
+        """``token_url``, or ``{base_url}/authentication/v2/token``."""
+        return self.token_url or f"{self.base_url}{TOKEN_PATH}"
+
+
+class CredentialConfig(ConfigModel):
+    """One APS user: a three-legged refresh token (rotated), or a static access token."""
+
+    _secret_fields = ("client_secret", "refresh_token", "access_token")
+
+    name: Name
+    client_id: NonEmpty | None = None
+    client_secret: Secret | None = None
+    refresh_token: Secret | None = None
+    access_token: Secret | None = None
+    requests_per_minute: int = Field(120, gt=0)
+    reserve: float = Field(0.2, ge=0, lt=1)
+
+    def _enforce_refresh_or_static_token(self) -> Problems:
+        if self.refresh_token is None and self.access_token is None:
+            return [(("refresh_token",), "field required (or a static access_token instead)")]
+        if self.refresh_token is not None and self.access_token is not None:
+            return [(("access_token",), "give either refresh_token or access_token, not both")]
+        if self.access_token is not None:
+            return []
+        return [
+            ((f,), "field required with refresh_token")
+            for f in ("client_id", "client_secret")
+            if getattr(self, f) is None
+        ]
+
+    @property
+    def static(self) -> bool:
+        """True when the credential is a fixed access token that is never refreshed."""
+        return self.access_token is not None
+
+
+class StateConfig(ConfigModel):
+    """Where the SQLite state store lives."""
+
+    path: Path = Path("./var/notifier.db")
+
+
+class PollConfig(ConfigModel):
+    """How often containers are checked and how the request budget is spent."""
+
+    interval: PositiveDuration = 30.0
+    max_staleness: PositiveDuration = 600.0
+    sync_concurrency: int = Field(4, ge=1)
+    status_chunk: int = Field(100, ge=1)
+    quarantine_backoff_initial: PositiveDuration = 30.0
+    quarantine_backoff_max: PositiveDuration = 1800.0
+    scheduler: Literal["adaptive", "round_robin"] = "adaptive"
+
+    def _enforce_staleness_not_below_interval(self) -> Problems:
+        if self.max_staleness < self.interval:
+            return [(("max_staleness",), "must not be shorter than poll.interval")]
+        return []
+
+    def _enforce_backoff_order(self) -> Problems:
+        if self.quarantine_backoff_max < self.quarantine_backoff_initial:
+            return [(("quarantine_backoff_max",), "must not be below quarantine_backoff_initial")]
+        return []
+
+
+class QueryConfig(ConfigModel):
+    """A search query (API parameter names) whose ``page.syncToken`` the subscription follows."""
+
+    domain: EntityPart
+    type: EntityPart | None = None
+    id: EntityId | None = None
+    with_domain: EntityPart | None = Field(None, alias="withDomain")
+    with_type: EntityPart | None = Field(None, alias="withType")
+    with_id: EntityId | None = Field(None, alias="withId")
+
+    def _enforce_query_hierarchy(self) -> Problems:
+        needs = [
+            ("id", self.id, "type", self.type),
+            ("withType", self.with_type, "withDomain", self.with_domain),
+            ("withId", self.with_id, "withType", self.with_type),
+        ]
+        return [((key,), f"needs {parent}") for key, v, parent, pv in needs if v and not pv]
+
+    def as_params(self) -> dict[str, str]:
+        """The search query parameters, with the API's names."""
+        return self.model_dump(by_alias=True, exclude_none=True)
+
+
+def _no_repeats(field: str, values: list[str] | None) -> Problems:
+    seen: dict[str, int] = {}
+    problems: Problems = []
+    for i, value in enumerate(values or []):
+        if value in seen:
+            problems.append(((field, i), f"'{value}' repeated (first at {field}[{seen[value]}])"))
+        seen.setdefault(value, i)
+    return problems
+
+
+class SubscriptionConfig(ConfigModel):
+    """What to watch (containers, optional filter), with which credentials, into which sinks."""
+
+    name: Name
+    credential: Name | None = None
+    credentials: Annotated[list[Name], Field(min_length=1)] | None = None
+    container_id: ContainerId | None = None
+    container_ids: Annotated[list[ContainerId], Field(min_length=1)] | None = None
+    domains: Annotated[list[EntityPart], Field(min_length=1, max_length=20)] | None = None
+    query: QueryConfig | None = None
+    emit_initial: bool = True
+    sinks: Annotated[list[Name], Field(min_length=1)]
+
+    def _enforce_one_credential_form(self) -> Problems:
+        return one_of(self, "credential", "credentials")
+
+    def _enforce_one_container_form(self) -> Problems:
+        return one_of(self, "container_id", "container_ids")
+
+    def _enforce_domains_or_query(self) -> Problems:
+        if self.domains is not None and self.query is not None:
+            return [(("query",), "give either domains or query, not both")]
+        return []
+
+    def _enforce_no_repeats(self) -> Problems:
+        return (
+            _no_repeats("credentials", self.credentials)
+            + _no_repeats("container_ids", self.container_ids)
+            + _no_repeats("sinks", self.sinks)
+        )
+
+    @property
+    def containers(self) -> list[str]:
+        """The container ids, whichever form was used."""
+        return list(self.container_ids or [self.container_id or ""])
+
+    @property
+    def credential_names(self) -> list[str]:
+        """The credential names, whichever form was used."""
+        return list(self.credentials or [self.credential or ""])
+
+
+class MetricsConfig(ConfigModel):
+    """The HTTP server for /metrics, /healthz and /readyz."""
+
+    listen: HostPort = "127.0.0.1:9464"
+    enabled: bool = True
+
+    @property
+    def host(self) -> str:
+        return split_host_port(self.listen)[0]
+
+    @property
+    def port(self) -> int:
+        return split_host_port(self.listen)[1]
+
+
+class LoggingConfig(ConfigModel):
+    """Log level and format (``auto``: text on a terminal, JSON otherwise)."""
+
+    level: Annotated[
+        Literal["DEBUG", "INFO", "WARNING", "ERROR"],
+        BeforeValidator(lambda v: v.upper() if isinstance(v, str) else v),
+    ] = "INFO"
+    format: Literal["auto", "text", "json"] = "auto"
+
+
+class Config(ConfigModel):
+    """The notifier's configuration file."""
+
+    source: SourceConfig = Field(default_factory=SourceConfig)
+    credentials: Annotated[list[CredentialConfig], Field(min_length=1)]
+    state: StateConfig = Field(default_factory=StateConfig)
+    poll: PollConfig = Field(default_factory=PollConfig)
+    subscriptions: Annotated[list[SubscriptionConfig], Field(min_length=1)]
+    sinks: Annotated[list[SinkConfig], Field(min_length=1)]
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    shutdown_timeout: PositiveDuration = 20.0
+
+    def _enforce_unique_names(self) -> Problems:
+        problems: Problems = []
+        for section, items in (
+            ("credentials", self.credentials),
+            ("subscriptions", self.subscriptions),
+            ("sinks", self.sinks),
+        ):
+            first: dict[str, int] = {}
+            for i, item in enumerate(items):
+                if item.name in first:
+                    problems.append(
+                        ((section, i, "name"),
+                         f"duplicate name '{item.name}' (first at {section}[{first[item.name]}])")
+                    )
+                first.setdefault(item.name, i)
+        return problems
+
+    def _enforce_subscription_credentials_exist(self) -> Problems:
+        known = list(dict.fromkeys(c.name for c in self.credentials))
+        return [
+            (loc, f"unknown credential '{name}' (known: {', '.join(known)})")
+            for i, sub in enumerate(self.subscriptions)
+            for loc, name in _credential_refs(i, sub)
+            if name not in known
+        ]
+
+    def _enforce_subscription_sinks_exist(self) -> Problems:
+        known = list(dict.fromkeys(s.name for s in self.sinks))
+        return [
+            (("subscriptions", i, "sinks", j), f"unknown sink '{name}' (known: {', '.join(known)})")
+            for i, sub in enumerate(self.subscriptions)
+            for j, name in enumerate(sub.sinks)
+            if name not in known
+        ]
+
+    def _enforce_distinct_jsonl_paths(self) -> Problems:
+        first: dict[Path, int] = {}
+        problems: Problems = []
+        for i, sink in enumerate(self.sinks):
+            if isinstance(sink, JsonlSinkConfig):
+                key = Path(os.path.abspath(sink.path))
+                if key in first:
+                    problems.append((("sinks", i, "path"), f"same file as sinks[{first[key]}]"))
+                first.setdefault(key, i)
+        return problems
+
+    def streams(self) -> Iterator[tuple[SubscriptionConfig, str]]:
+        """Every (subscription, container id) pair: the unit that owns one sync token."""
+        for sub in self.subscriptions:
+            for container_id in sub.containers:
+                yield sub, container_id
+
+    def credential_named(self, name: str) -> CredentialConfig:
+        """The credential called ``name`` (KeyError if there is none)."""
+        for cred in self.credentials:
+            if cred.name == name:
+                return cred
+        raise KeyError(name)
+
+    def sink_named(self, name: str) -> AnySink:
+        """The sink called ``name`` (KeyError if there is none)."""
+        for sink in self.sinks:
+            if sink.name == name:
+                return sink
+        raise KeyError(name)
+
+
+def _credential_refs(i: int, sub: SubscriptionConfig) -> Problems:
+    if sub.credentials is not None:
+        return [(("subscriptions", i, "credentials", j), n) for j, n in enumerate(sub.credentials)]
+    return [(("subscriptions", i, "credential"), sub.credential or "")]
+

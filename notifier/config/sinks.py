@@ -1,0 +1,186 @@
+"""The sink sections of the config file: kafka, webhook, jsonl and stdout, a union on ``type``."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BeforeValidator, Field, SecretStr, WithJsonSchema
+
+from notifier.config.base import ConfigModel, Problems, one_of
+from notifier.config.types import (
+    HostPort,
+    HttpUrl,
+    Name,
+    NonEmpty,
+    PositiveDuration,
+    Secret,
+    WebhookSecret,
+    secret_lines,
+)
+from notifier.durations import ByteSize, Duration
+
+KIB = 1024
+KAFKA_TOPIC_PATTERN = r"^[A-Za-z0-9._-]{1,249}$"
+
+
+def _split_commas(value: Any) -> Any:
+    return [s.strip() for s in value.split(",") if s.strip()] if isinstance(value, str) else value
+
+
+def _codec_available(codec: str) -> bool:
+    """aiokafka compresses gzip itself; snappy, lz4 and zstd need the cramjam package."""
+    return codec in ("none", "gzip") or importlib.util.find_spec("cramjam") is not None
+
+
+class KafkaSinkConfig(ConfigModel):
+    """Publish to a Kafka topic (acks=all, idempotent) in the CloudEvents Kafka binding."""
+
+    _secret_fields = ("sasl_password", "ssl_password")
+
+    name: Name
+    type: Literal["kafka"] = "kafka"
+    bootstrap_servers: Annotated[
+        list[HostPort],
+        BeforeValidator(_split_commas),
+        Field(min_length=1),
+        WithJsonSchema(
+            {"anyOf": [{"type": "string", "description": "host:port[,host:port...]"},
+                       {"type": "array", "items": {"type": "string"}, "minItems": 1}]}
+        ),
+    ]
+    topic: Annotated[
+        str, Field(pattern=KAFKA_TOPIC_PATTERN), WithJsonSchema({"type": "string"})
+    ]
+    key: Literal["relationship", "container"] = "relationship"
+    content_mode: Literal["binary", "structured"] = "binary"
+    acks: Literal["all"] = "all"
+    linger: Duration = 0.005
+    max_batch_size: Annotated[ByteSize, Field(ge=1)] = 1024 * KIB
+    compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "none"
+    create_topic: bool = True
+    partitions: int = Field(3, ge=1)
+    replication_factor: int = Field(1, ge=1)
+    request_timeout: PositiveDuration = 30.0
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: NonEmpty | None = None
+    sasl_password: Secret | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    ssl_password: Secret | None = None
+    client_id: NonEmpty = "notifier"
+
+    def _enforce_sasl_settings(self) -> Problems:
+        sasl = ("sasl_mechanism", "sasl_username", "sasl_password")
+        if self.security_protocol.startswith("SASL_"):
+            why = f"field required with security_protocol {self.security_protocol}"
+            return [((f,), why) for f in sasl if getattr(self, f) is None]
+        why = "needs security_protocol SASL_PLAINTEXT or SASL_SSL"
+        return [((f,), why) for f in sasl if getattr(self, f) is not None]
+
+    def _enforce_ssl_settings(self) -> Problems:
+        if "SSL" in self.security_protocol:
+            return []
+        return [
+            ((f,), "needs security_protocol SSL or SASL_SSL")
+            for f in ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_password")
+            if getattr(self, f) is not None
+        ]
+
+    def _enforce_codec_available(self) -> Problems:
+        if _codec_available(self.compression):
+            return []
+        return [(("compression",), f"{self.compression} needs the cramjam package; gzip does not")]
+
+
+class CircuitBreakerConfig(ConfigModel):
+    """Stop calling an endpoint after consecutive failures; probe again after ``reset_after``."""
+
+    failure_threshold: int = Field(5, ge=1)
+    reset_after: PositiveDuration = 30.0
+
+
+RESERVED_HEADERS = frozenset(
+    {"content-type", "content-length", "host", "transfer-encoding",
+     "webhook-id", "webhook-timestamp", "webhook-signature"}
+)
+HEADER_NAME_PATTERN = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
+# Standard Webhooks' example schedule: 5s, 5m, 30m, 2h, 5h, 10h, 10h after the first attempt.
+DEFAULT_RETRY_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
+
+
+class WebhookSinkConfig(ConfigModel):
+    """POST CloudEvents to an HTTP endpoint, signed per Standard Webhooks, from a durable outbox."""
+
+    _secret_fields = ("secret", "secrets")
+
+    name: Name
+    type: Literal["webhook"] = "webhook"
+    url: HttpUrl
+    secret: WebhookSecret | None = None
+    secrets: Annotated[
+        list[WebhookSecret], BeforeValidator(secret_lines), Field(min_length=1)
+    ] | None = None
+    allow_insecure_http: bool = False
+    mode: Literal["single", "batch"] = "single"
+    batch_max: int = Field(50, ge=1, le=1000)
+    timeout: PositiveDuration = 10.0
+    max_concurrency: int = Field(4, ge=1)
+    rate_per_second: float | None = Field(None, gt=0)
+    retry_schedule: list[Duration] = Field(default_factory=lambda: list(DEFAULT_RETRY_SCHEDULE))
+    headers: dict[
+        Annotated[str, Field(pattern=HEADER_NAME_PATTERN)],
+        Annotated[str, Field(pattern=r"^[^\r\n]*$")],
+    ] = Field(default_factory=dict)
+    circuit_breaker: CircuitBreakerConfig = Field(default_factory=CircuitBreakerConfig)
+    max_response_bytes: Annotated[ByteSize, Field(ge=0)] = 64 * KIB
+    # Delivered events are kept this long for `notifier webhooks redeliver`, then purged.
+    delivered_retention: Duration = 7 * 86400.0
+
+    def _enforce_https_unless_allowed(self) -> Problems:
+        if self.url.lower().startswith("http://") and not self.allow_insecure_http:
+            return [(("url",), "must be https:// (or set allow_insecure_http: true)")]
+        return []
+
+    def _enforce_one_secret_form(self) -> Problems:
+        return one_of(self, "secret", "secrets")
+
+    def _enforce_no_reserved_headers(self) -> Problems:
+        return [
+            (("headers", name), "is set by the sink itself")
+            for name in self.headers
+            if name.lower() in RESERVED_HEADERS
+        ]
+
+    @property
+    def signing_secrets(self) -> list[SecretStr]:
+        """Every secret to sign with (several during a rotation)."""
+        return list(self.secrets or ([self.secret] if self.secret else []))
+
+
+class JsonlSinkConfig(ConfigModel):
+    """Append one structured CloudEvent per line to a file, fsynced before the checkpoint."""
+
+    name: Name
+    type: Literal["jsonl"] = "jsonl"
+    path: Path
+    fsync: bool = True
+
+
+class StdoutSinkConfig(ConfigModel):
+    """Print events: readable on a terminal, JSON lines otherwise (``auto``)."""
+
+    name: Name
+    type: Literal["stdout"] = "stdout"
+    format: Literal["auto", "json", "pretty"] = "auto"
+
+
+SinkConfig = Annotated[
+    Union[KafkaSinkConfig, WebhookSinkConfig, JsonlSinkConfig, StdoutSinkConfig],  # noqa: UP007
+    Field(discriminator="type"),
+]
+AnySink = KafkaSinkConfig | WebhookSinkConfig | JsonlSinkConfig | StdoutSinkConfig
+SINK_TYPES = ("kafka", "webhook", "jsonl", "stdout")

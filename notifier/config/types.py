@@ -1,0 +1,185 @@
+"""Field types of the config file: names, ids, URLs, host:port and secrets.
+
+A secret field can also be given as ``<field>_file: path``: the model turns that key into a
+``FromFile`` placeholder (see ``base.ConfigModel``) and the field's validator here reads the file.
+Validation messages never carry the input value.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import re
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    WithJsonSchema,
+)
+from pydantic_core import PydanticCustomError
+
+from notifier.durations import Duration
+
+# --- field types --------------------------------------------------------------------------------
+
+
+def _fail(kind: str, message: str) -> PydanticCustomError:
+    return PydanticCustomError(kind, message)
+
+
+NAME_PATTERN = r"^[A-Za-z0-9._-]{1,128}$"
+
+
+def _check_name(value: str) -> str:
+    if not re.match(NAME_PATTERN, value):
+        raise _fail("name", "must be 1-128 characters: letters, digits, '.', '_' or '-'")
+    return value
+
+
+Name = Annotated[
+    str, AfterValidator(_check_name), WithJsonSchema({"type": "string", "pattern": NAME_PATTERN})
+]
+NonEmpty = Annotated[str, Field(min_length=1)]
+EntityPart = Annotated[str, Field(min_length=1, max_length=128)]
+EntityId = Annotated[str, Field(min_length=1, max_length=512)]
+PositiveDuration = Annotated[Duration, Field(gt=0)]
+
+GUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+
+
+def _check_container_id(value: str) -> str:
+    if value[:2].lower() == "b." and re.match(GUID_PATTERN, value[2:]):
+        raise _fail("container_id", "drop the 'b.' prefix: the container id is the bare GUID")
+    if not re.match(GUID_PATTERN, value):
+        raise _fail(
+            "container_id",
+            "must be a project GUID such as 5d0c2a3e-3b1f-4b8e-9a51-0d3c1f6f7a10 (no 'b.' prefix)",
+        )
+    # Interned: many subscriptions name the same container; one string serves them all.
+    return sys.intern(value.lower())
+
+
+ContainerId = Annotated[
+    str,
+    AfterValidator(_check_container_id),
+    WithJsonSchema({"type": "string", "pattern": GUID_PATTERN}),
+]
+
+
+def _check_http_url(value: str) -> str:
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 -- raises ValueError on a malformed port
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise _fail("url", "must be an http:// or https:// URL")
+    if parts.username or parts.password:
+        raise _fail("url", "must not contain user:password@ (use headers or a credential)")
+    return value
+
+
+HttpUrl = Annotated[
+    str,
+    AfterValidator(_check_http_url),
+    WithJsonSchema({"type": "string", "format": "uri", "pattern": "^https?://"}),
+]
+BaseUrl = Annotated[HttpUrl, AfterValidator(lambda v: v.rstrip("/"))]
+
+
+def split_host_port(value: str) -> tuple[str, int]:
+    """("host", port) from "host:port" or "[v6]:port"; raises ValueError if malformed."""
+    host, sep, port = value.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(value)
+    return host, int(port)
+
+
+def _check_host_port(value: str) -> str:
+    try:
+        split_host_port(value)
+    except ValueError:
+        raise _fail("host_port", "must be host:port, e.g. 127.0.0.1:9464") from None
+    return value
+
+
+HostPort = Annotated[
+    str,
+    AfterValidator(_check_host_port),
+    WithJsonSchema({"type": "string", "pattern": r"^.+:\d{1,5}$"}),
+]
+
+
+# --- secrets and their <field>_file form ---------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class FromFile:
+    """Placeholder for ``<field>_file: path``; the field's validator reads it."""
+
+    path: object
+    conflict: bool
+
+
+def _read_secret_file(ref: FromFile, field: str) -> str:
+    alt = f"{field}_file"
+    if ref.conflict:
+        raise _fail("secret_conflict", f"give either {field} or {alt}, not both")
+    if not isinstance(ref.path, str) or not ref.path:
+        raise _fail("secret_file", f"{alt} must be a file path")
+    try:
+        text = Path(ref.path).read_text(encoding="utf-8").rstrip("\r\n")
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise _fail("secret_file", f"cannot read {alt} '{ref.path}': {reason}") from None
+    except UnicodeDecodeError:
+        raise _fail("secret_file", f"{alt} '{ref.path}' is not UTF-8 text") from None
+    if not text.strip():
+        raise _fail("secret_file", f"{alt} '{ref.path}' is empty")
+    return text
+
+
+def _secret_value(value: Any, info: ValidationInfo) -> Any:
+    if isinstance(value, FromFile):
+        value = _read_secret_file(value, info.field_name or "secret")
+    if isinstance(value, str) and not value:
+        raise _fail("empty_secret", "must not be empty")
+    return value
+
+
+def secret_lines(value: Any, info: ValidationInfo) -> Any:
+    if isinstance(value, FromFile):
+        text = _read_secret_file(value, info.field_name or "secrets")
+        lines = (line.strip() for line in text.splitlines())
+        return [line for line in lines if line and not line.startswith("#")]
+    return value
+
+
+Secret = Annotated[SecretStr, BeforeValidator(_secret_value)]
+
+
+def _check_webhook_secret(value: SecretStr) -> SecretStr:
+    raw = value.get_secret_value()
+    try:
+        key = base64.b64decode(raw.removeprefix("whsec_"), validate=True)
+    except (binascii.Error, ValueError):
+        key = b""
+    if not raw.startswith("whsec_") or not 24 <= len(key) <= 64:
+        raise _fail(
+            "webhook_secret",
+            "must be 'whsec_' followed by the base64 of 24 to 64 random bytes (Standard Webhooks)",
+        )
+    return value
+
+
+WebhookSecret = Annotated[Secret, AfterValidator(_check_webhook_secret)]

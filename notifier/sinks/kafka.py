@@ -1,12 +1,6 @@
 """The Kafka sink: CloudEvents on an Apache Kafka topic through an idempotent aiokafka producer.
 
-Record format (CloudEvents Kafka protocol binding). The record key is the relationship id (default)
-or the container id, UTF-8; the extension ``partitionkey`` always equals it. Binary content mode
-(default): value = the event's ``data`` as JSON, headers ``ce_specversion ce_id ce_source ce_type
-ce_subject ce_time ce_snapshot ce_partitionkey`` and ``content-type: application/json``. Structured
-mode: value = the whole event as JSON (with ``partitionkey``), ``content-type:
-application/cloudevents+json``.
-
+Records are built by ``kafka_records`` (CloudEvents Kafka protocol binding: key, value, headers).
 A page is split by partition (murmur2 of the key, as every Kafka client's default partitioner)
 into record batches that are all handed to the producer before any acknowledgement is awaited.
 The producer has acks=all and idempotence on, and keeps one request in flight per broker, so
@@ -24,116 +18,39 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import struct
 import time
-from collections.abc import Coroutine, Iterable, Sequence
+from collections.abc import Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, Literal, Self
 
-import orjson
 from aiokafka import AIOKafkaProducer, codec
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, ProducerClosed, TopicAlreadyExistsError, for_code
 from aiokafka.helpers import create_ssl_context
 
-from notifier.core.events import SPEC_VERSION, Event
+from notifier.core.events import Event
 from notifier.errors import SinkConfigError, SinkError
+from notifier.sinks.kafka_records import (
+    ContentMode,
+    KeyField,
+    Record,
+    build_records,
+    group_by_partition,
+)
 
 if TYPE_CHECKING:
     from notifier.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-KeyField = Literal["relationship", "container"]
-ContentMode = Literal["binary", "structured"]
 Compression = Literal["none", "gzip", "snappy", "lz4", "zstd"]
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
-Headers = list[tuple[str, bytes]]
-Record = tuple[bytes, bytes, Headers]
-
-CONTENT_TYPE_JSON = b"application/json"
-CONTENT_TYPE_CLOUDEVENTS = b"application/cloudevents+json"
-_SPEC = SPEC_VERSION.encode()
-_SNAPSHOT = {True: b"true", False: b"false"}
-_STRUCTURED_HEADERS: Headers = [("content-type", CONTENT_TYPE_CLOUDEVENTS)]
 _CODECS = {"gzip": codec.has_gzip, "snappy": codec.has_snappy, "lz4": codec.has_lz4,
            "zstd": codec.has_zstd}
 
 
-def build_records(
-    events: Iterable[Event], *, key: KeyField = "relationship", content_mode: ContentMode = "binary"
-) -> list[Record]:
-    """The Kafka records ``(key, value, headers)`` for ``events``, in order (pure; no broker)."""
-    by_container = key == "container"
-    if content_mode == "structured":
-        out: list[Record] = []
-        for ev in events:
-            pkey = ev.container_id if by_container else ev.subject
-            body = ev.structured()
-            body["partitionkey"] = pkey
-            out.append((pkey.encode(), orjson.dumps(body), _STRUCTURED_HEADERS))
-        return out
-    encoded: dict[str, bytes] = {}  # sources and types repeat across a page: encode them once
-    dumps = orjson.dumps
-    records: list[Record] = []
-    append = records.append
-    for ev in events:
-        k = (ev.container_id if by_container else ev.subject).encode()
-        source = encoded.get(ev.source)
-        if source is None:
-            source = encoded[ev.source] = ev.source.encode()
-        etype = encoded.get(ev.type)
-        if etype is None:
-            etype = encoded[ev.type] = ev.type.encode()
-        append((k, dumps(ev.data), [
-            ("ce_specversion", _SPEC),
-            ("ce_id", ev.id.encode()),
-            ("ce_source", source),
-            ("ce_type", etype),
-            ("ce_subject", ev.subject.encode()),
-            ("ce_time", ev.time.encode()),
-            ("ce_snapshot", _SNAPSHOT[ev.snapshot]),
-            ("ce_partitionkey", k),
-            ("content-type", CONTENT_TYPE_JSON),
-        ]))
-    return records
-
-
-_M = 0x5BD1E995
-_MASK = 0xFFFFFFFF
-_WORDS = [struct.Struct(f"<{n}I") for n in range(64)]
-
-
-def murmur2(data: bytes) -> int:
-    """Kafka's murmur2 (Java ``Utils.murmur2``), unsigned; about twice as fast as aiokafka's."""
-    length = len(data)
-    n = length >> 2
-    h = 0x9747B28C ^ length
-    words = _WORDS[n].unpack_from(data) if n < 64 else struct.unpack_from(f"<{n}I", data)
-    for k in words:
-        k = (k * _M) & _MASK
-        k = ((k ^ (k >> 24)) * _M) & _MASK
-        h = ((h * _M) & _MASK) ^ k
-    tail = length & 3
-    if tail:
-        base = n << 2
-        if tail == 3:
-            h ^= data[base + 2] << 16
-        if tail >= 2:
-            h ^= data[base + 1] << 8
-        h = ((h ^ data[base]) * _M) & _MASK
-    h ^= h >> 13
-    h = (h * _M) & _MASK
-    return h ^ (h >> 15)
-
-
-def partition_for(key: bytes, partitions: Sequence[int]) -> int:
-    """The partition the Java client's default partitioner picks for ``key`` (sorted ids)."""
-    return partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
-
-
 class KafkaSink:
-    """Publishes CloudEvents to one Kafka topic; see the module docstring for the record format."""
+    """Publishes CloudEvents to one Kafka topic; the record format is in ``kafka_records``."""
 
     outbox = False
 
@@ -403,20 +320,7 @@ class KafkaSink:
         partitions = producer.client.cluster.partitions_for_topic(self.topic)
         if not partitions:
             partitions = await producer.partitions_for(self.topic)
-        ids = sorted(partitions)
-        n = len(ids)
-        by_partition: dict[int, list[Record]] = {}
-        hashes: dict[bytes, int] = {}
-        for rec in records:
-            k = rec[0]
-            p = hashes.get(k)
-            if p is None:
-                p = hashes[k] = ids[(murmur2(k) & 0x7FFFFFFF) % n]
-            group = by_partition.get(p)
-            if group is None:
-                by_partition[p] = [rec]
-            else:
-                group.append(rec)
+        by_partition = group_by_partition(records, sorted(partitions))
         now_ms = int(time.time() * 1000)
         for p, group in by_partition.items():
             batch = producer.create_batch()

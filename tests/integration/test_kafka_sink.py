@@ -21,7 +21,8 @@ from notifier.core.events import ChangeKind, Event
 from notifier.errors import SinkConfigError, SinkError
 from notifier.metrics import Metrics
 from notifier.sinks.base import Sink
-from notifier.sinks.kafka import KafkaSink, partition_for
+from notifier.sinks.kafka import KafkaSink
+from notifier.sinks.kafka_records import partition_for
 from notifier.sync import Publisher
 from tests.integration.kafka_support import (
     CONTAINER,

@@ -11,7 +11,13 @@ from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 
 from notifier.core.events import ChangeKind, Event, build_event
 from notifier.errors import SinkConfigError, SinkError
-from notifier.sinks.kafka import KafkaSink, build_records, murmur2, partition_for
+from notifier.sinks.kafka import KafkaSink
+from notifier.sinks.kafka_records import (
+    build_records,
+    group_by_partition,
+    murmur2,
+    partition_for,
+)
 from notifier.source.models import Relationship
 
 CONTAINER = "5d0c2a3e-3b1f-4b8e-9a51-0d3c1f6f7a10"
@@ -113,6 +119,19 @@ def test_partition_for_is_stable_and_spreads_keys():
     assert set(chosen) == {0, 1, 2}
     # Java: Utils.toPositive(Utils.murmur2(key)) % numPartitions
     assert partition_for(b"21", list(range(10))) == ((-973932308) & 0x7FFFFFFF) % 10
+
+
+def test_group_by_partition_follows_partition_for_and_keeps_each_key_in_order():
+    events = [make_event(f"rel-{i % 40}") for i in range(200)]
+    records = build_records(events)
+    parts = [0, 3, 7]
+    groups = group_by_partition(records, parts)
+    assert set(groups) == set(parts)  # 40 keys reach all three partitions
+    assert sum(len(g) for g in groups.values()) == len(records)
+    for p, group in groups.items():
+        assert all(partition_for(rec[0], parts) == p for rec in group)
+        assert group == [rec for rec in records if partition_for(rec[0], parts) == p]
+    assert group_by_partition([], parts) == {}
 
 
 @pytest.mark.parametrize(

@@ -48,23 +48,6 @@ SYNC_BATCH_PAGES = 10
 GC_YOUNG_THRESHOLD = 50_000
 
 
-class CredentialObserver:
-    """Feeds one credential's client and token-refresh hooks into the metrics."""
-
-    def __init__(self, metrics: Metrics, credential: str) -> None:
-        self._m = metrics
-        self._credential = credential
-
-    def on_request(self, endpoint: str, outcome: str, seconds: float) -> None:
-        self._m.upstream_request(self._credential, endpoint, outcome, seconds)
-
-    def on_rate_limited(self, retry_after_seconds: float) -> None:
-        self._m.rate_limited(self._credential, retry_after_seconds)
-
-    def on_refresh(self, credential: str, outcome: str) -> None:
-        self._m.token_refresh(credential, outcome)
-
-
 def assign_credential(container_id: str, credentials: tuple[str, ...]) -> str:
     """Spread containers over a subscription's credentials, stably (same container, same one)."""
     if len(credentials) == 1:
@@ -226,7 +209,7 @@ class App:
         cfg = self.config
         clients: dict[str, RelationshipClient] = {}
         for cred in cfg.credentials:
-            observer = CredentialObserver(self.metrics, cred.name)
+            observer = self.metrics.client_observer(cred.name)
             tokens: TokenProvider
             if cred.access_token is not None:
                 tokens = StaticTokenProvider(cred.access_token.get_secret_value())
@@ -240,7 +223,7 @@ class App:
                     client_secret=cred.client_secret.get_secret_value(),
                     seed_refresh_token=cred.refresh_token.get_secret_value(),
                     store=store,
-                    observer=observer,
+                    observer=self.metrics,
                 )
             budget = RequestBudget(int(cred.requests_per_minute), reserve=cred.reserve,
                                    name=cred.name)

@@ -517,3 +517,6 @@ class CredentialObserver:
 
     def on_rate_limited(self, retry_after_seconds: float) -> None:
         self._metrics.rate_limited(self.credential, retry_after_seconds)
+
+    def on_budget(self, priority: str, waited_seconds: float) -> None:
+        self._metrics.budget_acquired(self.credential, priority, waited_seconds)

@@ -58,6 +58,9 @@ class ClientObserver(Protocol):
 
     def on_rate_limited(self, retry_after_seconds: float) -> None: ...
 
+    def on_budget(self, priority: str, waited_seconds: float) -> None:
+        """A request got its slot in the credential's budget after ``waited_seconds``."""
+
 
 _CLIENT_ERRORS: dict[int, type[ClientError]] = {
     400: BadRequestError,
@@ -247,8 +250,11 @@ class RelationshipClient:
         while True:
             async with self._semaphore:
                 token = await self._tokens.access_token()
+                asked = loop.time()
                 await self._budget.acquire(priority)
                 started = loop.time()
+                if self._observer is not None:
+                    self._observer.on_budget(priority, started - asked)
                 failure: UpstreamError | None = None
                 try:
                     status, payload, retry_after = await self._send(

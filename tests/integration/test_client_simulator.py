@@ -212,6 +212,9 @@ async def test_429_storm_stays_within_the_budget_and_completes(
             def on_rate_limited(self, retry_after_seconds: float) -> None:
                 pass
 
+            def on_budget(self, priority: str, waited_seconds: float) -> None:
+                pass
+
         client = make_client(sim, session, budget=budget, observer=Observe(), concurrency=6)
         _, token = await drain(client)
         results = await asyncio.gather(

@@ -94,6 +94,10 @@ async def test_metrics_move_as_events_flow(tmp_path: Path) -> None:
                              credential="sim") > value(
                     first, "notifier_scheduler_status_tokens_total", credential="sim")
                 assert value(after, "notifier_sink_up", sink="archive") == 1
+                # Every request took its slot from the budget: status checks and sync pages.
+                for priority in ("status", "sync"):
+                    assert value(after, "notifier_budget_wait_seconds_count", credential="sim",
+                                 priority=priority) > 0
         finally:
             app.request_stop()
             assert await asyncio.wait_for(task, 10) == 0

@@ -46,6 +46,7 @@ class Recorder:
     def __init__(self) -> None:
         self.requests: list[tuple[str, str]] = []
         self.rate_limited: list[float] = []
+        self.budget: list[str] = []
 
     def on_request(self, endpoint: str, outcome: str, seconds: float) -> None:
         assert seconds >= 0
@@ -53,6 +54,10 @@ class Recorder:
 
     def on_rate_limited(self, retry_after_seconds: float) -> None:
         self.rate_limited.append(retry_after_seconds)
+
+    def on_budget(self, priority: str, waited_seconds: float) -> None:
+        assert waited_seconds >= 0
+        self.budget.append(priority)
 
 
 @pytest.fixture

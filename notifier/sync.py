@@ -8,10 +8,12 @@ are joined (up to that many, within ``batch_seconds``) and diffed, published and
 one: the per-page costs (a durable transaction, a broker round trip) are paid once per batch;
 a crash redelivers at most one batch. Bootstrap (no token) and ``overwrite`` resyncs are *resync*
 drains: the store stages every id the service lists and, once the last page is in, the known ids
-that were not listed become deleted events. A resync page records its created events as
-*announced* before publishing them (its checkpoint forgets them again), because a crash in
-between restarts a first page from a fresh snapshot: an announced relationship that the new
-snapshot no longer lists is then announced again and deleted when the resync ends. A stop
+that were not listed become deleted events. The pages of a resync before its first saved
+cursor record their created events as *announced* before publishing them (the checkpoint forgets
+them again), because a crash in between restarts from a fresh snapshot: an announced
+relationship that the new snapshot no longer lists is then announced again and deleted when the
+resync ends. Later pages need no such record: a restart resumes from the saved cursor and the
+service sends the same snapshot page again. A stop
 request between pages abandons the drain without checkpointing anything unfinished.
 """
 
@@ -180,10 +182,14 @@ class StreamSyncer:
         state = await self._store.get_stream(spec.subscription, spec.container_id)
         token = state.sync_token if state else None
         resync = False
+        # A resync with a saved cursor resumes from it after a crash, and the service replays
+        # the same snapshot page; only pages before the first saved cursor need announcing.
+        cursor_saved = False
         first_sync = state is None or (state.sync_token is None and not state.in_resync)
         if state is not None and state.in_resync:
             resync = True
             token = state.resync_cursor
+            cursor_saved = token is not None
             first_sync = state.sync_token is None
             if token is None:
                 # No cursor: the snapshot starts over (a first page never checkpointed, or a
@@ -218,6 +224,7 @@ class StreamSyncer:
                     extra={"subscription": spec.subscription, "container": spec.container_id},
                 )
                 resync = True
+                cursor_saved = False
                 await self._store.begin_resync(spec.subscription, spec.container_id)
             self._count_page(client, page, result)
             current, deleted = page.current, page.deleted
@@ -239,7 +246,9 @@ class StreamSyncer:
                 deleted.extend(nxt.deleted)
                 page, joined = nxt, joined + 1
             changed = await self._apply(spec, current, deleted, resync, emit,
-                                        page.next_sync_token, page.more_data, result)
+                                        page.next_sync_token, page.more_data, result,
+                                        announce=resync and not cursor_saved)
+            cursor_saved = resync
             token = page.next_sync_token
             if page.more_data or carried is not None:
                 continue
@@ -267,6 +276,8 @@ class StreamSyncer:
         next_token: str | None,
         more_data: bool,
         result: DrainResult,
+        *,
+        announce: bool = True,
     ) -> bool:
         """Diff, publish and checkpoint one page; returns whether anything changed."""
         ids = page_ids(current, deleted)
@@ -280,7 +291,7 @@ class StreamSyncer:
             current=current, deleted=deleted, known=known, resync=resync, emit=emit,
             seen_at=rfc3339(now),
         )
-        if resync:
+        if resync and announce:
             await self._announce(spec, d.events)
         outbox = await self._publisher.publish(spec.sinks, d.events)
         changed = bool(d.add_ids or d.remove_ids or d.events)

@@ -433,3 +433,21 @@ async def test_nothing_is_announced_where_a_crash_cannot_lose_a_deletion(db: Pat
     assert not await drain(other, svc2, quiet, crash_at=0, emit_initial=False)
     assert announced_rows(other) == []
     assert quiet.events == []
+
+
+async def test_only_pages_before_the_first_saved_cursor_are_announced(db: Path) -> None:
+    svc = FakeService(page_size=2)
+    svc.create("r1", "r2", "r3", "r4", "r5", "r6")
+    sink = MemorySink()
+    # Dies at the third page's checkpoint: pages 1 and 2 are checkpointed, the first of them
+    # saved a cursor, so page 3 (delivered, not checkpointed) was not announced.
+    assert not await drain(db, svc, sink, crash_at=2)
+    assert announced_rows(db) == []
+    assert {e.subject for e in sink.events} == {"r1", "r2", "r3", "r4", "r5", "r6"}
+    svc.delete("r5")  # delivered by page 3 only: resuming from the cursor replays page 3
+    assert await drain(db, svc, sink)  # ends the snapshot (as of its start: r5 still there)
+    assert await drain(db, svc, sink)  # the next sync reports the deletion
+    assert kinds_of(sink.events, "r5")[-1] is ChangeKind.DELETED
+    assert replay(sink.events) == svc.live()
+    assert await known_ids(db, svc) == svc.live()
+    assert_same_id_same_change(sink.events)

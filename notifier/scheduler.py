@@ -57,6 +57,8 @@ from notifier.sync import StreamSpec, StreamSyncer
 log = logging.getLogger(__name__)
 
 Policy = Literal["adaptive", "round_robin"]
+CHECKED_FLUSH_SECONDS = 1.0  # check times reach the store in batches at most this old
+CHECKED_FLUSH_SIZE = 5_000
 SINK_LOG_EVERY = 60.0  # seconds between two log lines about the same failing sink
 BUSY_RATE_PER_S = 1.0 / 3600.0  # a group that changes more than about hourly counts as busy
 PRIOR_RATE_PER_S = 1.0 / 86400.0  # a group never seen changing is assumed to change daily
@@ -183,6 +185,8 @@ class CredentialScheduler:
         self.cycles_done = 0
         self._inflight = 0
         self._sink_log: dict[str, tuple[float, int]] = {}
+        self._checked: dict[tuple[str, str], float] = {}
+        self._checked_flushed = time.monotonic()
         self._pass_checks = 0
         self._pass_started = time.monotonic()
 
@@ -323,6 +327,7 @@ class CredentialScheduler:
                               f"{self.stats.events} changes", end="", file=sys.stderr)
 
             await asyncio.gather(*(one_worker() for _ in range(max(1, self._s.workers))))
+            await self._flush_checked(force=True)
             if progress:
                 print(file=sys.stderr)
             self.cycles_done += 1
@@ -335,6 +340,7 @@ class CredentialScheduler:
             for w in workers:
                 w.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
+            await self._flush_checked(force=True)
 
     async def _retune_loop(self) -> None:
         """Re-plan the intervals every few seconds while running."""
@@ -417,7 +423,8 @@ class CredentialScheduler:
                 group.rate.record(now, changed)
         now = self._clock()
         if checked:
-            await self._store.mark_checked([s.spec.key for s in checked], now)
+            self._note_checked([s.spec.key for s in checked], now)
+            await self._flush_checked()
             for s in checked:
                 s.last_checked = now
                 if s.failures or id(s) in failing:
@@ -428,6 +435,26 @@ class CredentialScheduler:
         if len(checked) == len(group.streams):
             group.last_checked = now
         self._count_pass()
+
+    def _note_checked(self, keys: list[tuple[str, str]], now: float) -> None:
+        for key in keys:
+            self._checked.setdefault(key, now)
+
+    async def _flush_checked(self, *, force: bool = False) -> None:
+        """Store check times in batches: one transaction per second, not one per container.
+
+        They only inform ``notifier status`` and the staleness after a restart, so losing the
+        last second of them in a crash costs nothing; each batch is stamped with its oldest
+        time, which never overstates freshness.
+        """
+        if not self._checked:
+            return
+        if not force and len(self._checked) < CHECKED_FLUSH_SIZE and (
+                time.monotonic() - self._checked_flushed < CHECKED_FLUSH_SECONDS):
+            return
+        batch, self._checked = self._checked, {}
+        self._checked_flushed = time.monotonic()
+        await self._store.mark_checked(list(batch), min(batch.values()))
 
     def _count_pass(self) -> None:
         """One pass = as many group checks as there are groups; report its duration."""

@@ -233,7 +233,8 @@ class Metrics:
         )
         self._detection_lag = histogram(
             "notifier_sync_detection_lag_seconds",
-            "Time from a relationship's createdOn/deletedOn to its event being published.",
+            "Time from a relationship's createdOn/deletedOn to its event being published "
+            "(sampled: at most 16 events per page).",
             _LAG_BUCKETS,
         )
         self._checkpoints = counter(

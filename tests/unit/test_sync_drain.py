@@ -451,3 +451,37 @@ async def test_only_pages_before_the_first_saved_cursor_are_announced(db: Path) 
     assert replay(sink.events) == svc.live()
     assert await known_ids(db, svc) == svc.live()
     assert_same_id_same_change(sink.events)
+
+
+def test_detection_lag_is_sampled_per_page() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from notifier.core.events import build_event
+    from notifier.metrics import Metrics
+    from notifier.source.models import Relationship
+    from notifier.sync import LAG_SAMPLES, Publisher
+
+    metrics = Metrics(CollectorRegistry(), runtime=False)
+    publisher = Publisher(metrics, clock=lambda: 1_700_000_100.0)
+
+    def events(n: int, snapshot: bool = False) -> list[Event]:
+        out = []
+        for i in range(n):
+            rel = Relationship(id=f"r{i}", created_on="2023-11-14T22:13:20Z", is_deleted=False,
+                               deleted_on=None, raw={"id": f"r{i}"})
+            out.append(build_event(subscription=SUB, container_id=C, relationship=rel,
+                                   kind=ChangeKind.CREATED, snapshot=snapshot, seen_at=""))
+        return out
+
+    def count() -> float:
+        return metrics.registry.get_sample_value(
+            "notifier_sync_detection_lag_seconds_count") or 0.0
+
+    publisher.observe_lag(events(5))
+    assert count() == 5  # small pages: every event
+    publisher.observe_lag(events(100))
+    assert 5 < count() <= 5 + LAG_SAMPLES  # large pages: a sample
+    publisher.observe_lag(events(50, snapshot=True))
+    assert count() <= 5 + LAG_SAMPLES  # snapshot events carry no detection lag
+    lag_sum = metrics.registry.get_sample_value("notifier_sync_detection_lag_seconds_sum")
+    assert lag_sum == count() * 100.0  # createdOn 1_700_000_000, published 100 s later

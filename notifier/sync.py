@@ -249,7 +249,7 @@ class StreamSyncer:
                 deleted.extend(nxt.deleted)
                 page, joined = nxt, joined + 1
             changed = await self._apply(spec, current, deleted, resync, emit,
-                                        page.next_sync_token, page.more_data, result,
+                                        page.next_sync_token, result,
                                         announce=resync and not cursor_saved)
             cursor_saved = resync
             token = page.next_sync_token
@@ -277,7 +277,6 @@ class StreamSyncer:
         resync: bool,
         emit: bool,
         next_token: str | None,
-        more_data: bool,
         result: DrainResult,
         *,
         announce: bool = True,
@@ -428,7 +427,7 @@ class StreamSyncer:
             live = [r for r in page.relationships if not r.is_deleted]
             result.pages += 1
             # No cursor: a crash here restarts the search; known ids keep it from re-emitting.
-            await self._apply(spec, live, [], True, emit, None, True, result)
+            await self._apply(spec, live, [], True, emit, None, result)
             continuation = page.continuation_token
             if not continuation:
                 break

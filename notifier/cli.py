@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -47,6 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _exit_before_start(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list[:1] == ["simulate"]:
@@ -72,6 +77,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return webhooks_main(args)
 
     if args.command == "run":
+        # Until App takes over the signals, a stop request during start-up (loading the
+        # config, importing the sinks) ends the process cleanly: nothing has started yet.
+        signal.signal(signal.SIGTERM, _exit_before_start)
         from notifier.app import App
         from notifier.config import load_config, print_config_error
         from notifier.errors import ConfigError

@@ -147,6 +147,13 @@ class NotifierProcess:
     async def stop(self, within: float = 15.0) -> int:
         """SIGTERM and the exit status (SIGKILL and fail if it overstays)."""
         assert self.proc is not None
+        # A stop request is about a running service: let this start finish first (each start
+        # logs one "notifier <version> started:" line).
+        deadline = asyncio.get_running_loop().time() + within
+        while (self.proc.returncode is None  # noqa: ASYNC110 - polling a log file
+               and self.output().count(" started: ") < self.starts
+               and asyncio.get_running_loop().time() < deadline):
+            await asyncio.sleep(0.05)
         if self.proc.returncode is None:
             self.proc.send_signal(signal.SIGTERM)
         try:

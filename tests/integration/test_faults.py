@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import os
 import random
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -293,9 +294,13 @@ async def test_overwrite_resyncs_during_changes_emit_only_real_diffs(tmp_path: P
             sim.state.set_knobs(change_rate=12.0)
             for _ in range(4):
                 await busy_for(sim, 8, rng.uniform(0.3, 1.0))
+                # Freeze the notifier and let the simulator finish what it is serving: from here
+                # to the horizon move nothing awaits, so the notifier cannot see these changes
+                # except through the overwrite resync.
+                assert notifier.proc is not None
+                os.kill(notifier.proc.pid, signal.SIGSTOP)
+                await asyncio.sleep(0.3)
                 delivered = live(jsonl_events(tmp_path))
-                # From here to the horizon move nothing awaits: the notifier cannot see these
-                # changes except through the overwrite resync.
                 for cid, name in plain.items():
                     alive = truth(sim, subs).get((name, cid), set())
                     known = sorted(delivered.get((name, cid), set()) & alive)
@@ -305,6 +310,7 @@ async def test_overwrite_resyncs_during_changes_emit_only_real_diffs(tmp_path: P
                     assert sim.state.delete_relationships(cid, brief) == brief
                     ephemeral[cid] |= set(brief)
                     sim.state.move_retention_horizon(cid)
+                os.kill(notifier.proc.pid, signal.SIGCONT)
             await stop_changes(sim)
             await wait_for(lambda: caught_up(sim, subs, jsonl_events(tmp_path)), 30,
                            "catching up")

@@ -22,9 +22,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import orjson
 
@@ -41,6 +42,8 @@ log = logging.getLogger(__name__)
 
 RESYNC_DELETE_BATCH = 5_000
 BATCH_SECONDS = 0.5  # a page joins the previous ones' checkpoint only within this time
+T = TypeVar("T")
+
 LAG_SAMPLES = 16  # detection-lag observations per page at most
 ANNOUNCED_BATCH = 1_000  # announcements carry the relationship's JSON: smaller batches
 
@@ -79,6 +82,17 @@ def parse_time(value: str) -> float | None:
         return datetime.fromisoformat(value).timestamp()
     except (TypeError, ValueError):
         return None
+
+
+async def _first(batches: AsyncIterator[list[T]]) -> list[T]:
+    """The first batch of an async batch iterator (empty when there is none).
+
+    Each end-of-resync batch is checkpointed before the next is asked for, so the iterator is
+    asked afresh every time rather than walked while the table under it changes.
+    """
+    async for batch in batches:
+        return batch
+    return []
 
 
 class Publisher:
@@ -297,22 +311,15 @@ class StreamSyncer:
             await self._announce(spec, d.events)
         outbox = await self._publisher.publish(spec.sinks, d.events)
         changed = bool(d.add_ids or d.remove_ids or d.events)
-        if resync:
-            # Mid-resync: the final token is committed only by finish_resync.
-            await self._store.commit_page(
-                spec.subscription, spec.container_id,
-                next_token=None, resync_cursor=next_token, in_resync=True,
-                add_ids=d.add_ids, remove_ids=d.remove_ids, seen_ids=d.seen_ids,
-                outbox=outbox, changed=changed, now=now,
-            )
-        else:
-            assert next_token is not None
-            await self._store.commit_page(
-                spec.subscription, spec.container_id,
-                next_token=next_token, resync_cursor=None, in_resync=False,
-                add_ids=d.add_ids, remove_ids=d.remove_ids, outbox=outbox,
-                changed=changed, now=now,
-            )
+        # Mid-resync the token is only a cursor: the final token is committed by finish_resync.
+        assert resync or next_token is not None
+        await self._store.commit_page(
+            spec.subscription, spec.container_id,
+            next_token=None if resync else next_token,
+            resync_cursor=next_token if resync else None, in_resync=resync,
+            add_ids=d.add_ids, remove_ids=d.remove_ids, seen_ids=d.seen_ids,
+            outbox=outbox, changed=changed, now=now,
+        )
         self._after_commit(d.events, bool(outbox), d.created, d.deleted, resync, result)
         return changed
 
@@ -352,33 +359,18 @@ class StreamSyncer:
         """Deleted events for known ids the resync did not list, created and deleted events
         for announced ones it did not list, then the final token."""
         sub, cid = spec.subscription, spec.container_id
-        while True:
-            batch: list[str] = []
-            async for chunk in self._store.iter_resync_missing(sub, cid, RESYNC_DELETE_BATCH):
-                batch = chunk
-                break
-            if not batch:
-                break
+        while batch := await _first(self._store.iter_resync_missing(sub, cid,
+                                                                   RESYNC_DELETE_BATCH)):
             now = self._clock()
             events = (
                 missing_deletions(subscription=sub, container_id=cid, missing_ids=batch,
                                   seen_at=rfc3339(now))
                 if emit else []
             )
-            outbox = await self._publisher.publish(spec.sinks, events)
-            await self._store.commit_page(
-                sub, cid, next_token=None, resync_cursor=token, in_resync=True,
-                add_ids=(), remove_ids=batch, outbox=outbox, changed=True, now=now,
-            )
+            await self._settle(spec, token, events, batch, 0, len(batch), now, result)
             changed = True
-            self._after_commit(events, bool(outbox), 0, len(batch), True, result)
-        while True:
-            gone: list[Announcement] = []
-            async for items in self._store.iter_announced_missing(sub, cid, ANNOUNCED_BATCH):
-                gone = items
-                break
-            if not gone:
-                break
+        while gone := await _first(self._store.iter_announced_missing(sub, cid,
+                                                                     ANNOUNCED_BATCH)):
             now = self._clock()
             rels = [
                 Relationship(id=a.rel_id, created_on=a.created_on, is_deleted=False,
@@ -390,17 +382,26 @@ class StreamSyncer:
                                    seen_at=rfc3339(now))
                 if emit else []
             )
-            outbox = await self._publisher.publish(spec.sinks, events)
+            # None of them is known; listing them as removed settles (forgets) their
+            # announcements.
             ids = [a.rel_id for a in gone]
-            # remove_ids: none is known; listing them settles (forgets) their announcements.
-            await self._store.commit_page(
-                sub, cid, next_token=None, resync_cursor=token, in_resync=True,
-                add_ids=(), remove_ids=ids, outbox=outbox, changed=True, now=now,
-            )
+            await self._settle(spec, token, events, ids, len(ids), len(ids), now, result)
             changed = True
-            self._after_commit(events, bool(outbox), len(ids), len(ids), True, result)
         await self._store.finish_resync(sub, cid, next_token=token, changed=changed,
                                         now=self._clock())
+
+    async def _settle(
+        self, spec: StreamSpec, token: str, events: Sequence[Event], remove_ids: Sequence[str],
+        created: int, deleted: int, now: float, result: DrainResult,
+    ) -> None:
+        """Publish end-of-resync events, then checkpoint the ids they settle (cursor kept)."""
+        outbox = await self._publisher.publish(spec.sinks, events)
+        await self._store.commit_page(
+            spec.subscription, spec.container_id, next_token=None, resync_cursor=token,
+            in_resync=True, add_ids=(), remove_ids=remove_ids, outbox=outbox, changed=True,
+            now=now,
+        )
+        self._after_commit(events, bool(outbox), created, deleted, True, result)
 
     async def _bootstrap_query(
         self,

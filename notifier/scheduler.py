@@ -25,7 +25,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 from notifier.core.schedule import (
@@ -132,11 +132,10 @@ class SchedulerSettings:
 
 @dataclass(slots=True)
 class PassStats:
-    groups_checked: int = 0
-    streams_drained: int = 0
+    """What a run did, for ``run --once``'s summary and exit status."""
+
     events: int = 0
     failures: int = 0
-    started: float = field(default_factory=time.monotonic)
 
 
 class CredentialScheduler:
@@ -411,7 +410,6 @@ class CredentialScheduler:
             due, ok = outcome
             to_drain.extend(due)
             checked.extend(ok)
-        self.stats.groups_checked += 1
         if self._metrics is not None:
             self._metrics.status_checked(self.name, len(polled))
         if to_drain:
@@ -579,7 +577,6 @@ class CredentialScheduler:
             s.load(st)
             if res.completed:
                 s.force_resync = False
-            self.stats.streams_drained += 1
             self.stats.events += res.created + res.deleted
             return res.completed, res.created + res.deleted
 

@@ -80,6 +80,7 @@ class App:
     def request_stop(self) -> None:
         if not self._stop.is_set():
             log.info("stop requested: finishing in-flight pages")
+        self.health.shutting_down()  # leave the Service's endpoints while draining
         self._stop.set()
         for s in self.schedulers:
             s.stop()
@@ -111,7 +112,7 @@ class App:
         self.metrics.build_info(__version__)
         async with AsyncExitStack() as stack:
             store = await stack.enter_async_context(SqliteStateStore(cfg.state.path))
-            self.health.set("store", True)
+            self.health.store_open()
             self.store = store
             if cfg.metrics.enabled and not once:
                 self.server = await stack.enter_async_context(
@@ -121,7 +122,7 @@ class App:
                 create_session(timeout=cfg.source.timeout)
             )
             sinks = await self._start_sinks(stack, store)
-            self.health.set("sinks", True)
+            self.health.sinks_started()
             clients = self._build_clients(session, store)
             outbox_sinks = [s for s in sinks.values() if s.outbox]
 
@@ -336,12 +337,10 @@ class App:
         self.metrics.staleness("quiet", quiet)
         self.metrics.stalest_check_age(stalest)
         self.metrics.quarantined(quarantined)
-        all_up = True
         for name, sink in sinks.items():
             up = sink.healthy()
-            all_up = all_up and up
             self.metrics.sink_up(name, up)
-        self.health.set("sinks_up", all_up)
-        if self.schedulers and all(s.cycles_done for s in self.schedulers):
-            self.health.set("first_cycle", True)
+            self.health.sink_up(name, up, "" if up else "sink reports it is down")
+        if all(s.cycles_done for s in self.schedulers):
+            self.health.first_cycle_done()
             self.ready.set()

@@ -98,8 +98,11 @@ async def test_metrics_move_as_events_flow(tmp_path: Path) -> None:
                 for priority in ("status", "sync"):
                     assert value(after, "notifier_budget_wait_seconds_count", credential="sim",
                                  priority=priority) > 0
+                assert app.health.ready
         finally:
             app.request_stop()
+            # Draining: no longer ready, so the pod leaves the Service's endpoints.
+            assert app.health.not_ready() == {"shutdown": "shutting down"}
             assert await asyncio.wait_for(task, 10) == 0
 
     promtool = shutil.which("promtool")

@@ -340,7 +340,7 @@ class WebhookSink:
         self._metrics.outbox_state(self.name, stats.pending_count, age, stats.dead_count)
         try:
             purged = await self._store.outbox_purge_delivered(
-                self._clock() - float(self._cfg.delivered_retention)
+                self.name, self._clock() - float(self._cfg.delivered_retention)
             )
         except NotifierError as exc:
             log.warning("webhook sink %s: purging delivered rows failed: %s", self.name, exc)

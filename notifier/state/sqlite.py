@@ -364,9 +364,9 @@ class SqliteStateStore:
     async def outbox_stats(self, sink: str) -> OutboxStats:
         return await self._call("outbox stats", ob.stats, sink)
 
-    async def outbox_purge_delivered(self, before: float) -> int:
-        """Delete delivered rows delivered before ``before`` (retention); returns the count."""
-        return await self._call("outbox purge", ob.purge_delivered, before)
+    async def outbox_purge_delivered(self, sink: str, before: float) -> int:
+        """Delete ``sink``'s rows delivered before ``before`` (its retention); the count."""
+        return await self._call("outbox purge", ob.purge_delivered, sink, before)
 
     async def dlq_list(
         self,

@@ -102,10 +102,11 @@ def stats(conn: sqlite3.Connection, sink: str) -> OutboxStats:
     return OutboxStats(int(pending), None if oldest is None else float(oldest), int(dead))
 
 
-def purge_delivered(conn: sqlite3.Connection, before: float) -> int:
+def purge_delivered(conn: sqlite3.Connection, sink: str, before: float) -> int:
     with transaction(conn):
         return conn.execute(
-            "DELETE FROM outbox WHERE status = 'delivered' AND delivered_at < ?", (before,)
+            "DELETE FROM outbox WHERE sink = ? AND status = 'delivered' AND delivered_at < ?",
+            (sink, before),
         ).rowcount
 
 

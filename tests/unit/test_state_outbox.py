@@ -111,8 +111,9 @@ async def test_redeliver_requeues_delivered_events_once(tmp_path: Path) -> None:
         k0 = [e for e in order if e in ("e2", "e4")]
         assert k0 == ["e2", "e4", "e2", "e4"]  # copies keep their key's order
         # Retention: delivered rows go once old enough.
-        assert await store.outbox_purge_delivered(before=150.0) == 6
-        assert await store.outbox_purge_delivered(before=1_000.0) == 6
+        assert await store.outbox_purge_delivered("other", before=1_000.0) == 0  # not its rows
+        assert await store.outbox_purge_delivered("hook", before=150.0) == 6
+        assert await store.outbox_purge_delivered("hook", before=1_000.0) == 6
         assert await store.redeliver("hook", 0.0, 10.0, now=400.0) == 0
 
 

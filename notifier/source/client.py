@@ -249,12 +249,14 @@ class RelationshipClient:
         reauthorized = False
         while True:
             async with self._semaphore:
-                token = await self._tokens.access_token()
+                # The slot first: waiting for it can take a window, and the token is then
+                # fetched fresh (renewed if it got close to expiry meanwhile).
                 asked = loop.time()
                 await self._budget.acquire(priority)
-                started = loop.time()
                 if self._observer is not None:
-                    self._observer.on_budget(priority, started - asked)
+                    self._observer.on_budget(priority, loop.time() - asked)
+                token = await self._tokens.access_token()
+                started = loop.time()
                 failure: UpstreamError | None = None
                 try:
                     status, payload, retry_after = await self._send(

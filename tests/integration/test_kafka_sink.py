@@ -34,6 +34,7 @@ from tests.integration.kafka_support import (
     make_event,
     read_topic,
     require_script,
+    skip_or_fail,
     topic_names,
 )
 
@@ -392,7 +393,7 @@ async def test_sasl_plain_and_tls_listeners(tmp_path):
     """The security options reach a real broker: SASL/PLAIN, TLS, and SASL/PLAIN over TLS."""
     require_script("cannot start a Kafka broker")
     if shutil.which("openssl") is None:
-        pytest.skip("openssl is missing (needed to make test certificates)")
+        skip_or_fail("openssl is missing (needed to make test certificates)")
     ca, keystore = make_tls_files(tmp_path)
     plain, sasl, tls, sasl_tls, controller = (free_port() for _ in range(5))
     jaas = ('org.apache.kafka.common.security.plain.PlainLoginModule required '

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import copy
 import io
-import os
 from pathlib import Path
 from typing import Any
 
@@ -515,14 +514,12 @@ def test_secret_file_problems(
 
 
 def test_unreadable_secret_file(tmp_path: Path) -> None:
-    if os.geteuid() == 0:
-        pytest.skip("root reads any file")
-    secret = tmp_path / "locked"
-    secret.write_text("tok")
-    secret.chmod(0)
+    # A directory cannot be read as a file, even by root (a chmod 0 file can).
+    secret = tmp_path / "a-directory"
+    secret.mkdir()
     data = patched({"credentials.0": {"name": "main", "access_token_file": str(secret)}})
     assert problems(data) == [
-        f"credentials[0].access_token: cannot read access_token_file '{secret}': Permission denied"
+        f"credentials[0].access_token: cannot read access_token_file '{secret}': Is a directory"
     ]
 
 

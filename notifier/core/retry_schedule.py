@@ -8,9 +8,10 @@ attempts in all.
 
 from __future__ import annotations
 
-import email.utils
-import math
 from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from notifier.core import backoff
 
 # Like the Standard Webhooks example schedule: immediately, then 5 s, 5 min, 30 min, 2 h, 5 h,
 # 10 h, 10 h after the previous attempt (about 27.6 hours of retries, 8 attempts).
@@ -43,21 +44,7 @@ def parse_retry_after(
     value: str | None, now: float, *, default: float = DEFAULT_RETRY_AFTER,
     maximum: float = MAX_RETRY_AFTER,
 ) -> float:
-    """Seconds to wait from a ``Retry-After`` header (delta seconds or an HTTP date)."""
-    if value is None or not value.strip():
-        return default
-    text = value.strip()
-    seconds: float
-    try:
-        seconds = float(text)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(text)
-        except (TypeError, ValueError):
-            return default
-        if when.tzinfo is None:
-            return default
-        seconds = when.timestamp() - now
-    if math.isnan(seconds):
-        return default
-    return min(max(seconds, 0.0), maximum)
+    """Seconds to wait from a webhook receiver's ``Retry-After`` (``now`` in epoch seconds):
+    the upstream client's parser, with a default for a missing or unusable header and a cap."""
+    seconds = backoff.parse_retry_after(value, now=datetime.fromtimestamp(now, UTC))
+    return default if seconds is None else min(seconds, maximum)

@@ -20,6 +20,7 @@ from typing import Self
 import orjson
 from aiohttp import web
 
+from notifier.config.types import split_host_port
 from notifier.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -113,15 +114,6 @@ class HealthState:
         return now - self.last_beat > max_lag * 2
 
 
-def parse_listen(listen: str) -> tuple[str, int]:
-    """Split ``host:port`` (``:9464`` = all interfaces, ``[::1]:9464`` for IPv6)."""
-    host, sep, port_text = listen.rpartition(":")
-    if not sep or not port_text.isdigit() or int(port_text) > 65535:
-        raise ValueError(f"listen address must be host:port, got {listen!r}")
-    host = host.strip("[]") or "0.0.0.0"
-    return host, int(port_text)
-
-
 def _json(status: int, body: dict[str, object]) -> web.Response:
     return web.Response(
         status=status,
@@ -145,7 +137,7 @@ class MetricsServer:
     ) -> None:
         self.metrics = metrics
         self.health = health
-        self.host, self._requested_port = parse_listen(listen)
+        self.host, self._requested_port = split_host_port(listen)  # validated by the config
         self.max_loop_lag = max_loop_lag
         self.watchdog_interval = watchdog_interval
         self.port: int = 0  # the bound port once started (useful with port 0)

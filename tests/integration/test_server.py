@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import socket
 import time
@@ -14,8 +15,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
+from notifier.config import split_host_port
 from notifier.metrics import Metrics
-from notifier.server import HealthState, MetricsServer, parse_listen
+from notifier.server import HealthState, MetricsServer
 from tests.unit.test_metrics import exercise_every_method
 
 
@@ -220,20 +222,19 @@ async def test_promtool_accepts_a_real_scrape(
     ("listen", "expected"),
     [
         ("127.0.0.1:9464", ("127.0.0.1", 9464)),
-        (":9464", ("0.0.0.0", 9464)),
         ("0.0.0.0:0", ("0.0.0.0", 0)),
         ("[::1]:9464", ("::1", 9464)),
         ("localhost:8080", ("localhost", 8080)),
     ],
 )
-def test_parse_listen(listen: str, expected: tuple[str, int]) -> None:
-    assert parse_listen(listen) == expected
+def test_listen_addresses(listen: str, expected: tuple[str, int]) -> None:
+    assert split_host_port(listen) == expected
 
 
-@pytest.mark.parametrize("listen", ["9464", "host:", "host:http", "host:70000", ""])
-def test_parse_listen_rejects(listen: str) -> None:
-    with pytest.raises(ValueError, match="host:port"):
-        parse_listen(listen)
+@pytest.mark.parametrize("listen", ["9464", "host:", "host:http", "host:70000", "", ":9464"])
+def test_listen_addresses_rejected(listen: str) -> None:
+    with pytest.raises(ValueError, match=f"^{re.escape(listen)}$"):
+        split_host_port(listen)
 
 
 def test_health_state_logic_without_a_server() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union, get_args
 
 from pydantic import BeforeValidator, Field, SecretStr, WithJsonSchema
 
@@ -183,4 +183,4 @@ SinkConfig = Annotated[
     Field(discriminator="type"),
 ]
 AnySink = KafkaSinkConfig | WebhookSinkConfig | JsonlSinkConfig | StdoutSinkConfig
-SINK_TYPES = ("kafka", "webhook", "jsonl", "stdout")
+SINK_TYPES: tuple[str, ...] = tuple(m.model_fields["type"].default for m in get_args(AnySink))

@@ -133,19 +133,17 @@ class Publisher:
             if isinstance(failure, Exception):
                 raise SinkError(f"unexpected error: {failure!r}") from failure
             raise failure
+        outbox_sinks = [s.name for s in sinks if s.outbox]
+        if not outbox_sinks:
+            return []
         now = self._clock()
-        items: list[OutboxItem] = []
-        for sink in sinks:
-            if not sink.outbox:
-                continue
-            for e in events:
-                items.append(
-                    OutboxItem(
-                        sink=sink.name, event_id=e.id, ordering_key=e.subject,
-                        payload=e.structured_json(), event_time=e.time, created_at=now,
-                    )
-                )
-        return items
+        payloads = [e.structured_json() for e in events]  # once, whatever the sink count
+        return [
+            OutboxItem(sink=name, event_id=e.id, ordering_key=e.subject, payload=payload,
+                       event_time=e.time, created_at=now)
+            for name in outbox_sinks
+            for e, payload in zip(events, payloads, strict=True)
+        ]
 
     def observe_lag(self, events: Sequence[Event]) -> None:
         """Detection lag of the page's change events, sampled: at most LAG_SAMPLES evenly

@@ -11,6 +11,7 @@ import orjson
 
 from notifier.config import load_config, print_config_error
 from notifier.errors import ConfigError, StateError
+from notifier.state.base import StreamState
 from notifier.state.sqlite import SqliteStateStore
 
 
@@ -30,22 +31,26 @@ async def collect(config_path: str) -> list[dict[str, Any]]:
     async with SqliteStateStore(config.state.path) as store:
         states = {st.key: st for st in await store.list_streams()}
     rows = []
-    for sub in config.subscriptions:
-        for cid in sub.containers:
-            st = states.get((sub.name, cid))
-            rows.append({
-                "subscription": sub.name,
-                "container_id": cid,
-                "bootstrapped": bool(st and st.sync_token),
-                "in_resync": bool(st and st.in_resync),
-                "last_checked_at": st.last_checked_at if st else None,
-                "last_changed_at": st.last_changed_at if st else None,
-                "token_updated_at": st.token_updated_at if st else None,
-                "known_relationships": st.known_count if st else 0,
-                "quarantined_until": st.quarantined_until if st else None,
-                "quarantine_reason": st.quarantine_reason if st else None,
-                "failures": st.failures if st else 0,
-            })
+    for sub, cid in config.streams():
+        # A stream the store has never seen: not bootstrapped, nothing known.
+        st = states.get((sub.name, cid)) or StreamState(
+            subscription=sub.name, container_id=cid, sync_token=None, resync_cursor=None,
+            in_resync=False, last_checked_at=None, last_changed_at=None, token_updated_at=None,
+            known_count=0, quarantined_until=None, quarantine_reason=None, failures=0,
+        )
+        rows.append({
+            "subscription": sub.name,
+            "container_id": cid,
+            "bootstrapped": bool(st.sync_token),
+            "in_resync": st.in_resync,
+            "last_checked_at": st.last_checked_at,
+            "last_changed_at": st.last_changed_at,
+            "token_updated_at": st.token_updated_at,
+            "known_relationships": st.known_count,
+            "quarantined_until": st.quarantined_until,
+            "quarantine_reason": st.quarantine_reason,
+            "failures": st.failures,
+        })
     return rows
 
 

@@ -6,7 +6,8 @@
 #     version ldflags as upstream release builds (so `helm version` and .Capabilities.KubeVersion
 #     are right);
 #   - offline Kubernetes JSON schemas for kubeconform (there is no network to fetch them at run
-#     time), taken from the kubernetes-validate wheel on PyPI, in $NOTIFIER_CACHE/k8s-schemas.
+#     time), taken from the kubernetes-validate wheel on PyPI, in $NOTIFIER_CACHE/k8s-schemas;
+#   - the AsyncAPI 3.0.0 JSON schema (npm @asyncapi/specs) in $NOTIFIER_CACHE/asyncapi.
 #
 # Env: NOTIFIER_CACHE (default ~/.cache/notifier), HELM_VERSION, KUBECONFORM_VERSION,
 #      K8S_SCHEMA_VERSIONS (space separated, first one is also "master"), PYTHON.
@@ -130,10 +131,33 @@ with zipfile.ZipFile(wheel) as zf:
 PY
 fi
 
+# --- AsyncAPI 3.0 JSON schema (validates docs/asyncapi.yaml in the tests) ----------------------
+# From the npm package @asyncapi/specs (the AsyncAPI initiative's own schemas), checksum pinned.
+ASYNCAPI_SPECS_VERSION="${ASYNCAPI_SPECS_VERSION:-6.11.1}"
+ASYNCAPI_SPECS_SHA256="${ASYNCAPI_SPECS_SHA256:-01af8744dc33c0c7eb2e908f6a955319ee58b70ecadc9387d1aeb16c0cd28928}"
+ASYNCAPI_SCHEMA="$NOTIFIER_CACHE/asyncapi/3.0.0.json"
+if [ -f "$ASYNCAPI_SCHEMA" ]; then
+    msg "AsyncAPI 3.0.0 schema already present"
+else
+    have curl || apt_install curl ca-certificates
+    tmp_aa="$(mktemp -d)"
+    url="https://registry.npmjs.org/@asyncapi/specs/-/specs-$ASYNCAPI_SPECS_VERSION.tgz"
+    msg "fetching $url"
+    curl -fsSL --retry 3 -o "$tmp_aa/specs.tgz" "$url" || die "download of @asyncapi/specs failed"
+    echo "$ASYNCAPI_SPECS_SHA256  $tmp_aa/specs.tgz" | sha256sum -c --quiet - >&2 \
+        || die "@asyncapi/specs $ASYNCAPI_SPECS_VERSION: checksum mismatch"
+    tar -xzf "$tmp_aa/specs.tgz" -C "$tmp_aa" 'package/schemas/3.0.0-without-$id.json' \
+        || die "no 3.0.0 schema in @asyncapi/specs $ASYNCAPI_SPECS_VERSION"
+    mkdir -p "$(dirname "$ASYNCAPI_SCHEMA")"
+    mv "$tmp_aa/package/schemas/3.0.0-without-\$id.json" "$ASYNCAPI_SCHEMA"
+    rm -rf "$tmp_aa"
+fi
+
 # --- Report ------------------------------------------------------------------------------------
 for t in promtool kcat helm kubeconform java mvn; do
     have "$t" || die "$t is still missing"
     printf '%-12s %s\n' "$t" "$(command -v "$t")"
 done
+printf '%-12s %s\n' "asyncapi" "$ASYNCAPI_SCHEMA"
 printf '%-12s %s\n' "k8s-schemas" "$SCHEMA_DIR (kubeconform -schema-location \"$SCHEMA_DIR\")"
 echo "export PATH=\"$NOTIFIER_BIN:\$PATH\""

@@ -30,6 +30,7 @@ from aiokafka import ConsumerRecord
 
 from notifier.core.events import ChangeKind, event_id
 from notifier.simulator import Knobs, Simulator, SimulatorConfig
+from tests.contract import assert_valid
 from tests.integration.main_job_support import (
     ROOT,
     StreamKey,
@@ -354,6 +355,7 @@ def event_from_record(rec: ConsumerRecord) -> dict[str, Any]:
     assert headers["ce_snapshot"] in ("true", "false"), headers
     event["snapshot"] = headers["ce_snapshot"] == "true"
     event["data"] = orjson.loads(rec.value)
+    assert_valid([event])
     assert rec.key is not None
     assert rec.key.decode() == event["subject"] == headers["ce_partitionkey"]
     return event

@@ -23,6 +23,7 @@ from notifier.core.events import ChangeKind, event_id
 from notifier.simulator import Knobs, Simulator, SimulatorConfig
 from notifier.simulator.config import DEFAULT_ACCESS_TOKEN
 from notifier.simulator.model import Rel
+from tests.contract import assert_valid
 
 CREATED = "com.autodesk.bim360.relationship.created"
 DELETED = "com.autodesk.bim360.relationship.deleted"
@@ -91,7 +92,8 @@ class JsonlRead:
 def read_jsonl(path: Path) -> JsonlRead:
     """Every complete line parsed strictly; a trailing line without its newline is set aside.
 
-    A line in the middle that does not parse fails the test: the sink must never leave one.
+    A line in the middle that does not parse fails the test: the sink must never leave one; nor
+    may an event that breaks the contract (tests/contract.py).
     """
     if not path.exists():
         return JsonlRead([])
@@ -105,6 +107,7 @@ def read_jsonl(path: Path) -> JsonlRead:
             events.append(orjson.loads(line))
         except orjson.JSONDecodeError as exc:
             raise AssertionError(f"{path}:{n}: not a JSON line ({exc}): {line[:200]!r}") from None
+    assert_valid(events)
     return JsonlRead(events, tail)
 
 

@@ -1,7 +1,9 @@
 """A real webhook receiver for integration tests: aiohttp on 127.0.0.1, verifying every call.
 
 Every call is checked with the ``standardwebhooks`` reference library; a call that does not
-verify is answered 401 and counted in ``bad_signatures``. Failure modes are switched at run time:
+verify is answered 401 and counted in ``bad_signatures``. Every event received is checked
+against the event contract (tests/contract.py); a broken one fails the test on close. Failure
+modes are switched at run time:
 
 - ``ok``: 200 for everything
 - ``fail_random``: 500 for a share (``fail_rate``) of calls, chosen by a seeded generator
@@ -26,6 +28,8 @@ from typing import Any, Self
 import orjson
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from tests.contract import problems
 
 MODES = ("ok", "fail_random", "fail", "gone", "rate_limited", "slow", "redirect")
 
@@ -67,6 +71,7 @@ class WebhookReceiver:
         self.events: list[dict[str, Any]] = []  # verified and answered 2xx, in arrival order
         self.bodies: dict[str, bytes] = {}  # event id -> the body of that event as received
         self.bad_signatures = 0
+        self.contract_problems: list[str] = []  # events that break notifier/schemas
         self.port = 0
         self._runner: web.AppRunner | None = None
         self._changed = asyncio.Event()
@@ -86,6 +91,9 @@ class WebhookReceiver:
         tb: TracebackType | None,
     ) -> None:
         await self.down()
+        if exc_type is None:
+            assert not self.contract_problems, "events broke the contract:\n" + "\n".join(
+                self.contract_problems[:20])
 
     async def up(self) -> None:
         """Listen (again) on 127.0.0.1, on the same port as before if there was one."""
@@ -171,12 +179,20 @@ class WebhookReceiver:
         if content_type == "application/cloudevents-batch+json":
             assert isinstance(parsed, list), "a batch must be a JSON array"
             for event in parsed:
+                self._check(event)
                 self.events.append(event)
                 self.bodies[event["id"]] = orjson.dumps(event)
         else:
             assert content_type == "application/cloudevents+json", content_type
+            self._check(parsed)
             self.events.append(parsed)
             self.bodies[parsed["id"]] = body
+
+    def _check(self, event: dict[str, Any]) -> None:
+        """Validate against the contract; problems fail the test when the receiver closes."""
+        found = problems(event)
+        if found:
+            self.contract_problems.append(f"{event.get('id')}: " + "; ".join(found))
 
     def _record(self, request: web.Request, body: bytes, status: int) -> web.Response:
         self.calls.append(

@@ -106,7 +106,9 @@ class Scripted:
 
 
 def rel(rid: str) -> Relationship:
-    raw = {"id": rid, "createdOn": "2026-01-01T00:00:00Z", "isDeleted": False}
+    raw = {"id": rid, "createdOn": "2026-01-01T00:00:00Z", "isDeleted": False,
+           "entities": [{"domain": "autodesk-bim360-asset", "type": "asset", "id": "a1"},
+                        {"domain": "autodesk-bim360-issue", "type": "issue", "id": "i1"}]}
     return Relationship(id=rid, created_on=raw["createdOn"], is_deleted=False, deleted_on=None,
                         raw=raw)
 

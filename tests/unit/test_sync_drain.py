@@ -24,6 +24,8 @@ from notifier.sync import StreamSpec, StreamSyncer
 
 C = "5d0c2a3e-3b1f-4b8e-9a51-0d3c1f6f7a10"
 SUB = "s"
+ENTITIES = [{"domain": "autodesk-bim360-asset", "type": "asset", "id": "a1"},
+            {"domain": "autodesk-bim360-issue", "type": "issue", "id": "i1"}]
 
 
 # --- a scripted Relationship Service ---------------------------------------------------------
@@ -77,6 +79,7 @@ class FakeService:
                                "isDeleted": deleted}
         if deleted:
             raw["deletedOn"] = "2026-01-02T00:00:00Z"
+        raw["entities"] = ENTITIES
         return Relationship(id=r.id, created_on=raw["createdOn"], is_deleted=deleted,
                             deleted_on=raw.get("deletedOn"), raw=raw)
 
@@ -359,7 +362,7 @@ async def test_crash_after_first_overwrite_page_then_delete_is_not_lost(db: Path
     # The late events carry the relationship as the service first sent it.
     created, deleted = [e for e in later if e.subject == "r10"][-2:]
     assert created.data["relationship"] == {"id": "r10", "createdOn": "2026-01-01T00:00:00Z",
-                                            "isDeleted": False}
+                                            "isDeleted": False, "entities": ENTITIES}
     assert created.time == "2026-01-01T00:00:00Z"
     assert deleted.data["relationship"]["isDeleted"] is True
     assert deleted.time == "2023-11-14T22:13:20Z"  # when the resync noticed it
@@ -468,7 +471,9 @@ def test_detection_lag_is_sampled_per_page() -> None:
         out = []
         for i in range(n):
             rel = Relationship(id=f"r{i}", created_on="2023-11-14T22:13:20Z", is_deleted=False,
-                               deleted_on=None, raw={"id": f"r{i}"})
+                               deleted_on=None, raw={"id": f"r{i}", "isDeleted": False,
+                                                     "createdOn": "2023-11-14T22:13:20Z",
+                                                     "entities": ENTITIES})
             out.append(build_event(subscription=SUB, container_id=C, relationship=rel,
                                    kind=ChangeKind.CREATED, snapshot=snapshot, seen_at=""))
         return out

@@ -48,7 +48,7 @@ def event_source(container_id: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One CloudEvent; ``data`` is the JSON object documented in DESIGN.md."""
+    """One CloudEvent; ``data`` is the JSON object of docs/schemas/ (README.md, Events)."""
 
     id: str
     type: str

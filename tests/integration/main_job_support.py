@@ -135,7 +135,7 @@ def replay(events: Iterable[Mapping[str, Any]]) -> dict[StreamKey, set[str]]:
 def check_stream_invariants(events: Sequence[Mapping[str, Any]]) -> dict[StreamKey, set[str]]:
     """Assert what every delivered stream must satisfy; return the event ids per stream.
 
-    * CloudEvents envelope as in DESIGN.md, id = the deterministic id of the change;
+    * CloudEvents envelope as in docs/schemas/, id = the deterministic id of the change;
     * an id delivered twice to a subscription is the same change (same type and subject);
     * per relationship, its created event comes before its deleted event.
     """

@@ -1,4 +1,4 @@
-"""CloudEvent shape as promised in DESIGN.md."""
+"""CloudEvent shape as promised in README.md (Events) and docs/schemas/."""
 
 from __future__ import annotations
 

@@ -1,25 +1,38 @@
 # The two commands a newcomer needs: `make demo` and `make test`.
-PYTHON ?= python3
+# Everything Python runs from a project virtual environment (.venv), so this works on systems
+# whose Python refuses `pip install` outside one (PEP 668, e.g. Debian 12+ / Ubuntu 23.04+).
+SYSTEM_PYTHON ?= python3
+VENV ?= .venv
+PYTHON := $(VENV)/bin/python
 export NOTIFIER_CACHE ?= $(HOME)/.cache/notifier
-export PATH := $(NOTIFIER_CACHE)/bin:$(PATH)
+export PATH := $(abspath $(VENV))/bin:$(NOTIFIER_CACHE)/bin:$(PATH)
 
-.PHONY: deps tools demo test test-fast lint bench
+.PHONY: deps tools demo test test-fast lint
 
-deps:  ## install the package and its test dependencies (idempotent)
+$(PYTHON):
+	@$(SYSTEM_PYTHON) -m venv $(VENV) || { \
+	  echo "cannot create $(VENV): install the venv module (Debian/Ubuntu: apt-get install python3-venv)" >&2; \
+	  exit 1; }
+
+# Reinstalled when pyproject.toml changes.
+$(VENV)/.deps: pyproject.toml | $(PYTHON)
 	@$(PYTHON) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@touch $@
 
-tools:  ## promtool, kcat, helm, kubeconform (idempotent; needs root for apt)
-	@bash scripts/install-tools.sh
+deps: $(VENV)/.deps  ## the package (editable) and its test dependencies, in .venv (idempotent)
+
+tools: | $(PYTHON)  ## promtool, kcat, helm, kubeconform, Java + Maven (idempotent; needs root for apt)
+	@PYTHON=$(PYTHON) bash scripts/install-tools.sh
 
 demo: deps  ## the main job on the embedded default: simulator + SQLite + stdout
-	@bash scripts/demo.sh
+	@PYTHON=$(PYTHON) bash scripts/demo.sh
 
 test: deps tools  ## the whole suite, with a real Kafka broker started by the tests
-	$(PYTHON) -m pytest -p no:cacheprovider
+	PYTHON=$(PYTHON) $(PYTHON) -m pytest -p no:cacheprovider
 
 test-fast: deps  ## unit tests only (no network, no broker)
 	$(PYTHON) -m pytest -p no:cacheprovider tests/unit
 
-lint:
-	ruff check notifier tests
-	mypy notifier
+lint: deps
+	$(PYTHON) -m ruff check notifier tests
+	$(PYTHON) -m mypy notifier

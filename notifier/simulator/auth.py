@@ -3,12 +3,12 @@
 Rotation semantics (the docs only say every refresh returns a new refresh token):
 
 * A refresh with refresh token R returns a new access token A' and a new refresh token R'
-  (R' is always different from R). R is single use.
-* R is spent at the latest when its successor is first used: when A' authenticates a request
-  or R' is presented for a refresh. Until then a retry with R is still honoured and returns the
-  same pair (A', R') (a fresh A' if the first one expired meanwhile), so a client that crashed
-  between receiving and persisting R' can recover with R.
-* ``strict_rotation``: R is spent at once, a second use fails.
+  (R' is always different from R). R is single use: spent at once, a second use fails (the
+  default, as the real service promises nothing more).
+* ``rotation_grace`` (opt-in): R is spent only when its successor is first used: when A'
+  authenticates a request or R' is presented for a refresh. Until then a retry with R is
+  honoured and returns the same pair (A', R') (a fresh A' if the first one expired meanwhile),
+  so a client that crashed between receiving and persisting R' can recover with R.
 * A spent, unknown, expired or other client's refresh token gives 400 ``invalid_grant``.
 * Access tokens expire after ``access_token_lifetime`` seconds (default 3599); the static
   access token from the configuration never expires. ``client_credentials`` tokens are
@@ -173,10 +173,10 @@ class AuthState:
         access, expires_in = self._issue_access(rec.user, token)
         new_refresh = self.add_refresh_token(user=rec.user, client_id=client_id)
         self._refresh[new_refresh].parent = token
-        if self._knobs.strict_rotation:
-            rec.spent = True
-        else:
+        if self._knobs.rotation_grace:
             rec.successor = (access, new_refresh)
+        else:
+            rec.spent = True
         self.counters.refreshes += 1
         self.counters.by_user[rec.user] = self.counters.by_user.get(rec.user, 0) + 1
         log.debug("refresh token rotated for user %s", rec.user)

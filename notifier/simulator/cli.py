@@ -94,9 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="user id behind --refresh-token and the tokens rotated from it")
     p.add_argument("--access-token-lifetime", type=float, default=3599.0, metavar="SECONDS",
                    help="lifetime of access tokens issued by the token endpoint")
-    p.add_argument("--strict-rotation", action="store_true",
-                   help="spend a refresh token as soon as it is used (default: it stays "
-                   "usable, returning the same new pair, until the new pair is first used)")
+    p.add_argument("--rotation-grace", action="store_true",
+                   help="keep a used refresh token usable (returning the same new pair) until "
+                   "the new pair is first used (default: single use, as the real service)")
     p.add_argument("--fail-rate", type=_fraction, default=0.0, metavar="F",
                    help="fraction (0-1) of relationship requests answered with HTTP 500")
     p.add_argument("--latency", type=_non_negative(float), default=0.0, metavar="SECONDS",
@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
     knobs = Knobs(fail_rate=args.fail_rate, latency=args.latency, rpm=args.rpm,
                   page_size=args.page_size, access_token_lifetime=args.access_token_lifetime,
-                  strict_rotation=args.strict_rotation, change_rate=args.change_rate,
+                  rotation_grace=args.rotation_grace, change_rate=args.change_rate,
                   retention=args.retention, bind_tokens_to_user=not args.no_user_binding)
     return SimulatorConfig(
         host=args.host, port=args.port, containers=list(args.container),

@@ -30,8 +30,10 @@ class Knobs:
     """Seconds an access token issued by the token endpoint stays valid."""
     refresh_token_lifetime: float = 15 * 86400.0
     """Seconds a refresh token stays valid."""
-    strict_rotation: bool = False
-    """True: a refresh token is spent the moment it is used (no replay grace)."""
+    rotation_grace: bool = False
+    """False (like the real service): a refresh token is spent the moment it is used, a second
+    use gets ``400 invalid_grant``. True: a retry with it is honoured until its successor is
+    first used (a grace the real service does not promise)."""
     change_rate: float = 0.0
     """Background changes per second across all containers (about 70% creates, 30% deletes)."""
     retention: float = 0.0
@@ -47,6 +49,16 @@ class Knobs:
     """At most this many more spoiled answers (counts down to 0); None = no limit."""
     malformed_container: str | None = None
     """Spoil only this container's sync answers; None = every container."""
+    snapshot_deletions: bool = False
+    """True: snapshot (bootstrap and overwrite) pages also list, in ``deleted``, relationships
+    of the page's creation range deleted since the snapshot's watermark (the API does not say
+    that a snapshot page never carries deletions)."""
+    reject_sync_tokens: int = 0
+    """The next this many ``sync`` requests that carry a token get ``400 BadInput`` for it (as
+    for a token the service no longer accepts); counts down to 0."""
+    status_batch_400: bool = False
+    """True: a syncStatus batch with any unusable token is answered ``400 BadInput`` as a
+    whole, instead of one ``errors[]`` entry per bad token."""
 
     def validate(self) -> None:
         if not 0.0 <= self.fail_rate <= 1.0:
@@ -69,6 +81,8 @@ class Knobs:
             raise ValueError("malformed_rate must be between 0 and 1")
         if self.malformed_count is not None and self.malformed_count < 0:
             raise ValueError("malformed_count must be >= 0 or null")
+        if self.reject_sync_tokens < 0:
+            raise ValueError("reject_sync_tokens must be >= 0")
 
 
 @dataclass(slots=True)

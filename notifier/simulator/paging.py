@@ -54,18 +54,29 @@ def iter_creations(c: Container, q: Query, cursor: Cursor, upto: int
             yield pos, rel
 
 
-def snapshot_page(c: Container, q: Query, at: int, cursor: Cursor, limit: int
-                  ) -> tuple[list[Rel], Cursor]:
-    """Relationships alive at seq ``at`` (live only: an onlyDeleted query selects none)."""
+def snapshot_page(c: Container, q: Query, at: int, cursor: Cursor, limit: int,
+                  tombstones: list[Rel] | None = None) -> tuple[list[Rel], Cursor]:
+    """Relationships alive at seq ``at`` (live only: an onlyDeleted query selects none).
+
+    With ``tombstones`` (a list to fill), the relationships of the page's creation range that
+    were deleted at or before ``at`` are collected there too; they count towards ``limit``.
+    """
     out: list[Rel] = []
     if q.only_deleted:
         return out, None
+    extra = 0
     for cur, rel in iter_creations(c, q, cursor, at):
-        if rel.dseq and rel.dseq <= at:
+        gone = bool(rel.dseq and rel.dseq <= at)
+        if gone and tombstones is None:
             continue
-        if len(out) == limit:
+        if len(out) + extra == limit:
             return out, cur
-        out.append(rel)
+        if gone:
+            assert tombstones is not None
+            tombstones.append(rel)
+            extra += 1
+        else:
+            out.append(rel)
     return out, None
 
 

@@ -21,6 +21,11 @@ Plain functions of the state and the parsed request; they return the JSON body o
 * syncStatus accepts an array (documented) or a single object; ``moreData`` is true when sync
   would return something: a change matching the token's query after its watermark, or a
   paging cursor.
+* Knobs for behaviour the docs leave open: ``snapshot_deletions`` makes snapshot pages also
+  list, in ``deleted``, what their creation range lost at or before the watermark;
+  ``reject_sync_tokens`` answers the next N syncs that carry a token with a 400 (a token the
+  service no longer accepts); ``status_batch_400`` answers a syncStatus batch holding any
+  unusable token with one 400 for the whole batch.
 * search/intersect: ``pageLimit`` defaults to, and is clamped at, the page size (max 100);
   ``page.syncToken`` has the watermark of the first page and the query; a sync with it returns
   only matching changes (with ``onlyDeleted`` only deletions). Relationships created while
@@ -32,7 +37,7 @@ from __future__ import annotations
 from typing import Any
 
 from notifier.simulator.bodies import ApiError, bad_field
-from notifier.simulator.model import Container, render
+from notifier.simulator.model import Container, Rel, render
 from notifier.simulator.paging import change_page, changed_since, search_page, snapshot_page
 from notifier.simulator.query import Query, domains_filter
 from notifier.simulator.state import SimState
@@ -66,6 +71,9 @@ def sync(state: SimState, c: Container, user: str, body: Any,
     if raw_token is None:
         return _snapshot(state, c, user, domains_filter(body.get("filters")), c.seq, None, False,
                          size)
+    if state.knobs.reject_sync_tokens > 0:
+        state.knobs.reject_sync_tokens -= 1
+        raise bad_field("syncToken", "The sync token is not valid: it is no longer accepted.")
     tok = check_token(state, c, user, raw_token)
     if body.get("filters") is not None:
         state.stats.sync_filters_ignored += 1
@@ -79,8 +87,9 @@ def sync(state: SimState, c: Container, user: str, body: Any,
 
 def _snapshot(state: SimState, c: Container, user: str, q: Query, at: int, cursor: Cursor,
               overwrite: bool, size: int) -> dict[str, Any]:
+    gone: list[Rel] | None = [] if state.knobs.snapshot_deletions else None
     try:
-        rels, nxt = snapshot_page(c, q, at, cursor, size)
+        rels, nxt = snapshot_page(c, q, at, cursor, size, gone)
     except TokenError as exc:
         raise bad_field("syncToken", f"The sync token is not valid: {exc}.") from None
     if nxt is None:
@@ -88,7 +97,7 @@ def _snapshot(state: SimState, c: Container, user: str, q: Query, at: int, curso
     else:
         following = SyncToken(c.id, user, q, at, SNAPSHOT, nxt, None, overwrite)
     return {"current": {"data": [render(r, "alive") for r in rels]},
-            "deleted": {"data": []},
+            "deleted": {"data": [render(r, "deleted") for r in gone or ()]},
             "moreData": nxt is not None,
             "overwrite": overwrite,
             "nextSyncToken": state.codec.encode(following)}
@@ -139,6 +148,9 @@ def sync_status(state: SimState, c: Container, user: str, body: Any) -> dict[str
         results.append({"syncToken": raw, "referenceId": ref, "moreData": more,
                         "overwrite": overwrite})
     state.stats.sync_status_tokens += len(body)
+    if errors and state.knobs.status_batch_400:
+        first = errors[0]
+        raise bad_field("syncToken", f"{first.get('detail') or 'A sync token is not valid.'}")
     return {"results": results, "errors": errors}
 
 

@@ -169,7 +169,10 @@ async def test_token_expiry_and_rotation_across_sigkills(tmp_path: Path) -> None
     ]
     async with Simulator(secret_sim_config([A, B], relationships=30, page_size=5,
                                            static_token=False,
-                                           access_token_lifetime=2.0)) as sim:
+                                           access_token_lifetime=2.0,
+                                           # what this test checks: the notifier recovers
+                                           # through the service's (opt-in) rotation grace
+                                           rotation_grace=True)) as sim:
         data = base_config(tmp_path, sim.url, subs)
         data["credentials"] = [{
             "name": "sim", "client_id": sim.config.client_id,

@@ -340,6 +340,7 @@ async def refresh(sim: Simulator, http: aiohttp.ClientSession, token: str,
 
 
 async def test_refresh_token_rotation(sim, http):
+    sim.knobs.rotation_grace = True  # the opt-in grace first; single use (the default) below
     api = Api(sim, http)
     seed = sim.config.refresh_token
     first = await refresh(sim, http, seed)
@@ -359,7 +360,7 @@ async def test_refresh_token_rotation(sim, http):
     third = await refresh(sim, http, second["refresh_token"])  # using R2 spends R1 at once
     assert (await refresh(sim, http, first["refresh_token"], expect=400))["error"] == \
         "invalid_grant"
-    sim.knobs.strict_rotation = True
+    sim.knobs.rotation_grace = False
     await refresh(sim, http, third["refresh_token"])
     await refresh(sim, http, third["refresh_token"], expect=400)
     bad = await refresh(sim, http, "unknown-token", expect=400)

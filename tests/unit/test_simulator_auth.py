@@ -17,9 +17,10 @@ class Clock:
         return self.now
 
 
-def make(strict: bool = False) -> tuple[AuthState, Clock]:
+def make(grace: bool = True) -> tuple[AuthState, Clock]:
+    """Most tests here exercise the opt-in rotation grace; ``grace=False`` is the default."""
     clock = Clock()
-    auth = AuthState(Knobs(strict_rotation=strict, access_token_lifetime=60), clock,
+    auth = AuthState(Knobs(rotation_grace=grace, access_token_lifetime=60), clock,
                      client_id="cid", client_secret="sec", static_token="static")
     auth.add_refresh_token("r0", user="alice")
     return auth, clock
@@ -57,10 +58,16 @@ def test_first_use_of_successor_spends_old_token(use: str):
     assert error_of(auth.refresh, "cid", "r0") == (400, "invalid_grant")
 
 
-def test_strict_rotation_spends_at_once():
-    auth, _ = make(strict=True)
-    auth.refresh("cid", "r0")
+def test_refresh_tokens_are_single_use_by_default():
+    clock = Clock()
+    auth = AuthState(Knobs(), clock, client_id="cid", client_secret="sec", static_token=None)
+    auth.add_refresh_token("r0", user="alice")
+    first = auth.refresh("cid", "r0")
+    assert auth.refresh_token_state("r0") == "spent"
     assert error_of(auth.refresh, "cid", "r0") == (400, "invalid_grant")
+    assert auth.refresh_token_state(first["refresh_token"]) == "fresh"
+    assert auth.refresh("cid", first["refresh_token"])["refresh_token"] not in (
+        "r0", first["refresh_token"])
 
 
 def test_replay_after_access_expiry_gets_fresh_access_token():

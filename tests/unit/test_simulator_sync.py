@@ -218,3 +218,79 @@ def test_time_based_retention_moves_horizon_one_period_behind():
     st.create_relationships(C, 1)
     gen._retain(20.0)
     assert c.horizon == 5
+
+
+def ids_of(page: dict[str, Any], part: str) -> list[str]:
+    return [r["id"] for r in page[part]["data"]]
+
+
+def test_a_horizon_move_mid_snapshot_restarts_it_from_the_start():
+    st = make_state(1, page_size=2, relationships=5)
+    c = st.container(C)
+    first = syncing.sync(st, c, USER, {})
+    listed = ids_of(first, "current")
+    st.delete_relationships(C, listed[:1])
+    st.move_retention_horizon(C)
+    again = syncing.sync(st, c, USER, {"syncToken": first["nextSyncToken"]})
+    # A fresh snapshot (overwrite), listing from the start again: the first page's survivor
+    # comes again, the deleted one does not.
+    assert again["overwrite"] is True
+    assert ids_of(again, "current")[0] == listed[1]
+    assert listed[0] not in ids_of(again, "current")
+
+
+def test_snapshot_deletions_knob_lists_the_ranges_tombstones():
+    st = make_state(1, page_size=3, relationships=6)
+    c = st.container(C)
+    order = [r.id for r in c.log[:6]]
+    st.delete_relationships(C, [order[1], order[4]])
+    plain = syncing.sync(st, c, USER, {})
+    assert ids_of(plain, "deleted") == []
+    st.knobs.snapshot_deletions = True
+    seen: list[str] = []
+    gone: list[str] = []
+    body: dict[str, Any] = {}
+    while True:
+        page = syncing.sync(st, c, USER, body)
+        assert len(page["current"]["data"]) + len(page["deleted"]["data"]) <= 3
+        assert all(r["isDeleted"] is True for r in page["deleted"]["data"])
+        seen += ids_of(page, "current")
+        gone += ids_of(page, "deleted")
+        if not page["moreData"]:
+            break
+        body = {"syncToken": page["nextSyncToken"]}
+    assert seen == [order[i] for i in (0, 2, 3, 5)]
+    assert gone == [order[1], order[4]]
+    # A deletion after the watermark is not a tombstone: it comes incrementally.
+    st.delete_relationships(C, [order[0]])
+    after = syncing.sync(st, c, USER, {"syncToken": page["nextSyncToken"]})
+    assert ids_of(after, "deleted") == [order[0]]
+
+
+def test_reject_sync_tokens_knob_counts_down():
+    st = make_state(1, page_size=10, relationships=2)
+    c = st.container(C)
+    token = syncing.sync(st, c, USER, {})["nextSyncToken"]
+    st.knobs.reject_sync_tokens = 2
+    syncing.sync(st, c, USER, {})  # no token: not affected
+    for _ in range(2):
+        with pytest.raises(ApiError) as err:
+            syncing.sync(st, c, USER, {"syncToken": token})
+        assert err.value.status == 400
+    assert st.knobs.reject_sync_tokens == 0
+    assert syncing.sync(st, c, USER, {"syncToken": token})["moreData"] is False
+
+
+def test_status_batch_400_knob_rejects_the_whole_batch():
+    st = make_state(1, page_size=10, relationships=2)
+    c = st.container(C)
+    good = syncing.sync(st, c, USER, {})["nextSyncToken"]
+    batch = [{"syncToken": good, "referenceId": "0"}, {"syncToken": "garbage", "referenceId": "1"}]
+    answer = syncing.sync_status(st, c, USER, batch)
+    assert [r["referenceId"] for r in answer["results"]] == ["0"]
+    assert [e["referenceId"] for e in answer["errors"]] == ["1"]
+    st.knobs.status_batch_400 = True
+    with pytest.raises(ApiError) as err:
+        syncing.sync_status(st, c, USER, batch)
+    assert err.value.status == 400
+    assert syncing.sync_status(st, c, USER, batch[:1])["results"][0]["referenceId"] == "0"

@@ -22,7 +22,7 @@ from typing import Any
 from notifier import __version__
 from notifier.config import Config
 from notifier.core.budget import RequestBudget
-from notifier.errors import NotifierError, SinkError
+from notifier.errors import NotifierError, SinkError, StateLockedError
 from notifier.metrics import Metrics
 from notifier.scheduler import BUSY_RATE_PER_S, CredentialScheduler, SchedulerSettings
 from notifier.server import HealthState, MetricsServer
@@ -35,6 +35,7 @@ from notifier.source.auth import (
 )
 from notifier.source.client import RelationshipClient
 from notifier.source.http import create_session
+from notifier.state.lock import StateLock
 from notifier.state.sqlite import SqliteStateStore
 from notifier.sync import StreamSpec, StreamSyncer
 
@@ -98,6 +99,9 @@ class App:
         gc_thresholds = gc.get_threshold()
         try:
             return await self._run(once=once, progress=progress)
+        except StateLockedError as exc:
+            log.error("cannot start: %s", exc)
+            return 2
         except NotifierError as exc:
             log.error("cannot start: %s", exc)
             return 1
@@ -111,6 +115,7 @@ class App:
         cfg = self.config
         self.metrics.build_info(__version__)
         async with AsyncExitStack() as stack:
+            stack.enter_context(StateLock(cfg.state.path))
             store = await stack.enter_async_context(SqliteStateStore(cfg.state.path))
             self.health.store_open()
             self.store = store
@@ -240,6 +245,7 @@ class App:
                 max_attempts=cfg.source.max_attempts,
                 concurrency=cfg.source.concurrency,
                 observer=observer,
+                max_response_bytes=cfg.source.max_response_bytes,
             )
         return clients
 

@@ -18,6 +18,7 @@
     ├── SinkError                   a sink did not accept events (sink)     retriable
     │   └── SinkConfigError         a sink cannot work as configured        not retriable
     └── StateError                  the state store failed
+        └── StateLockedError        another process holds the state file (exit status 2)
 
 Whether an error is worth retrying is data on the class (``retriable``). Errors carry context
 (subscription, endpoint, status, sink) but never secrets.
@@ -135,3 +136,7 @@ class SinkConfigError(SinkError):
 
 class StateError(NotifierError):
     """The state store failed."""
+
+
+class StateLockedError(StateError):
+    """Another process holds the state file's lock; this one must not start."""

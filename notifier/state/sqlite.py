@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import sqlite3
+import stat
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -80,6 +82,7 @@ class SqliteStateStore:
     def _open_sync(self) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            _make_private(self.path)
             conn = sqlite3.connect(self.path, isolation_level=None)
         except (OSError, sqlite3.Error) as exc:
             raise StateError(f"cannot open state file {self.path}: {exc}") from exc
@@ -392,6 +395,21 @@ class SqliteStateStore:
         created in [since, until) that were delivered; returns how many."""
         when = time.time() if now is None else now
         return await self._call("redeliver", ob.redeliver, sink, since, until, when)
+
+
+def _make_private(path: Path) -> None:
+    """Create the state file 0600 (it holds rotated refresh tokens); tighten an existing one
+    and its WAL/SHM files. SQLite creates the WAL and SHM files with the database's mode."""
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            mode = stat.S_IMODE(p.stat().st_mode)
+            if mode & 0o077:
+                p.chmod(mode & 0o700)
+                log.warning("state file %s was readable by others (%s): made it %s", p,
+                            oct(mode), oct(mode & 0o700))
+        except FileNotFoundError:
+            pass
 
 
 def _load_token(conn: sqlite3.Connection, credential: str, fingerprint: str) -> str | None:

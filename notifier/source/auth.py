@@ -34,14 +34,16 @@ from notifier.errors import (
     CredentialError,
     CredentialUnavailableError,
     InvalidGrantError,
+    ProtocolError,
     TransportError,
 )
-from notifier.source.http import as_client_timeout, map_transport_errors
+from notifier.source.http import as_client_timeout, map_transport_errors, read_capped
 
 log = logging.getLogger(__name__)
 
 TOKEN_PATH = "/authentication/v2/token"
 ENDPOINT = "token"
+TOKEN_BODY_LIMIT = 1024 * 1024  # a token response is a few KiB
 
 
 class SecretLike(Protocol):
@@ -142,6 +144,10 @@ class _Grant:
     expires_in: float
 
 
+class _InvalidGrant(Exception):
+    """The token endpoint answered ``invalid_grant`` for the refresh token sent."""
+
+
 class _Retry(Exception):
     def __init__(self, reason: str, delay: float | None = None) -> None:
         super().__init__(reason)
@@ -235,10 +241,24 @@ class RefreshingTokenProvider:
         refresh_token = await self._current_refresh_token()
         started = self._clock()
         attempt = 0
+        reread = False
         while True:
             try:
                 body = await self._post(refresh_token)
                 break
+            except _InvalidGrant:
+                # Another writer (a second process, an operator's tool) may have rotated the
+                # token since it was loaded: re-read the store once before giving up on it.
+                if not reread:
+                    reread = True
+                    stored = await self._reload_refresh_token()
+                    if stored is not None and stored != refresh_token:
+                        log.warning("credential %s: refresh token rejected, but the store holds "
+                                    "a newer one (rotated by another writer); retrying with it",
+                                    self.name)
+                        refresh_token = self._refresh_token = stored
+                        continue
+                raise self._declare_dead() from None
             except _Retry as retry:
                 attempt += 1
                 if attempt >= self._max_attempts:
@@ -279,6 +299,27 @@ class RefreshingTokenProvider:
             self._refresh_token = stored if stored is not None else self._seed
         return self._refresh_token
 
+    async def _reload_refresh_token(self) -> str | None:
+        """The stored token, read again; None if there is none or the store cannot answer."""
+        try:
+            return await self._store.load_refresh_token(self.name, self._fingerprint)
+        except Exception as exc:
+            log.warning("credential %s: cannot re-read the stored refresh token (%s)",
+                        self.name, type(exc).__name__)
+            return None
+
+    def _declare_dead(self) -> InvalidGrantError:
+        self._dead = (
+            f"credential {self.name!r}: the refresh token was rejected (invalid_grant: spent, "
+            f"revoked or expired). Re-seed it: sign in again (three-legged) and set the new "
+            f"refresh token in the configuration/secret of credential {self.name!r} "
+            f"(credentials[].refresh_token), then restart; the stored rotated token is "
+            f"replaced automatically because the seed changed. Other credentials keep working."
+        )
+        self._notify("invalid_grant")
+        log.error("%s", self._dead)
+        return InvalidGrantError(self._dead, credential=self.name)
+
     async def _post(self, refresh_token: str) -> bytes:
         """One token request; the body of a 200, ``_Retry`` for transient failures."""
         form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
@@ -289,10 +330,10 @@ class RefreshingTokenProvider:
                     self._token_url, data=form, headers=headers, timeout=self._timeout,
                     allow_redirects=False,
                 ) as resp:
-                    body = await resp.read()
+                    body = await read_capped(resp, TOKEN_BODY_LIMIT, ENDPOINT)
                     status = resp.status
                     retry_after = resp.headers.get("Retry-After")
-        except TransportError as exc:
+        except (TransportError, ProtocolError) as exc:
             raise _Retry(str(exc)) from None
         if status == 200:
             return body
@@ -302,16 +343,7 @@ class RefreshingTokenProvider:
             raise _Retry(f"HTTP {status}")
         code = _oauth_error(body)
         if status == 400 and code == "invalid_grant":
-            self._dead = (
-                f"credential {self.name!r}: the refresh token was rejected (invalid_grant: spent, "
-                f"revoked or expired). Re-seed it: sign in again (three-legged) and set the new "
-                f"refresh token in the configuration/secret of credential {self.name!r} "
-                f"(credentials[].refresh_token), then restart; the stored rotated token is "
-                f"replaced automatically because the seed changed. Other credentials keep working."
-            )
-            self._notify("invalid_grant")
-            log.error("%s", self._dead)
-            raise InvalidGrantError(self._dead, credential=self.name)
+            raise _InvalidGrant
         self._notify("rejected")
         what = "client id/secret rejected" if status in (401, 403) else "token request rejected"
         raise CredentialError(

@@ -407,3 +407,42 @@ def test_seed_fingerprint_is_sha256_hex() -> None:
     assert seed_fingerprint("abc") == (
         "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     )
+
+
+async def test_invalid_grant_rereads_the_store_once_for_a_token_rotated_elsewhere(
+    service: FakeService, session: aiohttp.ClientSession
+) -> None:
+    service.token = TokenServer()
+    store = InMemoryRefreshTokenStore()
+    clock = FakeClock()
+    first = provider(service, session, store, clock=clock)
+    assert await first.access_token() == "at-1"  # seed -> rt-1, stored
+    second = provider(service, session, store, clock=clock)
+    assert await second.access_token() == "at-2"  # loads rt-1 from the store -> rt-2
+    clock.now += 3600  # `first` must renew, still holding the spent rt-1 in memory
+    outcomes = Outcomes()
+    first._observer = outcomes
+    assert await first.access_token() == "at-3"
+    sent = [c.form["refresh_token"] for c in service.token_calls()]
+    assert sent == [SEED, "rt-1", "rt-1", "rt-2"]
+    assert store.tokens == {("main", seed_fingerprint(SEED)): "rt-3"}
+    assert outcomes.seen == [("main", "ok")]
+
+
+async def test_invalid_grant_with_nothing_newer_stored_is_final_after_one_reread(
+    service: FakeService, session: aiohttp.ClientSession
+) -> None:
+    server = TokenServer()
+    service.token = server
+    store = InMemoryRefreshTokenStore()
+    clock = FakeClock()
+    tokens = provider(service, session, store, clock=clock)
+    assert await tokens.access_token() == "at-1"
+    server.valid = set()  # revoked: the stored rt-1 is no better
+    clock.now += 3600
+    with pytest.raises(InvalidGrantError):
+        await tokens.access_token()
+    assert [c.form["refresh_token"] for c in service.token_calls()] == [SEED, "rt-1"]
+    with pytest.raises(InvalidGrantError):
+        await tokens.access_token()
+    assert len(service.token_calls()) == 2

@@ -320,7 +320,8 @@ def notifier_config(*, sim_url: str, state_path: Path, subscriptions: list[dict[
                     concurrency: int = 8) -> dict[str, Any]:
     """A config for the simulator: static token, unlimited budget, metrics server off."""
     return {
-        "source": {"base_url": sim_url, "concurrency": concurrency, "max_attempts": 3},
+        "source": {"base_url": sim_url, "concurrency": concurrency, "max_attempts": 3,
+                   "allow_insecure_http": True},
         "credentials": [{"name": "bench", "access_token": STATIC_TOKEN,
                          "requests_per_minute": UNLIMITED_RPM}],
         "state": {"path": str(state_path)},

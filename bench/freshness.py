@@ -176,7 +176,8 @@ def make_schedule(p: Params, ids: Sequence[str]) -> tuple[list[Change], set[str]
 def config_for(p: Params, url: str, ids: Sequence[str], db: Path, policy: str,
                rpm: int) -> Config:
     return Config.model_validate({
-        "source": {"base_url": url, "timeout": "10s", "concurrency": 8},
+        "source": {"base_url": url, "timeout": "10s", "concurrency": 8,
+                   "allow_insecure_http": True},
         "credentials": [{"name": "bench", "access_token": DEFAULT_ACCESS_TOKEN,
                          "requests_per_minute": rpm, "reserve": p.reserve}],
         "state": {"path": str(db)},

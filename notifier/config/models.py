@@ -24,7 +24,9 @@ from notifier.config.types import (
     Secret,
     split_host_port,
 )
+from notifier.durations import ByteSize
 
+MIB = 1024 * 1024
 DEFAULT_BASE_URL = "https://developer.api.autodesk.com"
 TOKEN_PATH = "/authentication/v2/token"
 
@@ -40,6 +42,20 @@ class SourceConfig(ConfigModel):
     timeout: PositiveDuration = 30.0
     max_attempts: int = Field(5, ge=1)
     concurrency: int = Field(8, ge=1)
+    # A page bigger than this is treated as malformed (its stream is quarantined).
+    max_response_bytes: Annotated[ByteSize, Field(ge=1024)] = 32 * MIB
+    # http:// sends the client secret and tokens in clear: only for the simulator and tests.
+    allow_insecure_http: bool = False
+
+    def _enforce_https_unless_allowed(self) -> Problems:
+        if self.allow_insecure_http:
+            return []
+        return [
+            ((field,), "must be https:// (or set source.allow_insecure_http: true, "
+                       "for a local simulator only: http:// sends secrets in clear)")
+            for field in ("base_url", "token_url")
+            if (getattr(self, field) or "").lower().startswith("http://")
+        ]
 
     @property
     def resolved_token_url(self) -> str:

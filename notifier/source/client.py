@@ -36,7 +36,12 @@ from notifier.errors import (
 )
 from notifier.source import parse
 from notifier.source.auth import TokenProvider
-from notifier.source.http import as_client_timeout, map_transport_errors
+from notifier.source.http import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    as_client_timeout,
+    map_transport_errors,
+    read_capped,
+)
 from notifier.source.models import Relationship, SearchPage, SyncPage, SyncStatusResponse
 
 log = logging.getLogger(__name__)
@@ -89,6 +94,7 @@ class RelationshipClient:
         concurrency: int = 8,
         deadline: float = 600.0,
         observer: ClientObserver | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         if max_attempts < 1 or concurrency < 1 or deadline <= 0:
             raise ValueError("max_attempts and concurrency must be >= 1, deadline > 0")
@@ -105,6 +111,7 @@ class RelationshipClient:
         self._semaphore = asyncio.Semaphore(concurrency)
         self._deadline = deadline
         self._observer = observer
+        self._max_body = max_response_bytes
 
     def __repr__(self) -> str:
         return f"RelationshipClient(credential={self.credential_name!r}, root={self._root!r})"
@@ -263,6 +270,9 @@ class RelationshipClient:
                         endpoint, method, url, token, body, params)
                 except TransportError as exc:
                     failure, status, payload, retry_after = exc, 0, b"", None
+                except ProtocolError:  # an oversized body: a malformed page, not retried
+                    self._observe(endpoint, "protocol_error", loop.time() - started)
+                    raise
                 elapsed = loop.time() - started
             if 200 <= status < 300:
                 try:
@@ -332,7 +342,7 @@ class RelationshipClient:
                 headers=self._headers(token, body is not None),
                 timeout=self._timeout, allow_redirects=False,
             ) as resp:
-                payload = await resp.read()
+                payload = await read_capped(resp, self._max_body, endpoint)
                 return resp.status, payload, resp.headers.get("Retry-After")
 
     def _jitter(self, attempt: int) -> float:

@@ -13,11 +13,13 @@ from contextlib import contextmanager
 
 import aiohttp
 
-from notifier.errors import TransportError, UpstreamError
+from notifier.errors import ProtocolError, TransportError, UpstreamError
 
 USER_AGENT = "notifier/0.1 (+aiohttp)"
 DEFAULT_CONNECTIONS = 64
 DEFAULT_TIMEOUT_SECONDS = 30.0
+DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024
+_CHUNK = 256 * 1024
 
 
 def create_session(
@@ -76,3 +78,24 @@ def _describe(exc: BaseException) -> str:
     name = type(exc).__name__
     return f"{name}: {text[:300]}" if text else name
 
+
+
+async def read_capped(resp: aiohttp.ClientResponse, limit: int, endpoint: str) -> bytes:
+    """The whole body of ``resp``, or ``ProtocolError`` as soon as it exceeds ``limit`` bytes
+    (announced by Content-Length or counted while reading): an endless or huge answer must not
+    take the process's memory."""
+    announced = resp.content_length
+    if announced is not None and announced > limit:
+        raise ProtocolError(f"response body of {announced} bytes exceeds the limit of "
+                            f"{limit} bytes (source.max_response_bytes)", endpoint=endpoint,
+                            status=resp.status)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_chunked(_CHUNK):
+        size += len(chunk)
+        if size > limit:
+            raise ProtocolError(f"response body exceeds the limit of {limit} bytes "
+                                f"(source.max_response_bytes)", endpoint=endpoint,
+                                status=resp.status)
+        chunks.append(chunk)
+    return b"".join(chunks)

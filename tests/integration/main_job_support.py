@@ -57,7 +57,8 @@ def base_config(
 ) -> dict[str, Any]:
     """A config dict for the simulator: static token, fast polling, no metrics server."""
     data: dict[str, Any] = {
-        "source": {"base_url": sim_url, "timeout": "5s", "max_attempts": 3},
+        "source": {"base_url": sim_url, "timeout": "5s", "max_attempts": 3,
+                   "allow_insecure_http": True},
         "credentials": [{"name": "sim", "access_token": DEFAULT_ACCESS_TOKEN,
                          "requests_per_minute": 6000}],
         "state": {"path": str(tmp_path / "state.db")},

@@ -35,6 +35,7 @@ ASSET = "autodesk-bim360-asset"
 GOOD = """\
 source:
   base_url: http://127.0.0.1:9
+  allow_insecure_http: true
 credentials:
   - name: main
     access_token: ${CLI_TEST_TOKEN:-tok}

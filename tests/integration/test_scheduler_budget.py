@@ -191,7 +191,8 @@ async def test_adaptive_checks_busy_containers_more_often(tmp_path: Path) -> Non
 def service_config(tmp_path: Path, url: str, containers: Sequence[str],
                    credentials: list[dict[str, Any]], **poll: Any) -> dict[str, Any]:
     return {
-        "source": {"base_url": url, "timeout": "5s", "max_attempts": 3},
+        "source": {"base_url": url, "timeout": "5s", "max_attempts": 3,
+                   "allow_insecure_http": True},
         "credentials": credentials,
         "state": {"path": str(tmp_path / "state.db")},
         "poll": {"interval": "0.5s", "max_staleness": "10s", **poll},

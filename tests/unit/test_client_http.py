@@ -459,3 +459,35 @@ async def test_concurrency_limit_bounds_requests_in_flight(
     client = make_client(concurrency=3)
     await asyncio.gather(*(client.sync(CONTAINER, f"t{i}") for i in range(12)))
     assert state["peak"] == 3
+
+
+# -- response size cap -------------------------------------------------------------------------
+
+
+async def _endless_json() -> AsyncIterator[bytes]:
+    yield b'{"pagination": {"syncToken": "t", "moreData": false}, "results": ["'
+    for _ in range(10_000):
+        yield b"x" * 1024
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+async def test_a_body_over_max_response_bytes_is_a_protocol_error(
+    service: FakeService, make_client: MakeClient, chunked: bool
+) -> None:
+    def big(seen: Seen) -> web.Response:
+        if chunked:  # no Content-Length: the cap must hold while reading
+            return web.Response(body=_endless_json(), content_type="application/json")
+        return web.Response(body=b"[" + b'"x",' * 40_000 + b'"x"]',
+                            content_type="application/json")
+
+    service.api = big
+    recorder = Recorder()
+    client = make_client(max_response_bytes=64 * 1024, observer=recorder)
+    with pytest.raises(ProtocolError) as info:
+        await client.sync(CONTAINER)
+    assert "exceeds the limit of 65536 bytes" in str(info.value)
+    assert not info.value.retriable
+    assert len(service.api_calls()) == 1  # not retried
+    assert recorder.requests == [("sync", "protocol_error")]
+    service.api = lambda seen: json_response(sync_page(3))
+    assert len((await client.sync(CONTAINER)).current) == 3  # a normal page still fits

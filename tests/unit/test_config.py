@@ -768,7 +768,8 @@ def test_defaults() -> None:
 @pytest.mark.parametrize(
     ("changes", "expected"),
     [
-        ({"source.base_url": "http://sim:8080/"}, "http://sim:8080/authentication/v2/token"),
+        ({"source.base_url": "http://sim:8080/", "source.allow_insecure_http": True},
+         "http://sim:8080/authentication/v2/token"),
         ({"source.token_url": "https://auth.example/token"}, "https://auth.example/token"),
     ],
 )

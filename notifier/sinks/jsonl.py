@@ -1,14 +1,21 @@
-"""Append events to a file, one structured CloudEvent per line, fsynced before the checkpoint."""
+"""Append events to a file, one structured CloudEvent per line, fsynced before the checkpoint.
+
+A page is one unbuffered append. When a write or its fsync fails (ENOSPC, EIO, a file size
+limit), part of the page may already be in the file: the file is cut back to where the page
+began, at once if possible, else before the next write, so that the retried page never lands
+after a partial line (or after a half of itself).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
+from typing import Self
 
 from notifier.core.events import Event
 from notifier.errors import SinkError
@@ -53,15 +60,17 @@ class JsonlSink:
         self.name = name
         self.path = Path(path)
         self._fsync = fsync
-        self._file: IO[bytes] | None = None
+        self._fd: int | None = None
         self._lock = asyncio.Lock()
         self._ok = True
+        # Where the failed page began, while the file may still hold part of it.
+        self._cut_to: int | None = None
 
     async def __aenter__(self) -> Self:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             dropped = _drop_torn_tail(self.path)
-            self._file = open(self.path, "ab")  # noqa: SIM115, ASYNC230 - once, at startup
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
         except OSError as exc:
             raise SinkError(f"cannot open {self.path}: {exc.strerror}", sink=self.name) from exc
         if dropped:
@@ -76,21 +85,52 @@ class JsonlSink:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def _repair(self, fd: int) -> None:
+        """Cut the file back to where a failed page began (raises OSError if it cannot)."""
+        assert self._cut_to is not None
+        size = os.fstat(fd).st_size
+        if size >= self._cut_to:
+            os.ftruncate(fd, self._cut_to)
+            os.fsync(fd)
+            dropped = size - self._cut_to
+        else:  # the file was truncated or rotated meanwhile: only a torn tail can be left
+            dropped = _drop_torn_tail(self.path)
+        self._cut_to = None
+        if dropped:
+            log.warning("jsonl sink %s: cut %d bytes of a failed write from %s (its page is "
+                        "written again)", self.name, dropped, self.path)
 
     def _write(self, blob: bytes) -> None:
-        assert self._file is not None
-        self._file.write(blob)
-        self._file.flush()
-        if self._fsync:
-            os.fsync(self._file.fileno())
+        fd = self._fd
+        assert fd is not None
+        if self._cut_to is not None:
+            self._repair(fd)
+        st = os.fstat(fd)
+        start = st.st_size if stat.S_ISREG(st.st_mode) else None  # a pipe cannot be cut
+        try:
+            view = memoryview(blob)
+            while view:
+                view = view[os.write(fd, view):]
+            if self._fsync:
+                os.fsync(fd)
+        except OSError:
+            if start is None:
+                raise
+            self._cut_to = start
+            try:
+                self._repair(fd)
+            except OSError:  # the disk refuses even that: try again before the next write
+                pass
+            raise
 
     async def publish(self, events: Sequence[Event]) -> None:
         if not events:
             return
-        if self._file is None:
+        if self._fd is None:
             raise SinkError("sink is not open", sink=self.name)
         blob = b"".join(e.structured_json() + b"\n" for e in events)
         async with self._lock:
@@ -98,7 +138,7 @@ class JsonlSink:
                 await asyncio.to_thread(self._write, blob)
             except OSError as exc:
                 self._ok = False
-                msg = f"write to {self.path} failed: {exc.strerror}"
+                msg = f"write to {self.path} failed: {exc.strerror or type(exc).__name__}"
                 raise SinkError(msg, sink=self.name) from exc
         self._ok = True
 

@@ -26,7 +26,8 @@ def _schema_extra(schema: dict[str, Any], cls: type[Any]) -> None:
     rules: list[dict[str, Any]] = []
     for field in getattr(cls, "_secret_fields", ()):
         alt = f"{field}_file"
-        many = "array" in str(props.get(field, {}))
+        many = "array" in str(props.get(field, {})) or "additionalProperties" in str(
+            props.get(field, {}))
         props[alt] = {
             "type": "string",
             "title": alt,

@@ -10,6 +10,7 @@ from pydantic import BeforeValidator, Field, SecretStr, WithJsonSchema
 
 from notifier.config.base import ConfigModel, Problems, one_of
 from notifier.config.types import (
+    HeaderValue,
     HostPort,
     HttpUrl,
     Name,
@@ -17,6 +18,7 @@ from notifier.config.types import (
     PositiveDuration,
     Secret,
     WebhookSecret,
+    header_lines,
     secret_lines,
 )
 from notifier.durations import ByteSize, Duration
@@ -115,7 +117,7 @@ DEFAULT_RETRY_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 class WebhookSinkConfig(ConfigModel):
     """POST CloudEvents to an HTTP endpoint, signed per Standard Webhooks, from a durable outbox."""
 
-    _secret_fields = ("secret", "secrets")
+    _secret_fields = ("secret", "secrets", "headers")
 
     name: Name
     type: Literal["webhook"] = "webhook"
@@ -131,9 +133,9 @@ class WebhookSinkConfig(ConfigModel):
     max_concurrency: int = Field(4, ge=1)
     rate_per_second: float | None = Field(None, gt=0)
     retry_schedule: list[Duration] = Field(default_factory=lambda: list(DEFAULT_RETRY_SCHEDULE))
-    headers: dict[
-        Annotated[str, Field(pattern=HEADER_NAME_PATTERN)],
-        Annotated[str, Field(pattern=r"^[^\r\n]*$")],
+    headers: Annotated[
+        dict[Annotated[str, Field(pattern=HEADER_NAME_PATTERN)], HeaderValue],
+        BeforeValidator(header_lines),
     ] = Field(default_factory=dict)
     circuit_breaker: CircuitBreakerConfig = Field(default_factory=CircuitBreakerConfig)
     max_response_bytes: Annotated[ByteSize, Field(ge=0)] = 64 * KIB
@@ -154,6 +156,11 @@ class WebhookSinkConfig(ConfigModel):
             for name in self.headers
             if name.lower() in RESERVED_HEADERS
         ]
+
+    @property
+    def header_values(self) -> dict[str, str]:
+        """The extra headers with their (secret) values revealed, for the HTTP call only."""
+        return {name: value.get_secret_value() for name, value in self.headers.items()}
 
     @property
     def signing_secrets(self) -> list[SecretStr]:

@@ -183,3 +183,33 @@ def _check_webhook_secret(value: SecretStr) -> SecretStr:
 
 
 WebhookSecret = Annotated[Secret, AfterValidator(_check_webhook_secret)]
+
+
+# HTTP field-value characters (RFC 9110): tab, visible ASCII, space and obs-text; no CR or LF.
+_HEADER_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
+
+
+def _check_header_value(value: SecretStr) -> SecretStr:
+    if not _HEADER_VALUE.fullmatch(value.get_secret_value()):
+        raise _fail("header_value", "must be one line of printable characters (no CR/LF)")
+    return value
+
+
+def header_lines(value: Any, info: ValidationInfo) -> Any:
+    """``headers_file``: ``Name: value`` lines (blank lines and ``#`` comments skipped)."""
+    if not isinstance(value, FromFile):
+        return value
+    text = _read_secret_file(value, info.field_name or "headers")
+    out: dict[str, str] = {}
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        name, sep, val = line.partition(":")
+        if not sep or not name.strip():
+            raise _fail("headers_file", f"headers_file line {n}: expected 'Name: value'")
+        out[name.strip()] = val.strip()
+    return out
+
+
+# A header value is a secret (often an Authorization): never shown in reprs or messages.
+HeaderValue = Annotated[SecretStr, AfterValidator(_check_header_value)]

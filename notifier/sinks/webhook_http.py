@@ -2,7 +2,7 @@
 
 The aiohttp boundary: no aiohttp exception leaves this module. Redirects are not followed (a
 3xx is a failure), response bodies are read only up to ``max_response_bytes``, and outcome
-details never hold the URL, a secret or a signature.
+details never hold the URL, a secret, a configured header value or a signature.
 """
 
 from __future__ import annotations
@@ -93,12 +93,17 @@ class WebhookClient:
         self._timeout = float(cfg.timeout)
         self._max_body = int(cfg.max_response_bytes)
         self._concurrency = max(1, int(cfg.max_concurrency))
-        extra = dict(cfg.headers)
+        extra = cfg.header_values
         dropped = sorted(k for k in extra if k.lower() in _RESERVED)
         if dropped:
             log.warning("webhook sink %s: ignoring configured headers it sets itself: %s",
                         sink, ", ".join(dropped))
         self._extra = {k: v for k, v in extra.items() if k.lower() not in _RESERVED}
+        # Header values are secrets (often an Authorization): redacted from response snippets,
+        # longest first so that no part of a longer value survives a shorter one's replacement.
+        self._secret_values = sorted(
+            {v.encode("latin-1") for v in self._extra.values() if len(v) >= 4},
+            key=len, reverse=True)
         self._session: aiohttp.ClientSession | None = None
 
     async def open(self) -> None:
@@ -132,9 +137,16 @@ class WebhookClient:
             return Outcome("failed", None, f"timeout after {self._timeout:g}s")
         except aiohttp.ClientConnectorError as exc:
             return Outcome("failed", None, f"connection failed ({type(exc.os_error).__name__})")
-        except (aiohttp.ClientError, OSError) as exc:
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
+            # The type only: a message could quote a header value (a secret).
             return Outcome("failed", None, f"request failed ({type(exc).__name__})")
-        return self._classify(status, retry_after, text)
+        return self._classify(status, retry_after, self._redact(text))
+
+    def _redact(self, text: bytes) -> bytes:
+        """The response body without any configured header value (a receiver may echo one)."""
+        for value in self._secret_values:
+            text = text.replace(value, b"[redacted]")
+        return text
 
     @staticmethod
     def _classify(status: int, retry_after: str | None, text: bytes) -> Outcome:

@@ -416,6 +416,33 @@ async def test_secrets_and_signatures_never_logged(
         assert "whsec_" not in (row.dead_reason or "")
 
 
+async def test_header_values_are_secrets_sent_from_a_file_and_never_echoed(
+    receiver: WebhookReceiver, store: SqliteStateStore, metrics: Metrics,
+    caplog: pytest.LogCaptureFixture, tmp_path: Path,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    token = "Bearer sk-live-0123456789abcdef"
+    (tmp_path / "headers").write_text(f"Authorization: {token}\nX-Team: field\n")
+    cfg = make_cfg(receiver.url, retry_schedule=[FAST], headers_file=str(tmp_path / "headers"))
+    assert "sk-live" not in repr(cfg)
+    items = make_items(4, deleted_every=0)
+    async with sink_for(cfg, store, metrics) as sink:
+        await fill(store, items[:2])
+        sink.notify()
+        await wait_until(lambda: _pending(store, 0))
+        receiver.mode = "echo_auth"  # the receiver now quotes the header in its 401 body
+        await fill(store, items[2:], token="t2")
+        sink.notify()
+        await wait_until(lambda: _dead(store, 2))
+        assert len(receiver.events) == 2
+    assert all(c.headers["Authorization"] == token for c in receiver.calls)
+    assert all(c.headers["X-Team"] == "field" for c in receiver.calls)
+    dead = await store.dlq_list(sink=SINK)
+    assert all("[redacted]" in (d.dead_reason or "") for d in dead), dead
+    assert "sk-live" not in caplog.text
+    assert not any("sk-live" in (d.dead_reason or "") + (d.last_error or "") for d in dead)
+
+
 DISPATCHER_SCRIPT = """
 import asyncio, sys
 from prometheus_client import CollectorRegistry

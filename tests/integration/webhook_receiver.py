@@ -12,6 +12,7 @@ modes are switched at run time:
 - ``rate_limited``: 429 with ``Retry-After: <retry_after>`` for the next ``rate_limit_calls`` calls
 - ``slow``: wait ``slow_seconds`` before answering 200
 - ``redirect``: 307 to another URL
+- ``echo_auth``: 401 whose body quotes the call's Authorization header (a careless server)
 - ``down()`` / ``up()``: stop listening (connection refused) and listen again on the same port
 """
 
@@ -31,7 +32,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from tests.contract import problems
 
-MODES = ("ok", "fail_random", "fail", "gone", "rate_limited", "slow", "redirect")
+MODES = ("ok", "fail_random", "fail", "gone", "rate_limited", "slow", "redirect", "echo_auth")
 
 
 @dataclass(slots=True)
@@ -152,6 +153,10 @@ class WebhookReceiver:
             resp = self._record(request, body, 307)
             resp.headers["Location"] = f"http://127.0.0.1:{self.port}/elsewhere"
             return resp
+        if self.mode == "echo_auth":
+            self._record(request, body, 401)
+            return web.Response(status=401, text="invalid credentials: Authorization: "
+                                f"{request.headers.get('Authorization', '')}")
         if 200 <= status < 300:
             self._accept(request.content_type, body)
         return self._record(request, body, status)

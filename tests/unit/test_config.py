@@ -372,7 +372,7 @@ INVALID = [
     ({"sinks.0": webhook(headers={"Webhook-Signature": "x"})},
      "sinks[0].headers.Webhook-Signature: is set by the sink itself"),
     ({"sinks.0": webhook(headers={"X-Ok": "a\r\nInjected: 1"})},
-     "sinks[0].headers.X-Ok: string should match pattern '^[^\\r\\n]*$'"),
+     "sinks[0].headers.X-Ok: must be one line of printable characters (no CR/LF)"),
     ({"sinks.0": webhook(mode="stream")}, "sinks[0].mode: must be 'single' or 'batch'"),
     ({"sinks.0": webhook(batch_max=0)}, "sinks[0].batch_max: must be greater than or equal to 1"),
     ({"sinks.0": webhook(rate_per_second=0)}, "sinks[0].rate_per_second: must be greater than 0"),
@@ -511,6 +511,33 @@ def test_secret_file_problems(
         k: v.format(dir=tmp_path) if isinstance(v, str) else v for k, v in field.items()
     }
     assert problems(patched({"credentials.0": cred})) == [problem.format(dir=tmp_path)]
+
+
+def test_webhook_header_values_are_secrets_and_have_a_file_form(tmp_path: Path) -> None:
+    token = "Bearer sk-live-HEADER-SECRET"
+    inline = config_from_data(patched({"sinks.1": webhook(headers={"Authorization": token})}),
+                              environ={})
+    hook = inline.sink_named("hook")
+    assert isinstance(hook, WebhookSinkConfig)
+    assert hook.header_values == {"Authorization": token}
+    for shown in (repr(inline), str(inline), repr(hook.headers), hook.model_dump_json()):
+        assert "sk-live" not in shown
+    (tmp_path / "h").write_text(f"# for the field app\nAuthorization: {token}\n\nX-Team: field\n")
+    from_file = config_from_data(
+        patched({"sinks.1": webhook(headers_file=str(tmp_path / "h"))}), environ={})
+    hook = from_file.sink_named("hook")
+    assert isinstance(hook, WebhookSinkConfig)
+    assert hook.header_values == {"Authorization": token, "X-Team": "field"}
+    assert "sk-live" not in repr(from_file)
+    (tmp_path / "bad").write_text(f"Authorization {token}\n")
+    assert problems(patched({"sinks.1": webhook(headers_file=str(tmp_path / "bad"))})) == [
+        "sinks[1].headers: headers_file line 1: expected 'Name: value'"]
+    both = patched({"sinks.1": webhook(headers={"X": "1"}, headers_file=str(tmp_path / "h"))})
+    assert problems(both) == ["sinks[1].headers: give either headers or headers_file, not both"]
+    # A bad value is reported by name, never quoted.
+    msgs = problems(patched({"sinks.1": webhook(headers={"Authorization": "sk-live\x01x"})}))
+    assert msgs == ["sinks[1].headers.Authorization: must be one line of printable characters "
+                    "(no CR/LF)"]
 
 
 def test_unreadable_secret_file(tmp_path: Path) -> None:

@@ -70,14 +70,29 @@ def seed_state(sim: SimProcess, cfg: dict[str, Any], container: str) -> int:
         ids = sqlite_streams.StreamIds()
         now = time.time()
         for start in range(0, len(live), SEED_BATCH):
+            batch = live[start:start + SEED_BATCH]
             sqlite_streams.commit_page(
                 conn, ids, (SUBSCRIPTION, container), next_token=token["syncToken"],
-                resync_cursor=None, in_resync=False, add_ids=live[start:start + SEED_BATCH],
-                remove_ids=[], seen_ids=[], outbox=[], changed=True, now=now)
+                resync_cursor=None, in_resync=False, add_ids=batch,
+                remove_ids=[], seen_ids=[], outbox=[],
+                bodies={rid: seed_body(rid) for rid in batch}, filter_fingerprint=None,
+                changed=True, now=now)
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         conn.close()
     return len(live)
+
+
+def seed_body(rid: str) -> bytes:
+    """A stored body of the size and shape the store keeps for a simulator relationship (the
+    JSON the API sends, without the deletion fields); its entities are made up."""
+    def entity(n: int) -> dict[str, str]:
+        return {"domain": "autodesk-bim360-documentmanagement", "type": "documentlineage",
+                "id": f"urn:adsk.wipprod:dm.lineage:{rid[:22]}{n}",
+                "createdOn": "2026-01-01T00:00:00.000Z"}
+    return orjson.dumps({"id": rid, "createdOn": "2026-01-01T00:00:00.000Z",
+                         "isReadOnly": False, "isService": False,
+                         "entities": [entity(1), entity(2)]})
 
 
 def stream_row(path: Path, container: str) -> tuple[int, int, str | None]:
@@ -90,6 +105,12 @@ def stream_row(path: Path, container: str) -> tuple[int, int, str | None]:
     finally:
         conn.close()
     return int(row[0]), int(row[1]), row[2]
+
+
+def state_bytes(path: Path) -> int:
+    """The state file and its WAL, on disk."""
+    return sum(f.stat().st_size for f in (path, path.with_name(path.name + "-wal"))
+               if f.exists())
 
 
 def read_events(path: Path) -> list[dict[str, Any]]:
@@ -141,6 +162,7 @@ def main() -> int:
             seeded = seed_state(sim, cfg, container)
             note(f"seeded {seeded:,} known ids in {time.monotonic() - t1:.0f}s")
         known_before, _, _ = stream_row(work / "state.db", container)
+        db_bytes = state_bytes(work / "state.db")
         if known_before != n:
             raise SystemExit(f"the stream knows {known_before:,} ids before the overwrite, "
                              f"not {n:,}")
@@ -163,6 +185,8 @@ def main() -> int:
     got_deleted = {e["subject"] for e in events if e["type"].endswith(".deleted")}
     exact = (got_created == created and got_deleted == deleted
              and len(events) == len(created) + len(deleted))
+    with_entities = sum(1 for e in events if e["type"].endswith(".deleted")
+                        and len(e["data"]["relationship"].get("entities") or ()) == 2)
     known_after, in_resync, _ = stream_row(work / "state.db", container)
     expected_known = n - len(deleted) + len(created)
     rows.append(["overwrite", expected_known, run.wall_pass, run.cpu_pass,
@@ -176,6 +200,10 @@ def main() -> int:
     print(f"diff exact (events == the {len(deleted):,} deletions and {len(created):,} creations, "
           f"by id): {'yes' if exact else 'NO'}; known ids after: {known_after:,} "
           f"(expected {expected_known:,}); resync pending: {'yes' if in_resync else 'no'}")
+    print(f"deleted events carrying both entities: {with_entities:,} of {len(got_deleted):,}; "
+          f"state file {db_bytes / 1e6:.0f} MB for {known_before:,} known relationships "
+          f"({db_bytes / max(known_before, 1):.0f} bytes each, bodies included)")
+    exact = exact and with_entities == len(got_deleted)
     peak = mib(run.peak_rss_kib)
     ok = peak < RSS_GOAL_MIB
     print(f"goal: peak RSS {peak:.0f} MiB ({run.peak_rss_kib * 1024 / 1e6:.0f} MB) < 300 MB: "

@@ -22,6 +22,7 @@ from typing import Any
 from notifier import __version__
 from notifier.config import Config
 from notifier.core.budget import RequestBudget
+from notifier.durations import format_duration
 from notifier.errors import NotifierError, SinkError, StateLockedError
 from notifier.metrics import Metrics
 from notifier.scheduler import BUSY_RATE_PER_S, CredentialScheduler, SchedulerSettings
@@ -292,10 +293,21 @@ class App:
         return out
 
     async def _prune(self, store: Any) -> None:
+        """Orphaned streams (subscription no longer configured) keep their state for
+        ``state.orphan_retention``, with a warning at every start; then it is dropped."""
         keep = {spec.key for s in self.schedulers for spec in (r.spec for r in s.streams)}
-        removed = await store.prune_streams(keep)
-        if removed:
-            log.info("forgot %d streams no longer in the configuration", len(removed))
+        retention = self.config.state.orphan_retention
+        res = await store.prune_streams(keep, now=time.time(), retention=retention)
+        if res.kept:
+            names = sorted({sub for sub, _ in res.kept})
+            log.warning(
+                "state kept for %d stream(s) of subscription(s) missing from the configuration:"
+                " %s; dropped after %s unless configured again (rename: notifier state rename"
+                " OLD NEW; drop now: notifier state forget NAME)",
+                len(res.kept), ", ".join(names), format_duration(retention))
+        if res.dropped:
+            log.info("forgot %d orphaned stream(s) past the orphan retention: %s",
+                     len(res.dropped), ", ".join(sorted({sub for sub, _ in res.dropped})))
 
     async def _drain_outboxes(self, store: Any, outbox_sinks: list[Sink], wait: float = 30.0
                               ) -> None:

@@ -39,6 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
                          add_help=False)
     sim.add_argument("args", nargs=argparse.REMAINDER)
 
+    from notifier.state.admin import add_state_parser
+
+    add_state_parser(sub)
+
     try:
         from notifier.sinks.webhook_admin import add_webhooks_parser
     except ImportError:  # pragma: no cover - the webhook sink is optional at import time
@@ -70,6 +74,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from notifier.status import status_main
 
         return status_main(args.config, as_json=args.json)
+
+    if args.command == "state":
+        from notifier.state.admin import state_main
+
+        return state_main(args)
 
     if args.command == "webhooks":
         from notifier.sinks.webhook_admin import webhooks_main

@@ -29,7 +29,14 @@ from typing import TypeVar
 
 import orjson
 
-from notifier.core.diff import diff_page, missing_deletions, page_ids, vanished_announced
+from notifier.core.diff import (
+    diff_page,
+    missing_deletions,
+    page_ids,
+    stored_body,
+    vanished_announced,
+    with_stored_body,
+)
 from notifier.core.events import ChangeKind, Event
 from notifier.errors import ProtocolError, SinkError
 from notifier.metrics import Metrics
@@ -82,6 +89,16 @@ def parse_time(value: str) -> float | None:
         return datetime.fromisoformat(value).timestamp()
     except (TypeError, ValueError):
         return None
+
+
+def _bodies(current: Sequence[Relationship], add_ids: Sequence[str], resync: bool
+            ) -> dict[str, bytes]:
+    """Bodies to store: of the added ids, and on a resync page of every listed one (known
+    ids without a body get it)."""
+    if resync:
+        return {r.id: stored_body(r) for r in current}
+    added = set(add_ids)
+    return {r.id: stored_body(r) for r in current if r.id in added}
 
 
 async def _first(batches: AsyncIterator[list[T]]) -> list[T]:
@@ -299,6 +316,7 @@ class StreamSyncer:
             await self._store.known_subset(spec.subscription, spec.container_id, ids)
             if ids else set()
         )
+        deleted = await self._complete_deleted(spec, deleted, known)
         now = self._clock()
         d = diff_page(
             subscription=spec.subscription, container_id=spec.container_id,
@@ -316,10 +334,22 @@ class StreamSyncer:
             next_token=None if resync else next_token,
             resync_cursor=next_token if resync else None, in_resync=resync,
             add_ids=d.add_ids, remove_ids=d.remove_ids, seen_ids=d.seen_ids,
-            outbox=outbox, changed=changed, now=now,
+            outbox=outbox, bodies=_bodies(current, d.add_ids, resync), changed=changed,
+            now=now,
         )
         self._after_commit(d.events, bool(outbox), d.created, d.deleted, resync, result)
         return changed
+
+    async def _complete_deleted(
+        self, spec: StreamSpec, deleted: list[Relationship], known: set[str]
+    ) -> list[Relationship]:
+        """Deleted relationships the API sent without their entities get them from the body
+        stored with the known id (a deleted event always names both entities)."""
+        bare = [r.id for r in deleted if r.id in known and not r.raw.get("entities")]
+        if not bare:
+            return deleted
+        stored = await self._store.known_bodies(spec.subscription, spec.container_id, bare)
+        return [with_stored_body(r, stored[r.id]) if r.id in stored else r for r in deleted]
 
     async def _announce(self, spec: StreamSpec, events: Sequence[Event]) -> None:
         """Durably note the created events of a resync page before any leaves (see module doc).
@@ -361,11 +391,12 @@ class StreamSyncer:
                                                                    RESYNC_DELETE_BATCH)):
             now = self._clock()
             events = (
-                missing_deletions(subscription=sub, container_id=cid, missing_ids=batch,
+                missing_deletions(subscription=sub, container_id=cid, missing=batch,
                                   seen_at=rfc3339(now))
                 if emit else []
             )
-            await self._settle(spec, token, events, batch, 0, len(batch), now, result)
+            await self._settle(spec, token, events, [k.rel_id for k in batch], 0, len(batch),
+                               now, result)
             changed = True
         while gone := await _first(self._store.iter_announced_missing(sub, cid,
                                                                      ANNOUNCED_BATCH)):

@@ -96,9 +96,12 @@ class CredentialConfig(ConfigModel):
 
 
 class StateConfig(ConfigModel):
-    """Where the SQLite state store lives."""
+    """Where the SQLite state store lives, and how long an orphaned stream's state is kept."""
 
     path: Path = Path("./var/notifier.db")
+    # A subscription missing from the configuration keeps its state this long (a rename or
+    # a briefly incomplete config must not replay its snapshot and lose deletions).
+    orphan_retention: PositiveDuration = 7 * 86400.0
 
 
 class PollConfig(ConfigModel):

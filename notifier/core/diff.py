@@ -20,9 +20,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Set
 from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
 
 from notifier.core.events import ChangeKind, Event, build_event
 from notifier.source.models import Relationship
+from notifier.state.base import KnownRelationship
+
+_DELETION_FIELDS = frozenset({"isDeleted", "deletedOn"})
 
 
 @dataclass(slots=True)
@@ -112,24 +118,46 @@ def diff_page(
     return out
 
 
+def stored_body(rel: Relationship) -> bytes:
+    """What the store keeps of a relationship for a later deleted event: the body the API
+    sent, without the deletion fields (they are set when the deletion is found)."""
+    return orjson.dumps({k: v for k, v in rel.raw.items() if k not in _DELETION_FIELDS})
+
+
+def deleted_body(rel_id: str, body: bytes | None) -> Relationship:
+    """The relationship a deleted event carries when the API no longer sends it: the last
+    body seen with ``isDeleted: true`` (only the id for ids known before bodies were kept)."""
+    raw: dict[str, Any] = orjson.loads(body) if body is not None else {"id": rel_id}
+    raw["isDeleted"] = True
+    return Relationship(id=rel_id, created_on=str(raw.get("createdOn", "")), is_deleted=True,
+                        deleted_on=None, raw=raw)
+
+
+def with_stored_body(rel: Relationship, body: bytes) -> Relationship:
+    """A deleted relationship as the API sent it, completed from the stored body where it
+    lacks the entities (the API's fields win)."""
+    raw: dict[str, Any] = {**orjson.loads(body), **rel.raw}
+    if not raw.get("entities"):
+        raw["entities"] = orjson.loads(body).get("entities")
+    return Relationship(id=rel.id, created_on=rel.created_on or str(raw.get("createdOn", "")),
+                        is_deleted=rel.is_deleted, deleted_on=rel.deleted_on, raw=raw)
+
+
 def missing_deletions(
     *,
     subscription: str,
     container_id: str,
-    missing_ids: Iterable[str],
+    missing: Iterable[KnownRelationship],
     seen_at: str,
 ) -> list[Event]:
     """Deleted events for known relationships absent from a completed resync.
 
-    The API does not send these relationships any more, so the event carries only the id and
-    the time the deletion was noticed.
+    The API does not send these relationships any more: the event carries the last body seen
+    (both entities) with ``isDeleted: true``, and the time the deletion was noticed.
     """
     events = []
-    for rel_id in missing_ids:
-        rel = Relationship(
-            id=rel_id, created_on="", is_deleted=True, deleted_on=None,
-            raw={"id": rel_id, "isDeleted": True},
-        )
+    for rel_id, body in missing:
+        rel = deleted_body(rel_id, body)
         events.append(
             build_event(
                 subscription=subscription,

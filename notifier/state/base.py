@@ -3,11 +3,33 @@
 The unit of sync state is a *stream*: (subscription name, container id), one sync token each.
 Every method that writes is durable when it returns (an fsync'd commit), and every write that
 belongs to one checkpoint happens in one transaction: either all of it is on disk or none of it.
+
+A stream's persisted state (everything another process needs to carry on where this one
+stopped) is, per stream:
+
+* its **phase** (``StreamState.phase``), from ``sync_token``, ``in_resync`` and
+  ``resync_cursor``:
+
+  - ``new``: never synced; the first drain is a resync (the bootstrap);
+  - ``incremental``: ``sync_token`` is the watermark of the last committed change;
+  - ``resync``: a snapshot is being listed (bootstrap, overwrite, rejected token, or a filter
+    change: ``resync_reason``); ``resync_cursor`` continues it, or None to start it over;
+    ``resync_seen`` (the ids it listed so far) and ``announced`` (created events of pages
+    before its first saved cursor, see ``Announcement``) belong to it;
+
+* the **known set**: every relationship id the stream's consumers were told about and not
+  told deleted, each with the last body seen (``body``), so that a deleted event found only
+  by a resync still carries the relationship with its two entities;
+* ``filter_fingerprint``: which filter the token or cursor was issued for (a change of the
+  configured filter resyncs against the new one);
+* ``orphaned_at``: when the subscription was first found missing from the configuration
+  (its state is dropped after the orphan retention);
+* bookkeeping: check and change times, quarantine and failure count.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Literal, NamedTuple, Protocol, Self, runtime_checkable
@@ -16,6 +38,8 @@ StreamKey = tuple[str, str]
 """(subscription name, container id)."""
 
 OutboxStatus = Literal["pending", "delivered", "dead"]
+StreamPhase = Literal["new", "incremental", "resync"]
+ResyncReason = Literal["snapshot", "filter"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,10 +58,37 @@ class StreamState:
     quarantined_until: float | None
     quarantine_reason: str | None
     failures: int  # consecutive; bumped by quarantine(), reset by a committed page
+    filter_fingerprint: str | None = None  # the filter the token/cursor was issued for
+    resync_reason: ResyncReason | None = None  # why the resync in progress runs
+    orphaned_at: float | None = None  # subscription missing from the config since then
 
     @property
     def key(self) -> StreamKey:
         return (self.subscription, self.container_id)
+
+    @property
+    def phase(self) -> StreamPhase:
+        """Where the stream stands (see the module docstring)."""
+        if self.in_resync:
+            return "resync"
+        return "new" if self.sync_token is None else "incremental"
+
+
+class KnownRelationship(NamedTuple):
+    """A known id with the last body seen (the relationship JSON without isDeleted/deletedOn;
+    None for ids known before bodies were kept)."""
+
+    rel_id: str
+    body: bytes | None
+
+
+class PruneResult(NamedTuple):
+    """What ``prune_streams`` did: streams newly found orphaned, orphans kept (within the
+    retention, including the new ones) and orphans dropped (past it)."""
+
+    orphaned: list[StreamKey]
+    kept: list[StreamKey]
+    dropped: list[StreamKey]
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,12 +185,31 @@ class StateStore(Protocol):
 
     async def forget_stream(self, subscription: str, container_id: str) -> bool: ...
 
-    async def prune_streams(self, keep: set[StreamKey]) -> list[StreamKey]: ...
+    async def prune_streams(
+        self, keep: set[StreamKey], *, now: float, retention: float
+    ) -> PruneResult:
+        """Mark streams not in ``keep`` orphaned (from ``now``), un-orphan those in it, and
+        drop the orphans older than ``retention`` seconds."""
+        ...
+
+    async def forget_subscription(self, subscription: str) -> int:
+        """Drop every stream of ``subscription``; how many there were."""
+        ...
+
+    async def rename_subscription(self, old: str, new: str) -> int:
+        """Move every stream of ``old`` to ``new`` (which must have none); how many moved."""
+        ...
 
     # Known relationship ids and checkpoints.
     async def known_subset(
         self, subscription: str, container_id: str, ids: Sequence[str]
     ) -> set[str]: ...
+
+    async def known_bodies(
+        self, subscription: str, container_id: str, ids: Sequence[str]
+    ) -> dict[str, bytes]:
+        """The stored bodies of those of ``ids`` that are known and have one."""
+        ...
 
     async def commit_page(
         self,
@@ -153,11 +223,15 @@ class StateStore(Protocol):
         remove_ids: Sequence[str],
         seen_ids: Sequence[str] = (),
         outbox: Sequence[OutboxItem] = (),
+        bodies: Mapping[str, bytes] | None = None,
+        filter_fingerprint: str | None = None,
         changed: bool,
         now: float,
     ) -> None:
         """The checkpoint: every change of one page in one durable transaction. During a
-        resync it also forgets the announcements of ``add_ids`` and ``remove_ids``."""
+        resync it also forgets the announcements of ``add_ids`` and ``remove_ids``. ``bodies``
+        are stored with the added ids (and with seen ones that have none yet);
+        ``filter_fingerprint``, when given, replaces the stored one."""
         ...
 
     async def mark_announced(
@@ -173,12 +247,19 @@ class StateStore(Protocol):
         ...
 
     async def begin_resync(
-        self, subscription: str, container_id: str, *, cursor: str | None = None
+        self, subscription: str, container_id: str, *, cursor: str | None = None,
+        reason: ResyncReason = "snapshot", filter_fingerprint: str | None = None,
     ) -> None: ...
 
     def iter_resync_missing(
         self, subscription: str, container_id: str, batch: int = 10_000
-    ) -> AsyncIterator[list[str]]: ...
+    ) -> AsyncIterator[list[KnownRelationship]]: ...
+
+    async def resync_seen_subset(
+        self, subscription: str, container_id: str, ids: Sequence[str]
+    ) -> set[str]:
+        """Which of ``ids`` the resync in progress has already listed."""
+        ...
 
     async def finish_resync(
         self,

@@ -90,7 +90,24 @@ _V2 = (
     ) WITHOUT ROWID""",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
+_V3 = (
+    # The last body seen with each known id (the relationship JSON without isDeleted and
+    # deletedOn), so that a deletion found only by a resync still names both entities. NULL
+    # for ids known before this version until a resync lists them again.
+    "ALTER TABLE known ADD COLUMN body BLOB",
+    # Fingerprint of the filter (domains / query) the stream's token or cursor was issued for;
+    # NULL before this version (adopted, without a resync, by the next drain).
+    "ALTER TABLE streams ADD COLUMN filter_fingerprint TEXT",
+    # Why the resync in progress runs: 'snapshot' (bootstrap, overwrite, rejected token or
+    # cursor) or 'filter' (the filter changed: known ids it no longer lists are forgotten
+    # without deleted events). NULL when not in a resync.
+    "ALTER TABLE streams ADD COLUMN resync_reason TEXT",
+    # When the stream's subscription was first found missing from the configuration; its
+    # state is kept for the orphan retention, then dropped. NULL while configured.
+    "ALTER TABLE streams ADD COLUMN orphaned_at REAL",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3)
 """MIGRATIONS[i] takes the schema from version i to version i + 1."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

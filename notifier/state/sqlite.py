@@ -16,7 +16,7 @@ import os
 import sqlite3
 import stat
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
@@ -25,11 +25,15 @@ from typing import Any, Self, TypeVar
 from notifier.errors import StateError
 from notifier.state import sqlite_outbox as ob
 from notifier.state import sqlite_streams as st
+from notifier.state import sqlite_subscriptions as subs
 from notifier.state.base import (
     Announcement,
+    KnownRelationship,
     OutboxItem,
     OutboxRow,
     OutboxStats,
+    PruneResult,
+    ResyncReason,
     StreamKey,
     StreamState,
 )
@@ -205,9 +209,28 @@ class SqliteStateStore:
             "forget stream", st.forget_stream, self._ids, (subscription, container_id)
         )
 
-    async def prune_streams(self, keep: set[StreamKey]) -> list[StreamKey]:
-        """Forget every stream not in ``keep`` (subscriptions removed from the config)."""
-        return await self._call("prune streams", st.prune_streams, self._ids, set(keep))
+    async def prune_streams(
+        self, keep: set[StreamKey], *, now: float, retention: float
+    ) -> PruneResult:
+        """Streams not in ``keep`` (subscriptions missing from the config) are marked orphaned
+        from ``now``, and dropped once orphaned for ``retention`` seconds; streams in ``keep``
+        stop being orphans. One transaction."""
+        return await self._call(
+            "prune streams", subs.prune_streams, self._ids, set(keep), now, retention
+        )
+
+    async def forget_subscription(self, subscription: str) -> int:
+        """Drop every stream of ``subscription`` (token, known ids, staging); how many.
+        Outbox rows already queued stay and are still delivered."""
+        return await self._call(
+            "forget subscription", subs.forget_subscription, self._ids, subscription
+        )
+
+    async def rename_subscription(self, old: str, new: str) -> int:
+        """Move every stream of ``old`` to ``new``; how many. StateError if ``new`` has any."""
+        return await self._call(
+            "rename subscription", subs.rename_subscription, self._ids, old, new
+        )
 
     # -- known ids and checkpoints -----------------------------------------------------------
 
@@ -219,6 +242,27 @@ class SqliteStateStore:
             return set()
         return await self._call(
             "known subset", st.known_subset, self._ids, (subscription, container_id), list(ids)
+        )
+
+    async def known_bodies(
+        self, subscription: str, container_id: str, ids: Sequence[str]
+    ) -> dict[str, bytes]:
+        """The last bodies seen of those of ``ids`` that are known (and have one)."""
+        if not ids:
+            return {}
+        return await self._call(
+            "known bodies", st.known_bodies, self._ids, (subscription, container_id), list(ids)
+        )
+
+    async def resync_seen_subset(
+        self, subscription: str, container_id: str, ids: Sequence[str]
+    ) -> set[str]:
+        """Which of ``ids`` the resync in progress has already listed (committed pages)."""
+        if not ids:
+            return set()
+        return await self._call(
+            "resync seen", st.resync_seen_subset, self._ids, (subscription, container_id),
+            list(ids),
         )
 
     async def commit_page(
@@ -233,6 +277,8 @@ class SqliteStateStore:
         remove_ids: Sequence[str],
         seen_ids: Sequence[str] = (),
         outbox: Sequence[OutboxItem] = (),
+        bodies: Mapping[str, bytes] | None = None,
+        filter_fingerprint: str | None = None,
         changed: bool,
         now: float,
     ) -> None:
@@ -240,8 +286,10 @@ class SqliteStateStore:
         ``seen_ids`` in the resync staging set and forget the announcements of ``add_ids``
         and ``remove_ids`` (or, when ``in_resync`` is False, empty both), queue ``outbox``
         rows, set ``sync_token`` (kept as is when ``next_token`` is None), ``resync_cursor``
-        and ``in_resync`` as given, stamp last_checked_at (and last_changed_at if
-        ``changed``), reset failures and any quarantine. Creates the stream if new. Raises
+        and ``in_resync`` as given (and ``filter_fingerprint`` when given), stamp
+        last_checked_at (and last_changed_at if ``changed``), reset failures and any
+        quarantine. ``bodies`` (JSON, by id) are stored with ``add_ids``, and with
+        ``seen_ids`` that are known without one. Creates the stream if new. Raises
         ValueError, before touching anything, on an id both added and removed or on
         ``seen_ids`` outside a resync."""
         if not in_resync and seen_ids:
@@ -254,22 +302,27 @@ class SqliteStateStore:
             "commit page", st.commit_page, self._ids, (subscription, container_id),
             next_token=next_token, resync_cursor=resync_cursor, in_resync=in_resync,
             add_ids=list(add_ids), remove_ids=list(remove_ids), seen_ids=list(seen_ids),
-            outbox=list(outbox), changed=changed, now=now,
+            outbox=list(outbox), bodies=bodies or {}, filter_fingerprint=filter_fingerprint,
+            changed=changed, now=now,
         )
 
     async def begin_resync(
-        self, subscription: str, container_id: str, *, cursor: str | None = None
+        self, subscription: str, container_id: str, *, cursor: str | None = None,
+        reason: ResyncReason = "snapshot", filter_fingerprint: str | None = None,
     ) -> None:
-        """Start a bootstrap/overwrite drain: empty the staging set, set in_resync and the
-        cursor (None: restart from the stored sync token). The sync token is untouched."""
+        """Start (or start over) a resync: empty the staging set, set in_resync, the cursor
+        (None: the snapshot starts from the beginning), the reason, and the filter
+        fingerprint when given. The sync token and the known set are untouched."""
         await self._call(
-            "begin resync", st.begin_resync, self._ids, (subscription, container_id), cursor
+            "begin resync", st.begin_resync, self._ids, (subscription, container_id), cursor,
+            reason, filter_fingerprint,
         )
 
     async def iter_resync_missing(
         self, subscription: str, container_id: str, batch: int = 10_000
-    ) -> AsyncIterator[list[str]]:
-        """Known ids the current resync has not seen (the deletions), ascending, in batches.
+    ) -> AsyncIterator[list[KnownRelationship]]:
+        """Known ids the current resync has not seen (the deletions), ascending, in batches,
+        each with its last body seen.
 
         Each batch is its own query (keyset pagination), so memory stays bounded by ``batch``
         and the caller may checkpoint a batch's removals before asking for the next one.
@@ -287,7 +340,7 @@ class SqliteStateStore:
             yield ids
             if len(ids) < batch:
                 return
-            after = ids[-1]
+            after = ids[-1].rel_id
 
     async def mark_announced(
         self, subscription: str, container_id: str, items: Sequence[Announcement]

@@ -8,17 +8,26 @@ statement whatever its size, and nothing proportional to a stream's known set is
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from notifier.state.base import Announcement, OutboxItem, StreamKey, StreamState
+import orjson
+
+from notifier.state.base import (
+    Announcement,
+    KnownRelationship,
+    OutboxItem,
+    ResyncReason,
+    StreamKey,
+    StreamState,
+)
 from notifier.state.sqlite_outbox import insert_items
 from notifier.state.sqlite_tx import json_list, transaction
 
 _STREAM_COLUMNS = (
     "subscription, container_id, sync_token, resync_cursor, in_resync, last_checked_at,"
     " last_changed_at, token_updated_at, known_count, quarantined_until, quarantine_reason,"
-    " failures"
+    " failures, filter_fingerprint, resync_reason, orphaned_at"
 )
 
 
@@ -63,7 +72,7 @@ class StreamIds:
 
 def _state(row: Sequence[Any]) -> StreamState:
     (sub, cont, token, cursor, in_resync, checked, changed, token_at, known, q_until, q_reason,
-     failures) = tuple(row)
+     failures, fingerprint, reason, orphaned) = tuple(row)
     return StreamState(
         subscription=str(sub),
         container_id=str(cont),
@@ -77,6 +86,9 @@ def _state(row: Sequence[Any]) -> StreamState:
         quarantined_until=_opt_float(q_until),
         quarantine_reason=q_reason if isinstance(q_reason, str) else None,
         failures=int(failures),
+        filter_fingerprint=fingerprint if isinstance(fingerprint, str) else None,
+        resync_reason="filter" if reason == "filter" else "snapshot" if in_resync else None,
+        orphaned_at=_opt_float(orphaned),
     )
 
 
@@ -139,23 +151,6 @@ def forget_stream(conn: sqlite3.Connection, ids: StreamIds, key: StreamKey) -> b
     return cur.rowcount > 0
 
 
-def prune_streams(
-    conn: sqlite3.Connection, ids: StreamIds, keep: set[StreamKey]
-) -> list[StreamKey]:
-    with transaction(conn):
-        gone: list[StreamKey] = [
-            (str(sub), str(cont))
-            for sub, cont in conn.execute("SELECT subscription, container_id FROM streams")
-            if (sub, cont) not in keep
-        ]
-        conn.executemany(
-            "DELETE FROM streams WHERE subscription = ? AND container_id = ?", gone
-        )
-    for key in gone:
-        ids.drop(key)
-    return gone
-
-
 def known_subset(
     conn: sqlite3.Connection, ids: StreamIds, key: StreamKey, rel_ids: Sequence[str]
 ) -> set[str]:
@@ -165,6 +160,34 @@ def known_subset(
     rows = conn.execute(
         "SELECT j.value FROM json_each(?) AS j WHERE EXISTS"
         " (SELECT 1 FROM known AS k WHERE k.stream_id = ? AND k.rel_id = j.value)",
+        (json_list(rel_ids), sid),
+    )
+    return {str(value) for (value,) in rows}
+
+
+def known_bodies(
+    conn: sqlite3.Connection, ids: StreamIds, key: StreamKey, rel_ids: Sequence[str]
+) -> dict[str, bytes]:
+    sid = ids.find(conn, key)
+    if sid is None or not rel_ids:
+        return {}
+    rows = conn.execute(
+        "SELECT k.rel_id, k.body FROM json_each(?) AS j JOIN known AS k"
+        " ON k.stream_id = ? AND k.rel_id = j.value WHERE k.body IS NOT NULL",
+        (json_list(rel_ids), sid),
+    )
+    return {str(rid): bytes(body) for rid, body in rows}
+
+
+def resync_seen_subset(
+    conn: sqlite3.Connection, ids: StreamIds, key: StreamKey, rel_ids: Sequence[str]
+) -> set[str]:
+    sid = ids.find(conn, key)
+    if sid is None or not rel_ids:
+        return set()
+    rows = conn.execute(
+        "SELECT j.value FROM json_each(?) AS j WHERE EXISTS"
+        " (SELECT 1 FROM resync_seen AS s WHERE s.stream_id = ? AND s.rel_id = j.value)",
         (json_list(rel_ids), sid),
     )
     return {str(value) for (value,) in rows}
@@ -182,6 +205,8 @@ def commit_page(
     remove_ids: Sequence[str],
     seen_ids: Sequence[str],
     outbox: Sequence[OutboxItem],
+    bodies: Mapping[str, bytes],
+    filter_fingerprint: str | None,
     changed: bool,
     now: float,
 ) -> None:
@@ -197,9 +222,10 @@ def commit_page(
             ).rowcount
         if add_ids:
             added = conn.execute(
-                "INSERT OR IGNORE INTO known (stream_id, rel_id)"
-                " SELECT ?, value FROM json_each(?)",
-                (sid, json_list(add_ids)),
+                "INSERT OR IGNORE INTO known (stream_id, rel_id, body)"
+                " SELECT ?, json_extract(value, '$[0]'),"
+                " CAST(json_extract(value, '$[1]') AS BLOB) FROM json_each(?)",
+                (sid, _with_bodies(add_ids, bodies)),
             ).rowcount
         if in_resync:
             if seen_ids:
@@ -208,6 +234,7 @@ def commit_page(
                     " SELECT ?, value FROM json_each(?)",
                     (sid, json_list(seen_ids)),
                 )
+                _fill_bodies(conn, sid, seen_ids, bodies, set(add_ids))
             if add_ids or remove_ids:
                 # Now known (or announced deleted): no longer only possibly announced.
                 conn.execute(
@@ -222,6 +249,8 @@ def commit_page(
         conn.execute(
             "UPDATE streams SET"
             " sync_token = coalesce(:token, sync_token),"
+            " filter_fingerprint = coalesce(:fingerprint, filter_fingerprint),"
+            " resync_reason = CASE WHEN :in_resync THEN resync_reason END,"
             " token_updated_at = CASE WHEN :token IS NULL THEN token_updated_at ELSE :now END,"
             " resync_cursor = :cursor, in_resync = :in_resync,"
             " known_count = known_count + :added - :removed,"
@@ -232,26 +261,47 @@ def commit_page(
             {
                 "token": next_token, "now": now, "cursor": resync_cursor,
                 "in_resync": in_resync, "added": added, "removed": removed,
-                "changed": changed, "sid": sid,
+                "changed": changed, "sid": sid, "fingerprint": filter_fingerprint,
             },
         )
 
 
+def _with_bodies(rel_ids: Sequence[str], bodies: Mapping[str, bytes]) -> str:
+    """``[[id, body], ...]`` as one JSON parameter (body null where there is none)."""
+    parts = [b"[" + orjson.dumps(rid) + b"," + bodies.get(rid, b"null") + b"]"
+             for rid in rel_ids]
+    return (b"[" + b",".join(parts) + b"]").decode()
+
+
+def _fill_bodies(conn: sqlite3.Connection, sid: int, seen_ids: Sequence[str],
+                 bodies: Mapping[str, bytes], added: set[str]) -> None:
+    """Give known ids a resync lists again the body they lack (ids known before bodies
+    were kept); one indexed probe per id, a write only where one is missing."""
+    rows = [(bodies[rid], sid, rid) for rid in seen_ids if rid not in added and rid in bodies]
+    if rows:
+        conn.executemany(
+            "UPDATE known SET body = ? WHERE stream_id = ? AND rel_id = ? AND body IS NULL",
+            rows,
+        )
+
+
 def begin_resync(
-    conn: sqlite3.Connection, ids: StreamIds, key: StreamKey, cursor: str | None
+    conn: sqlite3.Connection, ids: StreamIds, key: StreamKey, cursor: str | None,
+    reason: ResyncReason, filter_fingerprint: str | None,
 ) -> None:
     with transaction(conn):
         sid = ids.ensure(conn, key)
         conn.execute("DELETE FROM resync_seen WHERE stream_id = ?", (sid,))
         conn.execute(
-            "UPDATE streams SET in_resync = 1, resync_cursor = ? WHERE stream_id = ?",
-            (cursor, sid),
+            "UPDATE streams SET in_resync = 1, resync_cursor = ?, resync_reason = ?,"
+            " filter_fingerprint = coalesce(?, filter_fingerprint) WHERE stream_id = ?",
+            (cursor, reason, filter_fingerprint, sid),
         )
 
 
 def resync_missing_batch(
     conn: sqlite3.Connection, ids: StreamIds, key: StreamKey, after: str | None, batch: int
-) -> list[str]:
+) -> list[KnownRelationship]:
     """Up to ``batch`` known ids greater than ``after`` that the resync has not seen, in order.
 
     Keyset pagination: each call is a fresh query, so removing returned ids between calls is
@@ -261,14 +311,15 @@ def resync_missing_batch(
     if sid is None:
         return []
     rows = conn.execute(
-        "SELECT k.rel_id FROM known AS k WHERE k.stream_id = ?"
+        "SELECT k.rel_id, k.body FROM known AS k WHERE k.stream_id = ?"
         + ("" if after is None else " AND k.rel_id > ?")
         + " AND NOT EXISTS (SELECT 1 FROM resync_seen AS s"
         " WHERE s.stream_id = k.stream_id AND s.rel_id = k.rel_id)"
         " ORDER BY k.rel_id LIMIT ?",
         (sid, batch) if after is None else (sid, after, batch),
     )
-    return [str(rel_id) for (rel_id,) in rows]
+    return [KnownRelationship(str(rel_id), None if body is None else bytes(body))
+            for rel_id, body in rows]
 
 
 def mark_announced(

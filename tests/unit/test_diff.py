@@ -7,6 +7,7 @@ import pytest
 from notifier.core.diff import diff_page, missing_deletions, page_ids
 from notifier.core.events import ChangeKind, event_id
 from notifier.source.models import Relationship
+from notifier.state.base import KnownRelationship
 
 C = "5d0c2a3e-3b1f-4b8e-9a51-0d3c1f6f7a10"
 
@@ -98,7 +99,8 @@ def test_event_ids_are_deterministic_and_distinct():
 
 def test_missing_deletions_use_seen_time_and_snapshot():
     (ev,) = missing_deletions(
-        subscription="s", container_id=C, missing_ids=["r7"], seen_at="2026-05-05T00:00:00Z"
+        subscription="s", container_id=C, missing=[KnownRelationship("r7", None)],
+        seen_at="2026-05-05T00:00:00Z",
     )
     assert ev.kind is ChangeKind.DELETED
     assert ev.time == "2026-05-05T00:00:00Z"

@@ -59,11 +59,12 @@ async def scenario(path: str) -> dict[str, Any]:
         missing = 0
         all_expected = True
         async for batch in store.iter_resync_missing(SUB, CONT, batch=10_000):
-            missing += len(batch)
-            all_expected &= all(int(r[4:]) % 100 == 0 and int(r[4:]) < KNOWN for r in batch)
+            ids = [k.rel_id for k in batch]
+            missing += len(ids)
+            all_expected &= all(int(r[4:]) % 100 == 0 and int(r[4:]) < KNOWN for r in ids)
             await store.commit_page(
                 SUB, CONT, next_token=None, resync_cursor="final", in_resync=True,
-                add_ids=(), remove_ids=batch, changed=True, now=3.0,
+                add_ids=(), remove_ids=ids, changed=True, now=3.0,
             )
         await store.finish_resync(SUB, CONT, next_token="t1", changed=True, now=4.0)
         _, traced_peak = tracemalloc.get_traced_memory()

@@ -247,9 +247,12 @@ async def test_mark_checked_quarantine_forget_prune(tmp_path: Path) -> None:
         assert await store.get_stream("s0", "c0") is None
         assert await store.known_subset("s0", "c0", ["r"]) == set()
 
-        gone = await store.prune_streams({("s1", "c1"), ("s2", "c2")})
-        assert len(gone) == 2_999 - 2
-        assert {s.key for s in await store.list_streams()} == {("s1", "c1"), ("s2", "c2")}
+        keep = {("s1", "c1"), ("s2", "c2")}
+        res = await store.prune_streams(keep, now=100.0, retention=50.0)
+        assert (len(res.orphaned), len(res.kept), res.dropped) == (2_999 - 2, 2_999 - 2, [])
+        res = await store.prune_streams(keep, now=150.0, retention=50.0)
+        assert (res.orphaned, res.kept, len(res.dropped)) == ([], [], 2_999 - 2)
+        assert {s.key for s in await store.list_streams()} == keep
         # A pruned stream comes back empty, not with stale ids.
         await store.commit_page("s0", "c0", next_token="t", resync_cursor=None,
                                 in_resync=False, add_ids=(), remove_ids=(), changed=False,
@@ -290,8 +293,9 @@ async def test_resync_survives_a_restart_and_yields_the_exact_missing_set(
         missing: list[str] = []
         async for batch in store.iter_resync_missing(SUB, CONT, batch=40):
             assert len(batch) <= 40
-            missing.extend(batch)
-            await _commit(store, resync_cursor="final", in_resync=True, remove_ids=batch,
+            ids = [k.rel_id for k in batch]
+            missing.extend(ids)
+            await _commit(store, resync_cursor="final", in_resync=True, remove_ids=ids,
                           changed=True)
         assert missing == sorted(before - after)
         await store.finish_resync(SUB, CONT, next_token="t1", changed=True, now=200.0)
@@ -299,7 +303,7 @@ async def test_resync_survives_a_restart_and_yields_the_exact_missing_set(
         assert state is not None
         assert (state.in_resync, state.resync_cursor, state.sync_token) == (False, None, "t1")
         assert state.known_count == len(after)
-        assert [b async for b in store.iter_resync_missing(SUB, CONT)] == [
+        assert [[k.rel_id for k in b] async for b in store.iter_resync_missing(SUB, CONT)] == [
             sorted(after)]  # staging emptied: everything known counts as unseen now
     assert await _known(path) == after
 
@@ -313,7 +317,7 @@ async def test_finish_resync_removes_ids_and_restarted_resync_clears_staging(
         await _commit(store, resync_cursor="k2", in_resync=True, seen_ids=["a", "b"])
         await store.begin_resync(SUB, CONT)  # start over: earlier sightings no longer count
         await _commit(store, resync_cursor="k3", in_resync=True, seen_ids=["a"])
-        missing = [i async for b in store.iter_resync_missing(SUB, CONT) for i in b]
+        missing = [k.rel_id async for b in store.iter_resync_missing(SUB, CONT) for k in b]
         assert missing == ["b", "c"]
         item = OutboxItem("hook", "ev-c", "c", b'{"x":1}', "2024-01-01T00:00:00Z", 5.0)
         await store.finish_resync(SUB, CONT, next_token="t1", remove_ids=missing,

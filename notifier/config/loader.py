@@ -215,6 +215,9 @@ def summarize(config: Config) -> list[str]:
         f" -> {streams} stream{'s' * (streams != 1)}, polled every {every}",
         "sinks: " + ", ".join(f"{s.name} ({s.type})" for s in config.sinks),
     ]
+    for sub in config.hub_subscriptions:
+        lines.append(f"subscription {sub.name}: every project of hub {sub.hub_id} (discovered "
+                     f"every {format_duration(sub.discover_every)})")
     subs_ = config.subscriptions
     unused = [c.name for c in config.credentials
               if not any(c.name in sub.credential_names for sub in subs_)]

@@ -18,9 +18,11 @@ from notifier.config.types import (
     EntityId,
     EntityPart,
     HostPort,
+    HubId,
     Name,
     NonEmpty,
     PositiveDuration,
+    Regex,
     Secret,
     split_host_port,
 )
@@ -159,14 +161,29 @@ def _no_repeats(field: str, values: list[str] | None) -> Problems:
     return problems
 
 
+DEFAULT_DISCOVER_EVERY = 900.0
+HUB_ONLY_FIELDS = ("projects", "discover_every")
+
+
+class ProjectFilterConfig(ConfigModel):
+    """Which of a hub's projects to watch, by name: ``re.search`` regexes; exclude wins."""
+
+    include: list[Regex] | None = None
+    exclude: list[Regex] = Field(default_factory=list)
+
+
 class SubscriptionConfig(ConfigModel):
-    """What to watch (containers, optional filter), with which credentials, into which sinks."""
+    """What to watch (containers or a whole hub, optional filter), with which credentials,
+    into which sinks."""
 
     name: Name
     credential: Name | None = None
     credentials: Annotated[list[Name], Field(min_length=1)] | None = None
     container_id: ContainerId | None = None
     container_ids: Annotated[list[ContainerId], Field(min_length=1)] | None = None
+    hub_id: HubId | None = None
+    projects: ProjectFilterConfig | None = None
+    discover_every: PositiveDuration = DEFAULT_DISCOVER_EVERY
     domains: Annotated[list[EntityPart], Field(min_length=1, max_length=20)] | None = None
     query: QueryConfig | None = None
     emit_initial: bool = True
@@ -176,7 +193,25 @@ class SubscriptionConfig(ConfigModel):
         return one_of(self, "credential", "credentials")
 
     def _enforce_one_container_form(self) -> Problems:
-        return one_of(self, "container_id", "container_ids")
+        if self.hub_id is None:
+            problems = one_of(self, "container_id", "container_ids")
+            if problems and problems[0][0] == ("container_id",):
+                return [(("container_id",), "field required (or container_ids: [...] or hub_id)")]
+            return problems
+        given = [f for f in ("container_id", "container_ids") if getattr(self, f) is not None]
+        return [((f,), "give either hub_id or container ids, not both") for f in given]
+
+    def _enforce_hub_fields_need_hub(self) -> Problems:
+        if self.hub_id is not None:
+            return []
+        return [((f,), "only for a hub subscription (hub_id)")
+                for f in HUB_ONLY_FIELDS if f in self.model_fields_set]
+
+    def _enforce_hub_has_one_credential(self) -> Problems:
+        if self.hub_id is not None and self.credentials is not None:
+            return [(("credentials",), "a hub subscription takes one credential (the user "
+                     "whose project list is read): use credential")]
+        return []
 
     def _enforce_domains_or_query(self) -> Problems:
         if self.domains is not None and self.query is not None:
@@ -192,7 +227,10 @@ class SubscriptionConfig(ConfigModel):
 
     @property
     def containers(self) -> list[str]:
-        """The container ids, whichever form was used."""
+        """The configured container ids, whichever form was used; none for a hub subscription
+        (its containers are discovered at run time)."""
+        if self.hub_id is not None:
+            return []
         return list(self.container_ids or [self.container_id or ""])
 
     @property
@@ -285,8 +323,14 @@ class Config(ConfigModel):
                 first.setdefault(key, i)
         return problems
 
+    @property
+    def hub_subscriptions(self) -> list[SubscriptionConfig]:
+        """The subscriptions that watch a whole hub (their streams are discovered)."""
+        return [sub for sub in self.subscriptions if sub.hub_id is not None]
+
     def streams(self) -> Iterator[tuple[SubscriptionConfig, str]]:
-        """Every (subscription, container id) pair: the unit that owns one sync token."""
+        """Every configured (subscription, container id) pair: the unit that owns one sync
+        token. Hub subscriptions' streams are discovered at run time and not listed here."""
         for sub in self.subscriptions:
             for container_id in sub.containers:
                 yield sub, container_id

@@ -74,6 +74,41 @@ ContainerId = Annotated[
 ]
 
 
+HUB_ID_PATTERN = r"^[bB]\.[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+
+
+def _check_hub_id(value: str) -> str:
+    if re.match(GUID_PATTERN, value):
+        raise _fail("hub_id", "add the 'b.' prefix: a hub id is the account id as 'b.<GUID>'")
+    if not re.match(HUB_ID_PATTERN, value):
+        raise _fail(
+            "hub_id",
+            "must be a BIM 360/ACC hub id such as b.0f8a3c52-6d1e-4b7a-9c2e-5a1b3d4e6f70",
+        )
+    return value.lower()
+
+
+HubId = Annotated[
+    str, AfterValidator(_check_hub_id), WithJsonSchema({"type": "string", "pattern": HUB_ID_PATTERN})
+]
+
+
+def _check_regex(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise _fail("regex", f"not a valid regular expression: {exc}") from None
+    return value
+
+
+Regex = Annotated[
+    str,
+    Field(min_length=1),
+    AfterValidator(_check_regex),
+    WithJsonSchema({"type": "string", "format": "regex", "minLength": 1}),
+]
+
+
 def _check_http_url(value: str) -> str:
     try:
         parts = urlsplit(value)

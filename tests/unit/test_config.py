@@ -270,7 +270,7 @@ INVALID = [
     ({"subscriptions.0.container_ids": [GUID_B]},
      "subscriptions[0].container_ids: give either container_id or container_ids, not both"),
     ({"subscriptions.0.container_id": DELETE},
-     "subscriptions[0].container_id: field required (or container_ids: [...])"),
+     "subscriptions[0].container_id: field required (or container_ids: [...] or hub_id)"),
     ({"subscriptions.0.container_id": "b." + GUID_A},
      "subscriptions[0].container_id: drop the 'b.' prefix: the container id is the bare GUID"),
     ({"subscriptions.0.container_id": "project-42"},

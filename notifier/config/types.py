@@ -74,7 +74,7 @@ ContainerId = Annotated[
 ]
 
 
-HUB_ID_PATTERN = r"^[bB]\.[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+HUB_ID_PATTERN = r"^[bB]\." + GUID_PATTERN[1:]
 
 
 def _check_hub_id(value: str) -> str:
@@ -89,7 +89,9 @@ def _check_hub_id(value: str) -> str:
 
 
 HubId = Annotated[
-    str, AfterValidator(_check_hub_id), WithJsonSchema({"type": "string", "pattern": HUB_ID_PATTERN})
+    str,
+    AfterValidator(_check_hub_id),
+    WithJsonSchema({"type": "string", "pattern": HUB_ID_PATTERN}),
 ]
 
 

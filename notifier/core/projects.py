@@ -32,7 +32,7 @@ class Project:
     @property
     def container_id(self) -> str | None:
         """The Relationship Service container id (the GUID without ``b.``), or None."""
-        if not self.id[:2].lower() == PROJECT_PREFIX:
+        if self.id[:2].lower() != PROJECT_PREFIX:
             return None
         guid = self.id[2:].lower()
         return guid if _GUID.fullmatch(guid) else None

@@ -31,7 +31,8 @@ def test_hub_subscription_contract() -> None:
     assert sub.projects.exclude == ["(?i)archive"]
     assert sub.discover_every == 300
     assert sub.emit_initial is False
-    assert sub.containers == [] and list(config.streams()) == []
+    assert sub.containers == []
+    assert list(config.streams()) == []
     assert config.hub_subscriptions == [sub]
     assert any("every project of hub " + HUB in line for line in summarize(config))
 

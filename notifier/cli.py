@@ -35,6 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--config", required=True, metavar="FILE")
     status.add_argument("--json", action="store_true", help="one JSON object per stream")
 
+    disc = sub.add_parser("discover", help="list what each hub subscription would watch now")
+    disc.add_argument("--config", required=True, metavar="FILE")
+    disc.add_argument("--subscription", metavar="NAME", help="only this hub subscription")
+    disc.add_argument("--json", action="store_true", help="one JSON object per project")
+
     sim = sub.add_parser("simulate", help="serve a local Relationship Service (see --help)",
                          add_help=False)
     sim.add_argument("args", nargs=argparse.REMAINDER)
@@ -79,6 +84,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from notifier.state.admin import state_main
 
         return state_main(args)
+
+    if args.command == "discover":
+        from notifier.discover_cmd import discover_main
+
+        return discover_main(args.config, subscription=args.subscription, as_json=args.json)
 
     if args.command == "webhooks":
         from notifier.sinks.webhook_admin import webhooks_main

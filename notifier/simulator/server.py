@@ -11,7 +11,9 @@ from notifier.simulator.config import Knobs, SimulatorConfig
 from notifier.simulator.control import ControlApi
 from notifier.simulator.generator import ChangeGenerator
 from notifier.simulator.http_api import RelationshipApi
+from notifier.simulator.http_hubs import HubApi
 from notifier.simulator.http_oauth import OAuthApi
+from notifier.simulator.hubs import HubCatalog
 from notifier.simulator.state import SimState
 
 log = logging.getLogger(__name__)
@@ -19,14 +21,16 @@ log = logging.getLogger(__name__)
 MAX_BODY = 64 * 1024 * 1024
 
 
-def build_app(state: SimState) -> web.Application:
-    """The aiohttp application serving the API, the token endpoint and ``/_sim``."""
+def build_app(state: SimState, hubs: HubCatalog | None = None) -> web.Application:
+    """The aiohttp application serving the API, the hub and project listings, the token
+    endpoint and ``/_sim``."""
     api, control = RelationshipApi(state), ControlApi(state)
     app = web.Application(middlewares=[api.middleware, control.middleware],
                           client_max_size=MAX_BODY)
     app.add_routes(api.routes())
     app.add_routes(OAuthApi(state).routes())
     app.add_routes(control.routes())
+    app.add_routes(HubApi(hubs or HubCatalog(state)).routes())
     return app
 
 
@@ -42,6 +46,7 @@ class Simulator:
         self.config = config or SimulatorConfig()
         self.state = SimState(self.config)
         self.generator = ChangeGenerator(self.state)
+        self.hubs = HubCatalog(self.state)
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -60,7 +65,7 @@ class Simulator:
         return list(self.state.containers)
 
     async def start(self) -> None:
-        runner = web.AppRunner(build_app(self.state), access_log=None,
+        runner = web.AppRunner(build_app(self.state, self.hubs), access_log=None,
                                handle_signals=False)
         await runner.setup()
         try:

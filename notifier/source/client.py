@@ -214,6 +214,19 @@ class RelationshipClient:
             "get", "GET", self._url(container_id, path), parse.parse_relationship,
         )
 
+    async def call(
+        self,
+        endpoint: str,
+        url: str,
+        parser: Callable[[bytes, str], T],
+        *,
+        params: Mapping[str, str] | None = None,
+    ) -> T:
+        """GET another APS endpoint with this client's token, budget, retries and error
+        mapping (the hub and project listings use a client built on their own budget)."""
+        return await self._request(endpoint, "GET", url, parser, params=params,
+                                   priority="status")
+
     # -- plumbing -------------------------------------------------------------------------------
 
     def _url(self, container_id: str, tail: str) -> str:

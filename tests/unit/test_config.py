@@ -736,6 +736,7 @@ def test_example_config_loads_with_its_environment(tmp_path: Path) -> None:
         ("coordination-issues-on-assets", GUID_B),
         ("coordination-issues-on-assets", "1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d"),
     ]
+    assert [s.hub_id for s in cfg.hub_subscriptions] == ["b.0f8a3c52-6d1e-4b7a-9c2e-5a1b3d4e6f70"]
     sub = cfg.subscriptions[1]
     assert sub.credential_names == ["main", "second"]
     assert sub.query is not None

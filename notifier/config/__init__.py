@@ -18,18 +18,16 @@ never carry input values of secret fields (inputs are never echoed at all).
 
 Modules: ``types`` (field types and secret files), ``base`` (the model base and its rules),
 ``models`` (the sections and ``Config``), ``sinks`` (the sink sections), ``loader`` (reading,
-interpolating, error messages, check-config, JSON Schema). This package only re-exports them.
+interpolating, error messages, JSON Schema). This package only re-exports them.
 """
 
 from notifier.config.base import Loc, Problems
 from notifier.config.loader import (
-    check_config_main,
     config_from_data,
     config_json_schema,
     format_loc,
     interpolate,
     load_config,
-    print_config_error,
     summarize,
 )
 from notifier.config.models import (
@@ -87,13 +85,11 @@ __all__ = [
     "StdoutSinkConfig",
     "SubscriptionConfig",
     "WebhookSinkConfig",
-    "check_config_main",
     "config_from_data",
     "config_json_schema",
     "format_loc",
     "interpolate",
     "load_config",
-    "print_config_error",
     "split_host_port",
     "summarize",
 ]

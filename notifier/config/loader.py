@@ -1,6 +1,6 @@
 """Loading the config file: YAML, ``${VAR}`` interpolation, one readable line per problem.
 
-Also the ``check-config`` command, the startup summary and the JSON Schema of the file.
+Also the summary `check-config` prints and the JSON Schema of the file.
 """
 
 from __future__ import annotations
@@ -8,11 +8,10 @@ from __future__ import annotations
 import difflib
 import os
 import re
-import sys
 import types
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, TextIO, Union, get_args, get_origin
+from typing import Annotated, Any, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -225,30 +224,6 @@ def summarize(config: Config) -> list[str]:
     if unused:
         lines.append("not used by any subscription: " + ", ".join(unused))
     return lines
-
-
-def print_config_error(exc: ConfigError, err: TextIO) -> None:
-    """The headline (file and count) once, then one line per problem."""
-    if exc.problems != [str(exc)]:
-        print(exc, file=err)
-    for line in exc.problems:
-        print(line, file=err)
-
-
-def check_config_main(
-    path: str | os.PathLike[str], *, stdout: TextIO | None = None, stderr: TextIO | None = None
-) -> int:
-    """``notifier check-config``: 0 with a summary on stdout, or 2 with every problem on stderr."""
-    try:
-        config = load_config(path)
-    except ConfigError as exc:
-        print_config_error(exc, stderr or sys.stderr)
-        return 2
-    out = stdout or sys.stdout
-    print(f"{path}: OK", file=out)
-    for line in summarize(config):
-        print(f"  {line}", file=out)
-    return 0
 
 
 def config_json_schema() -> dict[str, Any]:

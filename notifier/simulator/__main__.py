@@ -2,6 +2,6 @@
 
 import sys
 
-from notifier.simulator.cli import main
+from notifier.cli.simulate import main
 
 sys.exit(main())

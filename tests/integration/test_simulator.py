@@ -12,8 +12,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from notifier.cli.simulate import build_parser
 from notifier.simulator import Simulator, SimulatorConfig
-from notifier.simulator.cli import build_parser
 
 C1 = "5d0c2a3e-3b1f-4b8e-9a51-0d3c1f6f7a10"
 C2 = "0b9f1f7e-7a43-4c56-8f2e-6a4b7d1e9c22"

@@ -22,13 +22,14 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
+from notifier.cli.webhooks import add_parser as add_webhooks_parser
+from notifier.cli.webhooks import parse_time, webhooks_main
 from notifier.config import WebhookSinkConfig, load_config
 from notifier.core.events import ChangeKind, build_event
 from notifier.errors import SinkConfigError
 from notifier.metrics import Metrics
 from notifier.simulator import Simulator
 from notifier.sinks.webhook import WebhookSink
-from notifier.sinks.webhook_admin import add_webhooks_parser, parse_time, webhooks_main
 from notifier.source.models import Relationship
 from notifier.state.base import OutboxItem
 from notifier.state.sqlite import SqliteStateStore
@@ -450,7 +451,8 @@ from notifier.config import WebhookSinkConfig, load_config
 from notifier.metrics import Metrics
 from notifier.simulator import Simulator
 from notifier.sinks.webhook import WebhookSink
-from notifier.sinks.webhook_admin import add_webhooks_parser, parse_time, webhooks_main
+from notifier.cli.webhooks import add_parser as add_webhooks_parser
+from notifier.cli.webhooks import parse_time, webhooks_main
 from notifier.state.sqlite import SqliteStateStore
 
 async def main(path, url, secret):

@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 import yaml
 
+from notifier.cli.run import check_config_main
 from notifier.config import (
     Config,
     JsonlSinkConfig,
     KafkaSinkConfig,
     WebhookSinkConfig,
-    check_config_main,
     config_from_data,
     config_json_schema,
     interpolate,

@@ -9,7 +9,8 @@ from typing import Any
 
 import orjson
 
-from notifier.config import load_config, print_config_error
+from notifier.cli.output import print_config_error
+from notifier.config import load_config
 from notifier.errors import ConfigError, StateError
 from notifier.state.base import StreamState
 from notifier.state.sqlite import SqliteStateStore
@@ -52,6 +53,13 @@ async def collect(config_path: str) -> list[dict[str, Any]]:
             "failures": st.failures,
         })
     return rows
+
+
+def add_parser(sub: Any) -> None:
+    """Add ``status`` to the top-level subparsers."""
+    status = sub.add_parser("status", help="per subscription: last check, token age, quarantine")
+    status.add_argument("--config", required=True, metavar="FILE")
+    status.add_argument("--json", action="store_true", help="one JSON object per stream")
 
 
 def status_main(config_path: str, *, as_json: bool = False) -> int:

@@ -1,4 +1,5 @@
-"""Command line of the simulator (``notifier simulate`` / ``python -m notifier.simulator``)."""
+"""``notifier simulate`` (also ``python -m notifier.simulator``): serve the local Relationship
+Service."""
 
 from __future__ import annotations
 

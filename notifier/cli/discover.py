@@ -10,16 +10,25 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from typing import TextIO
+from typing import Any, TextIO
 
 import orjson
 
-from notifier.config import Config, SubscriptionConfig, load_config, print_config_error
+from notifier.cli.output import print_config_error
+from notifier.config import Config, SubscriptionConfig, load_config
 from notifier.discovery import Listed, list_projects, projects_client, token_provider
 from notifier.errors import ConfigError, ForbiddenError, NotifierError
 from notifier.source.http import create_session
 from notifier.source.projects import ProjectsClient
 from notifier.state.sqlite import SqliteStateStore
+
+
+def add_parser(sub: Any) -> None:
+    """Add ``discover`` to the top-level subparsers."""
+    disc = sub.add_parser("discover", help="list what each hub subscription would watch now")
+    disc.add_argument("--config", required=True, metavar="FILE")
+    disc.add_argument("--subscription", metavar="NAME", help="only this hub subscription")
+    disc.add_argument("--json", action="store_true", help="one JSON object per project")
 
 
 def discover_main(path: str, *, subscription: str | None = None, as_json: bool = False,

@@ -67,7 +67,7 @@ def format_time(epoch: float | None) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def add_webhooks_parser(subparsers: Any) -> argparse.ArgumentParser:
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``webhooks`` (with ``dlq list``, ``dlq replay`` and ``redeliver``) to a CLI."""
     parent = argparse.ArgumentParser(add_help=False)
     parent.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,

@@ -34,7 +34,7 @@ Orphaned subscriptions (missing from the config) keep their state for state.orph
 """
 
 
-def add_state_parser(sub: Any) -> None:
+def add_parser(sub: Any) -> None:
     p = sub.add_parser("state", help="forget or rename a subscription's stored state",
                        description=_DESCRIPTION,
                        formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -110,8 +110,6 @@ class Change:
 class StampSink:
     """Records when each (type, relationship id) was published; accepts everything."""
 
-    outbox = False
-
     def __init__(self, name: str = "stamp") -> None:
         self.name = name
         self.seen: dict[tuple[str, str], float] = {}

@@ -15,7 +15,7 @@ import logging
 import signal
 import time
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -27,7 +27,7 @@ from notifier.errors import NotifierError, SinkError, StateLockedError
 from notifier.metrics import Metrics
 from notifier.scheduler import BUSY_RATE_PER_S, CredentialScheduler, SchedulerSettings
 from notifier.server import HealthState, MetricsServer
-from notifier.sinks.base import Sink
+from notifier.sinks.base import OutboxSink, Sink, split_sinks
 from notifier.sinks.factory import build_sink
 from notifier.source.auth import (
     RefreshingTokenProvider,
@@ -130,13 +130,11 @@ class App:
             sinks = await self._start_sinks(stack, store)
             self.health.sinks_started()
             clients = self._build_clients(session, store)
-            outbox_sinks = [s for s in sinks.values() if s.outbox]
+            _, outbox_sinks = split_sinks(sinks.values())
 
             def wake_outbox() -> None:
                 for s in outbox_sinks:
-                    notify = getattr(s, "notify", None)
-                    if notify is not None:
-                        notify()
+                    s.notify()
 
             syncer = StreamSyncer(store, metrics=self.metrics, clock=self._clock,
                                   on_outbox=wake_outbox, batch_pages=SYNC_BATCH_PAGES)
@@ -309,8 +307,8 @@ class App:
             log.info("forgot %d orphaned stream(s) past the orphan retention: %s",
                      len(res.dropped), ", ".join(sorted({sub for sub, _ in res.dropped})))
 
-    async def _drain_outboxes(self, store: Any, outbox_sinks: list[Sink], wait: float = 30.0
-                              ) -> None:
+    async def _drain_outboxes(self, store: Any, outbox_sinks: Sequence[OutboxSink],
+                              wait: float = 30.0) -> None:
         """With --once, give the webhook dispatchers a bounded time to empty their outbox."""
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:

@@ -52,7 +52,7 @@ from notifier.errors import (
 from notifier.metrics import Metrics
 from notifier.source.client import RelationshipClient
 from notifier.state.base import StateStore, StreamState
-from notifier.sync import StreamSpec, StreamSyncer
+from notifier.sync import DrainResult, StreamSpec, StreamSyncer
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,17 @@ class StreamRuntime:
         self.last_checked = st.last_checked_at
         if st.quarantine_reason == "bad_token":
             self.force_resync = True
+
+    def drained(self, res: DrainResult) -> None:
+        """Take the stream's state from a drain's result (what the drain committed)."""
+        self.token = res.sync_token
+        self.in_resync = res.in_resync
+        if res.committed_at is not None:  # a checkpoint lifts the quarantine, resets failures
+            self.quarantined_until = 0.0
+            self.failures = 0
+            self.last_checked = res.committed_at
+        if res.completed:
+            self.force_resync = False
 
 
 @dataclass(slots=True)
@@ -151,7 +162,7 @@ class CredentialScheduler:
         syncer: StreamSyncer,
         settings: SchedulerSettings,
         drain_slots: asyncio.Semaphore,
-        metrics: Metrics | None = None,
+        metrics: Metrics,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.name = name
@@ -214,8 +225,7 @@ class CredentialScheduler:
                 len(self.groups), status_rate, eff, self._s.interval,
                 extra={"credential": self.name},
             )
-        if self._metrics is not None:
-            self._metrics.effective_interval(self.name, eff)
+        self._metrics.effective_interval(self.name, eff)
 
     @property
     def sync_pages_per_s(self) -> float:
@@ -269,8 +279,7 @@ class CredentialScheduler:
                                     costs=costs)
         full_pass = pass_seconds(costs, checks_per_s)
         self._report_coverage(full_pass, checks_per_s, len(groups))
-        if self._metrics is not None:
-            self._metrics.effective_interval(self.name, max(*intervals, full_pass))
+        self._metrics.effective_interval(self.name, max(*intervals, full_pass))
         pulled = False
         for g, iv in zip(groups, intervals, strict=True):
             old = g.interval
@@ -410,8 +419,7 @@ class CredentialScheduler:
             due, ok = outcome
             to_drain.extend(due)
             checked.extend(ok)
-        if self._metrics is not None:
-            self._metrics.status_checked(self.name, len(polled))
+        self._metrics.status_checked(self.name, len(polled))
         if to_drain:
             results = await asyncio.gather(*(self._drain(s) for s in to_drain))
             # Streams whose syncStatus said "changes" and that delivered some feed the rate.
@@ -460,10 +468,9 @@ class CredentialScheduler:
         if self._pass_checks < len(self.groups):
             return
         elapsed = time.monotonic() - self._pass_started
-        if self._metrics is not None:
-            self._metrics.cycle_completed(self.name, elapsed, len(self.streams))
-            if self._s.policy == "round_robin":  # adaptive: set by retune from the plan
-                self._metrics.effective_interval(self.name, max(elapsed, self._s.interval))
+        self._metrics.cycle_completed(self.name, elapsed, len(self.streams))
+        if self._s.policy == "round_robin":  # adaptive: set by retune from the plan
+            self._metrics.effective_interval(self.name, max(elapsed, self._s.interval))
         if self._s.policy == "round_robin" and elapsed > self._s.interval * 1.5:
             log.info("a pass over %d containers took %.0fs (interval %.0fs): the request "
                      "budget stretches the interval", len(self.groups), elapsed,
@@ -573,10 +580,7 @@ class CredentialScheduler:
                 log.error("sync failed: %s", exc, extra=self._ctx(s))
                 return False, 0
             self._sync_pages += max(0, res.pages - 1)
-            st = await self._store.get_stream(*s.spec.key)
-            s.load(st)
-            if res.completed:
-                s.force_resync = False
+            s.drained(res)
             self.stats.events += res.created + res.deleted
             return res.completed, res.created + res.deleted
 
@@ -598,8 +602,7 @@ class CredentialScheduler:
         s.quarantined_until = self._clock() + delay
         self.stats.failures += 1
         await self._store.quarantine(*s.spec.key, until=s.quarantined_until, reason=reason)
-        if self._metrics is not None:
-            self._metrics.stream_quarantined(reason)
+        self._metrics.stream_quarantined(reason)
         log.warning("stream quarantined for %.0fs (%s): %s", delay, reason, exc,
                     extra=self._ctx(s))
 

@@ -23,7 +23,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -40,7 +40,7 @@ from notifier.core.diff import (
 from notifier.core.events import ChangeKind, Event
 from notifier.errors import ProtocolError, SinkError
 from notifier.metrics import Metrics
-from notifier.sinks.base import Sink
+from notifier.sinks.base import DirectSink, OutboxSink, Sink, split_sinks
 from notifier.source.client import RelationshipClient
 from notifier.source.models import Relationship, SyncPage
 from notifier.state.base import Announcement, OutboxItem, StateStore
@@ -66,6 +66,15 @@ class StreamSpec:
     domains: tuple[str, ...] | None = None
     query: Mapping[str, str] | None = None
     emit_initial: bool = True
+    direct: tuple[DirectSink, ...] = field(init=False, repr=False)
+    """``sinks`` the pipeline publishes to before each checkpoint."""
+    outbox: tuple[OutboxSink, ...] = field(init=False, repr=False)
+    """``sinks`` whose events go to the state store's outbox with each checkpoint."""
+
+    def __post_init__(self) -> None:
+        direct, outbox = split_sinks(self.sinks)
+        object.__setattr__(self, "direct", direct)
+        object.__setattr__(self, "outbox", outbox)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -74,10 +83,23 @@ class StreamSpec:
 
 @dataclass(slots=True)
 class DrainResult:
+    """What a drain did, and the stream's state in the store once it returned."""
+
     pages: int = 0
     created: int = 0
     deleted: int = 0
     completed: bool = False  # False when a stop request interrupted the drain
+    sync_token: str | None = None  # the stream's committed sync token
+    in_resync: bool = False  # a resync is in progress (begun and not finished)
+    committed_at: float | None = None  # time of the drain's last checkpoint, if any
+    """A checkpoint also stamps the stream checked and lifts its quarantine and failures."""
+
+    def committed(self, now: float, *, token: str | None, in_resync: bool) -> None:
+        """Note a checkpoint: ``token`` None keeps the committed one (mid-resync cursor)."""
+        if token is not None:
+            self.sync_token = token
+        self.in_resync = in_resync
+        self.committed_at = now
 
 
 def rfc3339(ts: float) -> str:
@@ -115,28 +137,28 @@ async def _first(batches: AsyncIterator[list[T]]) -> list[T]:
 class Publisher:
     """Hands a page's events to every sink of a subscription; all must accept."""
 
-    def __init__(self, metrics: Metrics | None, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, metrics: Metrics, clock: Callable[[], float] = time.time) -> None:
         self._metrics = metrics
         self._clock = clock
 
-    async def _timed(self, sink: Sink, events: Sequence[Event]) -> None:
+    async def _timed(self, sink: DirectSink, events: Sequence[Event]) -> None:
         """One sink's publish, counted and timed here for every sink alike."""
         started = time.perf_counter()
         try:
             await sink.publish(events)
         except BaseException:
-            if self._metrics is not None:
-                self._metrics.events_published(sink.name, "error", len(events))
+            self._metrics.events_published(sink.name, "error", len(events))
             raise
-        if self._metrics is not None:
-            self._metrics.events_published(sink.name, "ok", len(events))
-            self._metrics.publish_latency(sink.name, time.perf_counter() - started)
+        self._metrics.events_published(sink.name, "ok", len(events))
+        self._metrics.publish_latency(sink.name, time.perf_counter() - started)
 
-    async def publish(self, sinks: Sequence[Sink], events: Sequence[Event]) -> list[OutboxItem]:
-        """Publish to the direct sinks; return the outbox rows for the outbox sinks."""
+    async def publish(
+        self, events: Sequence[Event], *, direct: Sequence[DirectSink] = (),
+        outbox: Sequence[OutboxSink] = (),
+    ) -> list[OutboxItem]:
+        """Publish to the ``direct`` sinks; return the outbox rows for the ``outbox`` sinks."""
         if not events:
             return []
-        direct = [s for s in sinks if not s.outbox]
         results = await asyncio.gather(
             *(self._timed(s, events) for s in direct), return_exceptions=True
         )
@@ -150,23 +172,20 @@ class Publisher:
             if isinstance(failure, Exception):
                 raise SinkError(f"unexpected error: {failure!r}") from failure
             raise failure
-        outbox_sinks = [s.name for s in sinks if s.outbox]
-        if not outbox_sinks:
+        if not outbox:
             return []
         now = self._clock()
         payloads = [e.structured_json() for e in events]  # once, whatever the sink count
         return [
-            OutboxItem(sink=name, event_id=e.id, ordering_key=e.subject, payload=payload,
+            OutboxItem(sink=sink.name, event_id=e.id, ordering_key=e.subject, payload=payload,
                        event_time=e.time, created_at=now)
-            for name in outbox_sinks
+            for sink in outbox
             for e, payload in zip(events, payloads, strict=True)
         ]
 
     def observe_lag(self, events: Sequence[Event]) -> None:
         """Detection lag of the page's change events, sampled: at most LAG_SAMPLES evenly
         spread ones per page (a histogram observation costs more than building the event)."""
-        if self._metrics is None:
-            return
         now = self._clock()
         changes = [e for e in events if not e.snapshot]
         step = max(1, -(-len(changes) // LAG_SAMPLES))
@@ -183,7 +202,7 @@ class StreamSyncer:
         self,
         store: StateStore,
         *,
-        metrics: Metrics | None = None,
+        metrics: Metrics,
         clock: Callable[[], float] = time.time,
         on_outbox: Callable[[], None] | None = None,
         batch_pages: int = 1,
@@ -210,8 +229,9 @@ class StreamSyncer:
         force_resync: bool = False,
     ) -> DrainResult:
         """Sync ``spec`` until the service reports no more data, checkpointing every page."""
-        result = DrainResult()
         state = await self._store.get_stream(spec.subscription, spec.container_id)
+        result = DrainResult(sync_token=state.sync_token if state else None,
+                             in_resync=state.in_resync if state else False)
         token = state.sync_token if state else None
         resync = False
         # A resync with a saved cursor resumes from it after a crash, and the service replays
@@ -226,20 +246,20 @@ class StreamSyncer:
             if token is None:
                 # No cursor: the snapshot starts over (a first page never checkpointed, or a
                 # search bootstrap), so what the cut attempt saw no longer counts as listed.
-                await self._store.begin_resync(spec.subscription, spec.container_id)
+                await self._begin_resync(spec, result)
         elif force_resync or token is None:
             resync = True
             token = None
-            await self._store.begin_resync(spec.subscription, spec.container_id)
+            await self._begin_resync(spec, result)
         emit = spec.emit_initial or not first_sync
 
         if token is None and spec.query is not None:
-            token = await self._bootstrap_query(client, spec, emit, result, stop)
+            token = await self._bootstrap_query(client, spec, result, emit=emit, stop=stop)
             if token is None:
                 return result
             # The search pages were the whole snapshot: close the resync on the query's token,
             # so what sync reports from here on is ordinary change (snapshot: false).
-            await self._finish_resync(spec, token, emit, result, changed=True)
+            await self._finish_resync(spec, token, result, emit=emit, changed=True)
             resync = False
 
         carried: SyncPage | None = None  # fetched, but it starts an overwrite: next batch
@@ -257,7 +277,7 @@ class StreamSyncer:
                 )
                 resync = True
                 cursor_saved = False
-                await self._store.begin_resync(spec.subscription, spec.container_id)
+                await self._begin_resync(spec, result)
             self._count_page(client, page, result)
             current, deleted = page.current, page.deleted
             # Pages that follow quickly join this one: one diff, one publish, one checkpoint.
@@ -277,37 +297,40 @@ class StreamSyncer:
                 current.extend(nxt.current)
                 deleted.extend(nxt.deleted)
                 page, joined = nxt, joined + 1
-            changed = await self._apply(spec, current, deleted, resync, emit,
-                                        page.next_sync_token, result,
+            changed = await self._apply(spec, current, deleted, result, resync=resync, emit=emit,
+                                        next_token=page.next_sync_token,
                                         announce=resync and not cursor_saved)
             cursor_saved = resync
             token = page.next_sync_token
             if page.more_data or carried is not None:
                 continue
             if resync:
-                await self._finish_resync(spec, token, emit, result, changed)
+                await self._finish_resync(spec, token, result, emit=emit, changed=changed)
             result.completed = True
             return result
+
+    async def _begin_resync(self, spec: StreamSpec, result: DrainResult) -> None:
+        await self._store.begin_resync(spec.subscription, spec.container_id)
+        result.in_resync = True
 
     def _count_page(self, client: RelationshipClient, page: SyncPage, result: DrainResult
                     ) -> None:
         result.pages += 1
-        if self._metrics is not None:
-            self._metrics.page_synced(
-                client.credential_name, page.overwrite,
-                len(page.current) + len(page.deleted), page.size_bytes,
-            )
+        self._metrics.page_synced(
+            client.credential_name, page.overwrite,
+            len(page.current) + len(page.deleted), page.size_bytes,
+        )
 
     async def _apply(
         self,
         spec: StreamSpec,
         current: list[Relationship],
         deleted: list[Relationship],
+        result: DrainResult,
+        *,
         resync: bool,
         emit: bool,
         next_token: str | None,
-        result: DrainResult,
-        *,
         announce: bool = True,
     ) -> bool:
         """Diff, publish and checkpoint one page; returns whether anything changed."""
@@ -325,7 +348,8 @@ class StreamSyncer:
         )
         if resync and announce:
             await self._announce(spec, d.events)
-        outbox = await self._publisher.publish(spec.sinks, d.events)
+        outbox = await self._publisher.publish(d.events, direct=spec.direct,
+                                               outbox=spec.outbox)
         changed = bool(d.add_ids or d.remove_ids or d.events)
         # Mid-resync the token is only a cursor: the final token is committed by finish_resync.
         assert resync or next_token is not None
@@ -337,7 +361,9 @@ class StreamSyncer:
             outbox=outbox, bodies=_bodies(current, d.add_ids, resync), changed=changed,
             now=now,
         )
-        self._after_commit(d.events, bool(outbox), d.created, d.deleted, resync, result)
+        result.committed(now, token=None if resync else next_token, in_resync=resync)
+        self._after_commit(d.events, result, outboxed=bool(outbox), created=d.created,
+                           deleted=d.deleted, snapshot=resync)
         return changed
 
     async def _complete_deleted(
@@ -356,7 +382,7 @@ class StreamSyncer:
 
         Outbox sinks receive nothing before the checkpoint, so only direct sinks need it.
         """
-        if not any(not s.outbox for s in spec.sinks):
+        if not spec.direct:
             return
         items = [
             Announcement(e.subject, e.time, orjson.dumps(e.data["relationship"]))
@@ -366,23 +392,22 @@ class StreamSyncer:
             await self._store.mark_announced(spec.subscription, spec.container_id, items)
 
     def _after_commit(
-        self, events: Sequence[Event], outboxed: bool, created: int, deleted: int,
-        snapshot: bool, result: DrainResult,
+        self, events: Sequence[Event], result: DrainResult, *, outboxed: bool, created: int,
+        deleted: int, snapshot: bool,
     ) -> None:
         result.created += created
         result.deleted += deleted
-        if self._metrics is not None:
-            self._metrics.checkpoint_committed()
-            if created:
-                self._metrics.events_detected("created", snapshot, created)
-            if deleted:
-                self._metrics.events_detected("deleted", snapshot, deleted)
+        self._metrics.checkpoint_committed()
+        if created:
+            self._metrics.events_detected("created", snapshot, created)
+        if deleted:
+            self._metrics.events_detected("deleted", snapshot, deleted)
         self._publisher.observe_lag(events)
         if outboxed and self._on_outbox is not None:
             self._on_outbox()
 
     async def _finish_resync(
-        self, spec: StreamSpec, token: str, emit: bool, result: DrainResult, changed: bool
+        self, spec: StreamSpec, token: str, result: DrainResult, *, emit: bool, changed: bool
     ) -> None:
         """Deleted events for known ids the resync did not list, created and deleted events
         for announced ones it did not list, then the final token."""
@@ -395,8 +420,9 @@ class StreamSyncer:
                                   seen_at=rfc3339(now))
                 if emit else []
             )
-            await self._settle(spec, token, events, [k.rel_id for k in batch], 0, len(batch),
-                               now, result)
+            await self._settle(spec, token, events, result,
+                               remove_ids=[k.rel_id for k in batch], created=0,
+                               deleted=len(batch), now=now)
             changed = True
         while gone := await _first(self._store.iter_announced_missing(sub, cid,
                                                                      ANNOUNCED_BATCH)):
@@ -414,30 +440,35 @@ class StreamSyncer:
             # None of them is known; listing them as removed settles (forgets) their
             # announcements.
             ids = [a.rel_id for a in gone]
-            await self._settle(spec, token, events, ids, len(ids), len(ids), now, result)
+            await self._settle(spec, token, events, result, remove_ids=ids, created=len(ids),
+                               deleted=len(ids), now=now)
             changed = True
-        await self._store.finish_resync(sub, cid, next_token=token, changed=changed,
-                                        now=self._clock())
+        now = self._clock()
+        await self._store.finish_resync(sub, cid, next_token=token, changed=changed, now=now)
+        result.committed(now, token=token, in_resync=False)
 
     async def _settle(
-        self, spec: StreamSpec, token: str, events: Sequence[Event], remove_ids: Sequence[str],
-        created: int, deleted: int, now: float, result: DrainResult,
+        self, spec: StreamSpec, token: str, events: Sequence[Event], result: DrainResult, *,
+        remove_ids: Sequence[str], created: int, deleted: int, now: float,
     ) -> None:
         """Publish end-of-resync events, then checkpoint the ids they settle (cursor kept)."""
-        outbox = await self._publisher.publish(spec.sinks, events)
+        outbox = await self._publisher.publish(events, direct=spec.direct, outbox=spec.outbox)
         await self._store.commit_page(
             spec.subscription, spec.container_id, next_token=None, resync_cursor=token,
             in_resync=True, add_ids=(), remove_ids=remove_ids, outbox=outbox, changed=True,
             now=now,
         )
-        self._after_commit(events, bool(outbox), created, deleted, True, result)
+        result.committed(now, token=None, in_resync=True)
+        self._after_commit(events, result, outboxed=bool(outbox), created=created,
+                           deleted=deleted, snapshot=True)
 
     async def _bootstrap_query(
         self,
         client: RelationshipClient,
         spec: StreamSpec,
-        emit: bool,
         result: DrainResult,
+        *,
+        emit: bool,
         stop: asyncio.Event | None,
     ) -> str | None:
         """First sync of a query subscription: page through search, keep its syncToken.
@@ -457,7 +488,7 @@ class StreamSyncer:
             live = [r for r in page.relationships if not r.is_deleted]
             result.pages += 1
             # No cursor: a crash here restarts the search; known ids keep it from re-emitting.
-            await self._apply(spec, live, [], True, emit, None, result)
+            await self._apply(spec, live, [], result, resync=True, emit=emit, next_token=None)
             continuation = page.continuation_token
             if not continuation:
                 break

@@ -46,7 +46,6 @@ from notifier.config.models import (
     SubscriptionConfig,
 )
 from notifier.config.sinks import (
-    DEFAULT_RETRY_SCHEDULE,
     KIB,
     SINK_TYPES,
     AnySink,
@@ -61,7 +60,6 @@ from notifier.config.types import split_host_port
 
 __all__ = [
     "DEFAULT_BASE_URL",
-    "DEFAULT_RETRY_SCHEDULE",
     "KIB",
     "SINK_TYPES",
     "TOKEN_PATH",

@@ -21,6 +21,7 @@ from notifier.config.types import (
     header_lines,
     secret_lines,
 )
+from notifier.core.retry_schedule import DEFAULT_RETRY_SCHEDULE
 from notifier.durations import ByteSize, Duration
 
 KIB = 1024
@@ -110,8 +111,6 @@ RESERVED_HEADERS = frozenset(
      "webhook-id", "webhook-timestamp", "webhook-signature"}
 )
 HEADER_NAME_PATTERN = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
-# Standard Webhooks' example schedule: 5s, 5m, 30m, 2h, 5h, 10h, 10h after the first attempt.
-DEFAULT_RETRY_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 
 
 class WebhookSinkConfig(ConfigModel):

@@ -1,27 +1,27 @@
-"""The sink interface every destination implements.
+"""The two kinds of sink: direct sinks publish a page themselves, outbox sinks deliver later.
 
-A sink is an async context manager. ``publish`` returns only once the sink has durably accepted
-every event of the batch (Kafka acks, jsonl fsynced); it raises ``SinkError`` otherwise, and the
-caller then leaves the sync token where it was and retries the page later.
+Every sink is an async context manager with a ``name`` and a ``healthy()`` for readiness.
 
-Outbox sinks (webhooks) are different: their events are written to the state store's outbox in
-the same transaction that commits the page's token, and the sink's dispatcher delivers them from
-there. For those ``outbox`` is True and ``publish`` is never called by the pipeline.
+A *direct* sink (Kafka, jsonl, stdout) has ``publish``, which returns only once the sink has
+durably accepted every event of the batch (Kafka acks, jsonl fsynced); it raises ``SinkError``
+otherwise, and the caller then leaves the sync token where it was and retries the page later.
+
+An *outbox* sink (webhooks) has no ``publish``: its events are written to the state store's
+outbox in the same transaction that commits the page's token, and the sink's own dispatcher
+delivers them from there; ``notify()`` tells it new rows are waiting.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
 
 from notifier.core.events import Event
 
 
-@runtime_checkable
-class Sink(Protocol):
+class _SinkLifecycle(Protocol):
     name: str
-    outbox: bool
 
     async def __aenter__(self) -> Self: ...
 
@@ -32,10 +32,39 @@ class Sink(Protocol):
         tb: TracebackType | None,
     ) -> None: ...
 
+    def healthy(self) -> bool:
+        """False while the destination is known to be down (drives readiness)."""
+        ...
+
+
+@runtime_checkable
+class DirectSink(_SinkLifecycle, Protocol):
+    """A sink the pipeline publishes to before it checkpoints."""
+
     async def publish(self, events: Sequence[Event]) -> None:
         """Durably hand over ``events`` in order, or raise SinkError."""
         ...
 
-    def healthy(self) -> bool:
-        """False while the destination is known to be down (drives readiness)."""
+
+@runtime_checkable
+class OutboxSink(_SinkLifecycle, Protocol):
+    """A sink that delivers from the state store's outbox, written with the checkpoint."""
+
+    def notify(self) -> None:
+        """New rows are in the outbox: deliver them soon (called from the event loop)."""
         ...
+
+
+Sink = DirectSink | OutboxSink
+
+
+def split_sinks(sinks: Iterable[Sink]) -> tuple[tuple[DirectSink, ...], tuple[OutboxSink, ...]]:
+    """The direct sinks and the outbox sinks of ``sinks``, each in their given order."""
+    direct: list[DirectSink] = []
+    outbox: list[OutboxSink] = []
+    for sink in sinks:
+        if isinstance(sink, OutboxSink):
+            outbox.append(sink)
+        else:
+            direct.append(sink)
+    return tuple(direct), tuple(outbox)

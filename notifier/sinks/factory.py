@@ -1,32 +1,34 @@
-"""Build a sink from its configuration block."""
+"""Build a sink from its configuration model."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from notifier.errors import SinkConfigError
+from notifier.config.sinks import (
+    AnySink,
+    JsonlSinkConfig,
+    KafkaSinkConfig,
+    StdoutSinkConfig,
+    WebhookSinkConfig,
+)
 from notifier.metrics import Metrics
 from notifier.sinks.base import Sink
 from notifier.state.base import StateStore
 
 
-def build_sink(cfg: Any, store: StateStore, metrics: Metrics | None) -> Sink:
+def build_sink(cfg: AnySink, store: StateStore, metrics: Metrics) -> Sink:
     """The sink for one ``sinks[]`` entry; imports only what that type needs."""
-    kind = cfg.type
-    if kind == "jsonl":
+    if isinstance(cfg, JsonlSinkConfig):
         from notifier.sinks.jsonl import JsonlSink
 
-        return JsonlSink(cfg.name, cfg.path, fsync=cfg.fsync)
-    if kind == "stdout":
+        return JsonlSink(cfg)
+    if isinstance(cfg, StdoutSinkConfig):
         from notifier.sinks.stdout import StdoutSink
 
-        return StdoutSink(cfg.name, format=cfg.format)
-    if kind == "kafka":
+        return StdoutSink(cfg)
+    if isinstance(cfg, KafkaSinkConfig):
         from notifier.sinks.kafka import KafkaSink
 
-        return KafkaSink.from_config(cfg, metrics)
-    if kind == "webhook":
-        from notifier.sinks.webhook import WebhookSink
+        return KafkaSink(cfg, metrics)
+    assert isinstance(cfg, WebhookSinkConfig)
+    from notifier.sinks.webhook import WebhookSink
 
-        return WebhookSink(cfg.name, cfg, store, metrics or Metrics())
-    raise SinkConfigError(f"unknown sink type {kind!r}", sink=cfg.name)
+    return WebhookSink(cfg.name, cfg, store, metrics)

@@ -17,6 +17,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from notifier.config.sinks import JsonlSinkConfig
 from notifier.core.events import Event
 from notifier.errors import SinkError
 
@@ -54,12 +55,12 @@ def _drop_torn_tail(path: Path) -> int:
 
 
 class JsonlSink:
-    outbox = False
+    """A direct sink: appends each page to ``cfg.path`` and fsyncs before returning."""
 
-    def __init__(self, name: str, path: str | os.PathLike[str], *, fsync: bool = True) -> None:
-        self.name = name
-        self.path = Path(path)
-        self._fsync = fsync
+    def __init__(self, cfg: JsonlSinkConfig) -> None:
+        self.name = cfg.name
+        self.path = Path(cfg.path)
+        self._fsync = cfg.fsync
         self._fd: int | None = None
         self._lock = asyncio.Lock()
         self._ok = True

@@ -20,9 +20,10 @@ import contextlib
 import logging
 import time
 from collections.abc import Coroutine, Sequence
-from typing import TYPE_CHECKING, Any, Literal, Self
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Self
 
-from aiokafka import AIOKafkaProducer, codec
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, ProducerClosed, TopicAlreadyExistsError, for_code
 from aiokafka.helpers import create_ssl_context
@@ -38,85 +39,53 @@ from notifier.sinks.kafka_records import (
 )
 
 if TYPE_CHECKING:
+    from notifier.config.sinks import KafkaSinkConfig
     from notifier.metrics import Metrics
 
 log = logging.getLogger(__name__)
-
-Compression = Literal["none", "gzip", "snappy", "lz4", "zstd"]
-SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
-SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
-_CODECS = {"gzip": codec.has_gzip, "snappy": codec.has_snappy, "lz4": codec.has_lz4,
-           "zstd": codec.has_zstd}
 
 
 class KafkaSink:
     """Publishes CloudEvents to one Kafka topic; the record format is in ``kafka_records``."""
 
-    outbox = False
-
     def __init__(
         self,
-        name: str,
+        cfg: KafkaSinkConfig,
+        metrics: Metrics,
         *,
-        bootstrap_servers: str | Sequence[str],
-        topic: str,
-        key: KeyField = "relationship",
-        content_mode: ContentMode = "binary",
-        linger_ms: int = 5,
-        max_batch_size: int = 1024 * 1024,
-        compression: Compression | None = None,
-        create_topic: bool = True,
-        partitions: int = 3,
-        replication_factor: int = 1,
-        request_timeout: float = 30.0,
         delivery_timeout: float | None = None,
-        security_protocol: SecurityProtocol = "PLAINTEXT",
-        sasl_mechanism: SaslMechanism | None = None,
-        sasl_username: str | None = None,
-        sasl_password: str | None = None,
-        ssl_cafile: str | None = None,
-        ssl_certfile: str | None = None,
-        ssl_keyfile: str | None = None,
-        ssl_password: str | None = None,
-        client_id: str = "notifier",
         reconnect_backoff: tuple[float, float] = (0.5, 10.0),
-        metrics: Metrics | None = None,
     ) -> None:
-        self.name = name
-        self.topic = topic
-        self.key = key
-        self.content_mode = content_mode
-        servers = [bootstrap_servers] if isinstance(bootstrap_servers, str) else bootstrap_servers
-        self.bootstrap_servers = [s.strip() for b in servers for s in b.split(",") if s.strip()]
-        self.create_topic = create_topic
-        self.partitions = partitions
-        self.replication_factor = replication_factor
+        """The sink ``cfg`` describes (already validated: see KafkaSinkConfig's rules).
+
+        ``delivery_timeout`` (default: ``cfg.request_timeout``) bounds one ``publish``;
+        ``reconnect_backoff`` is the (first, longest) wait between reconnection attempts.
+        """
+        self.name = cfg.name
+        self.topic = cfg.topic
+        self.key: KeyField = cfg.key
+        self.content_mode: ContentMode = cfg.content_mode
+        self.bootstrap_servers = list(cfg.bootstrap_servers)
+        self.create_topic = cfg.create_topic
+        self.partitions = cfg.partitions
+        self.replication_factor = cfg.replication_factor
+        request_timeout = cfg.request_timeout
         self.delivery_timeout = request_timeout if delivery_timeout is None else delivery_timeout
         self._request_timeout = request_timeout
         self._backoff = reconnect_backoff
         self._probe_interval = min(0.5, self.delivery_timeout / 2)
         self._servers_text = ",".join(self.bootstrap_servers)
         self._metrics = metrics
-        if not self.bootstrap_servers:
-            raise SinkConfigError("kafka sink needs at least one bootstrap server", sink=name)
-        compression_type = None if compression in (None, "none") else compression
-        if compression_type is not None and not _CODECS.get(compression_type, lambda: False)():
-            raise SinkConfigError(
-                f"kafka compression {compression!r} is unknown or its codec is not installed "
-                "(snappy, lz4 and zstd need the cramjam package)", sink=name)
-        self._client_options = self._security_options(
-            security_protocol, sasl_mechanism=sasl_mechanism, username=sasl_username,
-            password=sasl_password, cafile=ssl_cafile, certfile=ssl_certfile, keyfile=ssl_keyfile,
-            key_password=ssl_password,
-        )
+        self._client_options = self._security_options(cfg)
         self._client_options.update(
             bootstrap_servers=self.bootstrap_servers,
-            client_id=client_id,
+            client_id=cfg.client_id,
             request_timeout_ms=int(request_timeout * 1000),
         )
         self._producer_options: dict[str, Any] = dict(
-            acks="all", enable_idempotence=True, linger_ms=linger_ms,
-            max_batch_size=max_batch_size, compression_type=compression_type,
+            acks="all", enable_idempotence=True, linger_ms=round(cfg.linger * 1000),
+            max_batch_size=int(cfg.max_batch_size),
+            compression_type=None if cfg.compression == "none" else cfg.compression,
         )
         self._producer: AIOKafkaProducer | None = None
         self._up = False
@@ -124,71 +93,26 @@ class KafkaSink:
         self._recovery: asyncio.Task[None] | None = None
         self._closing = False
 
-    @classmethod
-    def from_config(cls, cfg: Any, metrics: Metrics | None = None) -> KafkaSink:
-        """Build the sink from the ``type: kafka`` model (notifier.config.KafkaSinkConfig)."""
-
-        def secret(value: Any) -> str | None:
-            return None if value is None else str(value.get_secret_value())
-
-        def path(value: Any) -> str | None:
-            return None if value is None else str(value)
-
-        return cls(
-            cfg.name,
-            bootstrap_servers=list(cfg.bootstrap_servers),
-            topic=cfg.topic,
-            key=cfg.key,
-            content_mode=cfg.content_mode,
-            linger_ms=round(cfg.linger * 1000),
-            max_batch_size=int(cfg.max_batch_size),
-            compression=cfg.compression,
-            create_topic=cfg.create_topic,
-            partitions=cfg.partitions,
-            replication_factor=cfg.replication_factor,
-            request_timeout=cfg.request_timeout,
-            security_protocol=cfg.security_protocol,
-            sasl_mechanism=cfg.sasl_mechanism,
-            sasl_username=cfg.sasl_username,
-            sasl_password=secret(cfg.sasl_password),
-            ssl_cafile=path(cfg.ssl_cafile),
-            ssl_certfile=path(cfg.ssl_certfile),
-            ssl_keyfile=path(cfg.ssl_keyfile),
-            ssl_password=secret(cfg.ssl_password),
-            client_id=cfg.client_id,
-            metrics=metrics,
-        )
-
-    def _security_options(
-        self, protocol: str, *, sasl_mechanism: str | None, username: str | None,
-        password: str | None, cafile: str | None, certfile: str | None, keyfile: str | None,
-        key_password: str | None,
-    ) -> dict[str, Any]:
-        mechanism = sasl_mechanism
+    def _security_options(self, cfg: KafkaSinkConfig) -> dict[str, Any]:
+        """aiokafka's security options; the config model has checked which ones go together."""
+        protocol = cfg.security_protocol
         opts: dict[str, Any] = {"security_protocol": protocol}
         if protocol.startswith("SASL_"):
-            if mechanism not in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"):
-                raise SinkConfigError(
-                    f"{protocol} needs sasl_mechanism PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512",
-                    sink=self.name,
-                )
-            if not username or password is None:
-                raise SinkConfigError(f"{protocol} needs sasl_username and sasl_password",
-                                      sink=self.name)
-            opts.update(sasl_mechanism=mechanism, sasl_plain_username=username,
-                        sasl_plain_password=password)
+            assert cfg.sasl_password is not None
+            opts.update(sasl_mechanism=cfg.sasl_mechanism,
+                        sasl_plain_username=cfg.sasl_username,
+                        sasl_plain_password=cfg.sasl_password.get_secret_value())
         if protocol.endswith("SSL"):
-            if keyfile and not certfile:
+            if cfg.ssl_keyfile and not cfg.ssl_certfile:
                 raise SinkConfigError("ssl_keyfile needs ssl_certfile", sink=self.name)
+            password = cfg.ssl_password.get_secret_value() if cfg.ssl_password else None
             try:
                 opts["ssl_context"] = create_ssl_context(
-                    cafile=cafile, certfile=certfile, keyfile=keyfile, password=key_password)
+                    cafile=_path(cfg.ssl_cafile), certfile=_path(cfg.ssl_certfile),
+                    keyfile=_path(cfg.ssl_keyfile), password=password)
             except (OSError, ValueError) as err:  # ssl.SSLError is an OSError
                 raise SinkConfigError(f"cannot build the TLS context: {err}",
                                       sink=self.name) from None
-        elif cafile or certfile or keyfile or key_password:
-            raise SinkConfigError(f"ssl_* files need security_protocol SSL or SASL_SSL, "
-                                  f"not {protocol}", sink=self.name)
         return opts
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -419,8 +343,7 @@ class KafkaSink:
                          self.topic)
             elif not quiet:
                 log.warning("kafka sink %s: down", self.name)
-        if self._metrics is not None:
-            self._metrics.sink_up(self.name, up)
+        self._metrics.sink_up(self.name, up)
 
 
 async def _abandon_pending(producer: AIOKafkaProducer, grace: float) -> None:
@@ -459,6 +382,10 @@ class _BrokerUnreachable(Exception):
 def _consume(fut: asyncio.Future[Any]) -> None:
     if not fut.cancelled():
         fut.exception()
+
+
+def _path(value: Path | None) -> str | None:
+    return None if value is None else str(value)
 
 
 def _describe(err: BaseException) -> str:

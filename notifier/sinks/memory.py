@@ -11,7 +11,7 @@ from notifier.errors import SinkError
 
 
 class MemorySink:
-    outbox = False
+    """A direct sink that keeps what it is given in ``events``."""
 
     def __init__(self, name: str = "memory") -> None:
         self.name = name

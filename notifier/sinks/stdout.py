@@ -5,8 +5,9 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Any, Literal, Self, TextIO
+from typing import Any, Self, TextIO
 
+from notifier.config.sinks import StdoutSinkConfig
 from notifier.core.events import ChangeKind, Event
 
 
@@ -29,17 +30,12 @@ def pretty_line(event: Event) -> str:
 
 
 class StdoutSink:
-    outbox = False
+    """A direct sink: writes each page to stdout (or ``stream``) as it comes."""
 
-    def __init__(
-        self,
-        name: str,
-        *,
-        format: Literal["auto", "json", "pretty"] = "auto",
-        stream: TextIO | None = None,
-    ) -> None:
-        self.name = name
+    def __init__(self, cfg: StdoutSinkConfig, *, stream: TextIO | None = None) -> None:
+        self.name = cfg.name
         self._stream = stream or sys.stdout
+        format = cfg.format
         if format == "auto":
             format = "pretty" if self._stream.isatty() else "json"
         self._pretty = format == "pretty"

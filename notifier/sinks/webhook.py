@@ -1,7 +1,7 @@
 """The webhook sink: a dispatcher that delivers the state store's outbox over signed HTTP calls.
 
-The pipeline never calls ``publish``: it writes a page's webhook events into the outbox in the
-same transaction that commits the page's sync token (``OutboxItem(sink=name,
+An outbox sink (notifier.sinks.base): the pipeline writes a page's webhook events into the
+outbox in the same transaction that commits the page's sync token (``OutboxItem(sink=name,
 event_id=event.id, ordering_key=<relationship id>, payload=event.structured_json(),
 event_time=event.time, created_at=now)``) and then calls ``notify()``. A slow, failing or gone
 receiver therefore never blocks polling, and nothing is lost across restarts.
@@ -41,9 +41,8 @@ from typing import Self
 
 from notifier.config import WebhookSinkConfig
 from notifier.core.circuit import CircuitBreaker, CircuitState
-from notifier.core.events import Event
 from notifier.core.retry_schedule import next_delay, parse_retry_after
-from notifier.errors import NotifierError, SinkConfigError
+from notifier.errors import NotifierError
 from notifier.metrics import Metrics
 from notifier.sinks.signing import SigningKey
 from notifier.sinks.webhook_http import Outcome, WebhookClient, check_url, signing_keys
@@ -63,8 +62,6 @@ def batch_id(event_ids: Sequence[str]) -> str:
 
 class WebhookSink:
     """An outbox sink: ``async with`` runs the dispatcher; ``notify()`` wakes it."""
-
-    outbox = True
 
     def __init__(
         self,
@@ -148,10 +145,6 @@ class WebhookSink:
             await self._report_outbox()
         finally:
             await self._client.close()
-
-    async def publish(self, events: Sequence[Event]) -> None:
-        """Not used: the pipeline writes webhook events to the outbox (see the module doc)."""
-        raise SinkConfigError("webhook events go through the outbox, not publish()", sink=self.name)
 
     def notify(self) -> None:
         """New rows are in the outbox: wake the dispatcher now (call from the event loop)."""

@@ -18,6 +18,7 @@ CHILD = r"""
 import asyncio, os, resource, signal, sys
 from notifier.core.events import ChangeKind, Event
 from notifier.errors import SinkError
+from notifier.config import JsonlSinkConfig
 from notifier.sinks.jsonl import JsonlSink
 
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
@@ -30,7 +31,7 @@ def ev(i):
 
 
 async def main(path):
-    async with JsonlSink("j", path) as sink:
+    async with JsonlSink(JsonlSinkConfig(name="j", path=path)) as sink:
         await sink.publish([ev(i) for i in range(10)])
         page = [ev(i) for i in range(10, 20)]
         soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)

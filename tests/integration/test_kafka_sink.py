@@ -17,10 +17,11 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
+from notifier.config import KafkaSinkConfig
 from notifier.core.events import ChangeKind, Event
 from notifier.errors import SinkConfigError, SinkError
 from notifier.metrics import Metrics
-from notifier.sinks.base import Sink
+from notifier.sinks.base import DirectSink
 from notifier.sinks.kafka import KafkaSink
 from notifier.sinks.kafka_records import partition_for
 from notifier.sync import Publisher
@@ -45,6 +46,13 @@ OTHER_CONTAINER = "0e6a5b8c-2f0d-4c7e-8a0b-7b3a8f1d2c44"
 
 def new_metrics() -> Metrics:
     return Metrics(CollectorRegistry(), runtime=False)
+
+
+def kafka_sink(name: str, *, metrics: Metrics | None = None,
+               reconnect_backoff: tuple[float, float] = (0.5, 10.0), **fields: Any) -> KafkaSink:
+    """A sink built as the notifier builds it: from its validated config model."""
+    return KafkaSink(KafkaSinkConfig(name=name, **fields), metrics or new_metrics(),
+                     reconnect_backoff=reconnect_backoff)
 
 
 def sample(metrics: Metrics, name: str, **labels: str) -> float | None:
@@ -89,14 +97,14 @@ def require_kcat() -> None:
 async def test_binary_records_carry_the_documented_headers_and_shape(kafka_bootstrap, kafka_topic):
     events = mixed_events(60)
     metrics = new_metrics()
-    async with KafkaSink("events", bootstrap_servers=kafka_bootstrap, topic=kafka_topic,
+    async with kafka_sink("events", bootstrap_servers=kafka_bootstrap, topic=kafka_topic,
                          metrics=metrics) as sink:
-        assert isinstance(sink, Sink)
+        assert isinstance(sink, DirectSink)
         assert sink.healthy()
         # Through the pipeline's publisher, which counts and times every sink alike.
         publisher = Publisher(metrics)
-        assert await publisher.publish([sink], events[:25]) == []
-        assert await publisher.publish([sink], events[25:]) == []
+        assert await publisher.publish(events[:25], direct=[sink]) == []
+        assert await publisher.publish(events[25:], direct=[sink]) == []
     assert sample(metrics, "notifier_sink_events_published_total",
                   sink="events", outcome="ok") == 60
     assert sample(metrics, "notifier_sink_publish_duration_seconds_count", sink="events") == 2
@@ -132,7 +140,7 @@ async def test_binary_records_carry_the_documented_headers_and_shape(kafka_boots
 
 async def test_structured_mode_keyed_by_container(kafka_bootstrap, kafka_topic):
     events = mixed_events(40)
-    async with KafkaSink("events", bootstrap_servers=kafka_bootstrap, topic=kafka_topic,
+    async with kafka_sink("events", bootstrap_servers=kafka_bootstrap, topic=kafka_topic,
                          content_mode="structured", key="container", partitions=4) as sink:
         await sink.publish(events)
 
@@ -184,7 +192,7 @@ async def test_order_per_key_across_many_events_and_concurrent_publishers(
         for page in pages:
             await sink.publish(page)
 
-    async with KafkaSink("events", bootstrap_servers=kafka_bootstrap, topic=kafka_topic,
+    async with kafka_sink("events", bootstrap_servers=kafka_bootstrap, topic=kafka_topic,
                          max_batch_size=16384) as sink:  # small batches: many per partition
         await asyncio.gather(run(sink, pages("a")), run(sink, pages("b")))
 
@@ -198,7 +206,7 @@ async def test_order_per_key_across_many_events_and_concurrent_publishers(
 
 
 async def test_missing_topic_without_create_topic_is_a_config_error(kafka_bootstrap, kafka_topic):
-    sink = KafkaSink("events", bootstrap_servers=kafka_bootstrap, topic=kafka_topic,
+    sink = kafka_sink("events", bootstrap_servers=kafka_bootstrap, topic=kafka_topic,
                      create_topic=False)
     with pytest.raises(SinkConfigError) as info:
         async with sink:
@@ -213,17 +221,17 @@ async def test_missing_topic_without_create_topic_is_a_config_error(kafka_bootst
 
     # A topic the broker refuses to create is a config error too, with the broker's reason.
     with pytest.raises(SinkConfigError, match="InvalidReplicationFactor"):
-        async with KafkaSink("events", bootstrap_servers=kafka_bootstrap, topic=kafka_topic,
+        async with kafka_sink("events", bootstrap_servers=kafka_bootstrap, topic=kafka_topic,
                              replication_factor=3):
             pass
     assert kafka_topic not in await topic_names(kafka_bootstrap)
 
     # Once the topic exists (here: made by a sink allowed to), create_topic=False uses it, and
     # an existing topic keeps its own partition count.
-    async with KafkaSink("maker", bootstrap_servers=kafka_bootstrap, topic=kafka_topic,
+    async with kafka_sink("maker", bootstrap_servers=kafka_bootstrap, topic=kafka_topic,
                          partitions=1):
         pass
-    async with KafkaSink("events", bootstrap_servers=kafka_bootstrap, topic=kafka_topic,
+    async with kafka_sink("events", bootstrap_servers=kafka_bootstrap, topic=kafka_topic,
                          create_topic=False, partitions=5) as sink:
         await sink.publish(mixed_events(10))
     records = await read_topic(kafka_bootstrap, kafka_topic)
@@ -245,7 +253,7 @@ async def test_unreachable_at_startup_then_broker_appears():
     port = free_port()
     broker = KafkaBroker.on_port(port)
     metrics = new_metrics()
-    sink = KafkaSink("events", bootstrap_servers=broker.bootstrap, topic="late-topic",
+    sink = kafka_sink("events", bootstrap_servers=broker.bootstrap, topic="late-topic",
                      request_timeout=3, reconnect_backoff=(0.2, 1.0), metrics=metrics)
     async with sink:  # no broker: does not raise, retries in the background
         assert not sink.healthy()
@@ -310,7 +318,7 @@ async def test_broker_outage_mid_run_loses_nothing(dedicated_kafka, fault):
             while True:
                 started = time.monotonic()
                 try:
-                    await publisher.publish([sink], page)
+                    await publisher.publish(page, direct=[sink])
                 except SinkError:
                     failures.append(time.monotonic() - started)
                     if not sink.healthy():
@@ -323,7 +331,7 @@ async def test_broker_outage_mid_run_loses_nothing(dedicated_kafka, fault):
 
     t0 = time.monotonic()
     try:
-        async with KafkaSink("events", bootstrap_servers=broker.bootstrap, topic=topic,
+        async with kafka_sink("events", bootstrap_servers=broker.bootstrap, topic=topic,
                              request_timeout=delivery_timeout, reconnect_backoff=(0.2, 1.0),
                              metrics=metrics) as sink:
             task = asyncio.create_task(pipeline(sink))
@@ -425,7 +433,7 @@ async def test_sasl_plain_and_tls_listeners(tmp_path):
                                     "ssl_cafile": str(ca)}),
         ]
         for name, port, options in cases:
-            async with KafkaSink(name, bootstrap_servers=f"127.0.0.1:{port}", topic=name,
+            async with kafka_sink(name, bootstrap_servers=f"127.0.0.1:{port}", topic=name,
                                  request_timeout=5, **options) as sink:
                 assert sink.healthy(), name
                 await sink.publish([make_event(f"{name}-1"), make_event(f"{name}-2")])
@@ -433,7 +441,7 @@ async def test_sasl_plain_and_tls_listeners(tmp_path):
             assert sorted(r.key for r in records) == [f"{name}-1".encode(), f"{name}-2".encode()]
 
         # A wrong password is not a crash: the sink stays down and publish fails.
-        async with KafkaSink("bad", bootstrap_servers=f"127.0.0.1:{sasl}", topic="bad",
+        async with kafka_sink("bad", bootstrap_servers=f"127.0.0.1:{sasl}", topic="bad",
                              request_timeout=3, security_protocol="SASL_PLAINTEXT",
                              sasl_mechanism="PLAIN", sasl_username="notifier",
                              sasl_password="wrong-password") as sink:
@@ -442,7 +450,7 @@ async def test_sasl_plain_and_tls_listeners(tmp_path):
                 await sink.publish([make_event("x")])
             assert "wrong-password" not in str(info.value)
         # Nor does an untrusted certificate get through.
-        async with KafkaSink("untrusted", bootstrap_servers=f"127.0.0.1:{tls}", topic="bad",
+        async with kafka_sink("untrusted", bootstrap_servers=f"127.0.0.1:{tls}", topic="bad",
                              request_timeout=3, security_protocol="SSL") as sink:
             assert not sink.healthy()
         assert "bad" not in await topic_names(broker.bootstrap)

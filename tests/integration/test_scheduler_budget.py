@@ -123,8 +123,10 @@ async def scheduler_on(sim: CountingSim, tmp_path: Path, containers: Sequence[st
                                     budget=budget, concurrency=8)
         specs = [StreamSpec("sub", cid, ("main",), (sink,), emit_initial=False)
                  for cid in containers]
+        metrics = Metrics(CollectorRegistry(), runtime=False)
         sch = CredentialScheduler(
-            "main", client, specs, store=store, syncer=StreamSyncer(store),
+            "main", client, specs, store=store, syncer=StreamSyncer(store, metrics=metrics),
+            metrics=metrics,
             settings=SchedulerSettings(policy=policy,
                                        requests_per_minute=PER_WINDOW * 60 / WINDOW,
                                        reserve=0.2, workers=8, sync_rate_time_constant=WINDOW,

@@ -141,7 +141,8 @@ def _scheduler(policy: Literal["adaptive", "round_robin"] = "adaptive", n: int =
                                  requests_per_minute=rpm, reserve=0.2)
     return CredentialScheduler("main", None, specs, store=None, syncer=None,  # type: ignore[arg-type]
                                settings=settings, drain_slots=asyncio.Semaphore(1),
-                               metrics=metrics, clock=clock or _Clock())
+                               metrics=metrics or Metrics(CollectorRegistry(), runtime=False),
+                               clock=clock or _Clock())
 
 
 def _checked_now(sch: CredentialScheduler, clock: _Clock) -> None:

@@ -26,6 +26,7 @@ from tests.unit.test_sync_drain import (
     FakeService,
     assert_same_id_same_change,
     known_ids,
+    private_metrics,
     replay,
     spec,
 )
@@ -35,8 +36,8 @@ async def drain(db: Path, svc: Any, sink: MemorySink, crash_at: int | None = Non
                 batch_pages: int = 4) -> tuple[bool, int]:
     """One process lifetime: (completed, commits attempted)."""
     async with CrashingStore(db, crash_at) as store:
-        syncer = StreamSyncer(store, clock=lambda: 1_700_000_000.0, batch_pages=batch_pages,
-                              batch_seconds=60.0)
+        syncer = StreamSyncer(store, metrics=private_metrics(), clock=lambda: 1_700_000_000.0,
+                              batch_pages=batch_pages, batch_seconds=60.0)
         try:
             res = await syncer.drain(svc, spec(sink))
         except Crash:

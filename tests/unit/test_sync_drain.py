@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from notifier.core.events import ChangeKind, Event, event_id
 from notifier.errors import BadRequestError, SinkError
+from notifier.metrics import Metrics
 from notifier.sinks.memory import MemorySink
 from notifier.source.models import Relationship, SearchPage, SyncPage
 from notifier.state.sqlite import SqliteStateStore
@@ -167,7 +169,7 @@ async def drain(db: Path, svc: FakeService, sink: MemorySink, crash_at: int | No
                 **kw: Any) -> bool:
     """One process lifetime: True if the drain completed, False if it 'crashed'."""
     async with CrashingStore(db, crash_at) as store:
-        syncer = StreamSyncer(store, clock=lambda: 1_700_000_000.0)
+        syncer = StreamSyncer(store, metrics=private_metrics(), clock=lambda: 1_700_000_000.0)
         try:
             res = await syncer.drain(svc, spec(sink, **kw))  # type: ignore[arg-type]
         except Crash:
@@ -204,7 +206,12 @@ def kinds_of(events: Sequence[Event], rid: str) -> list[ChangeKind]:
 class OutboxMemorySink(MemorySink):
     """Stands for a webhook sink: the pipeline only writes its events to the store's outbox."""
 
-    outbox = True
+    def notify(self) -> None:
+        """An outbox sink (notifier.sinks.base.OutboxSink): nothing to wake here."""
+
+
+def private_metrics() -> Metrics:
+    return Metrics(CollectorRegistry(), runtime=False)
 
 
 async def known_ids(db: Path, svc: FakeService) -> set[str]:

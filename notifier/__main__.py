@@ -2,6 +2,6 @@
 
 import sys
 
-from notifier.cli.main import main
+from notifier.cli import main
 
 sys.exit(main())

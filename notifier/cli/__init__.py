@@ -4,3 +4,7 @@
 ``state.py``, ``webhooks.py`` and ``simulate.py`` each add their subcommand and run it.
 Only this package prints to the terminal.
 """
+
+from notifier.cli.main import main
+
+__all__ = ["main"]

@@ -66,6 +66,7 @@ class StreamSpec:
     domains: tuple[str, ...] | None = None
     query: Mapping[str, str] | None = None
     emit_initial: bool = True
+    project_name: str | None = None  # hub subscriptions: the project's name, in event data
     direct: tuple[DirectSink, ...] = field(init=False, repr=False)
     """``sinks`` the pipeline publishes to before each checkpoint."""
     outbox: tuple[OutboxSink, ...] = field(init=False, repr=False)
@@ -343,6 +344,7 @@ class StreamSyncer:
         now = self._clock()
         d = diff_page(
             subscription=spec.subscription, container_id=spec.container_id,
+            project_name=spec.project_name,
             current=current, deleted=deleted, known=known, resync=resync, emit=emit,
             seen_at=rfc3339(now),
         )
@@ -417,7 +419,7 @@ class StreamSyncer:
             now = self._clock()
             events = (
                 missing_deletions(subscription=sub, container_id=cid, missing=batch,
-                                  seen_at=rfc3339(now))
+                                  seen_at=rfc3339(now), project_name=spec.project_name)
                 if emit else []
             )
             await self._settle(spec, token, events, result,
@@ -434,7 +436,7 @@ class StreamSyncer:
             ]
             events = (
                 vanished_announced(subscription=sub, container_id=cid, relationships=rels,
-                                   seen_at=rfc3339(now))
+                                   seen_at=rfc3339(now), project_name=spec.project_name)
                 if emit else []
             )
             # None of them is known; listing them as removed settles (forgets) their

@@ -52,6 +52,7 @@ def diff_page(
     *,
     subscription: str,
     container_id: str,
+    project_name: str | None = None,
     current: list[Relationship],
     deleted: list[Relationship],
     known: Set[str],
@@ -78,6 +79,7 @@ def diff_page(
                 build_event(
                     subscription=subscription,
                     container_id=container_id,
+                    project_name=project_name,
                     relationship=rel,
                     kind=kind,
                     snapshot=resync,
@@ -147,6 +149,7 @@ def missing_deletions(
     *,
     subscription: str,
     container_id: str,
+    project_name: str | None = None,
     missing: Iterable[KnownRelationship],
     seen_at: str,
 ) -> list[Event]:
@@ -162,6 +165,7 @@ def missing_deletions(
             build_event(
                 subscription=subscription,
                 container_id=container_id,
+                project_name=project_name,
                 relationship=rel,
                 kind=ChangeKind.DELETED,
                 snapshot=True,
@@ -175,6 +179,7 @@ def vanished_announced(
     *,
     subscription: str,
     container_id: str,
+    project_name: str | None = None,
     relationships: Iterable[Relationship],
     seen_at: str,
 ) -> list[Event]:
@@ -195,6 +200,7 @@ def vanished_announced(
                 build_event(
                     subscription=subscription,
                     container_id=container_id,
+                    project_name=project_name,
                     relationship=body,
                     kind=kind,
                     snapshot=True,

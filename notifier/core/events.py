@@ -95,8 +95,10 @@ def build_event(
     kind: ChangeKind,
     snapshot: bool,
     seen_at: str,
+    project_name: str | None = None,
 ) -> Event:
-    """Build the CloudEvent for one change; ``seen_at`` stands in for a missing deletedOn."""
+    """Build the CloudEvent for one change; ``seen_at`` stands in for a missing deletedOn.
+    ``project_name`` (hub subscriptions) becomes ``data.projectName``."""
     if kind is ChangeKind.CREATED:
         time = relationship.created_on
     else:
@@ -111,9 +113,14 @@ def build_event(
         container_id=container_id,
         subscription=subscription,
         snapshot=snapshot,
-        data={
-            "subscription": subscription,
-            "containerId": container_id,
-            "relationship": relationship.raw,
-        },
+        data=_data(subscription, container_id, project_name, relationship),
     )
+
+
+def _data(subscription: str, container_id: str, project_name: str | None,
+          relationship: Relationship) -> dict[str, Any]:
+    if project_name is None:
+        return {"subscription": subscription, "containerId": container_id,
+                "relationship": relationship.raw}
+    return {"subscription": subscription, "containerId": container_id,
+            "projectName": project_name, "relationship": relationship.raw}

@@ -49,3 +49,20 @@ def test_deleted_event_time_prefers_deleted_on_then_seen_time():
                       kind=ChangeKind.DELETED, snapshot=False, seen_at="2030-01-01T00:00:00Z")
     assert ev2.time == "2030-01-01T00:00:00Z"
     assert orjson.loads(ev2.data_json()) == ev2.data
+
+
+def test_project_name_only_for_hub_streams() -> None:
+    from notifier.core.events import ChangeKind, build_event
+    from notifier.source.models import Relationship
+
+    rel = Relationship(id="r1", created_on="2024-01-01T00:00:00Z", is_deleted=False,
+                       deleted_on=None, raw={"id": "r1"})
+    plain = build_event(subscription="s", container_id="c", relationship=rel,
+                        kind=ChangeKind.CREATED, snapshot=False, seen_at="x")
+    named = build_event(subscription="s", container_id="c", relationship=rel,
+                        kind=ChangeKind.CREATED, snapshot=False, seen_at="x",
+                        project_name="Tower A")
+    assert "projectName" not in plain.data
+    assert named.data == {"subscription": "s", "containerId": "c", "projectName": "Tower A",
+                          "relationship": {"id": "r1"}}
+    assert named.id == plain.id

@@ -9,7 +9,6 @@ then close sinks, the HTTP session and the store.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import signal
@@ -24,6 +23,7 @@ from notifier.config import Config
 from notifier.core.budget import RequestBudget
 from notifier.durations import format_duration
 from notifier.errors import NotifierError, SinkError, StateLockedError
+from notifier.hub_runtime import HubStreams
 from notifier.metrics import Metrics
 from notifier.scheduler import BUSY_RATE_PER_S, CredentialScheduler, SchedulerSettings
 from notifier.server import HealthState, MetricsServer
@@ -139,6 +139,10 @@ class App:
             syncer = StreamSyncer(store, metrics=self.metrics, clock=self._clock,
                                   on_outbox=wake_outbox, batch_pages=SYNC_BATCH_PAGES)
             self.schedulers = self._build_schedulers(clients, sinks, store, syncer)
+            self.hubs = HubStreams(cfg, {s.name: s for s in self.schedulers}, sinks=sinks,
+                                   store=store, tokens=self._tokens, session=session,
+                                   metrics=self.metrics, clock=self._clock)
+            await self.hubs.start()
             if not once:
                 await self._prune(store)
             for sch in self.schedulers:
@@ -156,6 +160,7 @@ class App:
                      __version__, len(self.schedulers),
                      sum(len(s.streams) for s in self.schedulers), len(sinks))
             tick = asyncio.create_task(self._tick(sinks))
+            discovery = [] if once else self.hubs.tasks(self._stop)
             try:
                 if once:
                     await asyncio.gather(*(s.run(once=True, progress=progress)
@@ -168,9 +173,9 @@ class App:
                     return 1 if failures else 0
                 crashed = await self._run_forever()
             finally:
-                tick.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await tick
+                for t in (tick, *discovery):
+                    t.cancel()
+                await asyncio.gather(tick, *discovery, return_exceptions=True)
         log.info("stopped")
         return 1 if crashed else 0
 
@@ -213,6 +218,7 @@ class App:
     def _build_clients(self, session: Any, store: Any) -> dict[str, RelationshipClient]:
         cfg = self.config
         clients: dict[str, RelationshipClient] = {}
+        self._tokens: dict[str, TokenProvider] = {}
         for cred in cfg.credentials:
             observer = self.metrics.client_observer(cred.name)
             tokens: TokenProvider
@@ -230,6 +236,7 @@ class App:
                     store=store,
                     observer=self.metrics,
                 )
+            self._tokens[cred.name] = tokens  # hub discovery shares them (one rotation)
             budget = RequestBudget(int(cred.requests_per_minute), reserve=cred.reserve,
                                    name=cred.name)
             self.metrics.budget_configured(cred.name, cred.requests_per_minute)
@@ -271,8 +278,9 @@ class App:
         drain_slots = asyncio.Semaphore(max(1, poll.sync_concurrency))
         creds = {c.name: c for c in self.config.credentials}
         out = []
+        hub_credentials = {sub.credential_names[0] for sub in self.config.hub_subscriptions}
         for name, specs in self.specs(sinks).items():
-            if not specs:
+            if not specs and name not in hub_credentials:
                 continue
             cred = creds[name]
             settings = SchedulerSettings(

@@ -26,6 +26,9 @@ from notifier.source.projects import ProjectsClient
 # budget for both keeps the stricter reading.
 DM_REQUESTS_PER_MINUTE = 50
 DM_BURST = 5
+# A listing still failing (or still rate limited) after this long counts as a failed discovery:
+# the last known list is kept and the watcher retries later.
+DM_DEADLINE_SECONDS = 120.0
 
 
 def token_provider(config: Config, cred: CredentialConfig, session: aiohttp.ClientSession,
@@ -61,6 +64,7 @@ def projects_client(config: Config, cred_name: str, session: aiohttp.ClientSessi
         timeout=config.source.timeout,
         max_attempts=config.source.max_attempts,
         concurrency=1,
+        deadline=DM_DEADLINE_SECONDS,
         observer=observer,
     )
     return ProjectsClient(caller, config.source.base_url)

@@ -26,6 +26,8 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
+from notifier.hub_metrics import HubMetrics
+
 log = logging.getLogger(__name__)
 
 UPSTREAM_OUTCOMES = (
@@ -86,6 +88,7 @@ class Metrics:
         self._credentials: set[str] = set()
         self._sinks: set[str] = set()
         self._circuit_states: dict[str, set[str]] = {}
+        self.hubs = HubMetrics(r)  # hub discovery (its own module: notifier/hub_metrics.py)
 
         def counter(name: str, doc: str, *labels: str) -> Counter:
             return Counter(name, doc, labels, registry=r)

@@ -24,7 +24,7 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Set
 from dataclasses import dataclass
 from typing import Literal
 
@@ -74,6 +74,7 @@ class StreamRuntime:
     quarantined_until: float = 0.0
     failures: int = 0
     last_checked: float | None = None
+    retired: bool = False  # removed at run time: a drain not yet started is skipped
 
     def load(self, st: StreamState | None) -> None:
         if st is None:
@@ -227,6 +228,55 @@ class CredentialScheduler:
             )
         self._metrics.effective_interval(self.name, eff)
 
+    async def add_streams(self, specs: Sequence[StreamSpec]) -> None:
+        """Start polling streams at run time (hub discovery): their stored state is restored,
+        a new container is checked at once. A stream already polled is left alone."""
+        present = {s.spec.key for s in self.streams}
+        fresh = [spec for spec in specs if spec.key not in present]
+        if not fresh:
+            return
+        now = self._clock()
+        for spec in fresh:
+            rt = StreamRuntime(spec)
+            rt.load(await self._store.get_stream(spec.subscription, spec.container_id))
+            g = self.groups.get(spec.container_id)
+            if g is None:
+                self.groups[spec.container_id] = Group(
+                    spec.container_id, [rt],
+                    ChangeRate(self._s.half_life, self._s.rate_prior_per_s), self._s.interval)
+                self._queue.schedule(spec.container_id, now)
+            else:
+                g.streams = [*g.streams, rt]  # a new list: a check in flight keeps its own
+                self._queue.schedule(spec.container_id, now)
+        self._wake.set()
+        self._wake.clear()
+
+    def remove_streams(self, keys: Set[tuple[str, str]]) -> int:
+        """Stop polling these streams (a project retired by hub discovery). No new check
+        starts for them; a page already being drained finishes. Returns how many were here."""
+        removed = 0
+        for cid in [cid for cid, g in self.groups.items()
+                    if any(s.spec.key in keys for s in g.streams)]:
+            g = self.groups[cid]
+            left = [s for s in g.streams if s.spec.key not in keys]
+            for s in g.streams:
+                s.retired = s.spec.key in keys
+            removed += len(g.streams) - len(left)
+            if left:
+                g.streams = left
+            else:
+                del self.groups[cid]
+                self._queue.remove(cid)
+        return removed
+
+    def replace_specs(self, specs: Sequence[StreamSpec]) -> None:
+        """New specs for streams already polled (a renamed project: its events' name)."""
+        by_key = {spec.key: spec for spec in specs}
+        for s in self.streams:
+            spec = by_key.get(s.spec.key)
+            if spec is not None:
+                s.spec = spec
+
     @property
     def sync_pages_per_s(self) -> float:
         """Smoothed rate of sync pages paid from this credential's budget."""
@@ -374,13 +424,16 @@ class CredentialScheduler:
                     await asyncio.wait_for(self._wake.wait(), wait)
                 continue
             assert isinstance(cid, str)
-            group = self.groups[cid]
+            group = self.groups.get(cid)
+            if group is None:
+                continue  # removed at run time (hub discovery)
             self._inflight += 1
             try:
                 await self._check_group(group)
             finally:
                 self._inflight -= 1
-                if self._queue.due_of(cid) is None and not self._stop.is_set():
+                if (self._queue.due_of(cid) is None and not self._stop.is_set()
+                        and self.groups.get(cid) is group):
                     self._queue.schedule(cid, self._next_due(group, started=now))
                 if self._inflight == 0 and self._all_checked_once():
                     self.cycles_done = max(self.cycles_done, 1)
@@ -546,7 +599,7 @@ class CredentialScheduler:
         # by status checks still lower the status pace (completions alone would hide that).
         self._sync_pages += 1
         async with self._drain_slots:
-            if self._stop.is_set():
+            if self._stop.is_set() or s.retired:
                 return False, 0
             try:
                 res = await self._syncer.drain(

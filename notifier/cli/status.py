@@ -12,6 +12,7 @@ import orjson
 from notifier.cli.output import print_config_error
 from notifier.config import load_config
 from notifier.errors import ConfigError, StateError
+from notifier.hub_watch import HubStatus, read_statuses, status_path
 from notifier.state.base import StreamState
 from notifier.state.sqlite import SqliteStateStore
 
@@ -31,8 +32,14 @@ async def collect(config_path: str) -> list[dict[str, Any]]:
     config = load_config(config_path)
     async with SqliteStateStore(config.state.path) as store:
         states = {st.key: st for st in await store.list_streams()}
+    # Hub subscriptions: the streams discovery found (stored, not orphaned by a retirement).
+    pairs = list(config.streams()) + [
+        (sub, st.container_id) for sub in config.hub_subscriptions
+        for st in sorted(states.values(), key=lambda st: st.container_id)
+        if st.subscription == sub.name and st.orphaned_at is None
+    ]
     rows = []
-    for sub, cid in config.streams():
+    for sub, cid in pairs:
         # A stream the store has never seen: not bootstrapped, nothing known.
         st = states.get((sub.name, cid)) or StreamState(
             subscription=sub.name, container_id=cid, sync_token=None, resync_cursor=None,
@@ -62,9 +69,32 @@ def add_parser(sub: Any) -> None:
     status.add_argument("--json", action="store_true", help="one JSON object per stream")
 
 
+def hub_rows(config_path: str) -> list[dict[str, Any]]:
+    """Per hub subscription, what the running service last reported about discovery."""
+    config = load_config(config_path)
+    reported = {r.get("subscription"): r for r in read_statuses(status_path(config.state.path))}
+    return [reported.get(sub.name) or HubStatus(sub.name, sub.hub_id or "",
+                                                sub.credential_names[0]).to_json()
+            for sub in config.hub_subscriptions]
+
+
+def _print_hubs(hubs: list[dict[str, Any]], now: float) -> None:
+    print(f"\n{'HUB SUBSCRIPTION':<20} {'WATCHED':>7} {'LISTED':>7} {'ADDED':>6} "
+          f"{'RETIRED':>7}  {'LAST DISCOVERY':<15} LAST ERROR")
+    for h in hubs:
+        failing = h.get("consecutive_failures") or 0
+        error = h.get("last_error") or "-"
+        if failing:
+            error = f"{error} ({failing} in a row)"
+        print(f"{h['subscription']:<20} {h.get('watched', 0):>7} {h.get('listed', 0):>7} "
+              f"{h.get('added', 0):>6} {h.get('retired', 0):>7}  "
+              f"{_age(now, h.get('last_success_at')):<15} {error}")
+
+
 def status_main(config_path: str, *, as_json: bool = False) -> int:
     try:
         rows = asyncio.run(collect(config_path))
+        hubs = hub_rows(config_path)
     except ConfigError as exc:
         print_config_error(exc, sys.stderr)
         return 2
@@ -74,6 +104,8 @@ def status_main(config_path: str, *, as_json: bool = False) -> int:
     if as_json:
         for r in rows:
             sys.stdout.write(orjson.dumps(r).decode() + "\n")
+        for h in hubs:
+            sys.stdout.write(orjson.dumps({"hub_subscription": h}).decode() + "\n")
         return 0
     now = time.time()
     header = f"{'SUBSCRIPTION':<20} {'CONTAINER':<38} {'LAST CHECK':<11} {'TOKEN':<11} " \
@@ -92,4 +124,6 @@ def status_main(config_path: str, *, as_json: bool = False) -> int:
         print(f"{r['subscription']:<20} {r['container_id']:<38} "
               f"{_age(now, r['last_checked_at']):<11} {_age(now, r['token_updated_at']):<11} "
               f"{r['known_relationships']:>8}  {state}")
+    if hubs:
+        _print_hubs(hubs, now)
     return 0

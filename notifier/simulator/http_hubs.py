@@ -49,7 +49,7 @@ def _jsonapi_error(status: int, title: str, detail: str) -> ApiError:
 
 def _injected(status: int) -> ApiError:
     if status == 429:
-        return bodies.rate_limited(5)
+        return bodies.rate_limited(1)
     return _jsonapi_error(status, "Injected fault", f"simulated HTTP {status}")
 
 

@@ -43,6 +43,9 @@ def exercise_every_method(m: Metrics) -> None:
     m.dead_lettered("hooks", 1)
     m.build_info("0.0.0-test", "3.11.0")
     m.loop_lag(0.001)
+    m.hubs.configured("all-projects")
+    m.hubs.discovered("all-projects", listed=3, watched=2, added=2, retired=0, at=1.0)
+    m.hubs.discovery_failed("all-projects", "forbidden", 1)
 
 
 def test_exercise_every_method_covers_the_public_api() -> None:
@@ -304,3 +307,26 @@ def test_observer_hooks_of_the_upstream_client_and_auth(metrics: Metrics) -> Non
     assert value(metrics, refreshes, credential="main", outcome="unavailable") == 1
     assert value(metrics, refreshes, credential="main", outcome="store_failed") == 1
     assert value(metrics, "notifier_auth_refresh_consecutive_failures", credential="main") == 2
+
+
+def test_hub_discovery_metrics() -> None:
+    m = Metrics(CollectorRegistry(), runtime=False)
+    m.hubs.configured("hub-a")
+
+    def get(name: str, **labels: str) -> float | None:
+        return m.registry.get_sample_value(name, {"subscription": "hub-a", **labels})
+
+    assert get("notifier_hub_discoveries_total", outcome="forbidden") == 0
+    m.hubs.discovered("hub-a", listed=5, watched=3, added=3, retired=0, at=100.0)
+    m.hubs.discovery_failed("hub-a", "forbidden", 1)
+    m.hubs.discovery_failed("hub-a", "nonsense", 2)
+    assert get("notifier_hub_projects") == 3
+    assert get("notifier_hub_projects_listed") == 5
+    assert get("notifier_hub_projects_added_total") == 3
+    assert get("notifier_hub_last_discovery_timestamp_seconds") == 100.0
+    assert get("notifier_hub_discoveries_total", outcome="forbidden") == 1
+    assert get("notifier_hub_discoveries_total", outcome="error") == 1
+    assert get("notifier_hub_discovery_consecutive_failures") == 2
+    m.hubs.discovered("hub-a", listed=4, watched=2, added=0, retired=1, at=200.0)
+    assert get("notifier_hub_discovery_consecutive_failures") == 0
+    assert get("notifier_hub_projects_retired_total") == 1

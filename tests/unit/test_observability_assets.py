@@ -289,6 +289,7 @@ def test_alerts_cover_the_issue() -> None:
         'notifier_auth_token_refreshes_total{outcome="invalid_grant"}',
         "notifier_scheduler_quarantined_streams",
         "notifier_upstream_rate_limited_total",
+        "notifier_hub_discovery_consecutive_failures",
     ):
         assert metric in exprs
 

@@ -180,3 +180,26 @@ async def test_failed_discovery_keeps_the_list_and_polling(tmp_path: Path, fault
         assert watcher.status.consecutive_failures == 0
         assert watcher.status.retired == 0
         await stop(app, task)
+
+
+async def test_run_once_discovers_then_drains_every_project(tmp_path: Path) -> None:
+    async with hub_simulator() as sim:
+        sim.hubs.add_hub(HUB, "Acme")
+        sim.hubs.set_knobs(page_size=2)
+        projects = [sim.hubs.add_project(HUB, f"Tower {n}", relationships=2) for n in "ABCDE"]
+        app = App(config_from_data(hub_config(tmp_path, sim, emit_initial=False), environ={}))
+        assert await asyncio.wait_for(app.run(once=True), 60) == 0
+        assert sim.hubs.stats.requests["projects"] == 3  # five projects, two per page
+        assert events_of(tmp_path) == []  # emit_initial: false, also for discovered projects
+        assert all(bootstrapped(tmp_path, p) for p in projects)
+
+
+def bootstrapped(tmp_path: Path, project: str) -> bool:
+    """Whether the store holds a bootstrapped stream for the project (read with sqlite3)."""
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "state.db") as conn:
+        row = conn.execute("SELECT sync_token FROM streams WHERE subscription = ? AND "
+                           "container_id = ?", (SUB, project[2:])).fetchone()
+    conn.close()
+    return row is not None and bool(row[0])

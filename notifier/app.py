@@ -142,7 +142,7 @@ class App:
             self.hubs = HubStreams(cfg, {s.name: s for s in self.schedulers}, sinks=sinks,
                                    store=store, tokens=self._tokens, session=session,
                                    metrics=self.metrics, clock=self._clock)
-            await self.hubs.start()
+            await self.hubs.start(wait_all=once)
             if not once:
                 await self._prune(store)
             for sch in self.schedulers:

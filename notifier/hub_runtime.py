@@ -7,9 +7,10 @@ events; a retired one stops being polled and its stored state is marked orphaned
 ``state.orphan_retention`` like a subscription removed from the configuration (kept, then
 dropped; a project that comes back within the retention resumes from its token).
 
-At start: the last known list comes from the store (the subscription's streams not orphaned),
-then a first discovery runs (bounded by ``STARTUP_TIMEOUT``; on failure the stored list is
-polled and discovery retries with backoff).
+At start: the last known list comes from the store (the subscription's streams not orphaned)
+and is polled at once; its first discovery runs in the background as the loops start. A hub
+with no stored list (the first run) is discovered before polling starts, bounded by
+``STARTUP_TIMEOUT``; a failure there leaves it empty until a retry (with backoff) succeeds.
 """
 
 from __future__ import annotations
@@ -75,11 +76,15 @@ class HubStreams:
             self.watchers.append(HubWatcher(sub, clients[cred], self._apply,
                                             metrics=metrics.hubs, clock=clock))
 
-    async def start(self, *, give_up_after: float = STARTUP_TIMEOUT) -> None:
-        """Poll the last known projects, then discover every hub once (in parallel)."""
+    async def start(self, *, wait_all: bool = False,
+                    give_up_after: float = STARTUP_TIMEOUT) -> None:
+        """Poll the last known projects; discover the hubs without one now (in parallel,
+        bounded), the others in the background as soon as the loops start (``wait_all``: every
+        hub now, for ``run --once``)."""
         if not self.watchers:
             return
         stored = await self._store.list_streams()
+        first: list[HubWatcher] = []
         for w in self.watchers:
             known = [st.container_id for st in stored
                      if st.subscription == w.sub.name and st.orphaned_at is None]
@@ -87,7 +92,11 @@ class HubStreams:
             if seeded:
                 await self._scheduler(w).add_streams(
                     [hub_spec(w.sub, p, self._sinks) for p in seeded])
-        await asyncio.gather(*(w.discover(give_up_after) for w in self.watchers))
+            if wait_all or not seeded:
+                first.append(w)
+            else:
+                w.due_now = True
+        await asyncio.gather(*(w.discover(give_up_after) for w in first))
         self.save_status()
 
     def tasks(self, stop: asyncio.Event) -> list[asyncio.Task[None]]:

@@ -98,6 +98,7 @@ class HubWatcher:
         self._retry_initial = min(retry_initial, sub.discover_every)
         self._rules = rules_of(sub)
         self.known: dict[str, Project] = {}
+        self.due_now = False  # the first discovery runs as soon as ``run`` starts
         self.status = HubStatus(sub.name, sub.hub_id, sub.credential_names[0])
         metrics.configured(sub.name)
 
@@ -157,8 +158,9 @@ class HubWatcher:
     async def run(self, stop: asyncio.Event, on_done: Callable[[], None]) -> None:
         """Discover every ``next_delay()`` until ``stop``; ``on_done`` after each attempt."""
         while not stop.is_set():
+            delay, self.due_now = (0.0 if self.due_now else self.next_delay()), False
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.next_delay())
+                await asyncio.wait_for(stop.wait(), delay)
             if stop.is_set():
                 return
             try:

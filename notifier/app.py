@@ -115,6 +115,7 @@ class App:
     async def _run(self, *, once: bool, progress: bool) -> int:
         cfg = self.config
         self.metrics.build_info(__version__)
+        self.health.config_loaded()
         async with AsyncExitStack() as stack:
             stack.enter_context(StateLock(cfg.state.path))
             store = await stack.enter_async_context(SqliteStateStore(cfg.state.path))
@@ -345,6 +346,7 @@ class App:
         quiet: list[float] = []
         quarantined = 0
         stalest = 0.0
+        per_subscription: dict[str, float] = {}
         for sch in self.schedulers:
             for g in sch.groups.values():
                 is_busy = g.rate.rate(now) > BUSY_RATE_PER_S
@@ -357,14 +359,15 @@ class App:
                     age = max(0.0, now - since)
                     (busy if is_busy else quiet).append(age)
                     stalest = max(stalest, age)
+                    sub = s.spec.subscription
+                    per_subscription[sub] = max(per_subscription.get(sub, 0.0), age)
         self.metrics.staleness("busy", busy)
         self.metrics.staleness("quiet", quiet)
         self.metrics.stalest_check_age(stalest)
+        self.metrics.subscription_check_ages(per_subscription)
         self.metrics.quarantined(quarantined)
         for name, sink in sinks.items():
             up = sink.healthy()
-            self.metrics.sink_up(name, up)
-            self.health.sink_up(name, up, "" if up else "sink reports it is down")
+            self.metrics.sink_up(name, up)  # metrics and alerts, never readiness
         if all(s.cycles_done for s in self.schedulers):
-            self.health.first_cycle_done()
             self.ready.set()

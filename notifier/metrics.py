@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import platform
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from enum import Enum
 
 from prometheus_client import (
@@ -42,6 +42,8 @@ UPSTREAM_OUTCOMES = (
 # invalid_grant: the refresh token is spent or expired (re-seed needed); rejected, unavailable
 # and store_failed are the auth module's finer kinds of error.
 REFRESH_OUTCOMES = ("ok", "invalid_grant", "error", "rejected", "unavailable", "store_failed")
+# Outcomes after which a credential stays dead until someone acts (new refresh token or client).
+DEAD_OUTCOMES = ("invalid_grant", "rejected")
 STALENESS_CLASSES = ("busy", "quiet")
 QUARANTINE_REASONS = ("bad_token", "malformed_page", "gone", "forbidden", "error")
 EVENT_KINDS = ("created", "deleted")
@@ -155,6 +157,12 @@ class Metrics:
             "Refresh-token grants failed in a row for a credential (0 after a success).",
             "credential",
         )
+        self._credential_up = gauge(
+            "notifier_auth_credential_up",
+            "1 while a credential obtains access tokens; 0 once Autodesk rejected its refresh "
+            "token or client (dead until re-seeded), so an alert on it stays firing.",
+            "credential",
+        )
         # scheduler
         self._streams = gauge(
             "notifier_scheduler_streams_tracked",
@@ -204,6 +212,13 @@ class Metrics:
             "notifier_scheduler_stalest_check_age_seconds",
             "Age of the stalest stream's last successful check.",
         )
+        self._subscription_age = gauge(
+            "notifier_scheduler_subscription_check_age_seconds",
+            "Age of the last successful check of each subscription's stalest (not quarantined) "
+            "stream; one series per configured subscription.",
+            "subscription",
+        )
+        self._subscriptions_seen: set[str] = set()
         self._quarantined = gauge(
             "notifier_scheduler_quarantined_streams",
             "Streams currently quarantined (not polled until fixed or retried).",
@@ -366,8 +381,11 @@ class Metrics:
         self._refreshes.labels(credential, outcome).inc()
         if outcome == "ok":
             self._refresh_failures.labels(credential).set(0)
+            self._credential_up.labels(credential).set(1)
         else:
             self._refresh_failures.labels(credential).inc()
+            if outcome in DEAD_OUTCOMES:  # transient failures (unavailable) leave it as it was
+                self._credential_up.labels(credential).set(0)
 
     def on_refresh(self, credential: str, outcome: str) -> None:
         """``RefreshObserver`` hook of notifier.source.auth: same as ``token_refresh``."""
@@ -414,6 +432,18 @@ class Metrics:
     def stalest_check_age(self, seconds: float) -> None:
         """The stalest stream's last successful check is ``seconds`` old."""
         self._stalest.set(_nonneg(seconds))
+
+    def subscription_check_ages(self, ages: Mapping[str, float]) -> None:
+        """Per subscription, how old the last successful check of its stalest stream is.
+
+        Subscriptions are configuration, so the label is bounded; series of subscriptions that
+        are gone (or now all quarantined) are removed.
+        """
+        for gone in self._subscriptions_seen - set(ages):
+            self._subscription_age.remove(gone)
+        for name, seconds in ages.items():
+            self._subscription_age.labels(name).set(_nonneg(seconds))
+        self._subscriptions_seen = set(ages)
 
     def quarantined(self, n: int) -> None:
         """``n`` streams are quarantined now."""

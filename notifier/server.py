@@ -1,9 +1,14 @@
 """The HTTP side of observability: /metrics, /healthz and /readyz, served in the app's loop.
 
-``HealthState`` is a set of named conditions the app sets as it starts (store open, sinks
-started, first cycle done, sinks up); the service is ready when every one of them holds.
+Readiness means "this process can do its job": configuration loaded, state store open, sinks set
+up, event loop running on time, not shutting down. It never follows upstream, credential or sink
+health (a wrong container id, a dead refresh token or a receiver that is down): those are
+reported by metrics and alerts, so that a rollout (``helm install --wait``) is not held hostage
+by a system outside the pod, and a pod is not taken out of its Service for something a restart
+cannot fix. ``HealthState`` holds the named conditions the app sets as it starts;
 ``MetricsServer`` serves the scrape and both probes, and runs a watchdog that measures how late
-the event loop runs its timers: /healthz answers 503 while that lag exceeds ``max_loop_lag``.
+the event loop runs its timers: /healthz and /readyz answer 503 while that lag exceeds
+``max_loop_lag``.
 """
 
 from __future__ import annotations
@@ -25,11 +30,12 @@ from notifier.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
+CONFIG = "config"
 STORE = "store"
 SINKS = "sinks"
-FIRST_CYCLE = "first_cycle"
+EVENT_LOOP = "event_loop"
 SHUTDOWN = "shutdown"
-DEFAULT_CONDITIONS = (STORE, SINKS, FIRST_CYCLE)
+DEFAULT_CONDITIONS = (CONFIG, STORE, SINKS)
 
 
 @dataclass(slots=True)
@@ -42,7 +48,10 @@ class HealthState:
     """Named readiness conditions, all of which must hold; plus the loop watchdog's reading."""
 
     def __init__(self, required: Iterable[str] = DEFAULT_CONDITIONS) -> None:
-        """Start with every ``required`` condition false ("pending")."""
+        """Start with every ``required`` condition false ("pending").
+
+        Only conditions of this process belong here; upstream and sink health do not.
+        """
         self._conditions: dict[str, Condition] = {
             name: Condition(False, "pending") for name in required
         }
@@ -64,18 +73,14 @@ class HealthState:
         """Evaluate ``check()`` at every readiness query (e.g. ``sink.healthy``)."""
         self._checks[component] = check
 
+    def config_loaded(self) -> None:
+        self.set(CONFIG, True)
+
     def store_open(self, ok: bool = True, detail: str = "") -> None:
         self.set(STORE, ok, detail)
 
     def sinks_started(self, ok: bool = True, detail: str = "") -> None:
         self.set(SINKS, ok, detail)
-
-    def first_cycle_done(self) -> None:
-        self.set(FIRST_CYCLE, True)
-
-    def sink_up(self, sink: str, up: bool, detail: str = "") -> None:
-        """A sink is hard down (False) or back (True): readiness follows."""
-        self.set(f"sink:{sink}", up, detail)
 
     def shutting_down(self) -> None:
         """Stop being ready so the pod leaves the Service endpoints while it drains."""
@@ -224,6 +229,9 @@ class MetricsServer:
 
     async def _readyz(self, request: web.Request) -> web.Response:
         missing = self.health.not_ready()
+        if self.health.loop_stalled(self.max_loop_lag):
+            lag = self.health.loop_lag_seconds
+            missing[EVENT_LOOP] = f"stalled (a timer ran {lag:.1f} s late)"
         if missing:
             return _json(503, {"ready": False, "not_ready": missing})
         return _json(200, {"ready": True})

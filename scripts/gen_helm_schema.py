@@ -27,6 +27,14 @@ CONFIG_DEF = "NotifierConfig"
 DEFERRED_REQUIRED = ("credentials", "subscriptions", "sinks")
 
 JSON = dict[str, Any]
+# Alerts whose final threshold the chart lets users set (prometheusRule.thresholds).
+ALERT_THRESHOLDS = {
+    "NotifierSubscriptionsVeryStale": "seconds since the stalest stream's last check",
+    "NotifierUpstreamErrors": "share of a credential's upstream requests failing",
+    "NotifierOutboxBacklogOld": "seconds the oldest webhook outbox event has waited",
+    "NotifierOutboxBacklogVeryOld": "same, critical",
+    "NotifierEventLoopLagging": "seconds the event loop runs its timers late",
+}
 
 
 def _obj(description: str, properties: JSON | None = None, **extra: Any) -> JSON:
@@ -158,6 +166,13 @@ def chart_properties() -> JSON:
         "prometheusRule": _obj("prometheus-operator PrometheusRule with files/alerts.rules.yaml", {
             "enabled": _bool("create it"),
             "additionalLabels": _string_map("extra labels (e.g. release)"),
+            "job": _str("job label the rules select (empty: the Service name)"),
+            "runbookBaseUrl": _str("URL of docs/runbooks.md; rules link #<alert>",
+                                   pattern="^https?://"),
+            "thresholds": _obj("the number each named rule compares against", {
+                name: {"type": "number", "description": what, "minimum": 0}
+                for name, what in ALERT_THRESHOLDS.items()
+            }),
         }),
         "dashboard": _obj("Grafana dashboard ConfigMap for the Grafana sidecar", {
             "enabled": _bool("create it"),

@@ -219,6 +219,37 @@ def test_grace_period_follows_shutdown_timeout(shutdown: str, explicit: str | No
     assert grace > parse_duration(shutdown)
 
 
+def test_alert_rules_take_job_runbooks_and_thresholds_from_values() -> None:
+    """Only the job selector, the runbook base and the named thresholds change; the Prometheus
+    templates in the annotations are left alone."""
+    manifests = render("-f", str(CHART / "ci" / "monitoring-values.yaml"),
+                       "--set", "prometheusRule.job=prod-notifier",
+                       "--set", "prometheusRule.runbookBaseUrl=https://git.example/ops/runbooks.md",
+                       "--set", "prometheusRule.thresholds.NotifierOutboxBacklogOld=1200",
+                       "--set-json", "prometheusRule.thresholds.NotifierUpstreamErrors=0.25")
+    groups = manifests[("PrometheusRule", FULLNAME)]["spec"]["groups"]
+    rules = {r["alert"]: r for g in groups for r in g["rules"]}
+    source = yaml.safe_load((CHART / "files" / "alerts.rules.yaml").read_text())
+    assert set(rules) == {r["alert"] for g in source["groups"] for r in g["rules"]}
+    for name, rule in rules.items():
+        assert 'job="notifier"' not in rule["expr"], name
+        assert 'job="prod-notifier"' in rule["expr"], name
+        assert rule["annotations"]["runbook_url"] == (
+            f"https://git.example/ops/runbooks.md#{name.lower()}")
+        assert "{{ $labels." in rule["annotations"]["summary"] + rule["annotations"][
+            "description"] or name in ("NotifierTargetMissing",), name
+    assert rules["NotifierOutboxBacklogOld"]["expr"].rstrip().endswith("> 1200")
+    assert rules["NotifierUpstreamErrors"]["expr"].rstrip().endswith("> 0.25")
+    assert rules["NotifierOutboxBacklogVeryOld"]["expr"].rstrip().endswith("> 3600")  # default
+
+
+def test_an_unknown_alert_threshold_is_refused() -> None:
+    proc = helm_template("-f", str(CHART / "ci" / "monitoring-values.yaml"),
+                         "--set", "prometheusRule.thresholds.NotifierSinkDown=2", check=False)
+    assert proc.returncode != 0
+    assert "NotifierSinkDown" in proc.stderr
+
+
 def test_monitoring_objects_embed_the_observability_files() -> None:
     manifests = render("-f", str(CHART / "ci" / "monitoring-values.yaml"))
     service = manifests[("Service", FULLNAME)]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
@@ -115,3 +117,44 @@ async def test_metrics_move_as_events_flow(tmp_path: Path) -> None:
         check=False,
     )
     assert check.returncode == 0, check.stdout.decode() + check.stderr.decode()
+
+
+@pytest.mark.timeout(60)
+async def test_ready_with_a_wrong_container_and_a_dead_receiver(tmp_path: Path) -> None:
+    """/readyz is about the process: a subscription whose container does not exist and a
+    webhook receiver that refuses connections show in metrics, not in readiness (issue 17)."""
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        dead_port = probe.getsockname()[1]
+    unknown = "00000000-0000-4000-8000-000000000000"
+    subs = [{"name": "good", "credential": "sim", "container_id": A, "sinks": ["hooks"]},
+            {"name": "wrong", "credential": "sim", "container_id": unknown, "sinks": ["hooks"]}]
+    hooks = {"name": "hooks", "type": "webhook", "url": f"http://127.0.0.1:{dead_port}/h",
+             "allow_insecure_http": True, "retry_schedule": ["100ms"],
+             "secret": "whsec_" + base64.b64encode(b"k" * 32).decode(),
+             "circuit_breaker": {"failure_threshold": 1, "reset_after": "300ms"}}
+    async with Simulator(sim_config([A], relationships=3)) as sim:
+        data = base_config(tmp_path, sim.url, subs, sinks=[hooks],
+                           metrics={"enabled": True, "listen": "127.0.0.1:0"})
+        app = App(config_from_data(data))
+        task = asyncio.create_task(app.run())
+        try:
+            await wait_for(lambda: app.server is not None and app.server.port != 0, 10,
+                           "the metrics server")
+            assert app.server is not None
+            url = app.server.url
+            async with aiohttp.ClientSession() as session:
+
+                async def sink_down_and_stream_failing() -> bool:
+                    _, now = await scrape(session, url)
+                    return (value(now, "notifier_sink_up", sink="hooks") == 0
+                            and value(now, "notifier_scheduler_quarantined_streams") >= 1)
+
+                await wait_for(sink_down_and_stream_failing, 30,
+                               "the sink down and the wrong container quarantined")
+                async with session.get(url + "/readyz") as resp:
+                    assert resp.status == 200, await resp.text()
+                    assert (await resp.json()) == {"ready": True}
+        finally:
+            app.request_stop()
+            assert await asyncio.wait_for(task, 10) == 0

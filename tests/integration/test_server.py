@@ -92,6 +92,19 @@ async def test_healthz_answers_while_the_loop_runs(
 
 
 async def test_readyz_follows_health_conditions(
+    metrics: Metrics, health: HealthState, http: aiohttp.ClientSession
+) -> None:
+    """Ready = config loaded, store open, sinks set up, loop on time, not shutting down.
+
+    Changed on purpose (issue 17): readiness no longer waits for a first polling pass nor follows
+    sink health; those are upstream and sink matters for metrics and alerts.
+    """
+    # The watchdog never ticks during the test: the loop lag is what the test reports.
+    async with MetricsServer(metrics, "127.0.0.1:0", health, watchdog_interval=3600) as server:
+        await _readyz_conditions(server, health, http)
+
+
+async def _readyz_conditions(
     server: MetricsServer, health: HealthState, http: aiohttp.ClientSession
 ) -> None:
     url = f"{server.url}/readyz"
@@ -99,32 +112,32 @@ async def test_readyz_follows_health_conditions(
         assert resp.status == 503
         body = await resp.json()
     assert body["ready"] is False
-    assert set(body["not_ready"]) == {"store", "sinks", "first_cycle"}
+    assert set(body["not_ready"]) == {"config", "store", "sinks"}
 
+    health.config_loaded()
     health.set("store", True)
-    health.sinks_started()
     async with http.get(url) as resp:
         assert resp.status == 503
-        assert set((await resp.json())["not_ready"]) == {"first_cycle"}
+        assert set((await resp.json())["not_ready"]) == {"sinks"}
 
-    health.first_cycle_done()
+    health.sinks_started()
     status, _, _ = await get(http, url)
     assert status == 200
 
-    health.sink_up("hooks", up=False, detail="connection refused")
+    health.loop_beat(server.max_loop_lag + 1.0)  # the watchdog saw the loop run late
     async with http.get(url) as resp:
         assert resp.status == 503
-        assert (await resp.json())["not_ready"] == {"sink:hooks": "connection refused"}
-    health.sink_up("hooks", up=True)
+        assert set((await resp.json())["not_ready"]) == {"event_loop"}
+    health.loop_beat(0.0)
     assert (await get(http, url))[0] == 200
 
-    sink_healthy = [True]
-    health.add_check("sink:events", lambda: sink_healthy[0])
+    store_ok = [True]
+    health.add_check("store", lambda: store_ok[0])
     assert (await get(http, url))[0] == 200
-    sink_healthy[0] = False
+    store_ok[0] = False
     assert (await get(http, url))[0] == 503
 
-    sink_healthy[0] = True
+    store_ok[0] = True
     health.shutting_down()
     async with http.get(url) as resp:
         assert resp.status == 503

@@ -28,6 +28,7 @@ def exercise_every_method(m: Metrics) -> None:
     m.staleness("busy", [1.0, 2.0])
     m.staleness("quiet", [100.0])
     m.stalest_check_age(100.0)
+    m.subscription_check_ages({"project-a": 100.0})
     m.quarantined(1)
     m.stream_quarantined("bad_token")
     m.page_synced("main", overwrite=True, relationships=2, size_bytes=2048)
@@ -160,6 +161,33 @@ def test_token_refresh_counts_outcomes_and_tracks_consecutive_failures(metrics: 
             == 1
         )
 
+
+
+def test_subscription_check_ages_follow_the_configured_subscriptions(metrics: Metrics) -> None:
+    name = "notifier_scheduler_subscription_check_age_seconds"
+    metrics.subscription_check_ages({"a": 12.0, "b": 300.0})
+    assert value(metrics, name, subscription="a") == 12.0
+    assert value(metrics, name, subscription="b") == 300.0
+    metrics.subscription_check_ages({"b": 5.0})  # a is gone (removed or all quarantined)
+    assert metrics.registry.get_sample_value(name, {"subscription": "a"}) is None
+    assert value(metrics, name, subscription="b") == 5.0
+
+
+def test_credential_up_stays_down_until_a_refresh_succeeds(metrics: Metrics) -> None:
+    up = "notifier_auth_credential_up"
+    assert metrics.registry.get_sample_value(up, {"credential": "main"}) is None  # unknown yet
+    metrics.token_refresh("main", "ok")
+    assert value(metrics, up, credential="main") == 1
+    metrics.token_refresh("main", "unavailable")  # transient: says nothing about the token
+    assert value(metrics, up, credential="main") == 1
+    metrics.token_refresh("main", "invalid_grant")
+    assert value(metrics, up, credential="main") == 0
+    metrics.token_refresh("main", "unavailable")
+    assert value(metrics, up, credential="main") == 0  # still dead: nothing recovered
+    metrics.token_refresh("main", "ok")  # re-seeded
+    assert value(metrics, up, credential="main") == 1
+    metrics.token_refresh("other", "rejected")  # client id/secret rejected: dead too
+    assert value(metrics, up, credential="other") == 0
 
 def test_scheduling(metrics: Metrics) -> None:
     metrics.streams_tracked(40)

@@ -33,8 +33,11 @@ SUFFIXES = {
     "stateset": ("",),
     "unknown": ("",),
 }
-# Labels Prometheus attaches to every scraped series.
-TARGET_LABELS = {"job", "instance", "namespace", "pod", "service", "container", "endpoint"}
+# Labels Prometheus attaches to every scraped series (cluster: an external label, where set).
+TARGET_LABELS = {"job", "instance", "namespace", "pod", "service", "container", "endpoint",
+                 "cluster"}
+# Series Prometheus itself records for every target.
+SCRAPE_SERIES = {"up": {"job", "instance"}}
 PROMQL_WORDS = {
     "by",
     "without",
@@ -75,6 +78,8 @@ FAMILIES = exported_families()
 
 def resolve(series: str) -> Family | None:
     """The family that exports ``series``, honouring only the suffixes its type allows."""
+    if series in SCRAPE_SERIES:
+        return Family(series, "gauge", SCRAPE_SERIES[series])
     for fam in FAMILIES.values():
         for suffix in SUFFIXES[fam.type]:
             if series == fam.name + suffix:
@@ -140,6 +145,11 @@ def dashboard_queries() -> list[tuple[str, str]]:
             expr = f"{selector}{{{matcher}}}"
         out.append((f"variable ${var['name']}", expr))
     return out
+
+
+RUNBOOKS = Path(__file__).resolve().parents[2] / "docs" / "runbooks.md"
+RUNBOOK_BASE = "https://example.com/notifier/docs/runbooks.md"  # the chart rewrites it
+VALUES = FILES.parent / "values.yaml"
 
 
 def rules() -> list[dict[str, Any]]:
@@ -246,6 +256,15 @@ def test_dashboard_shape() -> None:
     assert variables["datasource"]["type"] == "datasource"
     assert variables["datasource"]["query"] == "prometheus"
     assert "credential" in variables
+    names = [v["name"] for v in data["templating"]["list"]]
+    assert names.index("cluster") < names.index("namespace") < names.index("job")
+    stalest = [p for p in data["panels"] if p["type"] == "table"]
+    assert [p["title"] for p in stalest] == ["Stalest streams (per subscription)"]
+    (target,) = stalest[0]["targets"]
+    assert "notifier_scheduler_subscription_check_age_seconds" in target["expr"]
+    assert "by (namespace, job, subscription)" in target["expr"]
+    assert target["format"] == "table"
+    assert target["instant"] is True
     ids = [p["id"] for p in data["panels"]]
     assert len(ids) == len(set(ids))
     rows = {p["title"] for p in data["panels"] if p["type"] == "row"}
@@ -258,7 +277,8 @@ def test_dashboard_shape() -> None:
         assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
         for target in panel["targets"]:
             assert target["datasource"]["uid"] == "${datasource}"
-            assert 'job=~"$job"' in target["expr"], panel["title"]
+            for var in ("job", "namespace", "cluster"):
+                assert f'{var}=~"${var}"' in target["expr"], panel["title"]
 
 
 def test_every_alert_has_for_severity_and_annotations() -> None:
@@ -283,15 +303,59 @@ def test_alerts_cover_the_issue() -> None:
     exprs = " ".join(r["expr"] for r in rules())
     for metric in (
         "notifier_scheduler_stalest_check_age_seconds",
-        'notifier_sink_events_published_total{outcome="error"}',
+        'notifier_sink_events_published_total{job="notifier", outcome="error"}',
         "notifier_sink_up",
         "notifier_outbox_oldest_age_seconds",
-        'notifier_auth_token_refreshes_total{outcome="invalid_grant"}',
+        "notifier_auth_credential_up",
         "notifier_scheduler_quarantined_streams",
         "notifier_upstream_rate_limited_total",
         "notifier_hub_discovery_consecutive_failures",
+        'up{job="notifier"}',
     ):
         assert metric in exprs
+
+
+def test_every_rule_is_scoped_to_the_release_job() -> None:
+    """Each selector names job="notifier", which the chart rewrites to the release's job."""
+    for rule in rules():
+        usage = parse_promql(rule["expr"])
+        for metric, labels in usage.matcher_labels.items():
+            assert "job" in labels, f"{rule['alert']}: {metric} is not scoped to a job"
+        bare = {m for m in usage.metrics if m not in usage.matcher_labels}
+        assert not bare, f"{rule['alert']}: unscoped selector(s) {sorted(bare)}"
+        assert 'job="notifier"' in rule["expr"], rule["alert"]
+
+
+def test_every_rule_links_its_runbook_section() -> None:
+    anchors = {
+        re.sub(r"[^a-z0-9 -]", "", line[3:].strip().lower()).replace(" ", "-")
+        for line in RUNBOOKS.read_text().splitlines() if line.startswith("## ")
+    }
+    for rule in rules():
+        url = rule["annotations"]["runbook_url"]
+        assert url == f"{RUNBOOK_BASE}#{rule['alert'].lower()}", rule["alert"]
+        assert rule["alert"].lower() in anchors, f"docs/runbooks.md has no {rule['alert']}"
+    assert anchors == {r["alert"].lower() for r in rules()}  # and no runbook without a rule
+
+
+def test_a_dead_credential_alert_stays_firing() -> None:
+    """A gauge compared with 0, not increase() over a window that forgets."""
+    (rule,) = [r for r in rules() if r["alert"] == "NotifierCredentialDown"]
+    assert "increase(" not in rule["expr"]
+    assert "rate(" not in rule["expr"]
+    assert rule["expr"].strip().endswith("== 0")
+    assert rule["labels"]["severity"] == "critical"
+    targets = [r for r in rules() if "up" in parse_promql(r["expr"]).metrics]
+    assert {r["alert"] for r in targets} == {"NotifierTargetDown", "NotifierTargetMissing"}
+
+
+def test_chart_threshold_defaults_match_the_rules_file() -> None:
+    thresholds = yaml.safe_load(VALUES.read_text())["prometheusRule"]["thresholds"]
+    by_name = {r["alert"]: r for r in rules()}
+    for name, value in thresholds.items():
+        match = re.search(r"(?:>=|<=|>|<)\s*([0-9.eE+-]+)\s*$", by_name[name]["expr"])
+        assert match, f"{name}: no final threshold the chart could set"
+        assert float(match[1]) == float(value), name
 
 
 PROMTOOL = shutil.which("promtool")
@@ -337,7 +401,8 @@ def test_promtool_check_metrics_on_every_series() -> None:
 def test_dashboard_queries_are_valid_promql(tmp_path: Path) -> None:
     """promtool parses every panel query once Grafana's variables are filled in."""
     assert PROMTOOL is not None
-    grafana = {"$__rate_interval": "5m", "$job": ".*", "$credential": ".*", "$sink": ".*"}
+    grafana = {"$__rate_interval": "5m", "$job": ".*", "$credential": ".*", "$sink": ".*",
+               "$namespace": ".*", "$cluster": ".*"}
     records = []
     for i, (where, expr) in enumerate(dashboard_queries()):
         for var, value in grafana.items():

@@ -10,6 +10,10 @@ Rotation semantics (the docs only say every refresh returns a new refresh token)
   honoured and returns the same pair (A', R') (a fresh A' if the first one expired meanwhile),
   so a client that crashed between receiving and persisting R' can recover with R.
 * A spent, unknown, expired or other client's refresh token gives 400 ``invalid_grant``.
+* The authorization-code flow: ``authorize`` stands in for the user signing in and consenting
+  (always as ``sim-user``) and issues a single-use code (5 minutes) bound to the client, the
+  redirect URI and the PKCE challenge; ``exchange_code`` checks all three and issues an access
+  token with a fresh refresh token, as the real service does.
 * Access tokens expire after ``access_token_lifetime`` seconds (default 3599); the static
   access token from the configuration never expires. ``client_credentials`` tokens are
   two-legged: the token endpoint issues them but relationship endpoints refuse them (403).
@@ -17,6 +21,8 @@ Rotation semantics (the docs only say every refresh returns a new refresh token)
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
 import secrets
 from collections.abc import Callable
@@ -54,6 +60,22 @@ class _Refresh:
 
 
 @dataclass(slots=True)
+class _Code:
+    client_id: str
+    redirect_uri: str
+    challenge: str | None
+    method: str
+    user: str
+    expires_at: float
+
+
+CODE_LIFETIME = 300.0
+SCOPES = frozenset({"data:read", "data:write", "data:create", "data:search", "account:read",
+                    "account:write", "bucket:read", "viewables:read", "user-profile:read",
+                    "openid"})
+
+
+@dataclass(slots=True)
 class AuthCounters:
     refreshes: int = 0
     replays: int = 0
@@ -61,6 +83,8 @@ class AuthCounters:
     spent_by_successor: int = 0
     client_credentials: int = 0
     body_credentials: int = 0
+    codes_issued: int = 0
+    codes_exchanged: int = 0
     expired_access: int = 0
     by_user: dict[str, int] = field(default_factory=dict)
 
@@ -77,6 +101,7 @@ class AuthState:
         self.static_token = static_token
         self._access: dict[str, _Access] = {}
         self._refresh: dict[str, _Refresh] = {}
+        self._codes: dict[str, _Code] = {}
         self.counters = AuthCounters()
 
     # -- seeding -------------------------------------------------------------------------------
@@ -181,6 +206,48 @@ class AuthState:
         self.counters.by_user[rec.user] = self.counters.by_user.get(rec.user, 0) + 1
         log.debug("refresh token rotated for user %s", rec.user)
         return self._grant(access, expires_in, new_refresh)
+
+    def authorize(self, client_id: str, redirect_uri: str, scope: str,
+                  challenge: str | None, method: str, user: str = "sim-user") -> str:
+        """The user signed in and consented: a single-use authorization code."""
+        if client_id not in self.clients:
+            raise bodies.oauth_error(400, "invalid_client", "Unknown client_id.")
+        unknown = [s for s in scope.split() if s not in SCOPES]
+        if not scope.split() or unknown:
+            raise bodies.oauth_error(400, "invalid_scope", f"Invalid scope: {scope!r}.")
+        if challenge is not None and method not in ("S256", "plain"):
+            raise bodies.oauth_error(400, "invalid_request",
+                                     "code_challenge_method must be S256 or plain.")
+        code = "code." + secrets.token_urlsafe(24)
+        self._codes[code] = _Code(client_id, redirect_uri, challenge, method, user,
+                                  self._clock() + CODE_LIFETIME)
+        self.counters.codes_issued += 1
+        return code
+
+    def exchange_code(self, client_id: str, code: str, redirect_uri: str,
+                      verifier: str | None) -> dict[str, Any]:
+        """``grant_type=authorization_code``: single use, same client and redirect, PKCE."""
+        rec = self._codes.pop(code, None)  # single use, whatever happens next
+        if (rec is None or rec.expires_at <= self._clock() or rec.client_id != client_id
+                or rec.redirect_uri != redirect_uri):
+            self.counters.invalid_grants += 1
+            raise bodies.oauth_error(400, "invalid_grant",
+                                     "The authorization code is invalid or expired.")
+        if rec.challenge is not None:
+            if not verifier:
+                raise bodies.oauth_error(400, "invalid_request", "code_verifier is required.")
+            if rec.method == "S256":
+                digest = hashlib.sha256(verifier.encode()).digest()
+                expected = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+            else:
+                expected = verifier
+            if not secrets.compare_digest(expected, rec.challenge):
+                self.counters.invalid_grants += 1
+                raise bodies.oauth_error(400, "invalid_grant", "code_verifier does not match.")
+        access, expires_in = self._issue_access(rec.user, None)
+        refresh = self.add_refresh_token(user=rec.user, client_id=client_id)
+        self.counters.codes_exchanged += 1
+        return self._grant(access, expires_in, refresh)
 
     def client_credentials(self, client_id: str) -> dict[str, Any]:
         self.counters.client_credentials += 1

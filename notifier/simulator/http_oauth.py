@@ -1,10 +1,17 @@
-"""``POST /authentication/v2/token`` (reference section 15); rotation rules live in auth.py."""
+"""``GET /authentication/v2/authorize`` and ``POST /authentication/v2/token`` (reference
+section 15); rotation and code rules live in auth.py.
+
+The authorize endpoint has no login page: it stands for a user who signs in and consents at
+once, and redirects to ``redirect_uri`` with ``code`` and ``state``, as APS does after consent.
+Errors about the client or the redirect URI are answered as a page (never redirected, per
+RFC 6749 4.1.2.1); the others are redirected with ``error``.
+"""
 
 from __future__ import annotations
 
 import base64
 import binascii
-from urllib.parse import unquote_plus
+from urllib.parse import unquote_plus, urlencode, urlsplit
 
 from aiohttp import web
 
@@ -13,6 +20,7 @@ from notifier.simulator.http_api import error_response, json_response
 from notifier.simulator.state import SimState
 
 TOKEN_PATH = "/authentication/v2/token"
+AUTHORIZE_PATH = "/authentication/v2/authorize"
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
@@ -34,7 +42,37 @@ class OAuthApi:
         self.state = state
 
     def routes(self) -> list[web.RouteDef]:
-        return [web.post(TOKEN_PATH, self.token, name="token")]
+        return [web.post(TOKEN_PATH, self.token, name="token"),
+                web.get(AUTHORIZE_PATH, self.authorize, name="authorize")]
+
+    async def authorize(self, request: web.Request) -> web.Response:
+        st = self.state
+        st.stats.requests["authorize"] += 1
+        q = request.query
+        redirect = q.get("redirect_uri", "")
+        parsed = urlsplit(redirect)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc or parsed.fragment:
+            st.stats.statuses["400"] += 1
+            return web.Response(status=400, text="redirect_uri must be an absolute http(s) URL.")
+        try:
+            if q.get("response_type") != "code":
+                raise oauth_error(400, "unsupported_response_type", "response_type must be code.")
+            code = st.auth.authorize(q.get("client_id", ""), redirect, q.get("scope", ""),
+                                     q.get("code_challenge"),
+                                     q.get("code_challenge_method", "plain"))
+        except ApiError as err:
+            if err.body.get("error") == "invalid_client":
+                st.stats.statuses["400"] += 1
+                return web.Response(status=400, text="Unknown client_id.")
+            answer = {"error": err.body["error"], "error_description": err.body[
+                "error_description"]}
+        else:
+            answer = {"code": code}
+        if "state" in q:
+            answer["state"] = q["state"]
+        sep = "&" if parsed.query else "?"
+        st.stats.statuses["302"] += 1
+        raise web.HTTPFound(f"{redirect}{sep}{urlencode(answer)}")
 
     async def token(self, request: web.Request) -> web.Response:
         st = self.state
@@ -78,6 +116,11 @@ class OAuthApi:
         if grant is None:
             raise oauth_error(400, "invalid_request", "grant_type is required.")
         if grant == "authorization_code":
-            raise oauth_error(400, "invalid_grant", "The authorization code is invalid or expired.")
+            code, redirect = form.get("code"), form.get("redirect_uri")
+            verifier = form.get("code_verifier")
+            if not isinstance(code, str) or not code or not isinstance(redirect, str):
+                raise oauth_error(400, "invalid_request", "code and redirect_uri are required.")
+            return auth.exchange_code(client, code, redirect,
+                                      verifier if isinstance(verifier, str) else None)
         shown = grant if isinstance(grant, str) else "?"
         raise oauth_error(400, "unsupported_grant_type", f"Unsupported grant_type '{shown}'.")

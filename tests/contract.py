@@ -17,19 +17,6 @@ from referencing import Registry, Resource
 from notifier.contract import DATA_SCHEMAS, EVENT_SCHEMA, SCHEMA_FILES, load_schema
 from notifier.core.events import ChangeKind, event_id, event_source
 
-# Transitional, until the resync deletion keeps the last body seen (issue 13, in progress): a
-# deletion found only by an overwrite resync still carries {"id", "isDeleted": true} without its
-# entities. Tolerated here only in that exact shape; the schema and its own tests are strict.
-# Set to False (and delete) once the notifier sends the entities.
-BARE_RESYNC_DELETIONS_PENDING = True
-
-
-def _bare_resync_deletion(event: Mapping[str, Any]) -> bool:
-    rel = event.get("data", {}).get("relationship", {})
-    return (BARE_RESYNC_DELETIONS_PENDING and event.get("snapshot") is True
-            and event.get("type", "").endswith(".deleted")
-            and isinstance(rel, Mapping) and set(rel) == {"id", "isDeleted"})
-
 
 @cache
 def _registry() -> Registry[Any]:
@@ -49,9 +36,6 @@ def problems(event: Mapping[str, Any]) -> list[str]:
     """Every way ``event`` (structured mode) breaks the contract; empty when it keeps it."""
     out = [f"{'/'.join(map(str, e.absolute_path)) or '(event)'}: {e.message}"
            for e in validator(EVENT_SCHEMA).iter_errors(event)]
-    if out == ["data/relationship: 'entities' is a required property"] and (
-            _bare_resync_deletion(event)):
-        out = []
     if out:
         return out
     data = event["data"]

@@ -35,6 +35,7 @@ from notifier.source.auth import (
     TokenProvider,
 )
 from notifier.source.client import RelationshipClient
+from notifier.source.credential_log import RefreshRecorder
 from notifier.source.http import create_session
 from notifier.state.lock import StateLock
 from notifier.state.sqlite import SqliteStateStore
@@ -226,16 +227,16 @@ class App:
             if cred.access_token is not None:
                 tokens = StaticTokenProvider(cred.access_token.get_secret_value())
             else:
-                assert cred.refresh_token is not None
                 assert cred.client_secret is not None
+                seed = cred.refresh_token.get_secret_value() if cred.refresh_token else ""
                 tokens = RefreshingTokenProvider(
                     cred.name, session,
                     token_url=cfg.source.resolved_token_url,
                     client_id=cred.client_id or "",
                     client_secret=cred.client_secret.get_secret_value(),
-                    seed_refresh_token=cred.refresh_token.get_secret_value(),
+                    seed_refresh_token=seed,  # "": only what `auth login` stored
                     store=store,
-                    observer=self.metrics,
+                    observer=RefreshRecorder(store, self.metrics),
                 )
             self._tokens[cred.name] = tokens  # hub discovery shares them (one rotation)
             budget = RequestBudget(int(cred.requests_per_minute), reserve=cred.reserve,

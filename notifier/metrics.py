@@ -26,6 +26,7 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
+from notifier.core.credential_health import DEAD_OUTCOMES
 from notifier.hub_metrics import HubMetrics
 
 log = logging.getLogger(__name__)
@@ -41,9 +42,8 @@ UPSTREAM_OUTCOMES = (
 )
 # invalid_grant: the refresh token is spent or expired (re-seed needed); rejected, unavailable
 # and store_failed are the auth module's finer kinds of error.
-REFRESH_OUTCOMES = ("ok", "invalid_grant", "error", "rejected", "unavailable", "store_failed")
-# Outcomes after which a credential stays dead until someone acts (new refresh token or client).
-DEAD_OUTCOMES = ("invalid_grant", "rejected")
+REFRESH_OUTCOMES = ("ok", "invalid_grant", "missing", "error", "rejected", "unavailable",
+                    "store_failed")
 STALENESS_CLASSES = ("busy", "quiet")
 QUARANTINE_REASONS = ("bad_token", "malformed_page", "gone", "forbidden", "error")
 EVENT_KINDS = ("created", "deleted")

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from notifier import __version__
-from notifier.cli import discover, run, state, status, webhooks
+from notifier.cli import auth, discover, run, state, status, webhooks
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
                    add_help=False).add_argument("args", nargs=argparse.REMAINDER)
     state.add_parser(sub)
     webhooks.add_parser(sub)
+    auth.add_parser(sub)
     return parser
 
 
@@ -50,6 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                       as_json=args.json)
     if args.command == "webhooks":
         return webhooks.webhooks_main(args)
+    if args.command == "auth":
+        return auth.auth_main(args)
     parser.error(f"unknown command {args.command}")
     return 2
 

@@ -13,6 +13,16 @@ from notifier.cli.output import print_config_error
 from notifier.config import load_config, summarize
 from notifier.errors import ConfigError
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def _log_level(value: str) -> str:
+    """A usage error (exit 2) for an unknown level, as for any other bad option."""
+    if value.upper() not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(
+            f"invalid level {value!r} (choose from {', '.join(LOG_LEVELS)}, any case)")
+    return value.upper()
+
 
 def add_parsers(sub: Any) -> None:
     """Add ``run`` and ``check-config`` to the top-level subparsers."""
@@ -22,7 +32,8 @@ def add_parsers(sub: Any) -> None:
                      help="check and drain every subscription once, then exit (backfills, cron)")
     run.add_argument("--log-format", choices=["auto", "text", "json"], default=None,
                      help="log format (default: from the config; auto = text on a TTY)")
-    run.add_argument("--log-level", default=None, help="log level (default: from the config)")
+    run.add_argument("--log-level", default=None, type=_log_level, metavar="LEVEL",
+                     help=f"{', '.join(LOG_LEVELS)} (default: from the config)")
 
     check = sub.add_parser("check-config", help="validate a configuration file (exit 0 or 2)")
     check.add_argument("--config", required=True, metavar="FILE")

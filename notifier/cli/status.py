@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from notifier.cli.output import print_config_error
+from notifier.cli.output import format_table, print_config_error
 from notifier.config import load_config
 from notifier.errors import ConfigError, StateError
 from notifier.hub_watch import HubStatus, read_statuses, status_path
@@ -79,16 +79,19 @@ def hub_rows(config_path: str) -> list[dict[str, Any]]:
 
 
 def _print_hubs(hubs: list[dict[str, Any]], now: float) -> None:
-    print(f"\n{'HUB SUBSCRIPTION':<20} {'WATCHED':>7} {'LISTED':>7} {'ADDED':>6} "
-          f"{'RETIRED':>7}  {'LAST DISCOVERY':<15} LAST ERROR")
+    rows = []
     for h in hubs:
         failing = h.get("consecutive_failures") or 0
         error = h.get("last_error") or "-"
         if failing:
             error = f"{error} ({failing} in a row)"
-        print(f"{h['subscription']:<20} {h.get('watched', 0):>7} {h.get('listed', 0):>7} "
-              f"{h.get('added', 0):>6} {h.get('retired', 0):>7}  "
-              f"{_age(now, h.get('last_success_at')):<15} {error}")
+        rows.append([h["subscription"], h.get("watched", 0), h.get("listed", 0),
+                     h.get("added", 0), h.get("retired", 0), _age(now, h.get("last_success_at")),
+                     error])
+    print()
+    for line in format_table(["HUB SUBSCRIPTION", "WATCHED", "LISTED", "ADDED", "RETIRED",
+                              "LAST DISCOVERY", "LAST ERROR"], rows, right=[1, 2, 3, 4]):
+        print(line)
 
 
 def status_main(config_path: str, *, as_json: bool = False) -> int:
@@ -108,9 +111,7 @@ def status_main(config_path: str, *, as_json: bool = False) -> int:
             sys.stdout.write(orjson.dumps({"hub_subscription": h}).decode() + "\n")
         return 0
     now = time.time()
-    header = f"{'SUBSCRIPTION':<20} {'CONTAINER':<38} {'LAST CHECK':<11} {'TOKEN':<11} " \
-             f"{'KNOWN':>8}  STATE"
-    print(header)
+    table = []
     for r in rows:
         q = r["quarantined_until"]
         if q and q > now:
@@ -121,9 +122,12 @@ def status_main(config_path: str, *, as_json: bool = False) -> int:
             state = "not bootstrapped"
         else:
             state = "ok"
-        print(f"{r['subscription']:<20} {r['container_id']:<38} "
-              f"{_age(now, r['last_checked_at']):<11} {_age(now, r['token_updated_at']):<11} "
-              f"{r['known_relationships']:>8}  {state}")
+        table.append([r["subscription"], r["container_id"], _age(now, r["last_checked_at"]),
+                      _age(now, r["token_updated_at"]), r["known_relationships"], state])
+    for line in format_table(
+            ["SUBSCRIPTION", "CONTAINER", "LAST CHECK", "TOKEN", "KNOWN", "STATE"], table,
+            right=[4]):
+        print(line)
     if hubs:
         _print_hubs(hubs, now)
     return 0

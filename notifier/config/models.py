@@ -66,7 +66,11 @@ class SourceConfig(ConfigModel):
 
 
 class CredentialConfig(ConfigModel):
-    """One APS user: a three-legged refresh token (rotated), or a static access token."""
+    """One APS user: a three-legged refresh token (rotated), or a static access token.
+
+    ``refresh_token`` may be left out: ``notifier auth login`` then stores the first one in the
+    state store (the credential is dead until it does).
+    """
 
     _secret_fields = ("client_secret", "refresh_token", "access_token")
 
@@ -79,14 +83,18 @@ class CredentialConfig(ConfigModel):
     reserve: float = Field(0.2, ge=0, lt=1)
 
     def _enforce_refresh_or_static_token(self) -> Problems:
-        if self.refresh_token is None and self.access_token is None:
-            return [(("refresh_token",), "field required (or a static access_token instead)")]
+        """Three-legged (client id and secret, plus a refresh token or one stored by
+        ``notifier auth login``) or a static access token, never both."""
         if self.refresh_token is not None and self.access_token is not None:
             return [(("access_token",), "give either refresh_token or access_token, not both")]
         if self.access_token is not None:
             return []
+        if self.refresh_token is None and self.client_id is None and self.client_secret is None:
+            return [(("refresh_token",), "field required (or a static access_token instead)")]
+        why = "with refresh_token" if self.refresh_token is not None else (
+            "for a three-legged credential")
         return [
-            ((f,), "field required with refresh_token")
+            ((f,), f"field required {why}")
             for f in ("client_id", "client_secret")
             if getattr(self, f) is None
         ]

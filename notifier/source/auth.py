@@ -79,7 +79,8 @@ class TokenProvider(Protocol):
 
 
 class RefreshObserver(Protocol):
-    """Metrics hook; ``outcome`` is ok, invalid_grant, rejected, unavailable or store_failed."""
+    """Metrics hook; ``outcome`` is ok, invalid_grant, missing (no refresh token at all),
+    rejected, unavailable or store_failed."""
 
     def on_refresh(self, credential: str, outcome: str) -> None: ...
 
@@ -296,6 +297,14 @@ class RefreshingTokenProvider:
                     f"credential {self.name!r}: cannot read the stored refresh token "
                     f"({type(exc).__name__})", credential=self.name,
                 ) from exc
+            if stored is None and not self._seed:
+                self._dead = (
+                    f"credential {self.name!r} has no refresh token yet: sign in once with "
+                    f"`notifier auth login --config FILE --credential {self.name}`, then restart"
+                )
+                self._notify("missing")
+                log.error("%s", self._dead)
+                raise InvalidGrantError(self._dead, credential=self.name)
             self._refresh_token = stored if stored is not None else self._seed
         return self._refresh_token
 
@@ -311,10 +320,10 @@ class RefreshingTokenProvider:
     def _declare_dead(self) -> InvalidGrantError:
         self._dead = (
             f"credential {self.name!r}: the refresh token was rejected (invalid_grant: spent, "
-            f"revoked or expired). Re-seed it: sign in again (three-legged) and set the new "
-            f"refresh token in the configuration/secret of credential {self.name!r} "
-            f"(credentials[].refresh_token), then restart; the stored rotated token is "
-            f"replaced automatically because the seed changed. Other credentials keep working."
+            f"revoked or expired). Re-seed it: `notifier auth login --config FILE --credential "
+            f"{self.name}` signs in again and stores the new refresh token (or prints it with "
+            f"--print, for credentials[].refresh_token in the configuration/secret), then "
+            f"restart. Other credentials keep working."
         )
         self._notify("invalid_grant")
         log.error("%s", self._dead)

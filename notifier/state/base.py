@@ -142,6 +142,18 @@ class OutboxStats(NamedTuple):
     dead_count: int
 
 
+@dataclass(frozen=True, slots=True)
+class CredentialRecord:
+    """What the store knows about one credential (times are Unix seconds)."""
+
+    credential: str
+    seed_fingerprint: str | None  # of the seed the stored refresh token grew from
+    token_issued_at: float | None  # when the stored refresh token was issued (saved)
+    last_refresh_at: float | None
+    last_error: str | None  # the outcome of the last failed refresh (invalid_grant, ...)
+    last_error_at: float | None
+
+
 @runtime_checkable
 class StateStore(Protocol):
     """What the pipeline, the scheduler and the webhook dispatcher need from durable state."""
@@ -167,6 +179,13 @@ class StateStore(Protocol):
     ) -> None:
         """Store the newest refresh token; durable on return."""
         ...
+
+    async def record_credential_outcome(self, credential: str, outcome: str,
+                                        now: float | None = None) -> None:
+        """Remember a refresh outcome (``ok`` or the failure's name) for ``auth status``."""
+        ...
+
+    async def credential_records(self) -> list[CredentialRecord]: ...
 
     # Streams.
     async def get_stream(self, subscription: str, container_id: str) -> StreamState | None: ...

@@ -107,7 +107,18 @@ _V3 = (
     "ALTER TABLE streams ADD COLUMN orphaned_at REAL",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3)
+_V4 = (
+    # Credential health for `notifier auth status` (another process than the notifier): the
+    # last successful refresh and the last failure (an outcome name, never a secret).
+    """CREATE TABLE credential_status (
+        credential      TEXT PRIMARY KEY,
+        last_refresh_at REAL,
+        last_error      TEXT,
+        last_error_at   REAL
+    )""",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4)
 """MIGRATIONS[i] takes the schema from version i to version i + 1."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

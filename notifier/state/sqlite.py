@@ -23,11 +23,13 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from notifier.errors import StateError
+from notifier.state import sqlite_credentials as cr
 from notifier.state import sqlite_outbox as ob
 from notifier.state import sqlite_streams as st
 from notifier.state import sqlite_subscriptions as subs
 from notifier.state.base import (
     Announcement,
+    CredentialRecord,
     KnownRelationship,
     OutboxItem,
     OutboxRow,
@@ -170,6 +172,16 @@ class SqliteStateStore:
             "save refresh token", _save_token, credential, seed_fingerprint, refresh_token,
             time.time(),
         )
+
+    async def record_credential_outcome(self, credential: str, outcome: str,
+                                        now: float | None = None) -> None:
+        """Remember a refresh outcome for ``notifier auth status``."""
+        when = time.time() if now is None else now
+        await self._call("record credential outcome", cr.record_outcome, credential, outcome,
+                         when)
+
+    async def credential_records(self) -> list[CredentialRecord]:
+        return await self._call("read credential status", cr.records)
 
     # -- streams ------------------------------------------------------------------------------
 

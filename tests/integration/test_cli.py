@@ -233,3 +233,12 @@ async def test_run_once_with_a_missing_container_drains_the_rest_and_fails(tmp_p
         assert rc == 0
         [line] = [ln for ln in out.splitlines() if ln.startswith("ghost")]
         assert "quarantined (gone)" in line
+
+
+async def test_an_invalid_log_level_is_a_usage_error(tmp_path: Path) -> None:
+    rc, out, err = await run_cli("run", "--config", str(tmp_path / "absent.yaml"),
+                                 "--log-level", "loud")
+    assert rc == 2
+    assert out == ""
+    assert "argument --log-level: invalid level 'loud' (choose from DEBUG, INFO" in err
+    assert "Traceback" not in err

@@ -224,6 +224,8 @@ INVALID = [
      "credentials[0].client_id: field required with refresh_token"),
     ({"credentials.0": {"name": "main", "refresh_token": "r", "client_id": "c"}},
      "credentials[0].client_secret: field required with refresh_token"),
+    ({"credentials.0": {"name": "main", "client_id": "c"}},
+     "credentials[0].client_secret: field required for a three-legged credential"),
     ({"credentials.0.access_token": ""}, "credentials[0].access_token: must not be empty"),
     ({"credentials.0.requests_per_minute": 0},
      "credentials[0].requests_per_minute: must be greater than 0"),
@@ -410,6 +412,8 @@ def test_invalid_field_is_reported_with_its_path(changes: dict[str, Any], proble
         {"sinks.0": kafka(compression="gzip")},
         {"credentials.0": {"name": "main", "client_id": "c", "client_secret": "s",
                            "refresh_token": "r"}},
+        # seeded later by `notifier auth login`, which stores the refresh token
+        {"credentials.0": {"name": "main", "client_id": "c", "client_secret": "s"}},
         {"subscriptions.0.query": {"domain": "d", "type": "t", "id": "1", "withDomain": "w",
                                    "withType": "u", "withId": "2"}},
         {"subscriptions.0.domains": [f"d{i}" for i in range(20)]},

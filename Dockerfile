@@ -16,10 +16,15 @@ RUN groupadd --system --gid 10001 notifier \
     && install -d -o 10001 -g 10001 -m 0750 /var/lib/notifier \
     && install -d -m 0755 /etc/notifier
 
-# The package and its runtime dependencies only (no [dev] extra).
+# Runtime dependencies exactly as locked (versions and sha256 hashes: a changed or substituted
+# file fails the build), then the package itself without resolving anything again.
+# requirements.lock is generated from pyproject.toml by `make lock` (pip-compile).
+COPY requirements.lock /tmp/requirements.lock
+RUN pip install --require-hashes --no-deps --only-binary=:all: -r /tmp/requirements.lock \
+    && rm /tmp/requirements.lock
 COPY pyproject.toml README.md /src/
 COPY notifier /src/notifier
-RUN pip install /src && rm -rf /src
+RUN pip install --no-deps /src && rm -rf /src
 
 WORKDIR /var/lib/notifier
 USER 10001:10001

@@ -7,7 +7,7 @@ PYTHON := $(VENV)/bin/python
 export NOTIFIER_CACHE ?= $(HOME)/.cache/notifier
 export PATH := $(abspath $(VENV))/bin:$(NOTIFIER_CACHE)/bin:$(PATH)
 
-.PHONY: deps tools demo test test-fast lint
+.PHONY: deps tools demo test test-fast lint lock
 
 $(PYTHON):
 	@$(SYSTEM_PYTHON) -m venv $(VENV) || { \
@@ -36,3 +36,10 @@ test-fast: deps  ## unit tests only (no network, no broker)
 lint: deps
 	$(PYTHON) -m ruff check notifier tests
 	$(PYTHON) -m mypy notifier
+
+# requirements.lock pins the runtime dependencies (no [dev]) with hashes for the image build.
+# pip-compile (pip-tools) because its output is a plain requirements file that the image's own
+# pip installs with --require-hashes: no extra tool in the image or in CI.
+lock: deps  ## regenerate requirements.lock from pyproject.toml
+	$(VENV)/bin/pip-compile --quiet --generate-hashes --strip-extras --allow-unsafe \
+	  --no-emit-index-url --no-emit-find-links --output-file=requirements.lock pyproject.toml

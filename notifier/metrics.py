@@ -275,6 +275,12 @@ class Metrics:
         self._sink_up = gauge(
             "notifier_sink_up", "1 while a sink's destination is reachable, else 0.", "sink"
         )
+        self._kafka_internals_missing = gauge(
+            "notifier_sink_kafka_internals_missing",
+            "1 if the installed aiokafka lacks the internals the Kafka sink uses to abandon a "
+            "dead producer (stopping one while the broker is down may then hang), else 0.",
+            "sink",
+        )
         self._outbox_pending = gauge(
             "notifier_outbox_pending_events", "Events waiting in a sink's outbox.", "sink"
         )
@@ -493,6 +499,10 @@ class Metrics:
     def sink_up(self, sink: str, up: bool) -> None:
         """``sink``'s destination is reachable (or not)."""
         self._sink_up.labels(self._sink(sink)).set(1 if up else 0)
+
+    def kafka_internals_missing(self, sink: str, missing: bool) -> None:
+        """Whether the aiokafka internals ``sink`` relies on to stop a dead producer are there."""
+        self._kafka_internals_missing.labels(self._sink(sink)).set(1 if missing else 0)
 
     def outbox_state(self, sink: str, pending: int, oldest_age_seconds: float, dead: int) -> None:
         """Current size and age of ``sink``'s outbox."""

@@ -15,7 +15,10 @@
 #      KAFKA_KEEP_DATA=1 (start on existing data instead of wiping it), KAFKA_VERSION,
 #      KAFKA_HEAP_OPTS (-Xms128m -Xmx512m), KAFKA_JVM_OPTS (extra JVM flags, after ours; the
 #      broker runs C1-only, -XX:TieredStopAtLevel=1, which starts ~30% faster on 2 cores),
-#      KAFKA_EXTRA_CONFIG (extra server.properties lines), KAFKA_START_TIMEOUT (90),
+#      KAFKA_EXTRA_CONFIG (extra server.properties lines; a key given there overrides the
+#      template's, e.g. listeners= to add SSL/SASL listeners), KAFKA_FORMAT_ARGS (extra
+#      StorageTool format arguments, e.g. --add-scram 'SCRAM-SHA-512=[name=u,password=p]';
+#      never printed), KAFKA_START_TIMEOUT (90),
 #      KAFKA_START_ATTEMPTS (3: a start that loses a port or data-dir-lock race is retried),
 #      NOTIFIER_CACHE (~/.cache/notifier), JAVA (java binary), PYTHON (python3).
 # Files: jars in $NOTIFIER_CACHE/kafka-<version>/libs; per port, $NOTIFIER_CACHE/kafka-run/<port>/
@@ -227,11 +230,14 @@ while True:
 
 render_props() {
     local cport="$1"
-    sed -e "s|@PORT@|$KAFKA_PORT|g" -e "s|@CONTROLLER_PORT@|$cport|g" -e "s|@DATA_DIR@|$DATA_DIR|g" \
-        "$CONF_DIR/server.properties.template" >"$PROPS.tmp"
-    if [ -n "${KAFKA_EXTRA_CONFIG:-}" ]; then
-        printf '\n# KAFKA_EXTRA_CONFIG\n%s\n' "$KAFKA_EXTRA_CONFIG" >>"$PROPS.tmp"
-    fi
+    # The placeholders are substituted in KAFKA_EXTRA_CONFIG too (e.g. a listeners= override).
+    {
+        cat "$CONF_DIR/server.properties.template"
+        if [ -n "${KAFKA_EXTRA_CONFIG:-}" ]; then
+            printf '\n# KAFKA_EXTRA_CONFIG\n%s\n' "$KAFKA_EXTRA_CONFIG"
+        fi
+    } | sed -e "s|@PORT@|$KAFKA_PORT|g" -e "s|@CONTROLLER_PORT@|$cport|g" \
+        -e "s|@DATA_DIR@|$DATA_DIR|g" >"$PROPS.tmp"
     mv "$PROPS.tmp" "$PROPS"
 }
 
@@ -289,10 +295,13 @@ cmd_start() {
         local cluster_id
         cluster_id="$(random_cluster_id)"
         msg "formatting KRaft storage (cluster id $cluster_id) in $DATA_DIR"
+        # KAFKA_FORMAT_ARGS is a shell-quoted word list (SCRAM credentials, at format time).
+        local format_args=()
+        [ -z "${KAFKA_FORMAT_ARGS:-}" ] || eval "format_args=($KAFKA_FORMAT_ARGS)"
         if ! "$java" -Xmx256m -XX:TieredStopAtLevel=1 "${jvm_common[@]}" \
                 "-Dlog4j2.configurationFile=$CONF_DIR/tools-log4j2.properties" \
                 kafka.tools.StorageTool format \
-                -t "$cluster_id" -c "$PROPS" >>"$LOG_FILE" 2>&1; then
+                -t "$cluster_id" -c "$PROPS" "${format_args[@]}" >>"$LOG_FILE" 2>&1; then
             log_tail 40
             die "formatting KRaft storage failed"
         fi

@@ -11,7 +11,7 @@ from notifier.core.events import Event
 from notifier.sinks.memory import MemorySink
 from tests.contract import problems
 
-pytest_plugins = ["tests.integration.kafka_support"]
+pytest_plugins = ["tests.integration.kafka_support", "tests.integration.kafka_secure_support"]
 
 
 @pytest.fixture(autouse=True)

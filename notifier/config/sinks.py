@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal, Union, get_args
 from pydantic import BeforeValidator, Field, SecretStr, WithJsonSchema
 
 from notifier.config.base import ConfigModel, Problems, one_of
+from notifier.config.kafka_security import KafkaSecurity
 from notifier.config.types import (
     HeaderValue,
     HostPort,
@@ -16,7 +17,6 @@ from notifier.config.types import (
     Name,
     NonEmpty,
     PositiveDuration,
-    Secret,
     WebhookSecret,
     header_lines,
     secret_lines,
@@ -37,10 +37,9 @@ def _codec_available(codec: str) -> bool:
     return codec in ("none", "gzip") or importlib.util.find_spec("cramjam") is not None
 
 
-class KafkaSinkConfig(ConfigModel):
-    """Publish to a Kafka topic (acks=all, idempotent) in the CloudEvents Kafka binding."""
-
-    _secret_fields = ("sasl_password", "ssl_password")
+class KafkaSinkConfig(KafkaSecurity):
+    """Publish to a Kafka topic (acks=all, idempotent) in the CloudEvents Kafka binding; the TLS
+    and SASL fields are ``KafkaSecurity``'s."""
 
     name: Name
     type: Literal["kafka"] = "kafka"
@@ -64,34 +63,9 @@ class KafkaSinkConfig(ConfigModel):
     compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "none"
     create_topic: bool = True
     partitions: int = Field(3, ge=1)
-    replication_factor: int = Field(1, ge=1)
+    replication_factor: int | None = Field(None, ge=1)  # None: min(3, brokers)
     request_timeout: PositiveDuration = 30.0
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
-    sasl_username: NonEmpty | None = None
-    sasl_password: Secret | None = None
-    ssl_cafile: Path | None = None
-    ssl_certfile: Path | None = None
-    ssl_keyfile: Path | None = None
-    ssl_password: Secret | None = None
     client_id: NonEmpty = "notifier"
-
-    def _enforce_sasl_settings(self) -> Problems:
-        sasl = ("sasl_mechanism", "sasl_username", "sasl_password")
-        if self.security_protocol.startswith("SASL_"):
-            why = f"field required with security_protocol {self.security_protocol}"
-            return [((f,), why) for f in sasl if getattr(self, f) is None]
-        why = "needs security_protocol SASL_PLAINTEXT or SASL_SSL"
-        return [((f,), why) for f in sasl if getattr(self, f) is not None]
-
-    def _enforce_ssl_settings(self) -> Problems:
-        if "SSL" in self.security_protocol:
-            return []
-        return [
-            ((f,), "needs security_protocol SSL or SASL_SSL")
-            for f in ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_password")
-            if getattr(self, f) is not None
-        ]
 
     def _enforce_codec_available(self) -> Problems:
         if _codec_available(self.compression):

@@ -20,13 +20,12 @@ import contextlib
 import logging
 import time
 from collections.abc import Coroutine, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
+import aiokafka
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, ProducerClosed, TopicAlreadyExistsError, for_code
-from aiokafka.helpers import create_ssl_context
 
 from notifier.core.events import Event
 from notifier.errors import SinkConfigError, SinkError
@@ -37,12 +36,20 @@ from notifier.sinks.kafka_records import (
     build_records,
     group_by_partition,
 )
+from notifier.sinks.kafka_security import (
+    KafkaSecurityError,
+    client_security,
+    explain_connect_failure,
+)
 
 if TYPE_CHECKING:
     from notifier.config.sinks import KafkaSinkConfig
     from notifier.metrics import Metrics
 
 log = logging.getLogger(__name__)
+
+TESTED_AIOKAFKA = "0.14"  # _abandon_pending's internals; pyproject.toml pins aiokafka to it
+CLOSE_TIMEOUT = 10.0  # seconds for close(): flush, then stop the producer
 
 
 class KafkaSink:
@@ -92,28 +99,16 @@ class KafkaSink:
         self._fatal: SinkConfigError | None = None
         self._recovery: asyncio.Task[None] | None = None
         self._closing = False
+        self._internals_reported = False
+        self._reported = ""  # the last connection failure logged (the same one is not relogged)
+        self._down_reason = ""  # why the last connection attempt failed
 
     def _security_options(self, cfg: KafkaSinkConfig) -> dict[str, Any]:
-        """aiokafka's security options; the config model has checked which ones go together."""
-        protocol = cfg.security_protocol
-        opts: dict[str, Any] = {"security_protocol": protocol}
-        if protocol.startswith("SASL_"):
-            assert cfg.sasl_password is not None
-            opts.update(sasl_mechanism=cfg.sasl_mechanism,
-                        sasl_plain_username=cfg.sasl_username,
-                        sasl_plain_password=cfg.sasl_password.get_secret_value())
-        if protocol.endswith("SSL"):
-            if cfg.ssl_keyfile and not cfg.ssl_certfile:
-                raise SinkConfigError("ssl_keyfile needs ssl_certfile", sink=self.name)
-            password = cfg.ssl_password.get_secret_value() if cfg.ssl_password else None
-            try:
-                opts["ssl_context"] = create_ssl_context(
-                    cafile=_path(cfg.ssl_cafile), certfile=_path(cfg.ssl_certfile),
-                    keyfile=_path(cfg.ssl_keyfile), password=password)
-            except (OSError, ValueError) as err:  # ssl.SSLError is an OSError
-                raise SinkConfigError(f"cannot build the TLS context: {err}",
-                                      sink=self.name) from None
-        return opts
+        """aiokafka's security options (see notifier.sinks.kafka_security)."""
+        try:
+            return client_security(cfg)
+        except KafkaSecurityError as err:
+            raise SinkConfigError(str(err), sink=self.name) from None
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -125,14 +120,21 @@ class KafkaSink:
             raise
         except SinkError as err:
             log.warning("kafka sink %s: %s; retrying in the background", self.name, err)
+            self._reported = str(err)
             self._mark_down()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    async def close(self, grace: float = 10.0) -> None:
-        """Flush what is still queued (for at most ``grace`` seconds) and stop the producer."""
+    async def close(self, within: float = CLOSE_TIMEOUT) -> None:
+        """Flush what is still queued and stop the producer, all within ``within`` seconds.
+
+        Half of it at most goes to the flush; whatever is still unsent then is dropped (its
+        pages were not checkpointed, so they are sent again after a restart).
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
         self._closing = True
         if self._recovery is not None:
             self._recovery.cancel()
@@ -142,10 +144,10 @@ class KafkaSink:
         producer, self._producer = self._producer, None
         if producer is not None:
             try:
-                await asyncio.wait_for(producer.flush(), grace)
+                await asyncio.wait_for(producer.flush(), within / 2)
             except TimeoutError:
                 log.warning("kafka sink %s: unsent records dropped at shutdown", self.name)
-            await self._discard(producer)
+            await self._discard(producer, within=max(0.1, deadline - loop.time()))
         self._set_up(False, quiet=True)
 
     def healthy(self) -> bool:
@@ -166,8 +168,13 @@ class KafkaSink:
         except SinkError:
             raise
         except (KafkaError, OSError, TimeoutError) as err:
-            raise SinkError(f"cannot connect to kafka at {servers}: {_describe(err)}",
+            # aiokafka only logs why it could not bootstrap: find the cause (TLS, SASL) again.
+            cause = await explain_connect_failure(
+                self.bootstrap_servers, self._client_options, per_server=self._request_timeout)
+            self._down_reason = cause or _describe(err)
+            raise SinkError(f"cannot connect to kafka at {servers}: {self._down_reason}",
                             sink=self.name) from None
+        self._check_internals(producer)
         self._producer = producer
         self._set_up(True)
 
@@ -184,17 +191,21 @@ class KafkaSink:
                 raise SinkConfigError(
                     f"kafka topic {self.topic!r} does not exist on {servers} and create_topic "
                     "is false: create it or set create_topic: true", sink=self.name)
+            replication = self.replication_factor
+            if replication is None:
+                replication = default_replication(len((await admin.describe_cluster())["brokers"]))
             response = await admin.create_topics([NewTopic(
-                self.topic, self.partitions, self.replication_factor)])
+                self.topic, self.partitions, replication)])
             for entry in response.topic_errors:
                 error = for_code(entry[1])
                 if entry[1] != 0 and error is not TopicAlreadyExistsError:
-                    raise SinkConfigError(
-                        f"cannot create kafka topic {self.topic!r} on {servers}: "
-                        f"{error.__name__} {entry[2] if len(entry) > 2 else ''}".rstrip(),
-                        sink=self.name)
+                    text = (f"cannot create kafka topic {self.topic!r} on {servers}: "
+                            f"{error.__name__} {entry[2] if len(entry) > 2 else ''}").rstrip()
+                    if getattr(error, "retriable", False):
+                        raise SinkError(text, sink=self.name)  # retried with backoff
+                    raise SinkConfigError(text, sink=self.name)
             log.info("kafka sink %s: created topic %s (%d partitions, replication %d)",
-                     self.name, self.topic, self.partitions, self.replication_factor)
+                     self.name, self.topic, self.partitions, replication)
         finally:
             await admin.close()
 
@@ -208,7 +219,8 @@ class KafkaSink:
             raise SinkConfigError(str(self._fatal), sink=self.name)
         producer = self._producer
         if producer is None or not self._up:
-            raise SinkError(f"kafka at {self._servers_text} is unavailable", sink=self.name)
+            why = f": {self._down_reason}" if self._down_reason else ""
+            raise SinkError(f"kafka at {self._servers_text} is unavailable{why}", sink=self.name)
         records = build_records(events, key=self.key, content_mode=self.content_mode)
         futures: list[asyncio.Future[Any]] = []
         try:
@@ -311,29 +323,58 @@ class KafkaSink:
             try:
                 await self._connect()
             except SinkConfigError as err:
-                log.error("kafka sink %s: %s", self.name, err)
+                # Not retried quickly, but not given up either: the operator may fix it (create
+                # the topic, grant the ACL) without a restart.
+                if str(err) != self._reported:
+                    log.error("kafka sink %s: %s (retrying every %.0fs)", self.name, err,
+                              self._backoff[1])
+                    self._reported = str(err)
                 self._fatal = err
-                return
+                delay = self._backoff[1]
             except SinkError as err:
-                log.debug("kafka sink %s: %s", self.name, err)
+                if str(err) != self._reported:  # a new cause is worth a line; the same one is not
+                    log.warning("kafka sink %s: %s", self.name, err)
+                    self._reported = str(err)
             except Exception:  # a bug must not end the recovery for good
                 log.exception("kafka sink %s: unexpected error while reconnecting", self.name)
             else:
+                self._fatal = None
+                self._reported = self._down_reason = ""
                 return
             await asyncio.sleep(delay)
             delay = min(delay * 2, self._backoff[1])
 
-    async def _discard(self, producer: AIOKafkaProducer) -> None:
-        """Stop ``producer`` within a bounded time, failing whatever it still holds."""
+    async def _discard(self, producer: AIOKafkaProducer, within: float | None = None) -> None:
+        """Stop ``producer`` within ``within`` seconds (default: about two request timeouts),
+        failing whatever it still holds."""
+        loop = asyncio.get_running_loop()
+        within = self._request_timeout * 2 + 1 if within is None else within
+        deadline = loop.time() + within
+        if self._check_internals(producer):
+            try:
+                await _abandon_pending(producer, within / 2)
+            except Exception:  # aiokafka internals changed: stop() below is still bounded
+                log.exception("kafka sink %s: could not fail the producer's pending batches",
+                              self.name)
         try:
-            await _abandon_pending(producer, self._request_timeout + 1)
-        except Exception:  # aiokafka internals changed: stop() below is still bounded
-            log.exception("kafka sink %s: could not fail the producer's pending batches",
-                          self.name)
-        try:
-            await asyncio.wait_for(producer.stop(), self._request_timeout)
+            await asyncio.wait_for(producer.stop(), max(0.1, deadline - loop.time()))
         except (KafkaError, OSError, TimeoutError) as err:
-            log.debug("kafka sink %s: producer stop: %s", self.name, _describe(err))
+            log.warning("kafka sink %s: producer not stopped cleanly within %.1fs: %s",
+                        self.name, within, _describe(err))
+
+    def _check_internals(self, producer: AIOKafkaProducer) -> bool:
+        """Whether ``producer`` has the internals ``_abandon_pending`` needs; if not, say so
+        loudly, once (log error and notifier_sink_kafka_internals_missing 1)."""
+        missing = missing_internals(producer)
+        if self._metrics is not None:
+            self._metrics.kafka_internals_missing(self.name, bool(missing))
+        if missing and not self._internals_reported:
+            self._internals_reported = True
+            log.error("kafka sink %s: aiokafka %s lacks %s, which the sink uses to stop a "
+                      "producer while the broker is down (tested with aiokafka %s); such a stop "
+                      "now waits out its timeout", self.name, aiokafka.__version__,
+                      ", ".join(missing), TESTED_AIOKAFKA)
+        return not missing
 
     def _set_up(self, up: bool, *, quiet: bool = False) -> None:
         if up != self._up:
@@ -356,14 +397,12 @@ async def _abandon_pending(producer: AIOKafkaProducer, grace: float) -> None:
     integration tests stop a broker mid-run to cover it). The sender is stopped first because
     it re-queues an in-flight batch after a failed request, which must not meet a failed one.
     """
-    sender = getattr(producer, "_sender", None)
-    accumulator = getattr(producer, "_message_accumulator", None)
-    if sender is None or accumulator is None:
-        return
+    sender = producer._sender
+    accumulator = producer._message_accumulator
     with contextlib.suppress(KafkaError, OSError, TimeoutError):
         await asyncio.wait_for(sender.close(), grace)
-    batches = [b for queue in getattr(accumulator, "_batches", {}).values() for b in queue]
-    in_flight = getattr(accumulator, "_pending_batches", None)
+    batches = [b for queue in accumulator._batches.values() for b in queue]
+    in_flight = accumulator._pending_batches
     if isinstance(in_flight, set):
         # A batch re-queued after a failed request still carries the callback that removes it
         # from the in-flight set once it completes: put it back there first.
@@ -375,6 +414,24 @@ async def _abandon_pending(producer: AIOKafkaProducer, grace: float) -> None:
             waiter.exception()
 
 
+def missing_internals(producer: AIOKafkaProducer) -> list[str]:
+    """The aiokafka internals ``_abandon_pending`` uses that ``producer`` lacks."""
+    missing = [f"AIOKafkaProducer.{n}" for n in ("_sender", "_message_accumulator")
+               if not hasattr(producer, n)]
+    if not missing:
+        if not callable(getattr(producer._sender, "close", None)):
+            missing.append("Sender.close")
+        acc = producer._message_accumulator
+        missing += [f"MessageAccumulator.{n}" for n in ("_batches", "_pending_batches",
+                                                        "fail_all") if not hasattr(acc, n)]
+    return missing
+
+
+def default_replication(brokers: int) -> int:
+    """The replication factor of a topic the sink creates when none is configured."""
+    return max(1, min(3, brokers))
+
+
 class _BrokerUnreachable(Exception):
     """No bootstrap server accepts connections."""
 
@@ -382,10 +439,6 @@ class _BrokerUnreachable(Exception):
 def _consume(fut: asyncio.Future[Any]) -> None:
     if not fut.cancelled():
         fut.exception()
-
-
-def _path(value: Path | None) -> str | None:
-    return None if value is None else str(value)
 
 
 def _describe(err: BaseException) -> str:

@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
 import signal
-import subprocess
 import time
 from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -35,7 +32,6 @@ from tests.integration.kafka_support import (
     make_event,
     read_topic,
     require_script,
-    skip_or_fail,
     topic_names,
 )
 
@@ -378,82 +374,3 @@ async def test_broker_outage_mid_run_loses_nothing(dedicated_kafka, fault):
     print(f"\noutage ({fault}): {total:.1f}s in all; detected after {detected:.1f}s, "
           f"{len(failures)} failed publishes (slowest {max(failures):.2f}s), resumed "
           f"{resumed:.1f}s after the repair, {len(consumed) - len(set(consumed))} duplicates")
-
-
-def make_tls_files(folder: Path) -> tuple[Path, Path]:
-    """A throwaway CA and a server certificate for 127.0.0.1: (CA PEM, broker PEM keystore)."""
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
-
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
-            "ca.pem", "-days", "2", "-subj", "/CN=notifier-test-ca")
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out",
-            "server.csr", "-subj", "/CN=127.0.0.1")
-    (folder / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
-    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-            "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "san.ext")
-    keystore = folder / "server-keystore.pem"  # Kafka's PEM keystore: PKCS#8 key + chain
-    keystore.write_text((folder / "server.key").read_text() + (folder / "server.pem").read_text())
-    return folder / "ca.pem", keystore
-
-
-async def test_sasl_plain_and_tls_listeners(tmp_path):
-    """The security options reach a real broker: SASL/PLAIN, TLS, and SASL/PLAIN over TLS."""
-    require_script("cannot start a Kafka broker")
-    if shutil.which("openssl") is None:
-        skip_or_fail("openssl is missing (needed to make test certificates)")
-    ca, keystore = make_tls_files(tmp_path)
-    plain, sasl, tls, sasl_tls, controller = (free_port() for _ in range(5))
-    jaas = ('org.apache.kafka.common.security.plain.PlainLoginModule required '
-            'user_notifier="pw-123";')
-    extra = "\n".join([
-        f"listeners=PLAINTEXT://127.0.0.1:{plain},SASL_PLAINTEXT://127.0.0.1:{sasl},"
-        f"SSL://127.0.0.1:{tls},SASL_SSL://127.0.0.1:{sasl_tls},"
-        f"CONTROLLER://127.0.0.1:{controller}",
-        f"advertised.listeners=PLAINTEXT://127.0.0.1:{plain},SASL_PLAINTEXT://127.0.0.1:{sasl},"
-        f"SSL://127.0.0.1:{tls},SASL_SSL://127.0.0.1:{sasl_tls}",
-        "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,"
-        "SASL_PLAINTEXT:SASL_PLAINTEXT,SSL:SSL,SASL_SSL:SASL_SSL",
-        "sasl.enabled.mechanisms=PLAIN",
-        f"listener.name.sasl_plaintext.plain.sasl.jaas.config={jaas}",
-        f"listener.name.sasl_ssl.plain.sasl.jaas.config={jaas}",
-        "ssl.keystore.type=PEM",
-        f"ssl.keystore.location={keystore}",
-    ])
-    broker = KafkaBroker.on_port(plain, KAFKA_EXTRA_CONFIG=extra,
-                                 KAFKA_CONTROLLER_PORT=str(controller))
-    await asyncio.to_thread(broker.start)
-    try:
-        cases: list[tuple[str, int, dict[str, Any]]] = [
-            ("sasl", sasl, {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "PLAIN",
-                            "sasl_username": "notifier", "sasl_password": "pw-123"}),
-            ("tls", tls, {"security_protocol": "SSL", "ssl_cafile": str(ca)}),
-            ("sasl-tls", sasl_tls, {"security_protocol": "SASL_SSL", "sasl_mechanism": "PLAIN",
-                                    "sasl_username": "notifier", "sasl_password": "pw-123",
-                                    "ssl_cafile": str(ca)}),
-        ]
-        for name, port, options in cases:
-            async with kafka_sink(name, bootstrap_servers=f"127.0.0.1:{port}", topic=name,
-                                 request_timeout=5, **options) as sink:
-                assert sink.healthy(), name
-                await sink.publish([make_event(f"{name}-1"), make_event(f"{name}-2")])
-            records = await read_topic(broker.bootstrap, name)  # read back in plain text
-            assert sorted(r.key for r in records) == [f"{name}-1".encode(), f"{name}-2".encode()]
-
-        # A wrong password is not a crash: the sink stays down and publish fails.
-        async with kafka_sink("bad", bootstrap_servers=f"127.0.0.1:{sasl}", topic="bad",
-                             request_timeout=3, security_protocol="SASL_PLAINTEXT",
-                             sasl_mechanism="PLAIN", sasl_username="notifier",
-                             sasl_password="wrong-password") as sink:
-            assert not sink.healthy()
-            with pytest.raises(SinkError) as info:
-                await sink.publish([make_event("x")])
-            assert "wrong-password" not in str(info.value)
-        # Nor does an untrusted certificate get through.
-        async with kafka_sink("untrusted", bootstrap_servers=f"127.0.0.1:{tls}", topic="bad",
-                             request_timeout=3, security_protocol="SSL") as sink:
-            assert not sink.healthy()
-        assert "bad" not in await topic_names(broker.bootstrap)
-    finally:
-        await asyncio.to_thread(broker.stop)
-        broker.remove_data()

@@ -354,6 +354,16 @@ INVALID = [
      "sinks[0].sasl_mechanism: must be 'PLAIN', 'SCRAM-SHA-256' or 'SCRAM-SHA-512'"),
     ({"sinks.0": kafka(ssl_cafile="/ca.pem")},
      "sinks[0].ssl_cafile: needs security_protocol SSL or SASL_SSL"),
+    ({"sinks.0": kafka(ssl_check_hostname=False)},
+     "sinks[0].ssl_check_hostname: needs security_protocol SSL or SASL_SSL"),
+    ({"sinks.0": kafka(security_protocol="SSL", ssl_keyfile="/client.key")},
+     "sinks[0].ssl_certfile: a client certificate needs both ssl_certfile and ssl_keyfile"),
+    ({"sinks.0": kafka(security_protocol="SSL", ssl_certfile="/client.pem")},
+     "sinks[0].ssl_keyfile: a client certificate needs both ssl_certfile and ssl_keyfile"),
+    ({"sinks.0": kafka(security_protocol="SSL", ssl_password="pw")},
+     "sinks[0].ssl_password: is the passphrase of ssl_keyfile, which is not set"),
+    ({"sinks.0": kafka(replication_factor=0)},
+     "sinks[0].replication_factor: must be greater than or equal to 1"),
     # webhook
     ({"sinks.0": webhook(url="http://example.test/h")},
      "sinks[0].url: must be https:// (or set allow_insecure_http: true)"),
@@ -789,7 +799,9 @@ def test_defaults() -> None:
     k = KafkaSinkConfig.model_validate(kafka())
     assert (k.key, k.content_mode, k.acks, k.compression, k.create_topic) == (
         "relationship", "binary", "all", "none", True)
-    assert (k.partitions, k.replication_factor, k.request_timeout) == (3, 1, 30.0)
+    # replication_factor None: a created topic gets min(3, brokers) replicas
+    assert (k.partitions, k.replication_factor, k.request_timeout) == (3, None, 30.0)
+    assert k.ssl_check_hostname is True
     assert (k.security_protocol, k.client_id) == ("PLAINTEXT", "notifier")
     w = WebhookSinkConfig.model_validate(webhook())
     assert (w.mode, w.batch_max, w.timeout, w.max_concurrency, w.rate_per_second) == (

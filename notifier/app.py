@@ -2,8 +2,8 @@
 
 Only ``App`` installs signal handlers. Resources are async context managers stacked in an
 ``AsyncExitStack`` so teardown runs in reverse order even after a failed start. Shutdown: stop
-scheduling, let in-flight pages finish (or abandon them unchecked) within ``shutdown_timeout``,
-then close sinks, the HTTP session and the store.
+scheduling, let in-flight pages finish (or abandon them unchecked), then close the sinks, all
+within ``shutdown_timeout`` from the stop request; then the HTTP session and the store.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import time
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from notifier import __version__
 from notifier.config import Config
@@ -42,6 +42,19 @@ from notifier.state.sqlite import SqliteStateStore
 from notifier.sync import StreamSpec, StreamSyncer
 
 log = logging.getLogger(__name__)
+
+# Of shutdown_timeout, the part kept for closing the sinks (in-flight pages get the rest, and
+# what they leave unused goes to the sinks too).
+SINK_CLOSE_SHARE = 0.5
+SINK_CLOSE_MAX = 10.0
+SINK_CLOSE_MIN = 0.5  # even a shutdown that overran gives each sink this long to close
+
+
+@runtime_checkable
+class _ClosesWithin(Protocol):
+    """A sink that can close itself within a given time (the Kafka sink)."""
+
+    async def close(self, within: float) -> None: ...
 
 METRICS_TICK_SECONDS = 5.0
 # Sync pages that arrive back to back share one publish and one checkpoint (at most this many,
@@ -79,6 +92,7 @@ class App:
         self.schedulers: list[CredentialScheduler] = []
         self.server: MetricsServer | None = None
         self.ready = asyncio.Event()
+        self._shutdown_deadline: float | None = None  # loop time by which the sinks are closed
 
     def request_stop(self) -> None:
         if not self._stop.is_set():
@@ -197,10 +211,14 @@ class App:
         finally:
             self.request_stop()
             timeout = self.config.shutdown_timeout
-            _, pending = await asyncio.wait(tasks, timeout=timeout)
+            now = asyncio.get_running_loop().time()
+            self._shutdown_deadline = now + timeout
+            # In-flight pages may use all but the sinks' share; what they leave, sinks may use.
+            in_flight = timeout - min(SINK_CLOSE_SHARE * timeout, SINK_CLOSE_MAX)
+            _, pending = await asyncio.wait(tasks, timeout=in_flight)
             if pending:
                 log.warning("in-flight work did not finish within %.0fs; abandoning it "
-                            "unchecked (it is redone after restart)", timeout)
+                            "unchecked (it is redone after restart)", in_flight)
                 for t in pending:
                     t.cancel()
                 await asyncio.gather(*pending, return_exceptions=True)
@@ -209,13 +227,36 @@ class App:
 
     async def _start_sinks(self, stack: AsyncExitStack, store: Any) -> dict[str, Sink]:
         sinks: dict[str, Sink] = {}
+        stack.push_async_callback(self._close_sinks, sinks)  # also those started before a failure
         for sc in self.config.sinks:
             sink = self._sink_overrides.get(sc.name) or build_sink(sc, store, self.metrics)
             try:
-                sinks[sc.name] = await stack.enter_async_context(sink)
+                await sink.__aenter__()
             except SinkError as exc:
                 raise NotifierError(f"sink {sc.name!r} cannot start: {exc}") from exc
+            sinks[sc.name] = sink
         return sinks
+
+    async def _close_sinks(self, sinks: Mapping[str, Sink]) -> None:
+        """Close every sink at once, within what is left of the shutdown (a Kafka producer
+        facing a dead broker would otherwise take minutes); a sink that overruns is abandoned."""
+        loop = asyncio.get_running_loop()
+        deadline = self._shutdown_deadline or loop.time() + self.config.shutdown_timeout
+        within = max(SINK_CLOSE_MIN, deadline - loop.time())
+
+        async def close(name: str, sink: Sink) -> None:
+            try:
+                if isinstance(sink, _ClosesWithin):  # bounds itself, closing what it holds
+                    await asyncio.wait_for(sink.close(within=within), within + 2)
+                else:
+                    await asyncio.wait_for(sink.__aexit__(None, None, None), within)
+            except TimeoutError:
+                log.warning("sink %s did not close within %.1fs of the shutdown's time left; "
+                            "abandoned", name, within, extra={"sink": name})
+            except Exception:
+                log.exception("sink %s failed to close", name, extra={"sink": name})
+
+        await asyncio.gather(*(close(n, s) for n, s in reversed(list(sinks.items()))))
 
     def _build_clients(self, session: Any, store: Any) -> dict[str, RelationshipClient]:
         cfg = self.config

@@ -361,6 +361,8 @@ class KafkaSink:
         except (KafkaError, OSError, TimeoutError) as err:
             log.warning("kafka sink %s: producer not stopped cleanly within %.1fs: %s",
                         self.name, within, _describe(err))
+            with contextlib.suppress(KafkaError, OSError, TimeoutError):  # drop its connections
+                await asyncio.wait_for(producer.client.close(), 1.0)
 
     def _check_internals(self, producer: AIOKafkaProducer) -> bool:
         """Whether ``producer`` has the internals ``_abandon_pending`` needs; if not, say so

@@ -145,6 +145,21 @@ def chart_properties() -> JSON:
         "existingSecret": _str("an existing Secret to mount instead of `secrets`"),
         "secretsMountPath": _str("where the Secret's keys are mounted as files",
                                  pattern=ABS_PATH),
+        "secretMounts": {
+            "type": "array",
+            "description": "more Secrets mounted read-only as directories (e.g. a Kafka client "
+                           "certificate kept by cert-manager: tls.crt, tls.key, ca.crt)",
+            "items": {
+                "type": "object", "additionalProperties": False,
+                "required": ["name", "secretName", "mountPath"],
+                "properties": {
+                    "name": _str("volume name", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"),
+                    "secretName": _str("the Secret", minLength=1),
+                    "mountPath": _str("directory of its keys", pattern=ABS_PATH),
+                    "items": _list("only these keys (key, path), as in a secret volume"),
+                },
+            },
+        },
         "extraEnv": _list("extra environment variables (for ${VAR} in config)"),
         "envFrom": _list("extra envFrom sources"),
         "extraVolumes": _list("extra pod volumes"),

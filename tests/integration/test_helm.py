@@ -271,6 +271,26 @@ def test_monitoring_objects_embed_the_observability_files() -> None:
     assert dashboard == json.loads((CHART / "files" / "dashboard.json").read_text())
 
 
+def test_kafka_tls_material_is_mounted_read_only_from_secrets() -> None:
+    """ci/kafka-mtls-values.yaml: the CA from the chart's Secret, the client certificate and
+    key from a cert-manager Secret (secretMounts), every one read-only."""
+    manifests = render("-f", str(CHART / "ci" / "kafka-mtls-values.yaml"))
+    pod = statefulset(manifests)["spec"]["template"]["spec"]
+    mounts = {m["name"]: m for m in container(manifests)["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert mounts["kafka-client-tls"] == {"name": "kafka-client-tls", "readOnly": True,
+                                          "mountPath": "/etc/notifier/kafka-tls"}
+    tls = volumes["kafka-client-tls"]["secret"]
+    assert tls["secretName"] == "notifier-kafka-client"
+    assert {i["key"] for i in tls["items"]} == {"tls.crt", "tls.key"}
+    assert tls["defaultMode"] == 0o440
+    assert mounts["secrets"]["readOnly"] is True
+    secret = manifests[("Secret", FULLNAME)]["data"]
+    assert "BEGIN CERTIFICATE" in base64.b64decode(secret["kafka-ca.pem"]).decode()
+    config = yaml.safe_load(manifests[("ConfigMap", FULLNAME)]["data"]["config.yaml"])
+    assert config["sinks"][0]["ssl_keyfile"] == "/etc/notifier/kafka-tls/tls.key"
+
+
 def test_monitoring_objects_are_off_by_default() -> None:
     kinds = {kind for kind, _ in render()}
     assert kinds == {"ServiceAccount", "ConfigMap", "Service", "StatefulSet"}
@@ -288,11 +308,16 @@ def test_monitoring_objects_are_off_by_default() -> None:
         (["--set", "config.credentials[0].name=main",
           "--set", f"config.credentials[0].refresh_token_file={SECRETS_DIR}/missing"],
          'no key "missing"'),
+        (["--set", "config.sinks[0].name=k", "--set", "config.sinks[0].type=kafka",
+          "--set", "config.sinks[0].topic=t", "--set", "config.sinks[0].bootstrap_servers=k:9093",
+          "--set", "config.sinks[0].security_protocol=SSL",
+          "--set", f"config.sinks[0].ssl_cafile={SECRETS_DIR}/kafka-ca.pem"],
+         'no key "kafka-ca.pem"'),
         (["--set", "existingSecret=mine", "--set", "secrets.a=b"], "not both"),
         (["--set", "terminationGracePeriodSeconds=20"], "longer than config.shutdown_timeout"),
     ],
     ids=["replicas", "config-typo", "sink-type", "size", "unknown-key", "missing-secret",
-         "two-secrets", "short-grace"],
+         "missing-kafka-ca", "two-secrets", "short-grace"],
 )
 def test_bad_values_are_refused_at_render_time(args: list[str], message: str) -> None:
     proc = helm_template(*args, check=False)

@@ -100,8 +100,8 @@ Where the ConfigMap is mounted, and the config file in it.
 {{/*
 The notifier configuration as rendered into the ConfigMap: .Values.config with metrics.listen
 forced to <listenHost>:<containerPort> (metrics on, the probes need them) and state.path forced
-onto the volume. Also checks that every `<field>_file` under secretsMountPath names a key of
-`secrets` when the chart creates the Secret.
+onto the volume. Also checks that every `<field>_file` (and Kafka ssl_cafile, ssl_certfile,
+ssl_keyfile) under secretsMountPath names a key of `secrets` when the chart creates the Secret.
 */}}
 {{- define "notifier.config" -}}
 {{- $cfg := deepCopy (.Values.config | default dict) }}
@@ -121,7 +121,7 @@ onto the volume. Also checks that every `<field>_file` under secretsMountPath na
 {{- range $section := list "credentials" "sinks" }}
 {{- range $i, $item := (get $cfg $section | default list) }}
 {{- range $key, $value := $item }}
-{{- if and (hasSuffix "_file" $key) (kindIs "string" $value) (hasPrefix $prefix $value) }}
+{{- if and (or (hasSuffix "_file" $key) (has $key (list "ssl_cafile" "ssl_certfile" "ssl_keyfile"))) (kindIs "string" $value) (hasPrefix $prefix $value) }}
 {{- $file := trimPrefix $prefix $value }}
 {{- if not (hasKey ($.Values.secrets | default dict) $file) }}
 {{- fail (printf "config.%s[%d].%s reads %s, but `secrets` has no key %q (add it, or set existingSecret)" $section $i $key $value $file) }}

@@ -40,6 +40,7 @@ from notifier.sinks.kafka_security import (
     KafkaSecurityError,
     client_security,
     explain_connect_failure,
+    quiet_aiokafka_connect_errors,
 )
 
 if TYPE_CHECKING:
@@ -83,6 +84,7 @@ class KafkaSink:
         self._probe_interval = min(0.5, self.delivery_timeout / 2)
         self._servers_text = ",".join(self.bootstrap_servers)
         self._metrics = metrics
+        quiet_aiokafka_connect_errors()
         self._client_options = self._security_options(cfg)
         self._client_options.update(
             bootstrap_servers=self.bootstrap_servers,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import ssl
 from typing import Any
 
@@ -19,6 +20,23 @@ from aiokafka.conn import create_conn
 from aiokafka.errors import KafkaConnectionError, KafkaError, SaslAuthenticationFailed
 
 from notifier.config.kafka_security import KafkaSecurity
+
+
+class _ConnectErrorFilter(logging.Filter):
+    """Drops aiokafka's "Unable connect to ..." error, logged at every reconnection attempt:
+    the Kafka clients of this service report a failed connection themselves, with its cause,
+    once per distinct cause."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Unable connect to")
+
+
+_CONNECT_ERRORS = _ConnectErrorFilter()
+
+
+def quiet_aiokafka_connect_errors() -> None:
+    """Install the filter on aiokafka's logger (idempotent)."""
+    logging.getLogger("aiokafka").addFilter(_CONNECT_ERRORS)  # a filter is added only once
 
 
 class KafkaSecurityError(ValueError):

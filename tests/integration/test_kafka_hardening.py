@@ -120,7 +120,7 @@ async def test_shutdown_with_a_frozen_broker_fits_shutdown_timeout(
         app = App(config_from_data(cfg))
         task = asyncio.create_task(app.run())
         try:
-            await wait_for(lambda: app.ready.is_set(), 60, "the service to start")
+            await wait_for(app.ready.is_set, 60, "the service to start")
             await wait_for(lambda: (app.metrics.registry.get_sample_value(
                 "notifier_sink_events_published_total",
                 {"sink": "events", "outcome": "ok"}) or 0) >= 3, 60, "the first events")

@@ -67,7 +67,7 @@ def test_mutual_tls_with_encrypted_key_and_hostname_opt_out(tmp_path: Path) -> N
 
 def test_unreadable_ca_file_is_named(tmp_path: Path) -> None:
     sec = KafkaSecurity(security_protocol="SSL", ssl_cafile=tmp_path / "missing.pem")
-    with pytest.raises(KafkaSecurityError, match="cannot use ssl_cafile: .*No such file"):
+    with pytest.raises(KafkaSecurityError, match=r"cannot use ssl_cafile: .*No such file"):
         client_security(sec)
 
 

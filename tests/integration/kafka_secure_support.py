@@ -98,7 +98,9 @@ class SecureKafka:
                       f'required username="{SCRAM_USER}" password="{SCRAM_PASSWORD}";']
         props.write_text("\n".join(lines) + "\n")
         props.chmod(0o600)
-        java = shutil.which("java") or "java"
+        java = os.environ.get("JAVA") or (
+            str(Path(os.environ["JAVA_HOME"]) / "bin" / "java") if os.environ.get("JAVA_HOME")
+            else shutil.which("java") or "java")  # as scripts/kafka.sh finds it
         libs = NOTIFIER_CACHE / f"kafka-{KAFKA_VERSION}" / "libs" / "*"
         proc = subprocess.run(
             [java, "-Xmx256m", "-XX:TieredStopAtLevel=1", "-cp", str(libs),

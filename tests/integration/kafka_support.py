@@ -262,7 +262,8 @@ async def topic_names(bootstrap: str) -> list[str]:
         await admin.close()
 
 
-async def partition_ids(bootstrap: str, topic: str) -> list[int]:
+async def describe_topic(bootstrap: str, topic: str) -> dict[str, Any]:
+    """The broker's description of ``topic`` (partitions with their replicas)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
     await admin.start()
     try:
@@ -270,6 +271,11 @@ async def partition_ids(bootstrap: str, topic: str) -> list[int]:
     finally:
         await admin.close()
     assert desc["error_code"] == 0, f"topic {topic}: error code {desc['error_code']}"
+    return dict(desc)
+
+
+async def partition_ids(bootstrap: str, topic: str) -> list[int]:
+    desc = await describe_topic(bootstrap, topic)
     return sorted(p["partition"] for p in desc["partitions"])
 
 

@@ -20,7 +20,12 @@ from notifier.config import config_from_data
 from notifier.metrics import Metrics
 from notifier.simulator import Simulator
 from notifier.sinks.kafka import KafkaSink
-from tests.integration.kafka_support import KafkaBroker, make_event, read_topic
+from tests.integration.kafka_support import (
+    KafkaBroker,
+    describe_topic,
+    make_event,
+    read_topic,
+)
 from tests.integration.main_job_support import base_config, sim_config, wait_for
 
 pytestmark = pytest.mark.kafka
@@ -29,13 +34,7 @@ A = "2b7f0c8e-1d3a-4e5b-9c6d-7e8f9a0b1c2d"
 
 
 async def replication_of(bootstrap: str, topic: str) -> set[int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
-    await admin.start()
-    try:
-        [desc] = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
-    return {len(p["replicas"]) for p in desc["partitions"]}
+    return {len(p["replicas"]) for p in (await describe_topic(bootstrap, topic))["partitions"]}
 
 
 async def test_transient_create_topics_error_is_retried(

@@ -54,7 +54,7 @@ SINK_CLOSE_MIN = 0.5  # even a shutdown that overran gives each sink this long t
 class _ClosesWithin(Protocol):
     """A sink that can close itself within a given time (the Kafka sink)."""
 
-    async def close(self, within: float) -> None: ...
+    async def close_within(self, within: float) -> None: ...
 
 METRICS_TICK_SECONDS = 5.0
 # Sync pages that arrive back to back share one publish and one checkpoint (at most this many,
@@ -247,7 +247,7 @@ class App:
         async def close(name: str, sink: Sink) -> None:
             try:
                 if isinstance(sink, _ClosesWithin):  # bounds itself, closing what it holds
-                    await asyncio.wait_for(sink.close(within=within), within + 2)
+                    await asyncio.wait_for(sink.close_within(within), within + 2)
                 else:
                     await asyncio.wait_for(sink.__aexit__(None, None, None), within)
             except TimeoutError:

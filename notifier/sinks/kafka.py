@@ -152,6 +152,8 @@ class KafkaSink:
             await self._discard(producer, within=max(0.1, deadline - loop.time()))
         self._set_up(False, quiet=True)
 
+    close_within = close  # what the application calls at shutdown, with the time left
+
     def healthy(self) -> bool:
         return self._up
 

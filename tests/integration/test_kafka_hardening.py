@@ -17,6 +17,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from notifier.app import App
 from notifier.config import config_from_data
+from notifier.config.sinks import KafkaSinkConfig
 from notifier.metrics import Metrics
 from notifier.simulator import Simulator
 from notifier.sinks.kafka import KafkaSink
@@ -31,6 +32,12 @@ from tests.integration.main_job_support import base_config, sim_config, wait_for
 pytestmark = pytest.mark.kafka
 
 A = "2b7f0c8e-1d3a-4e5b-9c6d-7e8f9a0b1c2d"
+
+
+def quick_sink(bootstrap: str, topic: str) -> KafkaSink:
+    cfg = KafkaSinkConfig(name="events", bootstrap_servers=[bootstrap], topic=topic,
+                          request_timeout=5)
+    return KafkaSink(cfg, Metrics(), reconnect_backoff=(0.2, 0.5))
 
 
 async def replication_of(bootstrap: str, topic: str) -> set[int]:
@@ -54,8 +61,7 @@ async def test_transient_create_topics_error_is_retried(
         return await real(self, topics, *a, **kw)
 
     monkeypatch.setattr(AIOKafkaAdminClient, "create_topics", flaky)
-    sink = KafkaSink("events", bootstrap_servers=kafka_bootstrap, topic=kafka_topic,
-                     request_timeout=5, reconnect_backoff=(0.2, 0.5), metrics=Metrics())
+    sink = quick_sink(kafka_bootstrap, kafka_topic)
     with caplog.at_level(logging.WARNING, logger="notifier.sinks.kafka"):
         async with sink:
             assert not sink.healthy()
@@ -83,8 +89,7 @@ async def test_topic_error_found_while_reconnecting_does_not_disable_the_sink(
 
     monkeypatch.setattr(AIOKafkaAdminClient, "create_topics", gated)
     refuse = False
-    sink = KafkaSink("events", bootstrap_servers=kafka_bootstrap, topic=kafka_topic,
-                     request_timeout=5, reconnect_backoff=(0.2, 0.5), metrics=Metrics())
+    sink = quick_sink(kafka_bootstrap, kafka_topic)
     async with sink:
         assert sink.healthy()
         admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)

@@ -164,7 +164,7 @@ def test_bad_options_are_refused_by_the_config_model(options, message):
 
 
 def test_an_unreadable_tls_file_is_a_sink_config_error():
-    with pytest.raises(SinkConfigError, match="TLS context") as info:
+    with pytest.raises(SinkConfigError, match=r"cannot use ssl_cafile: .*No such file") as info:
         kafka_sink("events", bootstrap_servers="127.0.0.1:9", topic="t",
                    security_protocol="SSL", ssl_cafile="/does/not/exist.pem")
     assert info.value.sink == "events"

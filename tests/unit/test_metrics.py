@@ -38,6 +38,7 @@ def exercise_every_method(m: Metrics) -> None:
     m.events_published("events", "ok", 2)
     m.publish_latency("events", 0.01)
     m.sink_up("events", up=True)
+    m.kafka_internals_missing("events", missing=False)
     m.outbox_state("hooks", pending=1, oldest_age_seconds=5.0, dead=0)
     m.webhook_delivery("hooks", "ok", 0.2)
     m.circuit_state("hooks", "closed")

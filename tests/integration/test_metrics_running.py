@@ -119,6 +119,21 @@ async def test_metrics_move_as_events_flow(tmp_path: Path) -> None:
     assert check.returncode == 0, check.stdout.decode() + check.stderr.decode()
 
 
+async def start_app(data: dict) -> tuple[App, asyncio.Task[int], str]:
+    """An App running in this loop with its metrics server up: (app, its task, server URL)."""
+    app = App(config_from_data(data))
+    task = asyncio.create_task(app.run())
+    try:
+        await wait_for(lambda: app.server is not None and app.server.port != 0, 10,
+                       "the metrics server")
+    except BaseException:
+        app.request_stop()
+        await asyncio.wait_for(task, 10)
+        raise
+    assert app.server is not None
+    return app, task, app.server.url
+
+
 @pytest.mark.timeout(60)
 async def test_ready_with_a_wrong_container_and_a_dead_receiver(tmp_path: Path) -> None:
     """/readyz is about the process: a subscription whose container does not exist and a
@@ -136,13 +151,8 @@ async def test_ready_with_a_wrong_container_and_a_dead_receiver(tmp_path: Path) 
     async with Simulator(sim_config([A], relationships=3)) as sim:
         data = base_config(tmp_path, sim.url, subs, sinks=[hooks],
                            metrics={"enabled": True, "listen": "127.0.0.1:0"})
-        app = App(config_from_data(data))
-        task = asyncio.create_task(app.run())
+        app, task, url = await start_app(data)
         try:
-            await wait_for(lambda: app.server is not None and app.server.port != 0, 10,
-                           "the metrics server")
-            assert app.server is not None
-            url = app.server.url
             async with aiohttp.ClientSession() as session:
 
                 async def sink_down_and_stream_failing() -> bool:

@@ -21,6 +21,7 @@ from typing import Any, Protocol, runtime_checkable
 from notifier import __version__
 from notifier.config import Config
 from notifier.core.budget import RequestBudget
+from notifier.discovery import token_provider
 from notifier.durations import format_duration
 from notifier.errors import NotifierError, SinkError, StateLockedError
 from notifier.hub_runtime import HubStreams
@@ -29,11 +30,7 @@ from notifier.scheduler import BUSY_RATE_PER_S, CredentialScheduler, SchedulerSe
 from notifier.server import HealthState, MetricsServer
 from notifier.sinks.base import OutboxSink, Sink, split_sinks
 from notifier.sinks.factory import build_sink
-from notifier.source.auth import (
-    RefreshingTokenProvider,
-    StaticTokenProvider,
-    TokenProvider,
-)
+from notifier.source.auth import TokenProvider
 from notifier.source.client import RelationshipClient
 from notifier.source.credential_log import RefreshRecorder
 from notifier.source.http import create_session
@@ -264,21 +261,8 @@ class App:
         self._tokens: dict[str, TokenProvider] = {}
         for cred in cfg.credentials:
             observer = self.metrics.client_observer(cred.name)
-            tokens: TokenProvider
-            if cred.access_token is not None:
-                tokens = StaticTokenProvider(cred.access_token.get_secret_value())
-            else:
-                assert cred.client_secret is not None
-                seed = cred.refresh_token.get_secret_value() if cred.refresh_token else ""
-                tokens = RefreshingTokenProvider(
-                    cred.name, session,
-                    token_url=cfg.source.resolved_token_url,
-                    client_id=cred.client_id or "",
-                    client_secret=cred.client_secret.get_secret_value(),
-                    seed_refresh_token=seed,  # "": only what `auth login` stored
-                    store=store,
-                    observer=RefreshRecorder(store, self.metrics),
-                )
+            tokens = token_provider(cfg, cred, session, store,
+                                    RefreshRecorder(store, self.metrics))
             self._tokens[cred.name] = tokens  # hub discovery shares them (one rotation)
             budget = RequestBudget(int(cred.requests_per_minute), reserve=cred.reserve,
                                    name=cred.name)

@@ -18,7 +18,12 @@ import aiohttp
 from notifier.config import Config, CredentialConfig, SubscriptionConfig
 from notifier.core.budget import RequestBudget
 from notifier.core.projects import Project, ProjectRules, Verdict, decide
-from notifier.source.auth import RefreshingTokenProvider, StaticTokenProvider, TokenProvider
+from notifier.source.auth import (
+    RefreshingTokenProvider,
+    RefreshObserver,
+    StaticTokenProvider,
+    TokenProvider,
+)
 from notifier.source.client import ClientObserver, RelationshipClient
 from notifier.source.projects import ProjectsClient
 
@@ -32,18 +37,19 @@ DM_DEADLINE_SECONDS = 120.0
 
 
 def token_provider(config: Config, cred: CredentialConfig, session: aiohttp.ClientSession,
-                   store: Any, observer: Any = None) -> TokenProvider:
-    """The credential's access tokens; refresh tokens rotate through ``store``."""
+                   store: Any, observer: RefreshObserver | None = None) -> TokenProvider:
+    """The credential's access tokens; refresh tokens rotate through ``store`` (a credential
+    without a configured refresh token uses only what ``notifier auth login`` stored)."""
     if cred.access_token is not None:
         return StaticTokenProvider(cred.access_token.get_secret_value())
-    assert cred.refresh_token is not None
     assert cred.client_secret is not None
+    seed = cred.refresh_token.get_secret_value() if cred.refresh_token else ""
     return RefreshingTokenProvider(
         cred.name, session,
         token_url=config.source.resolved_token_url,
         client_id=cred.client_id or "",
         client_secret=cred.client_secret.get_secret_value(),
-        seed_refresh_token=cred.refresh_token.get_secret_value(),
+        seed_refresh_token=seed,
         store=store,
         observer=observer,
     )

@@ -18,6 +18,7 @@ from notifier.cli.output import print_config_error
 from notifier.config import Config, SubscriptionConfig, load_config
 from notifier.discovery import Listed, list_projects, projects_client, token_provider
 from notifier.errors import ConfigError, ForbiddenError, NotifierError
+from notifier.source.credential_log import RefreshRecorder
 from notifier.source.http import create_session
 from notifier.source.projects import ProjectsClient
 from notifier.state.sqlite import SqliteStateStore
@@ -59,7 +60,8 @@ async def _discover(config: Config, subs: list[SubscriptionConfig], as_json: boo
             if name not in clients:
                 cred = config.credential_named(name)
                 clients[name] = projects_client(
-                    config, name, session, token_provider(config, cred, session, store))
+                    config, name, session, token_provider(config, cred, session, store,
+                                                     RefreshRecorder(store)))
             try:
                 listed = await list_projects(clients[name], sub)
             except NotifierError as exc:

@@ -203,3 +203,32 @@ def bootstrapped(tmp_path: Path, project: str) -> bool:
                            "container_id = ?", (SUB, project[2:])).fetchone()
     conn.close()
     return row is not None and bool(row[0])
+
+
+async def test_discovery_shares_the_rotating_refresh_token(tmp_path: Path) -> None:
+    from notifier.simulator.config import (
+        DEFAULT_CLIENT_ID,
+        DEFAULT_CLIENT_SECRET,
+        DEFAULT_REFRESH_TOKEN,
+    )
+
+    async with hub_simulator() as sim:
+        sim.hubs.add_hub(HUB, "Acme")
+        a = sim.hubs.add_project(HUB, "Tower A", relationships=2)
+        data = hub_config(tmp_path, sim)
+        data["credentials"] = [{"name": "sim", "client_id": DEFAULT_CLIENT_ID,
+                                "client_secret": DEFAULT_CLIENT_SECRET,
+                                "refresh_token": DEFAULT_REFRESH_TOKEN,
+                                "requests_per_minute": 6000}]
+        app = App(config_from_data(data, environ={}))
+        task = asyncio.create_task(app.run())
+        await wait_for(lambda: len(for_project(events_of(tmp_path), a)) == 2, 30, "bootstrap")
+        sim.state.expire_access_tokens()
+        b = sim.hubs.add_project(HUB, "Tower B", relationships=2)
+        await wait_for(lambda: len(for_project(events_of(tmp_path), b)) == 2, 30, "Tower B")
+        sim.state.create_relationships(a[2:], 1)
+        await wait_for(lambda: len(for_project(events_of(tmp_path), a)) == 3, 30, "Tower A")
+        counters = sim.state.auth.counters
+        assert counters.refreshes >= 2  # the first token, and one after the expiry
+        assert counters.invalid_grants == 0  # one provider: never a spent refresh token reused
+        await stop(app, task)

@@ -3,7 +3,7 @@
 # whose Python refuses `pip install` outside one (PEP 668, e.g. Debian 12+ / Ubuntu 23.04+).
 SYSTEM_PYTHON ?= python3
 VENV ?= .venv
-PYTHON := $(VENV)/bin/python
+PYTHON := $(abspath $(VENV))/bin/python
 export NOTIFIER_CACHE ?= $(HOME)/.cache/notifier
 export PATH := $(abspath $(VENV))/bin:$(NOTIFIER_CACHE)/bin:$(PATH)
 

@@ -25,10 +25,11 @@ from typing import TYPE_CHECKING, Any, Self
 import aiokafka
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, ProducerClosed, TopicAlreadyExistsError, for_code
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
 from notifier.core.events import Event
 from notifier.errors import SinkConfigError, SinkError
+from notifier.sinks.kafka_abandon import TESTED_AIOKAFKA, abandon_pending, missing_internals
 from notifier.sinks.kafka_records import (
     ContentMode,
     KeyField,
@@ -49,7 +50,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TESTED_AIOKAFKA = "0.14"  # _abandon_pending's internals; pyproject.toml pins aiokafka to it
 CLOSE_TIMEOUT = 10.0  # seconds for close(): flush, then stop the producer
 
 
@@ -356,7 +356,7 @@ class KafkaSink:
         deadline = loop.time() + within
         if self._check_internals(producer):
             try:
-                await _abandon_pending(producer, within / 2)
+                await abandon_pending(producer, within / 2)
             except Exception:  # aiokafka internals changed: stop() below is still bounded
                 log.exception("kafka sink %s: could not fail the producer's pending batches",
                               self.name)
@@ -369,11 +369,10 @@ class KafkaSink:
                 await asyncio.wait_for(producer.client.close(), 1.0)
 
     def _check_internals(self, producer: AIOKafkaProducer) -> bool:
-        """Whether ``producer`` has the internals ``_abandon_pending`` needs; if not, say so
+        """Whether ``producer`` has the internals ``abandon_pending`` needs; if not, say so
         loudly, once (log error and notifier_sink_kafka_internals_missing 1)."""
         missing = missing_internals(producer)
-        if self._metrics is not None:
-            self._metrics.kafka_internals_missing(self.name, bool(missing))
+        self._metrics.kafka_internals_missing(self.name, bool(missing))
         if missing and not self._internals_reported:
             self._internals_reported = True
             log.error("kafka sink %s: aiokafka %s lacks %s, which the sink uses to stop a "
@@ -391,46 +390,6 @@ class KafkaSink:
             elif not quiet:
                 log.warning("kafka sink %s: down", self.name)
         self._metrics.sink_up(self.name, up)
-
-
-async def _abandon_pending(producer: AIOKafkaProducer, grace: float) -> None:
-    """Stop ``producer``'s sender, then fail every batch it still holds, so that stop() cannot
-    wait on them forever.
-
-    An idempotent aiokafka producer retries a batch until the broker takes it, so with the broker
-    gone stop() would never return; the pages of those batches are retried by the caller with a
-    new producer. This reaches into aiokafka internals (written against aiokafka 0.14; the
-    integration tests stop a broker mid-run to cover it). The sender is stopped first because
-    it re-queues an in-flight batch after a failed request, which must not meet a failed one.
-    """
-    sender = producer._sender
-    accumulator = producer._message_accumulator
-    with contextlib.suppress(KafkaError, OSError, TimeoutError):
-        await asyncio.wait_for(sender.close(), grace)
-    batches = [b for queue in accumulator._batches.values() for b in queue]
-    in_flight = accumulator._pending_batches
-    if isinstance(in_flight, set):
-        # A batch re-queued after a failed request still carries the callback that removes it
-        # from the in-flight set once it completes: put it back there first.
-        in_flight.update(b for b in batches if getattr(b, "retry_count", 0))
-    accumulator.fail_all(ProducerClosed())
-    for batch in batches:  # nobody awaits a queued batch's drain waiter: mark it retrieved
-        waiter = getattr(batch, "_drain_waiter", None)
-        if waiter is not None and waiter.done() and not waiter.cancelled():
-            waiter.exception()
-
-
-def missing_internals(producer: AIOKafkaProducer) -> list[str]:
-    """The aiokafka internals ``_abandon_pending`` uses that ``producer`` lacks."""
-    missing = [f"AIOKafkaProducer.{n}" for n in ("_sender", "_message_accumulator")
-               if not hasattr(producer, n)]
-    if not missing:
-        if not callable(getattr(producer._sender, "close", None)):
-            missing.append("Sender.close")
-        acc = producer._message_accumulator
-        missing += [f"MessageAccumulator.{n}" for n in ("_batches", "_pending_batches",
-                                                        "fail_all") if not hasattr(acc, n)]
-    return missing
 
 
 def default_replication(brokers: int) -> int:

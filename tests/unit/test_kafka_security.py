@@ -14,7 +14,8 @@ import trustme
 from notifier.config.kafka_security import KafkaSecurity
 from notifier.config.sinks import KafkaSinkConfig
 from notifier.metrics import Metrics
-from notifier.sinks.kafka import KafkaSink, default_replication, missing_internals
+from notifier.sinks.kafka import KafkaSink, default_replication
+from notifier.sinks.kafka_abandon import missing_internals
 from notifier.sinks.kafka_security import KafkaSecurityError, client_security
 
 

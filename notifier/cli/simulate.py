@@ -26,6 +26,8 @@ from notifier.simulator.http_oauth import TOKEN_PATH
 from notifier.simulator.ids import parse_uuid
 from notifier.simulator.server import Simulator
 
+DEMO_HUB = "b.0f8a3c52-6d1e-4b7a-9c2e-5a1b3d4e6f70"
+
 
 def _container_id(text: str) -> str:
     if parse_uuid(text) is None:
@@ -71,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "--containers random ids are generated and printed")
     p.add_argument("--containers", type=_non_negative(int), default=3, metavar="N",
                    help="how many container ids to generate when --container is not given")
+    p.add_argument("--hub-projects", type=_non_negative(int), default=0, metavar="N",
+                   help=f"also serve hub {DEMO_HUB} with N projects (hub_id subscriptions; "
+                   "each project is a container with --relationships relationships)")
     p.add_argument("--relationships", type=_non_negative(int), default=25, metavar="N",
                    help="relationships created in each container at start (dated in the "
                    "past 90 days)")
@@ -138,6 +143,8 @@ def banner(sim: Simulator) -> str:
         "control.py)",
         "  containers:",
         *(f"    {cid}" for cid in sim.containers),
+        *(f"  hub:            {h.id} ({len(h.projects)} projects; {sim.url}/project/v1/hubs/"
+          f"{h.id}/projects, control {sim.url}/_sim/hubs)" for h in sim.hubs.hubs.values()),
         f"  OAuth client:   id={cfg.client_id} secret={cfg.client_secret}",
         f"  refresh token:  {cfg.refresh_token} (user {cfg.user_id}; rotates on every use)",
         f"  limits:         {knobs.rpm or 'unlimited'} requests/min/user, page size "
@@ -164,12 +171,16 @@ def banner(sim: Simulator) -> str:
     return "\n".join(lines)
 
 
-async def serve(config: SimulatorConfig, stop: asyncio.Event | None = None) -> None:
+async def serve(config: SimulatorConfig, stop: asyncio.Event | None = None, *,
+                hub_projects: int = 0) -> None:
     """Run until ``stop`` is set, or until SIGINT/SIGTERM when no event is given."""
     loop = asyncio.get_running_loop()
     own_signals = stop is None
     stop = stop or asyncio.Event()
     async with Simulator(config) as sim:
+        if hub_projects:
+            sim.hubs.add_hub(DEMO_HUB, "Demo hub", projects=hub_projects,
+                             relationships=config.relationships)
         gc.freeze()  # the seeded data lives until exit: keep it out of every GC pass
         print(banner(sim), flush=True)
         if own_signals:
@@ -188,5 +199,5 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    asyncio.run(serve(config_from_args(args)))
+    asyncio.run(serve(config_from_args(args), hub_projects=args.hub_projects))
     return 0

@@ -175,3 +175,31 @@ async def test_discover_explains_a_forbidden_hub(sim, tmp_path) -> None:
     assert f"subscription all-projects: cannot list hub {HUB} as credential sim" in err
     assert "(HTTP 403)" in err
     assert f"hubs this user sees: {visible} (Visible hub)" in err
+
+
+
+async def test_simulate_command_serves_a_demo_hub(capsys: pytest.CaptureFixture[str]) -> None:
+    from notifier.cli.simulate import DEMO_HUB, build_parser, config_from_args, serve
+
+    args = build_parser().parse_args(["--port", "0", "--containers", "0", "--hub-projects", "3",
+                                      "--relationships", "2", "--change-rate", "0"])
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve(config_from_args(args), stop,
+                                     hub_projects=args.hub_projects))
+    try:
+        for _ in range(100):
+            banner = capsys.readouterr().out
+            if "listening on" in banner:
+                break
+            await asyncio.sleep(0.05)
+        url = banner.split("listening on ", 1)[1].split()[0]
+        assert f"hub:            {DEMO_HUB} (3 projects" in banner
+        headers = {"Authorization": f"Bearer {DEFAULT_ACCESS_TOKEN}"}
+        async with aiohttp.ClientSession(headers=headers) as s, \
+                s.get(f"{url}/project/v1/hubs/{DEMO_HUB}/projects") as r:
+            body = await r.json()
+        assert [p["attributes"]["name"] for p in body["data"]] == [
+            "Project 0001", "Project 0002", "Project 0003"]
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)

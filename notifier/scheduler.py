@@ -539,6 +539,10 @@ class CredentialScheduler:
             return None
         try:
             resp = await self._client.sync_status(group.container_id, items)
+        except (BadRequestError, ProtocolError) as exc:
+            # One bad token (or one malformed result) spoils the whole answer: split the batch
+            # so the others go on, down to the culprit, which recovers by a resync.
+            return await self._split_status(group, chunk, exc)
         except (ForbiddenError, NotFoundError) as exc:
             reason = "gone" if isinstance(exc, NotFoundError) else "forbidden"
             for s in chunk:
@@ -576,6 +580,27 @@ class CredentialScheduler:
             log.warning("syncStatus answered %d of %d tokens; the rest are retried later",
                         len(answered), len(chunk),
                         extra={"credential": self.name, "container": group.container_id})
+        return due, ok
+
+    async def _split_status(
+        self, group: Group, chunk: list[StreamRuntime], exc: Exception
+    ) -> tuple[list[StreamRuntime], list[StreamRuntime]] | None:
+        """A syncStatus batch rejected as a whole (400) or answered with a malformed result:
+        ask for each half separately; a single culprit is quarantined and resyncs."""
+        if len(chunk) == 1:
+            s = chunk[0]
+            s.force_resync = True
+            await self._quarantine(s, "bad_token", exc)
+            return [], []
+        mid = len(chunk) // 2
+        due: list[StreamRuntime] = []
+        ok: list[StreamRuntime] = []
+        for half in (chunk[:mid], chunk[mid:]):
+            outcome = await self._status(group, half)
+            if outcome is None:
+                return None
+            due.extend(outcome[0])
+            ok.extend(outcome[1])
         return due, ok
 
     async def _pace(self) -> bool:

@@ -15,6 +15,14 @@ relationship that the new snapshot no longer lists is then announced again and d
 resync ends. Later pages need no such record: a restart resumes from the saved cursor and the
 service sends the same snapshot page again. A stop
 request between pages abandons the drain without checkpointing anything unfinished.
+
+The drain is a loop over the stream's state machine (``notifier.core.stream_state``): where it
+starts (bootstrap, incremental, resume, forced, filter changed) and what moves it (overwrite,
+a snapshot the service restarted, a rejected token or cursor, checkpoint, finish). A snapshot
+restarted by the service (its horizon moved mid-resync) is told by a page that lists an id the
+snapshot already listed; the resync then starts over, so the known ids the first attempt
+listed and that are gone since are still reported deleted. A token or cursor the service
+rejects (400) falls back to a fresh snapshot in the same drain (an exact diff).
 """
 
 from __future__ import annotations
@@ -23,12 +31,13 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TypeVar
 
 import orjson
 
+from notifier.core import stream_state
 from notifier.core.diff import (
     diff_page,
     missing_deletions,
@@ -38,12 +47,18 @@ from notifier.core.diff import (
     with_stored_body,
 )
 from notifier.core.events import ChangeKind, Event
-from notifier.errors import ProtocolError, SinkError
+from notifier.core.stream_state import (
+    Position,
+    Transition,
+    filter_fingerprint,
+    matches_domains,
+)
+from notifier.errors import BadRequestError, ProtocolError, SinkError
 from notifier.metrics import Metrics
 from notifier.sinks.base import DirectSink, OutboxSink, Sink, split_sinks
 from notifier.source.client import RelationshipClient
 from notifier.source.models import Relationship, SyncPage
-from notifier.state.base import Announcement, OutboxItem, StateStore
+from notifier.state.base import Announcement, KnownRelationship, OutboxItem, StateStore
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +127,15 @@ def parse_time(value: str) -> float | None:
         return datetime.fromisoformat(value).timestamp()
     except (TypeError, ValueError):
         return None
+
+
+def _still_matches(known: KnownRelationship, spec: StreamSpec) -> bool:
+    """After a filter change: whether a known relationship still falls within the filter
+    (so that its absence is a deletion), from its stored body (False when unknown)."""
+    if spec.query is not None or known.body is None:
+        return False
+    entities = orjson.loads(known.body).get("entities")
+    return matches_domains(entities, spec.domains) is True
 
 
 def _bodies(current: Sequence[Relationship], add_ids: Sequence[str], resync: bool
@@ -229,67 +253,83 @@ class StreamSyncer:
         stop: asyncio.Event | None = None,
         force_resync: bool = False,
     ) -> DrainResult:
-        """Sync ``spec`` until the service reports no more data, checkpointing every page."""
-        state = await self._store.get_stream(spec.subscription, spec.container_id)
+        """Sync ``spec`` until the service reports no more data, checkpointing every batch.
+
+        A loop over the stream's state machine (``notifier.core.stream_state``): ask for the
+        page at the current position, apply the transition the answer calls for, commit.
+        """
+        sub, cid = spec.subscription, spec.container_id
+        fingerprint = filter_fingerprint(spec.domains, spec.query)
+        state = await self._store.get_stream(sub, cid)
         result = DrainResult(sync_token=state.sync_token if state else None,
                              in_resync=state.in_resync if state else False)
-        token = state.sync_token if state else None
-        resync = False
-        # A resync with a saved cursor resumes from it after a crash, and the service replays
-        # the same snapshot page; only pages before the first saved cursor need announcing.
-        cursor_saved = False
-        first_sync = state is None or (state.sync_token is None and not state.in_resync)
-        if state is not None and state.in_resync:
-            resync = True
-            token = state.resync_cursor
-            cursor_saved = token is not None
-            first_sync = state.sync_token is None
-            if token is None:
-                # No cursor: the snapshot starts over (a first page never checkpointed, or a
-                # search bootstrap), so what the cut attempt saw no longer counts as listed.
-                await self._begin_resync(spec, result)
-        elif force_resync or token is None:
-            resync = True
-            token = None
-            await self._begin_resync(spec, result)
-        emit = spec.emit_initial or not first_sync
+        pos = stream_state.start(state, fingerprint=fingerprint, force_resync=force_resync)
+        if pos.transition is Transition.FILTER_CHANGED:
+            log.info("the subscription's filter changed: resyncing against the new one",
+                     extra={"subscription": sub, "container": cid})
+        emit = spec.emit_initial or not pos.first_sync
 
-        if token is None and spec.query is not None:
-            token = await self._bootstrap_query(client, spec, result, emit=emit, stop=stop)
+        if pos.token is None and spec.query is not None:
+            await self._begin(spec, pos, fingerprint, result)
+            token = await self._bootstrap_query(client, spec, result, emit=emit, stop=stop,
+                                                fingerprint=fingerprint)
             if token is None:
                 return result
             # The search pages were the whole snapshot: close the resync on the query's token,
             # so what sync reports from here on is ordinary change (snapshot: false).
-            await self._finish_resync(spec, token, result, emit=emit, changed=True)
-            resync = False
+            await self._finish_resync(spec, pos, token, result, emit=emit, changed=True,
+                                      fingerprint=fingerprint)
+            pos = pos.finished(token)
 
-        carried: SyncPage | None = None  # fetched, but it starts an overwrite: next batch
+        carried: SyncPage | None = None  # fetched, but it starts a snapshot: next batch
         while True:
             if stop is not None and stop.is_set():
                 return result
-            page = carried or await client.sync(
-                spec.container_id, token, spec.domains if token is None else None
-            )
-            carried = None
-            if page.overwrite and not resync:
-                log.info(
-                    "overwrite: resyncing stream against its known ids",
-                    extra={"subscription": spec.subscription, "container": spec.container_id},
-                )
-                resync = True
-                cursor_saved = False
-                await self._begin_resync(spec, result)
+            if carried is not None:
+                page, carried = carried, None
+            else:
+                if pos.begins_snapshot:
+                    await self._begin(spec, pos, fingerprint, result)
+                    pos = replace(pos, begins_snapshot=False)
+                try:
+                    page = await client.sync(cid, pos.token,
+                                             spec.domains if pos.token is None else None)
+                except BadRequestError as exc:
+                    if pos.token is None:
+                        raise  # not the token's fault (a bad filter): the scheduler decides
+                    log.warning("the service rejected the stream's %s (%s): resyncing from a "
+                                "fresh snapshot", "cursor" if pos.resync else "token", exc,
+                                extra={"subscription": sub, "container": cid})
+                    pos = pos.rejected()
+                    continue
+            if page.overwrite and not pos.resync:
+                log.info("overwrite: resyncing stream against its known ids",
+                         extra={"subscription": sub, "container": cid})
+                pos = pos.overwrite()
+                await self._begin(spec, pos, fingerprint, result)
+                pos = replace(pos, begins_snapshot=False)
+            elif pos.resync and pos.token is not None and await self._restarts(spec, page, ()):
+                log.info("the service started the snapshot over: resyncing from its beginning",
+                         extra={"subscription": sub, "container": cid})
+                pos = pos.restarted()
+                await self._begin(spec, pos, fingerprint, result)
+                pos = replace(pos, begins_snapshot=False)
             self._count_page(client, page, result)
             current, deleted = page.current, page.deleted
             # Pages that follow quickly join this one: one diff, one publish, one checkpoint.
             # The joined pages are diffed as one page (the same id in both lists is a creation
             # and a deletion within the window), so nothing changes but the checkpoints' count.
+            # A page that starts a snapshot (an overwrite, a restart) is kept for the next batch.
             started, joined = time.monotonic(), 1
             while (page.more_data and joined < self._batch_pages
                    and time.monotonic() - started < self._batch_seconds
                    and not (stop is not None and stop.is_set())):
-                nxt = await client.sync(spec.container_id, page.next_sync_token, None)
-                if nxt.overwrite and not resync:
+                try:
+                    nxt = await client.sync(cid, page.next_sync_token, None)
+                except BadRequestError:
+                    break  # asked again, alone, after this batch's checkpoint
+                if (nxt.overwrite and not pos.resync) or (
+                        pos.resync and await self._restarts(spec, nxt, current)):
                     carried = nxt
                     break
                 self._count_page(client, nxt, result)
@@ -298,21 +338,38 @@ class StreamSyncer:
                 current.extend(nxt.current)
                 deleted.extend(nxt.deleted)
                 page, joined = nxt, joined + 1
-            changed = await self._apply(spec, current, deleted, result, resync=resync, emit=emit,
-                                        next_token=page.next_sync_token,
-                                        announce=resync and not cursor_saved)
-            cursor_saved = resync
-            token = page.next_sync_token
+            changed = await self._apply(spec, current, deleted, result, resync=pos.resync,
+                                        emit=emit, next_token=page.next_sync_token,
+                                        announce=pos.announce, fingerprint=fingerprint)
+            pos = pos.checkpoint(page.next_sync_token)
             if page.more_data or carried is not None:
                 continue
-            if resync:
-                await self._finish_resync(spec, token, result, emit=emit, changed=changed)
+            if pos.resync:
+                await self._finish_resync(spec, pos, page.next_sync_token, result, emit=emit,
+                                          changed=changed, fingerprint=fingerprint)
+                pos = pos.finished(page.next_sync_token)
             result.completed = True
             return result
 
-    async def _begin_resync(self, spec: StreamSpec, result: DrainResult) -> None:
-        await self._store.begin_resync(spec.subscription, spec.container_id)
+    async def _begin(self, spec: StreamSpec, pos: Position, fingerprint: str,
+                     result: DrainResult) -> None:
+        """Persist the start (or restart) of a snapshot: the staging set is emptied."""
+        await self._store.begin_resync(spec.subscription, spec.container_id, cursor=None,
+                                       reason=pos.reason or "snapshot",
+                                       filter_fingerprint=fingerprint)
         result.in_resync = True
+
+    async def _restarts(self, spec: StreamSpec, page: SyncPage,
+                        batch: Sequence[Relationship]) -> bool:
+        """Whether a snapshot page lists an id the current snapshot already listed (in a
+        committed page, or earlier in the batch in hand): the service started it over."""
+        ids = [r.id for r in page.current]
+        if not ids:
+            return False
+        if batch and not {r.id for r in batch}.isdisjoint(ids):
+            return True
+        return bool(await self._store.resync_seen_subset(spec.subscription,
+                                                         spec.container_id, ids))
 
     def _count_page(self, client: RelationshipClient, page: SyncPage, result: DrainResult
                     ) -> None:
@@ -333,6 +390,7 @@ class StreamSyncer:
         emit: bool,
         next_token: str | None,
         announce: bool = True,
+        fingerprint: str | None = None,
     ) -> bool:
         """Diff, publish and checkpoint one page; returns whether anything changed."""
         ids = page_ids(current, deleted)
@@ -360,8 +418,8 @@ class StreamSyncer:
             next_token=None if resync else next_token,
             resync_cursor=next_token if resync else None, in_resync=resync,
             add_ids=d.add_ids, remove_ids=d.remove_ids, seen_ids=d.seen_ids,
-            outbox=outbox, bodies=_bodies(current, d.add_ids, resync), changed=changed,
-            now=now,
+            outbox=outbox, bodies=_bodies(current, d.add_ids, resync),
+            filter_fingerprint=fingerprint, changed=changed, now=now,
         )
         result.committed(now, token=None if resync else next_token, in_resync=resync)
         self._after_commit(d.events, result, outboxed=bool(outbox), created=d.created,
@@ -409,23 +467,39 @@ class StreamSyncer:
             self._on_outbox()
 
     async def _finish_resync(
-        self, spec: StreamSpec, token: str, result: DrainResult, *, emit: bool, changed: bool
+        self, spec: StreamSpec, pos: Position, token: str, result: DrainResult, *, emit: bool,
+        changed: bool, fingerprint: str,
     ) -> None:
         """Deleted events for known ids the resync did not list, created and deleted events
-        for announced ones it did not list, then the final token."""
+        for announced ones it did not list, then the final token.
+
+        After a filter change, a known id the new snapshot did not list has either left the
+        filter (forgotten without an event) or been deleted (a deleted event): its stored body
+        tells which for a domains filter; a query's matching cannot be told here, so there
+        every such id is forgotten.
+        """
         sub, cid = spec.subscription, spec.container_id
+        forgotten = 0
         while batch := await _first(self._store.iter_resync_missing(sub, cid,
                                                                    RESYNC_DELETE_BATCH)):
             now = self._clock()
+            deletions = batch
+            if pos.reason == "filter":
+                deletions = [k for k in batch if _still_matches(k, spec)]
+                forgotten += len(batch) - len(deletions)
             events = (
-                missing_deletions(subscription=sub, container_id=cid, missing=batch,
+                missing_deletions(subscription=sub, container_id=cid, missing=deletions,
                                   seen_at=rfc3339(now), project_name=spec.project_name)
                 if emit else []
             )
             await self._settle(spec, token, events, result,
                                remove_ids=[k.rel_id for k in batch], created=0,
-                               deleted=len(batch), now=now)
+                               deleted=len(deletions), now=now)
             changed = True
+        if forgotten:
+            log.info("filter change: %d relationship(s) no longer match the filter and are "
+                     "forgotten (no deleted events)", forgotten,
+                     extra={"subscription": sub, "container": cid})
         while gone := await _first(self._store.iter_announced_missing(sub, cid,
                                                                      ANNOUNCED_BATCH)):
             now = self._clock()
@@ -446,7 +520,9 @@ class StreamSyncer:
                                deleted=len(ids), now=now)
             changed = True
         now = self._clock()
-        await self._store.finish_resync(sub, cid, next_token=token, changed=changed, now=now)
+        await self._store.commit_page(
+            sub, cid, next_token=token, resync_cursor=None, in_resync=False, add_ids=(),
+            remove_ids=(), filter_fingerprint=fingerprint, changed=changed, now=now)
         result.committed(now, token=token, in_resync=False)
 
     async def _settle(
@@ -472,6 +548,7 @@ class StreamSyncer:
         *,
         emit: bool,
         stop: asyncio.Event | None,
+        fingerprint: str,
     ) -> str | None:
         """First sync of a query subscription: page through search, keep its syncToken.
 
@@ -490,7 +567,8 @@ class StreamSyncer:
             live = [r for r in page.relationships if not r.is_deleted]
             result.pages += 1
             # No cursor: a crash here restarts the search; known ids keep it from re-emitting.
-            await self._apply(spec, live, [], result, resync=True, emit=emit, next_token=None)
+            await self._apply(spec, live, [], result, resync=True, emit=emit, next_token=None,
+                              fingerprint=fingerprint)
             continuation = page.continuation_token
             if not continuation:
                 break

@@ -6,12 +6,25 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from notifier.core.events import Event
 from notifier.sinks.memory import MemorySink
 from tests.contract import problems
 
 pytest_plugins = ["tests.integration.kafka_support", "tests.integration.kafka_secure_support"]
+
+# Hypothesis profiles (the stateful stream tests): the default stays within a CI budget;
+# ``--hypothesis-profile=long`` (with ``--timeout=0``) explores far more interleavings.
+_STATEFUL = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow],
+             "print_blob": True}
+# The default is derandomized: CI runs the same examples every time (no flaky runs);
+# ``long`` draws new ones at every run.
+settings.register_profile("default", max_examples=40, stateful_step_count=30,
+                          derandomize=True, **_STATEFUL)
+settings.register_profile("quick", max_examples=5, stateful_step_count=15, **_STATEFUL)
+settings.register_profile("long", max_examples=2_000, stateful_step_count=60, **_STATEFUL)
+settings.load_profile("default")
 
 
 @pytest.fixture(autouse=True)

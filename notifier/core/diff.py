@@ -93,7 +93,10 @@ def diff_page(
             continue  # the same relationship twice in one list: one change
         in_page.add(rel.id)
         current_by_id[rel.id] = rel
-        if resync:
+        if resync and rel.id not in deleted_ids:
+            # Listed as deleted too (pages joined in one batch, or a snapshot page with
+            # deletions): it is gone, so it does not count as listed; an announcement of it
+            # is then settled at the end of the resync (created, then deleted).
             out.seen_ids.append(rel.id)
         if rel.id in deleted_ids:
             continue  # created and deleted in this window: handled with the deletions

@@ -1,0 +1,307 @@
+"""Stateful property tests: the real syncer and a real SQLite store against the simulator.
+
+Hypothesis drives random interleavings of creations, deletions, retention-horizon moves (also
+in the middle of a drain, so in the middle of a resync), snapshot pages that carry deletions,
+crashes at any await point of a drain (the drain is abandoned, the store reopened), rejected
+tokens (a 400 once, or for good), filter changes and subscription renames. The consumer is a
+sink that keeps everything it ever accepted. After every step: per relationship, created comes
+before deleted; a repeated change carries the same event id; every deleted event names both
+entities. After a settling drain, and at the end: replaying the delivered events gives exactly
+the simulator's live relationships for the subscription's filter (on a filter change the
+consumer drops what no longer matches, as documented: no deleted events for those).
+
+The default profile keeps the run short for CI; ``--hypothesis-profile=long`` explores much
+more (see tests/conftest.py and the README).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sqlite3
+import tempfile
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    rule,
+)
+
+from notifier.core.stream_state import filter_fingerprint
+from notifier.errors import BadRequestError
+from notifier.simulator import SimState, SimulatorConfig
+from notifier.simulator.config import Knobs
+from notifier.simulator.ids import fmt_uuid
+from notifier.sync import StreamSpec, StreamSyncer
+from tests.stateful_support import (
+    Crash,
+    Faults,
+    FaultyStore,
+    RecordingSink,
+    SimClient,
+    quiet_metrics,
+)
+
+C = "5d0c2a3e-3b1f-4b8e-9a51-0d3c1f6f7a10"
+ASSET = "autodesk-bim360-asset"
+ISSUE = "autodesk-bim360-issue"
+PHOTO = "autodesk-construction-photo"
+FILTERS: tuple[tuple[str, ...] | None, ...] = (None, (ASSET,), (ISSUE, PHOTO))
+CREATED = "com.autodesk.bim360.relationship.created"
+DELETED = "com.autodesk.bim360.relationship.deleted"
+SETTLE_ATTEMPTS = 8
+
+
+@dataclass
+class Sub:
+    logical: str
+    name: str
+    domains: tuple[str, ...] | None
+    force: bool = False  # the scheduler's answer to a 400: a forced resync next time
+    renames: int = 0
+    applied: tuple[str, ...] | None = None  # the filter of the last finished resync
+
+    def __post_init__(self) -> None:
+        self.applied = self.domains
+
+
+def _matches(domains: tuple[str, ...] | None, entity_domains: set[str]) -> bool:
+    return domains is None or bool(entity_domains & set(domains))
+
+
+class StreamMachine(RuleBasedStateMachine):
+    """One container, two subscriptions on it, one consumer; see the module docstring."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        # A real SQLite file; on tmpfs where there is one (fsync is then cheap: CI time).
+        shm = Path("/dev/shm")
+        self.tmp = Path(tempfile.mkdtemp(prefix="notifier-stateful-",
+                                         dir=shm if shm.is_dir() else None))
+        self.loop = asyncio.new_event_loop()
+        self.faults = Faults()
+        self.sink = RecordingSink(self.faults)
+        self.store: FaultyStore | None = None
+        self.subs = {"alpha": Sub("alpha", "alpha", None), "beta": Sub("beta", "beta", (ASSET,))}
+        self.logical_of = {"alpha": "alpha", "beta": "beta"}
+        # Filter changes as the consumer sees them: (events delivered before it, sub, filter).
+        self.markers: list[tuple[int, str, tuple[str, ...] | None]] = []
+        self.batch_pages = 1
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    def run(self, coro: Any) -> Any:
+        return self.loop.run_until_complete(coro)
+
+    def reopen(self) -> None:
+        """A restart: the old store is closed (its process died), a new one opens the file."""
+        if self.store is not None:
+            self.run(self.store.close())
+        self.store = FaultyStore(self.tmp / "state.db", self.faults)
+        self.run(self.store.open())
+        self.syncer = StreamSyncer(self.store, metrics=quiet_metrics(),
+                                   batch_pages=self.batch_pages, batch_seconds=3600.0)
+
+    def spec(self, s: Sub) -> StreamSpec:
+        return StreamSpec(subscription=s.name, container_id=C, credentials=("stateful",),
+                          sinks=(self.sink,), domains=s.domains)
+
+    def teardown(self) -> None:
+        try:
+            if self.store is not None:
+                for s in self.subs.values():
+                    self.check_settled(s)
+        finally:
+            if self.store is not None:
+                self.run(self.store.close())
+            self.loop.close()
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    # -- the world --------------------------------------------------------------------------------
+
+    @initialize(seed=st.integers(0, 10_000), rels=st.integers(0, 6), page=st.integers(1, 3),
+                batch=st.sampled_from([1, 3]))
+    def start(self, seed: int, rels: int, page: int, batch: int) -> None:
+        self.sim = SimState(SimulatorConfig(containers=[C], relationships=rels, seed=seed,
+                                            knobs=Knobs(page_size=page, rpm=0)))
+        self.client = SimClient(self.sim, self.faults)
+        self.batch_pages = batch
+        self.reopen()
+
+    def action(self, what: str) -> Callable[[], object]:
+        return {
+            "create": lambda: self.sim.create_relationships(C, 1),
+            "delete": lambda: self.sim.delete_random(C, 1),
+            "horizon": lambda: self.sim.move_retention_horizon(C),
+        }[what]
+
+    @rule(n=st.integers(1, 3))
+    def create(self, n: int) -> None:
+        self.sim.create_relationships(C, n)
+
+    @rule(n=st.integers(1, 2))
+    def delete(self, n: int) -> None:
+        self.sim.delete_random(C, n)
+
+    @rule()
+    def move_horizon(self) -> None:
+        self.sim.move_retention_horizon(C)
+
+    @rule(on=st.booleans())
+    def snapshot_deletions(self, on: bool) -> None:
+        self.sim.knobs.snapshot_deletions = on
+
+    @rule()
+    def reject_next_token(self) -> None:
+        self.sim.knobs.reject_sync_tokens += 1
+
+    @rule(sub=st.sampled_from(["alpha", "beta"]))
+    def corrupt_stored_token(self, sub: str) -> None:
+        """The stored token or cursor is one the service rejects for good (a 400 forever)."""
+        conn = sqlite3.connect(self.tmp / "state.db")
+        try:
+            with conn:
+                conn.execute(
+                    "UPDATE streams SET"
+                    " sync_token = CASE WHEN sync_token IS NULL THEN NULL ELSE 'bad' END,"
+                    " resync_cursor = CASE WHEN resync_cursor IS NULL THEN NULL ELSE 'bad' END"
+                    " WHERE subscription = ? AND container_id = ?", (self.subs[sub].name, C))
+        finally:
+            conn.close()
+
+    @rule(sub=st.sampled_from(["alpha", "beta"]), domains=st.sampled_from(FILTERS))
+    def change_filter(self, sub: str, domains: tuple[str, ...] | None) -> None:
+        self.subs[sub].domains = domains
+
+    def note_filter(self, s: Sub) -> None:
+        """When a resync against a changed filter has finished, the relationships that no
+        longer match are forgotten: the consumer drops them there (as documented)."""
+        assert self.store is not None
+        st_ = self.run(self.store.get_stream(s.name, C))
+        if (st_ is not None and st_.phase == "incremental" and s.applied != s.domains
+                and st_.filter_fingerprint == filter_fingerprint(s.domains, None)):
+            self.markers.append((len(self.sink.events), s.logical, s.domains))
+            s.applied = s.domains
+
+    @rule(sub=st.sampled_from(["alpha", "beta"]))
+    def rename(self, sub: str) -> None:
+        """The operator renames the subscription: ``notifier state rename OLD NEW``."""
+        s = self.subs[sub]
+        s.renames += 1
+        new = f"{s.logical}-{s.renames}"
+        assert self.store is not None
+        self.run(self.store.rename_subscription(s.name, new))
+        self.logical_of[new] = s.logical
+        s.name = new
+
+    # -- drains -----------------------------------------------------------------------------------
+
+    @rule(sub=st.sampled_from(["alpha", "beta"]),
+          crash_at=st.none() | st.integers(0, 40),
+          script=st.lists(st.tuples(st.integers(1, 5),
+                                    st.sampled_from(["create", "delete", "horizon"])),
+                          max_size=3))
+    def drain(self, sub: str, crash_at: int | None, script: list[tuple[int, str]]) -> None:
+        s = self.subs[sub]
+        actions: dict[int, list[Callable[[], object]]] = defaultdict(list)
+        for n, what in script:
+            actions[n].append(self.action(what))
+        self.client.interleave(actions)
+        self.faults.arm(crash_at)
+        try:
+            self.drain_once(s)
+        except Crash:
+            self.reopen()
+        finally:
+            self.faults.arm(None)
+            self.client.interleave({})
+        self.note_filter(s)
+
+    def drain_once(self, s: Sub) -> bool:
+        """One drain as the scheduler runs it: True when it completed caught up (it started
+        incremental and found nothing: a snapshot ends at its own watermark, so the drain
+        after it may still have changes to bring)."""
+        assert self.store is not None
+        before = self.run(self.store.get_stream(s.name, C))
+        try:
+            res = self.run(self.syncer.drain(self.client, self.spec(s), force_resync=s.force))
+        except BadRequestError:
+            s.force = True  # quarantined; the next drain is a forced resync
+            return False
+        if not res.completed:
+            return False
+        s.force = False
+        self.note_filter(s)
+        return (before is not None and before.phase == "incremental"
+                and res.created + res.deleted == 0)
+
+    @rule(sub=st.sampled_from(["alpha", "beta"]))
+    def settle(self, sub: str) -> None:
+        self.check_settled(self.subs[sub])
+
+    def check_settled(self, s: Sub) -> None:
+        """Drain until caught up (nothing changes meanwhile); then the replay is the truth."""
+        for _ in range(SETTLE_ATTEMPTS):
+            if self.drain_once(s):
+                break
+        else:
+            raise AssertionError(f"{s.logical}: no drain completed in {SETTLE_ATTEMPTS} tries")
+        truth = self.truth(s.domains)
+        replay = self.replay(s.logical)
+        assert replay == truth, (
+            f"{s.logical}: missing {sorted(truth - replay)}, invented {sorted(replay - truth)}")
+
+    # -- what the consumer saw ---------------------------------------------------------------
+
+    def truth(self, domains: tuple[str, ...] | None) -> set[str]:
+        c = self.sim.container(C)
+        return {fmt_uuid(r.uid) for r in c.by_id.values()
+                if not r.dseq and _matches(domains, {r.a[0], r.b[0]})}
+
+    def events_of(self, logical: str) -> list[tuple[int, Any]]:
+        return [(i, e) for i, e in enumerate(self.sink.events)
+                if self.logical_of[e.subscription] == logical]
+
+    def replay(self, logical: str) -> set[str]:
+        live: dict[str, set[str]] = {}
+        markers = [(i, d) for i, sub, d in self.markers if sub == logical]
+        for i, e in [*self.events_of(logical), (len(self.sink.events), None)]:
+            while markers and markers[0][0] <= i:
+                _, domains = markers.pop(0)
+                live = {rid: doms for rid, doms in live.items() if _matches(domains, doms)}
+            if e is None:
+                break
+            if e.type == CREATED:
+                rel = e.data["relationship"]
+                live[e.subject] = {ent["domain"] for ent in rel["entities"]}
+            else:
+                live.pop(e.subject, None)
+        return set(live)
+
+    @invariant()
+    def created_before_deleted_and_stable_ids(self) -> None:
+        ids: dict[tuple[str, str], str] = {}
+        for logical in self.subs:
+            deleted: set[str] = set()
+            seen: set[str] = set()
+            for _, e in self.events_of(logical):
+                key = (e.subject, e.type)
+                assert ids.setdefault(key, e.id) == e.id, f"two ids for {key}"
+                if e.type == CREATED:
+                    assert e.subject not in deleted, f"{logical}: {e.subject} created after deleted"
+                    seen.add(e.subject)
+                else:
+                    assert e.subject in seen, f"{logical}: {e.subject} deleted, never created"
+                    deleted.add(e.subject)
+                    assert len(e.data["relationship"].get("entities") or ()) == 2, (
+                        f"{logical}: deleted event without its two entities: {e.data}")
+
+
+TestStreams = StreamMachine.TestCase

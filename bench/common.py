@@ -387,7 +387,7 @@ def _child(config_path: str, report_path: str, profile: tuple[str, str] | None) 
     profiler: Any = None
 
     async def timed_run(self: CredentialScheduler, *, once: bool = False,
-                        progress: bool = False) -> None:
+                        progress: Any = None) -> None:
         nonlocal active, profiler
         if active == 0 and "c1" not in marks:
             threads_before.update(thread_cpu())

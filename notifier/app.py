@@ -16,17 +16,21 @@ import time
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
+
+import aiohttp
 
 from notifier import __version__
 from notifier.config import Config
 from notifier.core.budget import RequestBudget
+from notifier.core.planner import SchedulerSettings
 from notifier.discovery import token_provider
 from notifier.durations import format_duration
 from notifier.errors import NotifierError, SinkError, StateLockedError
 from notifier.hub_runtime import HubStreams
 from notifier.metrics import Metrics
-from notifier.scheduler import BUSY_RATE_PER_S, CredentialScheduler, SchedulerSettings
+from notifier.runtime import Freshness, Progress
+from notifier.scheduler import CredentialScheduler
 from notifier.server import HealthState, MetricsServer
 from notifier.sinks.base import OutboxSink, Sink, split_sinks
 from notifier.sinks.factory import build_sink
@@ -34,9 +38,11 @@ from notifier.source.auth import TokenProvider
 from notifier.source.client import RelationshipClient
 from notifier.source.credential_log import RefreshRecorder
 from notifier.source.http import create_session
+from notifier.state.base import StateStore
 from notifier.state.lock import StateLock
 from notifier.state.sqlite import SqliteStateStore
-from notifier.sync import StreamSpec, StreamSyncer
+from notifier.stream import StreamSpec
+from notifier.sync import StreamSyncer
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +94,7 @@ class App:
         self._started_at = clock()
         self.schedulers: list[CredentialScheduler] = []
         self.server: MetricsServer | None = None
+        self.store: SqliteStateStore | None = None  # open while running
         self.ready = asyncio.Event()
         self._shutdown_deadline: float | None = None  # loop time by which the sinks are closed
 
@@ -99,8 +106,9 @@ class App:
         for s in self.schedulers:
             s.stop()
 
-    async def run(self, *, once: bool = False, progress: bool = False) -> int:
-        """Run until stopped (or one pass with ``once``); returns the exit status."""
+    async def run(self, *, once: bool = False, progress: Progress | None = None) -> int:
+        """Run until stopped (or one pass with ``once``, told to ``progress``); returns the
+        exit status."""
         loop = asyncio.get_running_loop()
         installed: list[signal.Signals] = []
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -124,7 +132,7 @@ class App:
             gc.set_threshold(*gc_thresholds)
             gc.unfreeze()
 
-    async def _run(self, *, once: bool, progress: bool) -> int:
+    async def _run(self, *, once: bool, progress: Progress | None) -> int:
         cfg = self.config
         self.metrics.build_info(__version__)
         self.health.config_loaded()
@@ -222,7 +230,7 @@ class App:
             stop_wait.cancel()
         return crashed
 
-    async def _start_sinks(self, stack: AsyncExitStack, store: Any) -> dict[str, Sink]:
+    async def _start_sinks(self, stack: AsyncExitStack, store: StateStore) -> dict[str, Sink]:
         sinks: dict[str, Sink] = {}
         stack.push_async_callback(self._close_sinks, sinks)  # also those started before a failure
         for sc in self.config.sinks:
@@ -255,7 +263,8 @@ class App:
 
         await asyncio.gather(*(close(n, s) for n, s in reversed(list(sinks.items()))))
 
-    def _build_clients(self, session: Any, store: Any) -> dict[str, RelationshipClient]:
+    def _build_clients(self, session: aiohttp.ClientSession, store: StateStore
+                       ) -> dict[str, RelationshipClient]:
         cfg = self.config
         clients: dict[str, RelationshipClient] = {}
         self._tokens: dict[str, TokenProvider] = {}
@@ -299,7 +308,7 @@ class App:
         return out
 
     def _build_schedulers(self, clients: Mapping[str, RelationshipClient],
-                          sinks: Mapping[str, Sink], store: Any,
+                          sinks: Mapping[str, Sink], store: StateStore,
                           syncer: StreamSyncer) -> list[CredentialScheduler]:
         poll = self.config.poll
         drain_slots = asyncio.Semaphore(max(1, poll.sync_concurrency))
@@ -322,10 +331,11 @@ class App:
             out.append(CredentialScheduler(
                 name, clients[name], specs, store=store, syncer=syncer, settings=settings,
                 drain_slots=drain_slots, metrics=self.metrics, clock=self._clock,
+                started_at=self._started_at,
             ))
         return out
 
-    async def _prune(self, store: Any) -> None:
+    async def _prune(self, store: SqliteStateStore) -> None:
         """Orphaned streams (subscription no longer configured) keep their state for
         ``state.orphan_retention``, with a warning at every start; then it is dropped."""
         keep = {spec.key for s in self.schedulers for spec in (r.spec for r in s.streams)}
@@ -342,7 +352,7 @@ class App:
             log.info("forgot %d orphaned stream(s) past the orphan retention: %s",
                      len(res.dropped), ", ".join(sorted({sub for sub, _ in res.dropped})))
 
-    async def _drain_outboxes(self, store: Any, outbox_sinks: Sequence[OutboxSink],
+    async def _drain_outboxes(self, store: StateStore, outbox_sinks: Sequence[OutboxSink],
                               wait: float = 30.0) -> None:
         """With --once, give the webhook dispatchers a bounded time to empty their outbox."""
         deadline = time.monotonic() + wait
@@ -368,30 +378,14 @@ class App:
 
     def _report(self, sinks: Mapping[str, Sink]) -> None:
         now = self._clock()
-        busy: list[float] = []
-        quiet: list[float] = []
-        quarantined = 0
-        stalest = 0.0
-        per_subscription: dict[str, float] = {}
+        fresh = Freshness()
         for sch in self.schedulers:
-            for g in sch.groups.values():
-                is_busy = g.rate.rate(now) > BUSY_RATE_PER_S
-                for s in g.streams:
-                    if s.quarantined_until > now:
-                        quarantined += 1
-                        continue
-                    # A stream never checked successfully is as stale as the process is old.
-                    since = s.last_checked if s.last_checked is not None else self._started_at
-                    age = max(0.0, now - since)
-                    (busy if is_busy else quiet).append(age)
-                    stalest = max(stalest, age)
-                    sub = s.spec.subscription
-                    per_subscription[sub] = max(per_subscription.get(sub, 0.0), age)
-        self.metrics.staleness("busy", busy)
-        self.metrics.staleness("quiet", quiet)
-        self.metrics.stalest_check_age(stalest)
-        self.metrics.subscription_check_ages(per_subscription)
-        self.metrics.quarantined(quarantined)
+            fresh.add(sch.freshness(now))
+        self.metrics.staleness("busy", fresh.busy)
+        self.metrics.staleness("quiet", fresh.quiet)
+        self.metrics.stalest_check_age(fresh.stalest)
+        self.metrics.subscription_check_ages(fresh.per_subscription)
+        self.metrics.quarantined(fresh.quarantined)
         for name, sink in sinks.items():
             up = sink.healthy()
             self.metrics.sink_up(name, up)  # metrics and alerts, never readiness

@@ -20,12 +20,23 @@
     └── StateError                  the state store failed
         └── StateLockedError        another process holds the state file (exit status 2)
 
-Whether an error is worth retrying is data on the class (``retriable``). Errors carry context
-(subscription, endpoint, status, sink) but never secrets.
+Policy is data on the class: whether an error is worth retrying (``retriable``), and what a
+stream that fails with it becomes (``quarantine_reason``, ``resync``, ``container_wide``,
+``log_level``), read by the scheduler's one ``on_failure``. Errors carry context (subscription,
+endpoint, status, sink) but never secrets.
+
+    error              quarantine_reason  resync  container_wide
+    BadRequestError    bad_token          yes
+    ForbiddenError     forbidden                  yes
+    NotFoundError      gone                       yes
+    other ClientError  error
+    ProtocolError      malformed_page
+    anything else      (not quarantined: retried at the next check, logged at log_level)
 """
 
 from __future__ import annotations
 
+import logging
 from typing import ClassVar
 
 
@@ -33,6 +44,16 @@ class NotifierError(Exception):
     """Base of every error the notifier raises on purpose."""
 
     retriable: ClassVar[bool] = False
+    quarantine_reason: ClassVar[str | None] = None
+    """A stream failing with this error is quarantined for this reason (None: retried)."""
+    resync: ClassVar[bool] = False
+    """The stream's sync token is no good: its next drain resyncs."""
+    container_wide: ClassVar[bool] = False
+    """The whole container is out of reach (every stream on it fails alike)."""
+    log_level: ClassVar[int] = logging.ERROR
+    """How a failure that is only retried is logged."""
+    needs_operator: ClassVar[bool] = False
+    """Retrying cannot help until an operator acts (re-seed a refresh token)."""
 
 
 class ConfigError(NotifierError):
@@ -45,6 +66,8 @@ class ConfigError(NotifierError):
 
 class UpstreamError(NotifierError):
     """A call to the Relationship Service failed."""
+
+    log_level = logging.WARNING
 
     def __init__(self, message: str, *, endpoint: str = "", status: int | None = None) -> None:
         super().__init__(message)
@@ -78,10 +101,12 @@ class RateLimitedError(UpstreamError):
 
 class ClientError(UpstreamError):
     retriable = False
+    quarantine_reason = "error"
 
 
 class BadRequestError(ClientError):
-    pass
+    quarantine_reason = "bad_token"
+    resync = True
 
 
 class UnauthorizedError(ClientError):
@@ -89,21 +114,26 @@ class UnauthorizedError(ClientError):
 
 
 class ForbiddenError(ClientError):
-    pass
+    quarantine_reason = "forbidden"
+    container_wide = True
 
 
 class NotFoundError(ClientError):
-    pass
+    quarantine_reason = "gone"
+    container_wide = True
 
 
 class ProtocolError(UpstreamError):
     """The service answered with a payload that does not match the documented shape."""
 
     retriable = False
+    quarantine_reason = "malformed_page"
 
 
 class CredentialError(NotifierError):
     """No access token can be obtained for a credential."""
+
+    log_level = logging.WARNING
 
     def __init__(self, message: str, *, credential: str = "") -> None:
         super().__init__(message)
@@ -118,6 +148,8 @@ class CredentialUnavailableError(CredentialError):
 
 class InvalidGrantError(CredentialError):
     """The refresh token was rejected (spent or expired): an operator must re-seed it."""
+
+    needs_operator = True
 
 
 class SinkError(NotifierError):

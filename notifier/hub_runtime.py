@@ -33,7 +33,7 @@ from notifier.sinks.base import Sink
 from notifier.source.auth import TokenProvider
 from notifier.source.projects import ProjectsClient
 from notifier.state.base import StateStore
-from notifier.sync import StreamSpec
+from notifier.stream import StreamSpec
 
 log = logging.getLogger(__name__)
 

@@ -9,70 +9,39 @@ sets (outcome, kind, reason, class, state) are checked here, anything unexpected
 
 from __future__ import annotations
 
-import logging
 import platform
-from collections.abc import Iterable, Mapping, Sequence
-from enum import Enum
+from collections.abc import Iterable, Mapping
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    Info,
-)
+from prometheus_client import CollectorRegistry, Info
 from prometheus_client.exposition import choose_encoder
-from prometheus_client.gc_collector import GCCollector
-from prometheus_client.platform_collector import PlatformCollector
-from prometheus_client.process_collector import ProcessCollector
 
 from notifier.core.credential_health import DEAD_OUTCOMES
 from notifier.hub_metrics import HubMetrics
-
-log = logging.getLogger(__name__)
-
-UPSTREAM_OUTCOMES = (
-    "ok",
-    "rate_limited",
-    "server_error",
-    "client_error",
-    "transport_error",
-    "protocol_error",
-    "unauthorized",
+from notifier.metrics_base import (
+    AGE_BUCKETS,
+    CYCLE_BUCKETS,
+    EVENT_KINDS,
+    LAG_BUCKETS,
+    PAGE_BYTES_BUCKETS,
+    QUARANTINE_REASONS,
+    REFRESH_OUTCOMES,
+    REQUEST_BUCKETS,
+    STALENESS_CLASSES,
+    UPSTREAM_OUTCOMES,
+    WAIT_BUCKETS,
+    flag,
+    nonneg,
 )
-# invalid_grant: the refresh token is spent or expired (re-seed needed); rejected, unavailable
-# and store_failed are the auth module's finer kinds of error.
-REFRESH_OUTCOMES = ("ok", "invalid_grant", "missing", "error", "rejected", "unavailable",
-                    "store_failed")
-STALENESS_CLASSES = ("busy", "quiet")
-QUARANTINE_REASONS = ("bad_token", "malformed_page", "gone", "forbidden", "error")
-EVENT_KINDS = ("created", "deleted")
-PUBLISH_OUTCOMES = ("ok", "error")
-WEBHOOK_OUTCOMES = ("ok", "retry", "gone", "dead", "rate_limited", "circuit_open")
-CIRCUIT_STATES = ("closed", "open", "half_open")
-OTHER = "other"
-
-# Bucket boundaries, in seconds unless named otherwise.
-_REQUEST_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
-_WAIT_BUCKETS = (0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
-_CYCLE_BUCKETS = (0.5, 1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
-_AGE_BUCKETS = (1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
-_LAG_BUCKETS = (1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 28800, 86400)
-_PUBLISH_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
-_DELIVERY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
-_PAGE_BYTES_BUCKETS = tuple(1024 * 4**k for k in range(9))  # 1 KiB .. 64 MiB
+from notifier.metrics_sinks import SinkMetrics
 
 
-def _flag(value: bool) -> str:
-    return "true" if value else "false"
+class Metrics(SinkMetrics):
+    """All of the notifier's metrics, registered on one (injected) registry.
 
-
-def _nonneg(value: float) -> float:
-    return value if value > 0 else 0.0
-
-
-class Metrics:
-    """All of the notifier's metrics, registered on one (injected) registry."""
+    The sink metrics live in notifier.metrics_sinks, the shared helpers in
+    notifier.metrics_base, hub discovery's in notifier.hub_metrics (``metrics.hubs``); this
+    class adds upstream, auth, scheduling, sync and process.
+    """
 
     def __init__(self, registry: CollectorRegistry | None = None, *, runtime: bool = True) -> None:
         """Register every collector on ``registry`` (a new one by default).
@@ -80,26 +49,11 @@ class Metrics:
         ``runtime`` also registers the process, platform and GC collectors, so a private
         registry exposes memory, CPU and file descriptors like the default one does.
         """
-        self.registry = registry if registry is not None else CollectorRegistry()
+        super().__init__(registry, runtime=runtime)
         r = self.registry
-        if runtime:
-            ProcessCollector(registry=r)
-            PlatformCollector(registry=r)
-            GCCollector(registry=r)
-        self._warned: set[tuple[str, str]] = set()
         self._credentials: set[str] = set()
-        self._sinks: set[str] = set()
-        self._circuit_states: dict[str, set[str]] = {}
         self.hubs = HubMetrics(r)  # hub discovery (its own module: notifier/hub_metrics.py)
-
-        def counter(name: str, doc: str, *labels: str) -> Counter:
-            return Counter(name, doc, labels, registry=r)
-
-        def gauge(name: str, doc: str, *labels: str) -> Gauge:
-            return Gauge(name, doc, labels, registry=r)
-
-        def histogram(name: str, doc: str, buckets: Sequence[float], *labels: str) -> Histogram:
-            return Histogram(name, doc, labels, buckets=buckets, registry=r)
+        counter, gauge, histogram = self._counter, self._gauge, self._histogram
 
         # upstream
         self._upstream_requests = counter(
@@ -112,7 +66,7 @@ class Metrics:
         self._upstream_duration = histogram(
             "notifier_upstream_request_duration_seconds",
             "Latency of requests to the Relationship Service.",
-            _REQUEST_BUCKETS,
+            REQUEST_BUCKETS,
             "credential",
             "endpoint",
         )
@@ -136,7 +90,7 @@ class Metrics:
         self._budget_wait = histogram(
             "notifier_budget_wait_seconds",
             "Time spent waiting for a slot of a credential's rate budget.",
-            _WAIT_BUCKETS,
+            WAIT_BUCKETS,
             "credential",
             "priority",
         )
@@ -184,7 +138,7 @@ class Metrics:
         self._cycle_duration = histogram(
             "notifier_scheduler_cycle_duration_seconds",
             "Duration of a full pass over a credential's streams.",
-            _CYCLE_BUCKETS,
+            CYCLE_BUCKETS,
             "credential",
         )
         self._streams_checked = counter(
@@ -205,7 +159,7 @@ class Metrics:
         self._age = histogram(
             "notifier_scheduler_check_age_seconds",
             "Ages of streams' last successful checks, sampled by class.",
-            _AGE_BUCKETS,
+            AGE_BUCKETS,
             "class",
         )
         self._stalest = gauge(
@@ -240,7 +194,7 @@ class Metrics:
         self._page_bytes = histogram(
             "notifier_sync_page_size_bytes",
             "Size of sync page bodies.",
-            _PAGE_BYTES_BUCKETS,
+            PAGE_BYTES_BUCKETS,
             "credential",
         )
         self._detected = counter(
@@ -253,84 +207,19 @@ class Metrics:
             "notifier_sync_detection_lag_seconds",
             "Time from a relationship's createdOn/deletedOn to its event being published "
             "(sampled: at most 16 events per page).",
-            _LAG_BUCKETS,
+            LAG_BUCKETS,
         )
         self._checkpoints = counter(
             "notifier_sync_checkpoints_total",
             "Sync tokens committed after every sink acknowledged.",
         )
-        # sinks
-        self._published = counter(
-            "notifier_sink_events_published_total",
-            "Events handed to a sink, by outcome.",
-            "sink",
-            "outcome",
-        )
-        self._publish_duration = histogram(
-            "notifier_sink_publish_duration_seconds",
-            "Time for a sink to durably accept a batch.",
-            _PUBLISH_BUCKETS,
-            "sink",
-        )
-        self._sink_up = gauge(
-            "notifier_sink_up", "1 while a sink's destination is reachable, else 0.", "sink"
-        )
-        self._kafka_internals_missing = gauge(
-            "notifier_sink_kafka_internals_missing",
-            "1 if the installed aiokafka lacks the internals the Kafka sink uses to abandon a "
-            "dead producer (stopping one while the broker is down may then hang), else 0.",
-            "sink",
-        )
-        self._outbox_pending = gauge(
-            "notifier_outbox_pending_events", "Events waiting in a sink's outbox.", "sink"
-        )
-        self._outbox_age = gauge(
-            "notifier_outbox_oldest_age_seconds",
-            "Age of the oldest event waiting in a sink's outbox.",
-            "sink",
-        )
-        self._outbox_dead = gauge(
-            "notifier_outbox_dead_events", "Dead-lettered events kept in a sink's outbox.", "sink"
-        )
-        self._dead_lettered = counter(
-            "notifier_outbox_dead_lettered_total", "Events moved to the dead letters.", "sink"
-        )
-        self._deliveries = counter(
-            "notifier_webhook_deliveries_total",
-            "Webhook delivery attempts, by outcome.",
-            "sink",
-            "outcome",
-        )
-        self._delivery_duration = histogram(
-            "notifier_webhook_delivery_duration_seconds",
-            "Duration of webhook delivery attempts.",
-            _DELIVERY_BUCKETS,
-            "sink",
-        )
-        self._circuit = gauge(
-            "notifier_webhook_circuit_state",
-            "1 for a webhook sink's current circuit-breaker state, 0 for the others.",
-            "sink",
-            "state",
-        )
+        self._init_sinks()
         # process
         self._build = Info("notifier_build", "Version of the running notifier.", registry=r)
         self._loop_lag = gauge(
             "notifier_event_loop_lag_seconds",
             "How late the event loop ran a timer at the last watchdog tick.",
         )
-
-    # -- helpers ---------------------------------------------------------------------------------
-
-    def _bounded(self, what: str, value: object, allowed: tuple[str, ...]) -> str:
-        """Return ``value`` if it is one of ``allowed``, else ``other`` (warned once)."""
-        text = str(value.value) if isinstance(value, Enum) else str(value)
-        if text in allowed:
-            return text
-        if (what, text) not in self._warned and len(self._warned) < 100:
-            self._warned.add((what, text))
-            log.warning("unexpected %s %r counted as %r in metrics", what, text, OTHER)
-        return OTHER
 
     def _credential(self, credential: str) -> str:
         """Create a credential's alerting series at zero, so the first failure shows as a rise."""
@@ -343,15 +232,6 @@ class Metrics:
             self._retry_after.labels(credential)
         return credential
 
-    def _sink(self, sink: str) -> str:
-        """Create a sink's alerting series at zero, so the first failure shows as a rise."""
-        if sink not in self._sinks:
-            self._sinks.add(sink)
-            for outcome in PUBLISH_OUTCOMES:
-                self._published.labels(sink, outcome)
-            self._dead_lettered.labels(sink)
-        return sink
-
     # -- upstream ----------------------------------------------------------------------------------
 
     def upstream_request(
@@ -361,19 +241,19 @@ class Metrics:
         credential = self._credential(credential)
         outcome = self._bounded("upstream outcome", outcome, UPSTREAM_OUTCOMES)
         self._upstream_requests.labels(credential, endpoint, outcome).inc()
-        self._upstream_duration.labels(credential, endpoint).observe(_nonneg(seconds))
+        self._upstream_duration.labels(credential, endpoint).observe(nonneg(seconds))
 
     def rate_limited(self, credential: str, retry_after_seconds: float) -> None:
         """A 429 arrived; the caller waits ``retry_after_seconds`` before trying again."""
         credential = self._credential(credential)
         self._rate_limited.labels(credential).inc()
-        self._retry_after.labels(credential).inc(_nonneg(retry_after_seconds))
+        self._retry_after.labels(credential).inc(nonneg(retry_after_seconds))
 
     def budget_acquired(self, credential: str, priority: str, waited_seconds: float) -> None:
         """A request slot was taken from the credential's budget after waiting."""
         credential = self._credential(credential)
         self._budget_acquired.labels(credential, priority).inc()
-        self._budget_wait.labels(credential, priority).observe(_nonneg(waited_seconds))
+        self._budget_wait.labels(credential, priority).observe(nonneg(waited_seconds))
 
     def budget_configured(self, credential: str, requests_per_minute: float) -> None:
         """The credential's budget is ``requests_per_minute`` (exported per second)."""
@@ -411,18 +291,18 @@ class Metrics:
         """One syncStatus call checked ``tokens`` sync tokens."""
         credential = self._credential(credential)
         self._status_calls.labels(credential).inc()
-        self._status_tokens.labels(credential).inc(_nonneg(tokens))
+        self._status_tokens.labels(credential).inc(nonneg(tokens))
 
     def cycle_completed(self, credential: str, seconds: float, streams_checked: int) -> None:
         """A full pass over the credential's streams took ``seconds``."""
         credential = self._credential(credential)
         self._cycles.labels(credential).inc()
-        self._cycle_duration.labels(credential).observe(_nonneg(seconds))
-        self._streams_checked.labels(credential).inc(_nonneg(streams_checked))
+        self._cycle_duration.labels(credential).observe(nonneg(seconds))
+        self._streams_checked.labels(credential).inc(nonneg(streams_checked))
 
     def effective_interval(self, credential: str, seconds: float) -> None:
         """A full pass over the credential's streams now takes ``seconds``."""
-        self._effective_interval.labels(self._credential(credential)).set(_nonneg(seconds))
+        self._effective_interval.labels(self._credential(credential)).set(nonneg(seconds))
 
     def staleness(self, klass: str, ages_seconds: Iterable[float]) -> None:
         """Record the ages of the last successful checks of one class (busy or quiet)."""
@@ -430,14 +310,14 @@ class Metrics:
         histogram = self._age.labels(klass)
         oldest = 0.0
         for raw in ages_seconds:
-            age = _nonneg(raw)
+            age = nonneg(raw)
             histogram.observe(age)
             oldest = max(oldest, age)
         self._age_max.labels(klass).set(oldest)
 
     def stalest_check_age(self, seconds: float) -> None:
         """The stalest stream's last successful check is ``seconds`` old."""
-        self._stalest.set(_nonneg(seconds))
+        self._stalest.set(nonneg(seconds))
 
     def subscription_check_ages(self, ages: Mapping[str, float]) -> None:
         """Per subscription, how old the last successful check of its stalest stream is.
@@ -448,7 +328,7 @@ class Metrics:
         for gone in self._subscriptions_seen - set(ages):
             self._subscription_age.remove(gone)
         for name, seconds in ages.items():
-            self._subscription_age.labels(name).set(_nonneg(seconds))
+            self._subscription_age.labels(name).set(nonneg(seconds))
         self._subscriptions_seen = set(ages)
 
     def quarantined(self, n: int) -> None:
@@ -467,69 +347,22 @@ class Metrics:
     ) -> None:
         """A sync page of ``size_bytes`` carrying ``relationships`` relationships arrived."""
         credential = self._credential(credential)
-        self._pages.labels(credential, _flag(overwrite)).inc()
-        self._relationships.labels(credential).inc(_nonneg(relationships))
-        self._page_bytes.labels(credential).observe(_nonneg(size_bytes))
+        self._pages.labels(credential, flag(overwrite)).inc()
+        self._relationships.labels(credential).inc(nonneg(relationships))
+        self._page_bytes.labels(credential).observe(nonneg(size_bytes))
 
     def events_detected(self, kind: str, snapshot: bool, n: int) -> None:
         """``n`` changes of ``kind`` (created or deleted) were detected."""
         kind = self._bounded("event kind", kind, EVENT_KINDS)
-        self._detected.labels(kind, _flag(snapshot)).inc(_nonneg(n))
+        self._detected.labels(kind, flag(snapshot)).inc(nonneg(n))
 
     def detection_lag(self, seconds: float) -> None:
         """A change was published ``seconds`` after its createdOn/deletedOn."""
-        self._detection_lag.observe(_nonneg(seconds))
+        self._detection_lag.observe(nonneg(seconds))
 
     def checkpoint_committed(self, n: int = 1) -> None:
         """``n`` sync tokens were committed."""
-        self._checkpoints.inc(_nonneg(n))
-
-    # -- sinks -------------------------------------------------------------------------------------
-
-    def events_published(self, sink: str, outcome: str, n: int) -> None:
-        """``n`` events were accepted by (ok) or failed at (error) ``sink``."""
-        sink = self._sink(sink)
-        outcome = self._bounded("publish outcome", outcome, PUBLISH_OUTCOMES)
-        self._published.labels(sink, outcome).inc(_nonneg(n))
-
-    def publish_latency(self, sink: str, seconds: float) -> None:
-        """A batch took ``seconds`` to be durably accepted by ``sink``."""
-        self._publish_duration.labels(self._sink(sink)).observe(_nonneg(seconds))
-
-    def sink_up(self, sink: str, up: bool) -> None:
-        """``sink``'s destination is reachable (or not)."""
-        self._sink_up.labels(self._sink(sink)).set(1 if up else 0)
-
-    def kafka_internals_missing(self, sink: str, missing: bool) -> None:
-        """Whether the aiokafka internals ``sink`` relies on to stop a dead producer are there."""
-        self._kafka_internals_missing.labels(self._sink(sink)).set(1 if missing else 0)
-
-    def outbox_state(self, sink: str, pending: int, oldest_age_seconds: float, dead: int) -> None:
-        """Current size and age of ``sink``'s outbox."""
-        sink = self._sink(sink)
-        self._outbox_pending.labels(sink).set(pending)
-        self._outbox_age.labels(sink).set(_nonneg(oldest_age_seconds))
-        self._outbox_dead.labels(sink).set(dead)
-
-    def webhook_delivery(self, sink: str, outcome: str, seconds: float) -> None:
-        """One webhook delivery attempt ended with ``outcome`` after ``seconds``."""
-        sink = self._sink(sink)
-        outcome = self._bounded("webhook outcome", outcome, WEBHOOK_OUTCOMES)
-        self._deliveries.labels(sink, outcome).inc()
-        self._delivery_duration.labels(sink).observe(_nonneg(seconds))
-
-    def circuit_state(self, sink: str, state: str) -> None:
-        """``sink``'s circuit breaker is now in ``state`` (closed, open or half_open)."""
-        sink = self._sink(sink)
-        state = self._bounded("circuit state", state, CIRCUIT_STATES)
-        states = self._circuit_states.setdefault(sink, set(CIRCUIT_STATES))
-        states.add(state)
-        for each in states:
-            self._circuit.labels(sink, each).set(1 if each == state else 0)
-
-    def dead_lettered(self, sink: str, n: int) -> None:
-        """``n`` events of ``sink`` were given up on and dead-lettered."""
-        self._dead_lettered.labels(self._sink(sink)).inc(_nonneg(n))
+        self._checkpoints.inc(nonneg(n))
 
     # -- process -----------------------------------------------------------------------------------
 
@@ -539,7 +372,7 @@ class Metrics:
 
     def loop_lag(self, seconds: float) -> None:
         """The event loop ran a timer ``seconds`` late (set by the server's watchdog)."""
-        self._loop_lag.set(_nonneg(seconds))
+        self._loop_lag.set(nonneg(seconds))
 
     # -- exposition --------------------------------------------------------------------------------
 

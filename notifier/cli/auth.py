@@ -28,7 +28,7 @@ from typing import Any
 import orjson
 
 from notifier.cli.output import format_table, print_config_error
-from notifier.config import Config, load_config
+from notifier.config import Config, CredentialConfig, load_config
 from notifier.core.credential_health import Health, Recorded, assess
 from notifier.durations import parse_duration
 from notifier.errors import ConfigError, StateError, StateLockedError
@@ -93,25 +93,35 @@ def _has_browser() -> bool:
         os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
-def _login(config: Config, args: argparse.Namespace) -> int:
+def _login_inputs(config: Config, args: argparse.Namespace
+                  ) -> tuple[CredentialConfig, float] | None:
+    """The credential to sign in and the timeout, or None once the problem is printed."""
     creds = {c.name: c for c in config.credentials}
     cred = creds.get(args.credential)
     if cred is None:
         print(f"auth login: unknown credential {args.credential!r} "
               f"(known: {', '.join(creds) or 'none'})", file=sys.stderr)
-        return 2
+        return None
     if cred.static or cred.client_id is None or cred.client_secret is None:
         print(f"auth login: credential {cred.name!r} has no client_id/client_secret (a static "
               "access_token is never refreshed): nothing to sign in", file=sys.stderr)
-        return 2
+        return None
     try:
         wait = parse_duration(args.timeout)
     except ValueError as exc:
         print(f"auth login: --timeout: {exc}", file=sys.stderr)
-        return 2
+        return None
     if not 0 <= args.port <= 65535:
         print("auth login: --port must be 0..65535", file=sys.stderr)
+        return None
+    return cred, wait
+
+
+def _login(config: Config, args: argparse.Namespace) -> int:
+    inputs = _login_inputs(config, args)
+    if inputs is None:
         return 2
+    cred, wait = inputs
     scopes = tuple(args.scope or DEFAULT_SCOPES)
     open_browser = not args.no_browser and _has_browser()
 

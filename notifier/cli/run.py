@@ -10,6 +10,7 @@ import sys
 from typing import Any, TextIO
 
 from notifier.cli.output import print_config_error
+from notifier.cli.progress import TerminalProgress
 from notifier.config import load_config, summarize
 from notifier.errors import ConfigError
 
@@ -59,7 +60,8 @@ def run_main(args: argparse.Namespace) -> int:
     setup_logging(args.log_level or config.logging.level,
                   args.log_format or config.logging.format)
     app = App(config)
-    return asyncio.run(app.run(once=args.once, progress=args.once and sys.stderr.isatty()))
+    progress = TerminalProgress(sys.stderr) if args.once and sys.stderr.isatty() else None
+    return asyncio.run(app.run(once=args.once, progress=progress))
 
 
 def check_config_main(

@@ -59,35 +59,39 @@ def _entity(where: str, value: Any, errors: list[dict[str, str]]) -> Entity | No
     return make_entity(parts[0], parts[1], parts[2])
 
 
+def _parse_item(where: str, item: Any, errors: list[dict[str, str]]
+                ) -> tuple[int | None, Entity, Entity] | None:
+    """One relationship to create (problems appended to ``errors``), or None if unusable."""
+    if not isinstance(item, dict):
+        errors.append(field_error(where, "Expected an object."))
+        return None
+    uid = None
+    if item.get("id") is not None:
+        uid = _parse_uuid(item["id"])
+        if uid is None:
+            errors.append(field_error(f"{where}.id", "Must be a UUID."))
+    ents = item.get("entities")
+    if not isinstance(ents, list) or len(ents) != 2:
+        errors.append(field_error(f"{where}.entities", "Exactly 2 entities are required."))
+        return None
+    a = _entity(f"{where}.entities[0]", ents[0], errors)
+    b = _entity(f"{where}.entities[1]", ents[1], errors)
+    if a is None or b is None:
+        return None
+    if a == b:
+        errors.append(field_error(f"{where}.entities", "An entity cannot relate to itself."))
+    elif not catalog.is_writable(a[:2], b[:2]):
+        errors.append(field_error(
+            f"{where}.entities", f"Relating {a[0]}/{a[1]} to {b[0]}/{b[1]} is not allowed."))
+    return uid, a, b
+
+
 def _parse_create(body: Any) -> list[tuple[int | None, Entity, Entity]]:
     if not isinstance(body, list) or not 1 <= len(body) <= MAX_CREATE:
         raise bad_field("body", f"Expected a JSON array of 1 to {MAX_CREATE} relationships.")
     errors: list[dict[str, str]] = []
-    items: list[tuple[int | None, Entity, Entity]] = []
-    for n, item in enumerate(body):
-        where = f"[{n}]"
-        if not isinstance(item, dict):
-            errors.append(field_error(where, "Expected an object."))
-            continue
-        uid = None
-        if item.get("id") is not None:
-            uid = _parse_uuid(item["id"])
-            if uid is None:
-                errors.append(field_error(f"{where}.id", "Must be a UUID."))
-        ents = item.get("entities")
-        if not isinstance(ents, list) or len(ents) != 2:
-            errors.append(field_error(f"{where}.entities", "Exactly 2 entities are required."))
-            continue
-        a = _entity(f"{where}.entities[0]", ents[0], errors)
-        b = _entity(f"{where}.entities[1]", ents[1], errors)
-        if a is None or b is None:
-            continue
-        if a == b:
-            errors.append(field_error(f"{where}.entities", "An entity cannot relate to itself."))
-        elif not catalog.is_writable(a[:2], b[:2]):
-            errors.append(field_error(
-                f"{where}.entities", f"Relating {a[0]}/{a[1]} to {b[0]}/{b[1]} is not allowed."))
-        items.append((uid, a, b))
+    items = [parsed for n, item in enumerate(body)
+             if (parsed := _parse_item(f"[{n}]", item, errors)) is not None]
     partners = Counter(e for _, a, b in items for e in (a, b))
     for entity, count in partners.items():
         if count > MAX_PARTNERS:

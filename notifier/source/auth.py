@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import logging
 import random
 import re
@@ -24,7 +23,6 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
 
 import aiohttp
 import orjson
@@ -38,56 +36,36 @@ from notifier.errors import (
     TransportError,
 )
 from notifier.source.http import as_client_timeout, map_transport_errors, read_capped
+from notifier.source.tokens import (
+    InMemoryRefreshTokenStore,
+    RefreshObserver,
+    RefreshTokenStore,
+    SecretLike,
+    StaticTokenProvider,
+    TokenProvider,
+    reveal,
+    seed_fingerprint,
+)
+
+# The token types live in source.tokens; importing them from here keeps working.
+__all__ = [
+    "InMemoryRefreshTokenStore",
+    "RefreshObserver",
+    "RefreshTokenStore",
+    "RefreshingTokenProvider",
+    "SecretLike",
+    "StaticTokenProvider",
+    "TokenProvider",
+    "basic_authorization",
+    "default_token_url",
+    "seed_fingerprint",
+]
 
 log = logging.getLogger(__name__)
 
 TOKEN_PATH = "/authentication/v2/token"
 ENDPOINT = "token"
 TOKEN_BODY_LIMIT = 1024 * 1024  # a token response is a few KiB
-
-
-class SecretLike(Protocol):
-    """Anything holding a secret the way pydantic's ``SecretStr`` does."""
-
-    def get_secret_value(self) -> str: ...
-
-
-class RefreshTokenStore(Protocol):
-    """Where rotated refresh tokens live (the state store implements it)."""
-
-    async def load_refresh_token(self, credential: str, seed_fingerprint: str) -> str | None:
-        """The newest stored refresh token for this credential and seed, or None."""
-        ...
-
-    async def save_refresh_token(
-        self, credential: str, seed_fingerprint: str, refresh_token: str
-    ) -> None:
-        """Store the newest refresh token; durable when it returns."""
-        ...
-
-
-class TokenProvider(Protocol):
-    """Bearer tokens for one credential."""
-
-    async def access_token(self) -> str:
-        """A currently valid access token (refreshing it first if needed)."""
-        ...
-
-    async def invalidate(self, token: str) -> None:
-        """``token`` got a 401: the next ``access_token()`` refreshes, unless one already did."""
-        ...
-
-
-class RefreshObserver(Protocol):
-    """Metrics hook; ``outcome`` is ok, invalid_grant, missing (no refresh token at all),
-    rejected, unavailable or store_failed."""
-
-    def on_refresh(self, credential: str, outcome: str) -> None: ...
-
-
-def seed_fingerprint(seed_refresh_token: str) -> str:
-    """sha256 hex of the configured seed: a re-seeded config overrides the stored rotated token."""
-    return hashlib.sha256(seed_refresh_token.encode()).hexdigest()
 
 
 def default_token_url(base_url: str) -> str:
@@ -100,43 +78,6 @@ def basic_authorization(client_id: str, client_secret: str) -> str:
         raise ValueError("a client id cannot contain ':' (HTTP Basic)")
     raw = f"{client_id}:{client_secret}".encode()
     return "Basic " + base64.b64encode(raw).decode("ascii")
-
-
-def _reveal(value: str | SecretLike) -> str:
-    return value if isinstance(value, str) else value.get_secret_value()
-
-
-class InMemoryRefreshTokenStore:
-    """A ``RefreshTokenStore`` in a dict, for tests and one-off runs."""
-
-    def __init__(self) -> None:
-        self.tokens: dict[tuple[str, str], str] = {}
-        self.saves = 0
-
-    async def load_refresh_token(self, credential: str, seed_fingerprint: str) -> str | None:
-        return self.tokens.get((credential, seed_fingerprint))
-
-    async def save_refresh_token(
-        self, credential: str, seed_fingerprint: str, refresh_token: str
-    ) -> None:
-        self.tokens[(credential, seed_fingerprint)] = refresh_token
-        self.saves += 1
-
-
-class StaticTokenProvider:
-    """A fixed access token (tests, one-off jobs); a 401 with it ends in ``UnauthorizedError``."""
-
-    def __init__(self, token: str | SecretLike) -> None:
-        self._token = _reveal(token)
-
-    def __repr__(self) -> str:
-        return "StaticTokenProvider(<token>)"
-
-    async def access_token(self) -> str:
-        return self._token
-
-    async def invalidate(self, token: str) -> None:
-        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,8 +129,8 @@ class RefreshingTokenProvider:
         self.name = name
         self._session = session
         self._token_url = token_url
-        self._auth = basic_authorization(client_id, _reveal(client_secret))
-        seed = _reveal(seed_refresh_token)
+        self._auth = basic_authorization(client_id, reveal(client_secret))
+        seed = reveal(seed_refresh_token)
         self._seed = seed
         self._fingerprint = seed_fingerprint(seed)
         self._store = store

@@ -264,29 +264,11 @@ class RelationshipClient:
         loop = asyncio.get_running_loop()
         give_up_at = loop.time() + self._deadline
         body = None if json is None else orjson.dumps(json)
-        failures = 0
-        throttled = 0
+        failures = throttled = 0
         reauthorized = False
         while True:
-            async with self._semaphore:
-                # The slot first: waiting for it can take a window, and the token is then
-                # fetched fresh (renewed if it got close to expiry meanwhile).
-                asked = loop.time()
-                await self._budget.acquire(priority)
-                if self._observer is not None:
-                    self._observer.on_budget(priority, loop.time() - asked)
-                token = await self._tokens.access_token()
-                started = loop.time()
-                failure: UpstreamError | None = None
-                try:
-                    status, payload, retry_after = await self._send(
-                        endpoint, method, url, token, body, params)
-                except TransportError as exc:
-                    failure, status, payload, retry_after = exc, 0, b"", None
-                except ProtocolError:  # an oversized body: a malformed page, not retried
-                    self._observe(endpoint, "protocol_error", loop.time() - started)
-                    raise
-                elapsed = loop.time() - started
+            token, status, payload, retry_after, failure, elapsed = await self._attempt(
+                endpoint, method, url, body, params, priority)
             if 200 <= status < 300:
                 try:
                     result = parser(payload, endpoint)
@@ -297,19 +279,8 @@ class RelationshipClient:
                 return result
             if status == 429:
                 self._observe(endpoint, "rate_limited", elapsed)
-                wait = parse_retry_after(retry_after, now=datetime.now(UTC))
-                if wait is None:
-                    wait = max(self._backoff_base, self._jitter(throttled))
+                self._pause(endpoint, retry_after, throttled, give_up_at)
                 throttled += 1
-                if loop.time() + wait > give_up_at:
-                    raise RateLimitedError(
-                        f"still rate limited after {throttled} attempts, deadline reached",
-                        endpoint=endpoint, retry_after=wait)
-                log.info("%s: rate limited (429), pausing credential %s for %.1fs",
-                         endpoint, self.credential_name, wait)
-                self._budget.pause(wait)
-                if self._observer is not None:
-                    self._observer.on_rate_limited(wait)
                 continue  # the budget holds this and every other request until the pause ends
             if status == 401:
                 self._observe(endpoint, "unauthorized", elapsed)
@@ -320,25 +291,67 @@ class RelationshipClient:
                 raise UnauthorizedError(
                     _message("unauthorized even after a token refresh", payload),
                     endpoint=endpoint, status=status)
-            if failure is not None or status >= 500:
-                if failure is None:
-                    self._observe(endpoint, "server_error", elapsed)
-                    failure = ServerError(_message("server error", payload),
-                                          endpoint=endpoint, status=status)
-                else:
-                    self._observe(endpoint, "transport_error", elapsed)
-                failures += 1
-                delay = self._jitter(failures - 1)
-                if failures >= self._max_attempts or loop.time() + delay > give_up_at:
-                    raise failure
-                log.info("%s: %s, retry %d/%d in %.2fs", endpoint, failure,
-                         failures, self._max_attempts - 1, delay)
-                await asyncio.sleep(delay)
-                continue
-            self._observe(endpoint, "client_error", elapsed)
-            error_type = _CLIENT_ERRORS.get(status, ClientError)
-            raise error_type(_message("request rejected", payload), endpoint=endpoint,
-                             status=status)
+            if failure is None and status < 500:
+                self._observe(endpoint, "client_error", elapsed)
+                error_type = _CLIENT_ERRORS.get(status, ClientError)
+                raise error_type(_message("request rejected", payload), endpoint=endpoint,
+                                 status=status)
+            if failure is None:
+                self._observe(endpoint, "server_error", elapsed)
+                failure = ServerError(_message("server error", payload),
+                                      endpoint=endpoint, status=status)
+            else:
+                self._observe(endpoint, "transport_error", elapsed)
+            failures += 1
+            delay = self._jitter(failures - 1)
+            if failures >= self._max_attempts or loop.time() + delay > give_up_at:
+                raise failure
+            log.info("%s: %s, retry %d/%d in %.2fs", endpoint, failure,
+                     failures, self._max_attempts - 1, delay)
+            await asyncio.sleep(delay)
+
+    async def _attempt(
+        self, endpoint: str, method: str, url: str, body: bytes | None,
+        params: Mapping[str, str] | None, priority: Priority,
+    ) -> tuple[str, int, bytes, str | None, UpstreamError | None, float]:
+        """One try within the concurrency limit and the budget: (token used, status, body,
+        Retry-After, transport failure, seconds). A transport failure has status 0."""
+        loop = asyncio.get_running_loop()
+        async with self._semaphore:
+            # The slot first: waiting for it can take a window, and the token is then
+            # fetched fresh (renewed if it got close to expiry meanwhile).
+            asked = loop.time()
+            await self._budget.acquire(priority)
+            if self._observer is not None:
+                self._observer.on_budget(priority, loop.time() - asked)
+            token = await self._tokens.access_token()
+            started = loop.time()
+            try:
+                status, payload, retry_after = await self._send(
+                    endpoint, method, url, token, body, params)
+            except TransportError as exc:
+                return token, 0, b"", None, exc, loop.time() - started
+            except ProtocolError:  # an oversized body: a malformed page, not retried
+                self._observe(endpoint, "protocol_error", loop.time() - started)
+                raise
+            return token, status, payload, retry_after, None, loop.time() - started
+
+    def _pause(self, endpoint: str, retry_after: str | None, throttled: int,
+               give_up_at: float) -> None:
+        """A 429 (the ``throttled``-th before it): pause the whole budget for Retry-After (or
+        a backoff), or raise RateLimitedError when that outlasts the deadline."""
+        wait = parse_retry_after(retry_after, now=datetime.now(UTC))
+        if wait is None:
+            wait = max(self._backoff_base, self._jitter(throttled))
+        if asyncio.get_running_loop().time() + wait > give_up_at:
+            raise RateLimitedError(
+                f"still rate limited after {throttled + 1} attempts, deadline reached",
+                endpoint=endpoint, retry_after=wait)
+        log.info("%s: rate limited (429), pausing credential %s for %.1fs",
+                 endpoint, self.credential_name, wait)
+        self._budget.pause(wait)
+        if self._observer is not None:
+            self._observer.on_rate_limited(wait)
 
     async def _send(
         self,

@@ -18,10 +18,10 @@ from notifier.config import KafkaSinkConfig
 from notifier.core.events import ChangeKind, Event
 from notifier.errors import SinkConfigError, SinkError
 from notifier.metrics import Metrics
+from notifier.publisher import Publisher
 from notifier.sinks.base import DirectSink
 from notifier.sinks.kafka import KafkaSink
 from notifier.sinks.kafka_records import partition_for
-from notifier.sync import Publisher
 from tests.integration.kafka_support import (
     CONTAINER,
     KafkaBroker,
@@ -287,6 +287,17 @@ async def repair_broker(broker: KafkaBroker, fault: str) -> None:
         await asyncio.to_thread(broker.start, keep_data=True)
 
 
+def outage_pages() -> list[list[Event]]:
+    """40 pages of 50 created relationships, each page deleting the previous page's."""
+    pages: list[list[Event]] = []
+    for p in range(40):
+        page = [make_event(f"rel-{p:02d}-{i:02d}") for i in range(50)]
+        if p:  # delete the previous page's relationships
+            page += [make_event(ev.subject, ChangeKind.DELETED) for ev in pages[p - 1][:50]]
+        pages.append(page)
+    return pages
+
+
 @pytest.mark.parametrize("fault", ["stop", "kill", "freeze"])
 async def test_broker_outage_mid_run_loses_nothing(dedicated_kafka, fault):
     """A pipeline-like publisher retries each page until it is acknowledged while the broker
@@ -297,12 +308,7 @@ async def test_broker_outage_mid_run_loses_nothing(dedicated_kafka, fault):
     topic = "outage"
     metrics = new_metrics()
     delivery_timeout = 3.0
-    pages: list[list[Event]] = []
-    for p in range(40):
-        page = [make_event(f"rel-{p:02d}-{i:02d}") for i in range(50)]
-        if p:  # delete the previous page's relationships
-            page += [make_event(ev.subject, ChangeKind.DELETED) for ev in pages[p - 1][:50]]
-        pages.append(page)
+    pages = outage_pages()
     acked: list[str] = []
     failures: list[float] = []  # duration of each failed publish
     unhealthy_seen = asyncio.Event()

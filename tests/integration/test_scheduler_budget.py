@@ -21,8 +21,9 @@ from prometheus_client import CollectorRegistry
 from notifier.app import App, assign_credential
 from notifier.config import config_from_data
 from notifier.core.budget import DEFAULT_BURST, RequestBudget
+from notifier.core.planner import SchedulerSettings
 from notifier.metrics import Metrics
-from notifier.scheduler import CredentialScheduler, SchedulerSettings
+from notifier.scheduler import CredentialScheduler
 from notifier.simulator import Knobs, SimState, SimulatorConfig, build_app
 from notifier.simulator.config import (
     DEFAULT_ACCESS_TOKEN,
@@ -35,7 +36,8 @@ from notifier.source.auth import StaticTokenProvider
 from notifier.source.client import RelationshipClient
 from notifier.source.http import create_session
 from notifier.state.sqlite import SqliteStateStore
-from notifier.sync import StreamSpec, StreamSyncer
+from notifier.stream import StreamSpec
+from notifier.sync import StreamSyncer
 
 CIDS = [f"0b1c2d3e-4f50-4a6b-8c7d-{n:012x}" for n in range(40)]
 

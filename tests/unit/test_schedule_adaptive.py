@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import math
 from typing import Literal
 
 import pytest
-from prometheus_client import CollectorRegistry
 
+from notifier.core.planner import Planner, SchedulerSettings
 from notifier.core.schedule import (
     ChangeRate,
     pass_seconds,
     solve_intervals,
     status_budget,
 )
-from notifier.metrics import Metrics
-from notifier.scheduler import CredentialScheduler, SchedulerSettings
-from notifier.sync import StreamSpec
 
 
 def _used(intervals: list[float], costs: list[float] | None = None) -> float:
@@ -120,104 +115,176 @@ def test_change_rate_starts_at_the_prior_and_rises_with_changes():
     assert faded < (fresh - r.prior_per_s) / 1000
 
 
-# --- the scheduler's retune -----------------------------------------------------------------------
+# --- the planner's retune ------------------------------------------------------------------------
 
 CIDS = [f"00000000-0000-4000-8000-{n:012d}" for n in range(20)]
+NOW = 1_000_000.0
 
 
-class _Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def _scheduler(policy: Literal["adaptive", "round_robin"] = "adaptive", n: int = 20,
-               rpm: int = 120, max_staleness: float = 600, metrics: Metrics | None = None,
-               clock: _Clock | None = None) -> CredentialScheduler:
-    specs = [StreamSpec("sub", cid, ("main",), ()) for cid in CIDS[:n]]
+def _planner(policy: Literal["adaptive", "round_robin"] = "adaptive", n: int = 20,
+             rpm: int = 120, max_staleness: float = 600) -> Planner:
     settings = SchedulerSettings(interval=5.0, max_staleness=max_staleness, policy=policy,
                                  requests_per_minute=rpm, reserve=0.2)
-    return CredentialScheduler("main", None, specs, store=None, syncer=None,  # type: ignore[arg-type]
-                               settings=settings, drain_slots=asyncio.Semaphore(1),
-                               metrics=metrics or Metrics(CollectorRegistry(), runtime=False),
-                               clock=clock or _Clock())
+    return Planner(settings, dict.fromkeys(CIDS[:n], 1))
 
 
-def _checked_now(sch: CredentialScheduler, clock: _Clock) -> None:
-    for g in sch.groups.values():
-        g.last_checked = clock.now
-        sch._queue.schedule(g.container_id, clock.now + g.interval)
+def _checked_at(plan: Planner, now: float) -> None:
+    """Every group checked at ``now`` and due again an interval later."""
+    for cid, g in plan.groups.items():
+        plan.start(cid, now, now + g.interval)
 
 
 def test_retune_shortens_busy_groups_and_brings_them_forward():
-    clock = _Clock()
-    sch = _scheduler(clock=clock)
-    _checked_now(sch, clock)
-    sch.retune()
-    before = {cid: g.interval for cid, g in sch.groups.items()}
+    plan = _planner()
+    first = plan.retune(NOW)
+    assert first is not None
+    assert not first.pulled
+    _checked_at(plan, NOW)  # each due again at the first plan's interval
+    before = {cid: g.interval for cid, g in plan.groups.items()}
     assert len(set(before.values())) == 1  # nobody has changed yet: all alike
     busy = CIDS[:3]
     for cid in busy:
         for k in range(5):
-            sch.groups[cid].rate.record(clock.now - 60 * k)
-    sch.retune()
-    after = {cid: g.interval for cid, g in sch.groups.items()}
+            plan.changes_found(cid, NOW - 60 * k, 1)
+    replan = plan.retune(NOW)
+    assert replan is not None
+    assert replan.pulled
+    after = {cid: g.interval for cid, g in plan.groups.items()}
     assert max(after[c] for c in busy) < min(after[c] for c in CIDS[3:])
     assert all(5.0 <= iv <= 600 for iv in after.values())
-    assert sum(1 / iv for iv in after.values()) <= sch.status_checks_per_s() * (1 + 1e-6)
+    assert sum(1 / iv for iv in after.values()) <= plan.status_checks_per_s() * (1 + 1e-6)
     for cid in busy:  # due sooner than planned before the retune
-        assert sch._queue.due_of(cid) == pytest.approx(clock.now + after[cid])
+        assert plan.due_of(cid) == pytest.approx(NOW + after[cid])
         assert after[cid] < before[cid]
+        assert plan.is_busy(cid, NOW)
+    assert not plan.is_busy(CIDS[3], NOW)
 
 
 def test_round_robin_keeps_the_interval():
-    clock = _Clock()
-    sch = _scheduler("round_robin", clock=clock)
-    sch.groups[CIDS[0]].rate.record(clock.now, 10)
-    sch.retune()
-    assert {g.interval for g in sch.groups.values()} == {5.0}
+    plan = _planner("round_robin")
+    plan.changes_found(CIDS[0], NOW, 10)
+    replan = plan.retune(NOW)
+    assert replan is not None
+    assert replan.effective_interval is None  # shown from passes
+    assert {g.interval for g in plan.groups.values()} == {5.0}
 
 
 def test_sync_pages_paid_lower_the_status_plan():
-    clock = _Clock()
-    sch = _scheduler(clock=clock)
-    sch.retune()
-    idle = sch.status_checks_per_s()
-    sch._sync_pages = 60  # one page per second over the next minute
-    clock.now += 60
-    sch.retune()
-    assert sch.sync_pages_per_s == pytest.approx(1 - math.exp(-1), rel=1e-6)
-    assert sch.status_checks_per_s() < idle
-    assert sch.status_pace_per_s == pytest.approx(
-        status_budget(120, 0.2, sch.sync_pages_per_s, 0.95))
+    plan = _planner()
+    plan.retune(NOW)
+    idle = plan.status_checks_per_s()
+    plan.sync_pages_asked(60)  # one page per second over the next minute
+    plan.retune(NOW + 60)
+    assert plan.sync_pages_per_s == pytest.approx(1 - math.exp(-1), rel=1e-6)
+    assert plan.status_checks_per_s() < idle
+    assert plan.status_pace_per_s == pytest.approx(
+        status_budget(120, 0.2, plan.sync_pages_per_s, 0.95))
 
 
-def test_a_budget_too_small_for_max_staleness_is_logged_once_and_shown(caplog):
-    caplog.set_level(logging.INFO, logger="notifier.scheduler")
-    metrics = Metrics(CollectorRegistry(), runtime=False)
-    clock = _Clock()
+def test_a_budget_too_small_for_max_staleness_is_reported_once_with_the_stretched_pass():
     # 20 containers at 1.2 status calls/min cannot each be checked every 60 s.
-    sch = _scheduler(rpm=2, max_staleness=60, metrics=metrics, clock=clock)
-    sch.retune()
-    sch.retune()
-    warnings = [r for r in caplog.records if "too small for max_staleness" in r.getMessage()]
-    assert len(warnings) == 1
-    assert {g.interval for g in sch.groups.values()} == {60.0}
-    shown = metrics.registry.get_sample_value(
-        "notifier_scheduler_effective_interval_seconds", {"credential": "main"})
-    assert shown is not None
-    assert shown == pytest.approx(20 / sch.status_checks_per_s())
-    assert shown > 60
+    plan = _planner(rpm=2, max_staleness=60)
+    first, second = plan.retune(NOW), plan.retune(NOW + 1)
+    assert first is not None
+    assert second is not None
+    assert (first.coverage, second.coverage) == ("lost", None)
+    assert {g.interval for g in plan.groups.values()} == {60.0}
+    assert first.effective_interval == pytest.approx(20 / plan.status_checks_per_s())
+    assert first.effective_interval > 60
 
 
 def test_a_budget_that_covers_shows_the_longest_planned_interval():
-    metrics = Metrics(CollectorRegistry(), runtime=False)
-    sch = _scheduler(rpm=1200, max_staleness=60, metrics=metrics)
-    sch.retune()
-    shown = metrics.registry.get_sample_value(
-        "notifier_scheduler_effective_interval_seconds", {"credential": "main"})
-    assert shown is not None
-    assert shown == pytest.approx(max(g.interval for g in sch.groups.values()))
-    assert shown <= 60
+    plan = _planner(rpm=1200, max_staleness=60)
+    replan = plan.retune(NOW)
+    assert replan is not None
+    assert replan.coverage is None  # covered from the start: no news
+    assert replan.effective_interval == pytest.approx(
+        max(g.interval for g in plan.groups.values()))
+    assert replan.effective_interval <= 60
+
+
+def test_coverage_regained_is_reported():
+    plan = _planner(rpm=2, max_staleness=60)
+    assert plan.retune(NOW).coverage == "lost"  # type: ignore[union-attr]
+    plan.settings.requests_per_minute = 1200
+    assert plan.retune(NOW + 5).coverage == "regained"  # type: ignore[union-attr]
+
+
+def test_no_groups_no_plan():
+    assert Planner(SchedulerSettings(), {}).retune(NOW) is None
+
+
+# --- the due-queue, from tables -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("last_checked", "due"),
+    [
+        (None, NOW),  # never checked: due now
+        (NOW - 2.0, NOW),  # checked before the restart: due now all the same
+        (NOW - 60.0, NOW - 55.0),  # overdue: an interval after its last check, so first
+    ],
+)
+def test_start_schedules_from_the_last_check(last_checked, due):
+    plan = _planner(n=1)
+    plan.start(CIDS[0], last_checked, NOW)
+    assert plan.due_of(CIDS[0]) == due
+    assert plan.groups[CIDS[0]].last_checked == last_checked
+
+
+@pytest.mark.parametrize(
+    ("quarantined_until", "due"),
+    [
+        ((), NOW + 5.0),  # interval after the check started, its duration not added
+        ((0.0, 0.0), NOW + 5.0),
+        ((NOW + 100.0, 0.0), NOW + 5.0),  # one stream still checkable: keep the interval
+        ((NOW + 100.0, NOW + 50.0), NOW + 50.0),  # all quarantined: when the first is free
+        ((NOW + 2.0, NOW + 3.0), NOW + 5.0),  # ... unless the interval is later anyway
+    ],
+)
+def test_reschedule_waits_for_a_fully_quarantined_group(quarantined_until, due):
+    plan = _planner(n=1)
+    plan.start(CIDS[0], None, NOW)
+    assert plan.pop_due(NOW) == CIDS[0]
+    plan.reschedule(CIDS[0], started=NOW, now=NOW + 1.0, quarantined_until=quarantined_until)
+    assert plan.due_of(CIDS[0]) == due
+
+
+def test_reschedule_keeps_a_time_set_meanwhile():
+    plan = _planner(n=1)
+    plan.start(CIDS[0], None, NOW)
+    plan.reschedule(CIDS[0], started=NOW, now=NOW)  # still queued: left alone
+    assert plan.due_of(CIDS[0]) == NOW
+
+
+@pytest.mark.parametrize(
+    ("due_in", "wait"),
+    [(None, 1.0), (0.0, 0.01), (2.5, 2.5), (60.0, 5.0)],
+)
+def test_idle_wait(due_in, wait):
+    plan = _planner(n=1)
+    if due_in is not None:
+        plan.start(CIDS[0], NOW + due_in - 5.0, NOW + due_in)
+    assert plan.idle_wait(NOW) == pytest.approx(wait)
+
+
+@pytest.mark.parametrize(
+    ("rpm", "calls", "waits"),
+    [
+        (120, 3, [0.0, 1 / 1.52, 2 / 1.52]),  # 95% of 80% of 2/s: 1.52 calls/s
+        (1200, 2, [0.0, 1 / 15.2]),
+    ],
+)
+def test_status_calls_are_paced(rpm, calls, waits):
+    plan = _planner(rpm=rpm)
+    assert [plan.status_slot(NOW) for _ in range(calls)] == pytest.approx(waits)
+    assert plan.status_slot(NOW + 100) == 0.0  # idle meanwhile: no debt carried
+
+
+@pytest.mark.parametrize(
+    ("streams", "chunk", "cost"),
+    [(1, 100, 1), (100, 100, 1), (101, 100, 2), (250, 100, 3), (5, 0, 5)],
+)
+def test_a_group_costs_one_call_per_chunk_of_tokens(streams, chunk, cost):
+    plan = Planner(SchedulerSettings(status_chunk=chunk), {CIDS[0]: streams})
+    assert plan.groups[CIDS[0]].cost == cost

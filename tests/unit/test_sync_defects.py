@@ -16,7 +16,8 @@ from notifier.simulator.config import Knobs
 from notifier.simulator.ids import fmt_uuid
 from notifier.source.models import Relationship, SyncPage
 from notifier.state.sqlite import SqliteStateStore
-from notifier.sync import StreamSpec, StreamSyncer
+from notifier.stream import StreamSpec
+from notifier.sync import StreamSyncer
 from tests.stateful_support import (
     Crash,
     Faults,

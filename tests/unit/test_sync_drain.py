@@ -22,7 +22,8 @@ from notifier.metrics import Metrics
 from notifier.sinks.memory import MemorySink
 from notifier.source.models import Relationship, SearchPage, SyncPage
 from notifier.state.sqlite import SqliteStateStore
-from notifier.sync import StreamSpec, StreamSyncer
+from notifier.stream import StreamSpec
+from notifier.sync import StreamSyncer
 
 C = "5d0c2a3e-3b1f-4b8e-9a51-0d3c1f6f7a10"
 SUB = "s"
@@ -468,8 +469,8 @@ def test_detection_lag_is_sampled_per_page() -> None:
 
     from notifier.core.events import build_event
     from notifier.metrics import Metrics
+    from notifier.publisher import LAG_SAMPLES, Publisher
     from notifier.source.models import Relationship
-    from notifier.sync import LAG_SAMPLES, Publisher
 
     metrics = Metrics(CollectorRegistry(), runtime=False)
     publisher = Publisher(metrics, clock=lambda: 1_700_000_100.0)

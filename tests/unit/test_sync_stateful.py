@@ -39,7 +39,8 @@ from notifier.errors import BadRequestError
 from notifier.simulator import SimState, SimulatorConfig
 from notifier.simulator.config import Knobs
 from notifier.simulator.ids import fmt_uuid
-from notifier.sync import StreamSpec, StreamSyncer
+from notifier.stream import StreamSpec
+from notifier.sync import StreamSyncer
 from tests.stateful_support import (
     Crash,
     Faults,

@@ -1,0 +1,254 @@
+"""Applying what a drain fetched: diff a page, publish it, checkpoint it; end a resync.
+
+``PageWriter`` is the half of ``StreamSyncer`` (notifier.sync) that writes: every method
+publishes to the sinks first and commits to the store after, so a checkpoint never runs ahead of
+what the sinks accepted; ``DrainResult.committed`` records each checkpoint for the scheduler.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import UTC, datetime
+from typing import TypeVar
+
+import orjson
+
+from notifier.core.diff import (
+    diff_page,
+    missing_deletions,
+    page_ids,
+    stored_body,
+    vanished_announced,
+    with_stored_body,
+)
+from notifier.core.events import ChangeKind, Event
+from notifier.core.stream_state import (
+    Position,
+    matches_domains,
+)
+from notifier.metrics import Metrics
+from notifier.publisher import Publisher
+from notifier.source.models import Relationship
+from notifier.state.base import Announcement, KnownRelationship, StateStore
+from notifier.stream import DrainResult, StreamSpec
+
+log = logging.getLogger("notifier.sync")
+
+RESYNC_DELETE_BATCH = 5_000
+ANNOUNCED_BATCH = 1_000  # announcements carry the relationship's JSON: smaller batches
+T = TypeVar("T")
+
+
+def rfc3339(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+def _still_matches(known: KnownRelationship, spec: StreamSpec) -> bool:
+    """After a filter change: whether a known relationship still falls within the filter
+    (so that its absence is a deletion), from its stored body (False when unknown)."""
+    if spec.query is not None or known.body is None:
+        return False
+    entities = orjson.loads(known.body).get("entities")
+    return matches_domains(entities, spec.domains) is True
+
+
+def _bodies(current: Sequence[Relationship], add_ids: Sequence[str], resync: bool
+            ) -> dict[str, bytes]:
+    """Bodies to store: of the added ids, and on a resync page of every listed one (known
+    ids without a body get it)."""
+    if resync:
+        return {r.id: stored_body(r) for r in current}
+    added = set(add_ids)
+    return {r.id: stored_body(r) for r in current if r.id in added}
+
+
+async def _first(batches: AsyncIterator[list[T]]) -> list[T]:
+    """The first batch of an async batch iterator (empty when there is none).
+
+    Each end-of-resync batch is checkpointed before the next is asked for, so the iterator is
+    asked afresh every time rather than walked while the table under it changes.
+    """
+    async for batch in batches:
+        return batch
+    return []
+
+
+class PageWriter:
+    """Diffs, publishes and checkpoints pages for ``StreamSyncer``."""
+
+    def __init__(
+        self,
+        store: StateStore,
+        *,
+        metrics: Metrics,
+        clock: Callable[[], float] = time.time,
+        on_outbox: Callable[[], None] | None = None,
+    ) -> None:
+        self._store = store
+        self._metrics = metrics
+        self._clock = clock
+        self._publisher = Publisher(metrics, clock)
+        self._on_outbox = on_outbox
+
+    async def _apply(
+        self,
+        spec: StreamSpec,
+        current: list[Relationship],
+        deleted: list[Relationship],
+        result: DrainResult,
+        *,
+        resync: bool,
+        emit: bool,
+        next_token: str | None,
+        announce: bool = True,
+        fingerprint: str | None = None,
+    ) -> bool:
+        """Diff, publish and checkpoint one page; returns whether anything changed."""
+        ids = page_ids(current, deleted)
+        known = (
+            await self._store.known_subset(spec.subscription, spec.container_id, ids)
+            if ids else set()
+        )
+        deleted = await self._complete_deleted(spec, deleted, known)
+        now = self._clock()
+        d = diff_page(
+            subscription=spec.subscription, container_id=spec.container_id,
+            project_name=spec.project_name,
+            current=current, deleted=deleted, known=known, resync=resync, emit=emit,
+            seen_at=rfc3339(now),
+        )
+        if resync and announce:
+            await self._announce(spec, d.events)
+        outbox = await self._publisher.publish(d.events, direct=spec.direct,
+                                               outbox=spec.outbox)
+        changed = bool(d.add_ids or d.remove_ids or d.events)
+        # Mid-resync the token is only a cursor: the final token is committed by finish_resync.
+        assert resync or next_token is not None
+        await self._store.commit_page(
+            spec.subscription, spec.container_id,
+            next_token=None if resync else next_token,
+            resync_cursor=next_token if resync else None, in_resync=resync,
+            add_ids=d.add_ids, remove_ids=d.remove_ids, seen_ids=d.seen_ids,
+            outbox=outbox, bodies=_bodies(current, d.add_ids, resync),
+            filter_fingerprint=fingerprint, changed=changed, now=now,
+        )
+        result.committed(now, token=None if resync else next_token, in_resync=resync)
+        self._after_commit(d.events, result, outboxed=bool(outbox), created=d.created,
+                           deleted=d.deleted, snapshot=resync)
+        return changed
+
+    async def _complete_deleted(
+        self, spec: StreamSpec, deleted: list[Relationship], known: set[str]
+    ) -> list[Relationship]:
+        """Deleted relationships the API sent without their entities get them from the body
+        stored with the known id (a deleted event always names both entities)."""
+        bare = [r.id for r in deleted if r.id in known and not r.raw.get("entities")]
+        if not bare:
+            return deleted
+        stored = await self._store.known_bodies(spec.subscription, spec.container_id, bare)
+        return [with_stored_body(r, stored[r.id]) if r.id in stored else r for r in deleted]
+
+    async def _announce(self, spec: StreamSpec, events: Sequence[Event]) -> None:
+        """Durably note the created events of a resync page before any leaves (see module doc).
+
+        Outbox sinks receive nothing before the checkpoint, so only direct sinks need it.
+        """
+        if not spec.direct:
+            return
+        items = [
+            Announcement(e.subject, e.time, orjson.dumps(e.data["relationship"]))
+            for e in events if e.kind is ChangeKind.CREATED
+        ]
+        if items:
+            await self._store.mark_announced(spec.subscription, spec.container_id, items)
+
+    def _after_commit(
+        self, events: Sequence[Event], result: DrainResult, *, outboxed: bool, created: int,
+        deleted: int, snapshot: bool,
+    ) -> None:
+        result.created += created
+        result.deleted += deleted
+        self._metrics.checkpoint_committed()
+        if created:
+            self._metrics.events_detected("created", snapshot, created)
+        if deleted:
+            self._metrics.events_detected("deleted", snapshot, deleted)
+        self._publisher.observe_lag(events)
+        if outboxed and self._on_outbox is not None:
+            self._on_outbox()
+
+    async def _finish_resync(
+        self, spec: StreamSpec, pos: Position, token: str, result: DrainResult, *, emit: bool,
+        changed: bool, fingerprint: str,
+    ) -> None:
+        """Deleted events for known ids the resync did not list, created and deleted events
+        for announced ones it did not list, then the final token.
+
+        After a filter change, a known id the new snapshot did not list has either left the
+        filter (forgotten without an event) or been deleted (a deleted event): its stored body
+        tells which for a domains filter; a query's matching cannot be told here, so there
+        every such id is forgotten.
+        """
+        sub, cid = spec.subscription, spec.container_id
+        forgotten = 0
+        while batch := await _first(self._store.iter_resync_missing(sub, cid,
+                                                                   RESYNC_DELETE_BATCH)):
+            now = self._clock()
+            deletions = batch
+            if pos.reason == "filter":
+                deletions = [k for k in batch if _still_matches(k, spec)]
+                forgotten += len(batch) - len(deletions)
+            events = (
+                missing_deletions(subscription=sub, container_id=cid, missing=deletions,
+                                  seen_at=rfc3339(now), project_name=spec.project_name)
+                if emit else []
+            )
+            await self._settle(spec, token, events, result,
+                               remove_ids=[k.rel_id for k in batch], created=0,
+                               deleted=len(deletions), now=now)
+            changed = True
+        if forgotten:
+            log.info("filter change: %d relationship(s) no longer match the filter and are "
+                     "forgotten (no deleted events)", forgotten,
+                     extra={"subscription": sub, "container": cid})
+        while gone := await _first(self._store.iter_announced_missing(sub, cid,
+                                                                     ANNOUNCED_BATCH)):
+            now = self._clock()
+            rels = [
+                Relationship(id=a.rel_id, created_on=a.created_on, is_deleted=False,
+                             deleted_on=None, raw=orjson.loads(a.raw))
+                for a in gone
+            ]
+            events = (
+                vanished_announced(subscription=sub, container_id=cid, relationships=rels,
+                                   seen_at=rfc3339(now), project_name=spec.project_name)
+                if emit else []
+            )
+            # None of them is known; listing them as removed settles (forgets) their
+            # announcements.
+            ids = [a.rel_id for a in gone]
+            await self._settle(spec, token, events, result, remove_ids=ids, created=len(ids),
+                               deleted=len(ids), now=now)
+            changed = True
+        now = self._clock()
+        await self._store.commit_page(
+            sub, cid, next_token=token, resync_cursor=None, in_resync=False, add_ids=(),
+            remove_ids=(), filter_fingerprint=fingerprint, changed=changed, now=now)
+        result.committed(now, token=token, in_resync=False)
+
+    async def _settle(
+        self, spec: StreamSpec, token: str, events: Sequence[Event], result: DrainResult, *,
+        remove_ids: Sequence[str], created: int, deleted: int, now: float,
+    ) -> None:
+        """Publish end-of-resync events, then checkpoint the ids they settle (cursor kept)."""
+        outbox = await self._publisher.publish(events, direct=spec.direct, outbox=spec.outbox)
+        await self._store.commit_page(
+            spec.subscription, spec.container_id, next_token=None, resync_cursor=token,
+            in_resync=True, add_ids=(), remove_ids=remove_ids, outbox=outbox, changed=True,
+            now=now,
+        )
+        result.committed(now, token=None, in_resync=True)
+        self._after_commit(events, result, outboxed=bool(outbox), created=created,
+                           deleted=deleted, snapshot=True)

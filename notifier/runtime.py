@@ -1,0 +1,285 @@
+"""What a scheduler knows about its streams and groups while it runs, and what it reports.
+
+``StreamRuntime`` mirrors one stream's stored state (token, resync, quarantine, last check): it
+is loaded once at start and then kept up to date from what the scheduler itself does and from
+each drain's result, never re-read from the store. ``Group`` is one container's streams with
+its place in the plan (notifier.core.planner). ``Freshness`` is what App exports as staleness.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Set
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from notifier.core.planner import GroupPlan, Planner
+from notifier.core.schedule import ChangeRate
+from notifier.source.models import SyncStatusResponse
+from notifier.state.base import StreamKey, StreamState
+from notifier.stream import DrainResult, StreamSpec
+
+
+@dataclass(slots=True)
+class StreamRuntime:
+    spec: StreamSpec
+    token: str | None = None
+    in_resync: bool = False
+    force_resync: bool = False
+    quarantined_until: float = 0.0
+    failures: int = 0
+    last_checked: float | None = None
+    retired: bool = False  # removed at run time: a drain not yet started is skipped
+
+    @property
+    def needs_drain(self) -> bool:
+        """Drained without asking syncStatus: a first sync, a resync under way or due."""
+        return self.token is None or self.in_resync or self.force_resync
+
+    def load(self, st: StreamState | None) -> None:
+        if st is None:
+            return
+        self.token = st.sync_token
+        self.in_resync = st.in_resync
+        self.quarantined_until = st.quarantined_until or 0.0
+        self.failures = st.failures
+        self.last_checked = st.last_checked_at
+        if st.quarantine_reason == "bad_token":
+            self.force_resync = True
+
+    def drained(self, res: DrainResult) -> None:
+        """Take the stream's state from a drain's result (what the drain committed)."""
+        self.token = res.sync_token
+        self.in_resync = res.in_resync
+        if res.committed_at is not None:  # a checkpoint lifts the quarantine, resets failures
+            self.quarantined_until = 0.0
+            self.failures = 0
+            self.last_checked = res.committed_at
+        if res.completed:
+            self.force_resync = False
+
+
+@dataclass(slots=True)
+class Group:
+    """One container's streams (all polled with one credential) and its plan."""
+
+    container_id: str
+    streams: list[StreamRuntime]
+    plan: GroupPlan
+
+    @property
+    def rate(self) -> ChangeRate:
+        return self.plan.rate
+
+    @property
+    def interval(self) -> float:
+        return self.plan.interval
+
+    @property
+    def last_checked(self) -> float | None:
+        return self.plan.last_checked
+
+    def last_success(self) -> float | None:
+        """The oldest last check of its streams (None if one was never checked)."""
+        times = [s.last_checked for s in self.streams]
+        return None if any(t is None for t in times) else min(t for t in times if t is not None)
+
+
+@dataclass(slots=True)
+class Freshness:
+    """How stale the streams' last successful checks are, for the staleness metrics."""
+
+    busy: list[float] = field(default_factory=list)  # ages of streams in busy groups
+    quiet: list[float] = field(default_factory=list)  # ages of the others
+    quarantined: int = 0  # streams in quarantine (not counted in the ages)
+    stalest: float = 0.0
+    per_subscription: dict[str, float] = field(default_factory=dict)  # its stalest stream
+
+    def add(self, other: Freshness) -> None:
+        self.busy.extend(other.busy)
+        self.quiet.extend(other.quiet)
+        self.quarantined += other.quarantined
+        self.stalest = max(self.stalest, other.stalest)
+        for sub, age in other.per_subscription.items():
+            self.per_subscription[sub] = max(self.per_subscription.get(sub, 0.0), age)
+
+
+@dataclass(slots=True)
+class PassStats:
+    """What a run did, for ``run --once``'s summary and exit status."""
+
+    events: int = 0
+    failures: int = 0
+
+
+class Progress(Protocol):
+    """Told about a one-off pass (``run --once``) as it goes; a terminal shows it."""
+
+    def checked(self, credential: str, done: int, total: int, changes: int) -> None: ...
+
+    def finished(self, credential: str) -> None: ...
+
+
+CHECKED_FLUSH_SECONDS = 1.0  # check times reach the store in batches at most this old
+CHECKED_FLUSH_SIZE = 5_000
+
+
+class CheckTimes:
+    """Check times waiting to be stored in one batch (one transaction a second, not one per
+    container). They only inform ``notifier status`` and the staleness after a restart, so
+    losing the last second of them in a crash costs nothing; each batch is stamped with its
+    oldest time, which never overstates freshness."""
+
+    def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._pending: dict[StreamKey, float] = {}
+        self._monotonic = monotonic
+        self._flushed = monotonic()
+
+    def note(self, keys: Iterable[StreamKey], now: float) -> None:
+        for key in keys:
+            self._pending.setdefault(key, now)
+
+    def take(self, *, force: bool = False) -> tuple[list[StreamKey], float] | None:
+        """The batch to store now (keys and their time), or None while it may wait."""
+        if not self._pending:
+            return None
+        if not force and len(self._pending) < CHECKED_FLUSH_SIZE and (
+                self._monotonic() - self._flushed < CHECKED_FLUSH_SECONDS):
+            return None
+        batch, self._pending = self._pending, {}
+        self._flushed = self._monotonic()
+        return list(batch), min(batch.values())
+
+
+SINK_LOG_EVERY = 60.0  # seconds between two log lines about the same failing sink
+
+
+class LogThrottle:
+    """One log line per key per ``every`` seconds during an outage, counting the rest."""
+
+    def __init__(self, every: float = SINK_LOG_EVERY,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._every = every
+        self._monotonic = monotonic
+        self._last: dict[str, tuple[float, int]] = {}
+
+    def allow(self, key: str) -> int | None:
+        """The number of lines suppressed since the last one if a line may go out now, else
+        None (and this one is counted as suppressed)."""
+        now = self._monotonic()
+        last, suppressed = self._last.get(key, (-self._every, 0))
+        if now - last < self._every:
+            self._last[key] = (last, suppressed + 1)
+            return None
+        self._last[key] = (now, 0)
+        return suppressed
+
+
+@dataclass(slots=True)
+class StatusAnswer:
+    """A syncStatus answer matched to the chunk of streams asked about, by position."""
+
+    due: list[int] = field(default_factory=list)  # more data or an overwrite: drain
+    ok: list[int] = field(default_factory=list)  # nothing new
+    rejected: list[tuple[int, str]] = field(default_factory=list)  # token refused: why
+    answered: int = 0  # the rest got no answer (retried at the next check)
+
+
+def match_status(resp: SyncStatusResponse, n: int) -> StatusAnswer:
+    """Sort the answers for a chunk of ``n`` tokens asked with referenceIds "0".."n-1"; an
+    unknown or repeated referenceId is ignored (the first answer for a token wins)."""
+    out = StatusAnswer()
+    answered: set[int] = set()
+    for r in resp.results:
+        idx = _index(r.reference_id, n)
+        if idx is not None and idx not in answered:
+            answered.add(idx)
+            (out.due if (r.more_data or r.overwrite) else out.ok).append(idx)
+    for e in resp.errors:
+        idx = _index(e.reference_id, n)
+        if idx is not None and idx not in answered:
+            answered.add(idx)
+            out.rejected.append((idx, f"sync token rejected: {e.title or e.type} {e.detail}"
+                                 .strip()))
+    out.answered = len(answered)
+    return out
+
+
+def _index(ref: str | None, n: int) -> int | None:
+    try:
+        i = int(ref) if ref is not None else -1
+    except ValueError:
+        return None
+    return i if 0 <= i < n else None
+
+
+class PassTimer:
+    """Counts group checks: a pass is as many checks as there are groups."""
+
+    def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._monotonic = monotonic
+        self._checks = 0
+        self._started = monotonic()
+
+    def group_checked(self, groups: int) -> float | None:
+        """The pass's duration in seconds when this check completes one (of ``groups``, the
+        count now: streams come and go at run time), else None."""
+        self._checks += 1
+        if self._checks < groups:
+            return None
+        now = self._monotonic()
+        elapsed, self._checks, self._started = now - self._started, 0, now
+        return elapsed
+
+
+def add_streams(groups: dict[str, Group], planner: Planner, fresh: Iterable[StreamRuntime],
+                now: float) -> None:
+    """Streams added at run time join their container's group (a new list, so a check in
+    flight keeps its own), or make a new group; either is due at once."""
+    for rt in fresh:
+        cid = rt.spec.container_id
+        g = groups.get(cid)
+        if g is None:
+            groups[cid] = Group(cid, [rt], planner.add_group(cid, 1, now))
+        else:
+            g.streams = [*g.streams, rt]
+            planner.resize_group(cid, len(g.streams), now)
+
+
+def remove_streams(groups: dict[str, Group], planner: Planner, keys: Set[StreamKey]) -> int:
+    """Drop these streams (marked retired, so a drain not yet started is skipped); a group
+    left empty leaves the plan. Returns how many were there."""
+    removed = 0
+    for cid in [cid for cid, g in groups.items() if any(s.spec.key in keys for s in g.streams)]:
+        g = groups[cid]
+        left = [s for s in g.streams if s.spec.key not in keys]
+        for s in g.streams:
+            s.retired = s.spec.key in keys
+        removed += len(g.streams) - len(left)
+        if left:
+            g.streams = left
+            planner.resize_group(cid, len(left))
+        else:
+            del groups[cid]
+            planner.remove_group(cid)
+    return removed
+
+
+def freshness(groups: dict[str, Group], planner: Planner, now: float, started_at: float
+              ) -> Freshness:
+    """Ages of the streams' last successful checks, by busy and quiet groups; a stream never
+    checked successfully is as stale as the process is old (``started_at``)."""
+    out = Freshness()
+    for g in groups.values():
+        ages = out.busy if planner.is_busy(g.container_id, now) else out.quiet
+        for s in g.streams:
+            if s.quarantined_until > now:
+                out.quarantined += 1
+                continue
+            since = s.last_checked if s.last_checked is not None else started_at
+            age = max(0.0, now - since)
+            ages.append(age)
+            out.stalest = max(out.stalest, age)
+            sub = s.spec.subscription
+            out.per_subscription[sub] = max(out.per_subscription.get(sub, 0.0), age)
+    return out

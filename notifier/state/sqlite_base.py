@@ -1,0 +1,157 @@
+"""The SQLite store's connection: one connection on one dedicated worker thread.
+
+Every call is handed to a single-thread executor, so the connection is only ever used by the
+thread that opened it and calls are serialised in submission order. The database runs in WAL
+mode with ``synchronous=FULL``: a commit is fsync'd before the method returns, which is what
+lets a checkpoint (or a rotated refresh token) count as durable. A call cancelled while waiting
+still runs to completion on the worker: the transaction is either wholly applied or not at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import sqlite3
+import stat
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+from notifier.errors import StateError
+from notifier.state import sqlite_streams as st
+from notifier.state.migrations import migrate
+
+log = logging.getLogger("notifier.state.sqlite")
+
+T = TypeVar("T")
+
+BUSY_TIMEOUT_MS = 10_000
+CACHE_KIB = 32 * 1024  # page cache per connection; bounds SQLite's own memory use
+
+
+class SqliteConnection:
+    """Opens (creating parent directories and migrating) and closes the state file; runs
+    calls on the worker thread, turning sqlite errors into StateError."""
+
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._ids = st.StreamIds()
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        if self._executor is not None:
+            raise StateError(f"state store {self.path} is already open")
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="notifier-state")
+        try:
+            await self._submit(self._open_sync)
+        except BaseException:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+            raise
+
+    def _open_sync(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            _make_private(self.path)
+            conn = sqlite3.connect(self.path, isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            raise StateError(f"cannot open state file {self.path}: {exc}") from exc
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StateError(f"state file {self.path}: cannot enable WAL (mode {mode})")
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
+            conn.execute("PRAGMA temp_store = FILE")
+            migrate(conn, str(self.path))
+        except sqlite3.Error as exc:
+            conn.close()
+            raise StateError(f"cannot open state file {self.path}: {exc}") from exc
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+        log.info("state store open: %s", self.path)
+
+    async def close(self) -> None:
+        """Close the connection and stop the worker; safe to call twice."""
+        executor, self._executor = self._executor, None
+        if executor is None:
+            return
+        try:
+            await asyncio.get_running_loop().run_in_executor(executor, self._close_sync)
+        finally:
+            executor.shutdown(wait=True)
+
+    def _close_sync(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.execute("PRAGMA optimize")
+            except sqlite3.Error as exc:  # best effort; closing matters more
+                log.warning("state store %s: PRAGMA optimize failed: %s", self.path, exc)
+            conn.close()
+            log.info("state store closed: %s", self.path)
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    async def _submit(self, fn: Callable[[], T]) -> T:
+        if self._executor is None:
+            raise StateError(f"state store {self.path} is not open")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
+    async def _call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run ``fn(conn, *args, **kwargs)`` on the worker; sqlite errors become StateError."""
+        return await self._submit(functools.partial(self._run_sync, what, fn, args, kwargs))
+
+    def _run_sync(
+        self, what: str, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> T:
+        conn = self._conn
+        if conn is None:
+            raise StateError(f"state store {self.path} is not open")
+        try:
+            return fn(conn, *args, **kwargs)
+        except sqlite3.Error as exc:
+            self._ids.clear()  # ids created in a rolled-back transaction are gone
+            raise StateError(f"state store {self.path}: {what} failed: {exc}") from exc
+        except BaseException:
+            self._ids.clear()
+            raise
+
+
+def _make_private(path: Path) -> None:
+    """Create the state file 0600 (it holds rotated refresh tokens); tighten an existing one
+    and its WAL/SHM files. SQLite creates the WAL and SHM files with the database's mode."""
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            mode = stat.S_IMODE(p.stat().st_mode)
+            if mode & 0o077:
+                p.chmod(mode & 0o700)
+                log.warning("state file %s was readable by others (%s): made it %s", p,
+                            oct(mode), oct(mode & 0o700))
+        except FileNotFoundError:
+            pass

@@ -51,6 +51,11 @@ class SinkMetrics(MetricsBase):
             "Age of the oldest event waiting in a sink's outbox.",
             "sink",
         )
+        self._outbox_limit = self._gauge(
+            "notifier_outbox_pending_limit_events",
+            "A sink's outbox cap (max_pending): at it, pages for the sink are not committed.",
+            "sink",
+        )
         self._outbox_dead = self._gauge(
             "notifier_outbox_dead_events", "Dead-lettered events kept in a sink's outbox.", "sink"
         )
@@ -111,6 +116,10 @@ class SinkMetrics(MetricsBase):
         self._outbox_pending.labels(sink).set(pending)
         self._outbox_age.labels(sink).set(nonneg(oldest_age_seconds))
         self._outbox_dead.labels(sink).set(dead)
+
+    def outbox_limit(self, sink: str, limit: int) -> None:
+        """``sink``'s outbox holds at most ``limit`` pending events."""
+        self._outbox_limit.labels(self._sink(sink)).set(limit)
 
     def webhook_delivery(self, sink: str, outcome: str, seconds: float) -> None:
         """One webhook delivery attempt ended with ``outcome`` after ``seconds``."""

@@ -49,6 +49,8 @@ class Publisher:
         """Publish to the ``direct`` sinks; return the outbox rows for the ``outbox`` sinks."""
         if not events:
             return []
+        for s in outbox:  # an outbox at its cap refuses the page (it is retried later)
+            await s.admit(len(events))
         results = await asyncio.gather(
             *(self._timed(s, events) for s in direct), return_exceptions=True
         )

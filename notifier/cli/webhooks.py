@@ -164,6 +164,10 @@ async def _run(
         elif args.dlq_command == "replay":
             n = sum([await store.dlq_replay(s, since, until) for s in sinks])
             _done(out, as_json, "replayed", n, sinks, since, until)
+            kept = sum([len(await store.dlq_list(s, since, until, 1_000_000)) for s in sinks])
+            if kept and not as_json:
+                print(f"kept dead: {kept} (a later event of the same relationship was already "
+                      f"delivered; replaying would reorder them)", file=out)
         else:
             rows: list[OutboxRow] = []
             for s in sinks:

@@ -112,6 +112,9 @@ class WebhookSinkConfig(ConfigModel):
     ] = Field(default_factory=dict)
     circuit_breaker: CircuitBreakerConfig = Field(default_factory=CircuitBreakerConfig)
     max_response_bytes: Annotated[ByteSize, Field(ge=0)] = 64 * KIB
+    # The outbox cap: at this many pending events the pages feeding the sink are not
+    # committed (polling of those streams waits, nothing is dropped) until it drains.
+    max_pending: int = Field(1_000_000, ge=1)
     # Delivered events are kept this long for `notifier webhooks redeliver`, then purged.
     delivered_retention: Duration = 7 * 86400.0
 

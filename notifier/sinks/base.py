@@ -54,6 +54,11 @@ class OutboxSink(_SinkLifecycle, Protocol):
         """New rows are in the outbox: deliver them soon (called from the event loop)."""
         ...
 
+    async def admit(self, count: int) -> None:
+        """Before ``count`` events are written to the outbox: raise SinkError while the outbox
+        is full (its cap policy); the page is then not committed and is retried later."""
+        ...
+
 
 Sink = DirectSink | OutboxSink
 

@@ -11,13 +11,19 @@ relationship, so one relationship's events stay in order and a failing row holds
 own relationship), POST them within the endpoint's concurrency and rate limits, and record the
 outcome:
 
-- 2xx: delivered.
+- 2xx: delivered. The first 2xx after failures brings the rows waiting out a backoff forward
+  (due now): a short outage does not delay events by the schedule's later steps.
 - 410: the endpoint is gone. Delivery stops for this sink until restart, one ERROR is logged,
   events stay pending (fix the URL and restart).
 - 429: the row waits for ``Retry-After`` without spending an attempt; the endpoint pauses too.
 - anything else (other statuses, 3xx as redirects are not followed, timeouts, refused
   connections): the attempt is spent and the row waits ``retry_schedule[attempts - 1]`` (±10 %);
-  once the schedule is spent the row is dead-lettered.
+  once the schedule is spent the row is dead-lettered. A failed call's rows are rescheduled or
+  dead-lettered in one transaction.
+
+The outbox is capped (``max_pending``): at the cap ``admit`` refuses the next page's events,
+so the pipeline leaves that page uncommitted and retries it later, as for any sink that is
+down. Nothing is dropped; upstream keeps the changes behind the stream's sync token.
 
 A circuit breaker per endpoint stops calls to an endpoint that keeps failing: while open no call
 is made and no attempt is spent; after ``reset_after`` a single probe decides.
@@ -42,7 +48,7 @@ from typing import Self
 from notifier.config import WebhookSinkConfig
 from notifier.core.circuit import CircuitBreaker, CircuitState
 from notifier.core.retry_schedule import next_delay, parse_retry_after
-from notifier.errors import NotifierError
+from notifier.errors import NotifierError, SinkError
 from notifier.metrics import Metrics
 from notifier.sinks.signing import SigningKey
 from notifier.sinks.webhook_http import Outcome, WebhookClient, check_url, signing_keys
@@ -53,6 +59,8 @@ log = logging.getLogger(__name__)
 BATCH_ID_NAMESPACE = uuid.UUID("3b0f7d52-8c1e-4d7a-9f64-2a5c0e9b1d37")
 # Rows fetched per free delivery slot, beyond the rows already in flight.
 _FETCH_PER_SLOT = 2
+# A full outbox is counted again at most this often while pages wait for room.
+_RECOUNT_SECONDS = 1.0
 
 
 def batch_id(event_ids: Sequence[str]) -> str:
@@ -110,6 +118,11 @@ class WebhookSink:
         self._next_slot = 0.0
         self._soonest = float("inf")  # earliest next_attempt_at this process set
         self._reported_up: bool | None = None
+        self._failing = False  # a call failed since the last success: retries are waiting
+        self._max_pending = cfg.max_pending
+        self._pending = 0  # pending rows: counted by the store, then kept up to date here
+        self._pending_at = float("-inf")  # monotonic time of the last count
+        metrics.outbox_limit(name, cfg.max_pending)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -145,6 +158,26 @@ class WebhookSink:
             await self._report_outbox()
         finally:
             await self._client.close()
+
+    async def admit(self, count: int) -> None:
+        """Called before a page's ``count`` events are written to this sink's outbox: raise
+        ``SinkError`` while the outbox holds ``max_pending`` or more (the cap policy: the page
+        is not committed and its stream retries later, so nothing is dropped and the backlog
+        stays bounded, overshooting by at most the pages admitted just below the cap). A full
+        outbox is counted again from the store at most once a second."""
+        if self._pending >= self._max_pending and (
+                time.monotonic() - self._pending_at > _RECOUNT_SECONDS):
+            await self._recount()
+        if self._pending >= self._max_pending:
+            raise SinkError(
+                f"outbox full: {self._pending} events pending, max_pending {self._max_pending}"
+                " (the receiver is not keeping up); polling for this sink waits", sink=self.name)
+        self._pending += count
+
+    async def _recount(self) -> None:
+        stats = await self._store.outbox_stats(self.name)
+        self._pending = stats.pending_count
+        self._pending_at = time.monotonic()
 
     def notify(self) -> None:
         """New rows are in the outbox: wake the dispatcher now (call from the event loop)."""
@@ -257,6 +290,9 @@ class WebhookSink:
             self._breaker.record_success()
             self._metrics.webhook_delivery(self.name, "ok", seconds)
             await self._store.outbox_mark_delivered([r.row_id for r in rows], now)
+            self._pending = max(0, self._pending - len(rows))
+            if self._failing:
+                await self._recovered(now)
         elif outcome.kind == "gone":
             self._breaker.record_success()
             self._metrics.webhook_delivery(self.name, "gone", seconds)
@@ -272,28 +308,40 @@ class WebhookSink:
             wait = parse_retry_after(outcome.retry_after, now)
             self._paused_until = max(self._paused_until, now + wait)
             self._soonest = min(self._soonest, now + wait)
-            for r in rows:  # no attempt spent
-                await self._store.outbox_reschedule(
-                    r.row_id, now + wait, r.attempts, outcome.detail
-                )
+            await self._store.outbox_settle_failed(  # no attempt spent
+                [(r.row_id, now + wait, r.attempts, outcome.detail) for r in rows], [], now)
         else:
             self._breaker.record_failure(now)
+            self._failing = True
             await self._failed(rows, outcome, now, seconds)
+
+    async def _recovered(self, now: float) -> None:
+        """The endpoint answered 2xx after failures: its rows waiting out a backoff are due
+        now, instead of minutes or hours later. The fetch keeps each relationship's order and
+        the calls still go through the concurrency and rate limits."""
+        self._failing = False
+        moved = await self._store.outbox_bring_forward(self.name, now)
+        if moved:
+            log.info("webhook sink %s: endpoint answers again; %d events waiting to be retried "
+                     "are due now", self.name, moved)
+            self._wake.set()
 
     async def _failed(
         self, rows: list[OutboxRow], outcome: Outcome, now: float, seconds: float
     ) -> None:
-        dead = 0
+        retries: list[tuple[int, float, int, str | None]] = []
+        dead_rows: list[tuple[int, str]] = []
         for r in rows:
             attempts = r.attempts + 1
             delay = next_delay(attempts, self._schedule, draw=self._rand())
             if delay is None:
-                reason = f"gave up after {attempts} attempts: {outcome.detail}"
-                await self._store.outbox_dead_letter(r.row_id, reason, now)
-                dead += 1
+                dead_rows.append((r.row_id, f"gave up after {attempts} attempts: {outcome.detail}"))
             else:
                 self._soonest = min(self._soonest, now + delay)
-                await self._store.outbox_reschedule(r.row_id, now + delay, attempts, outcome.detail)
+                retries.append((r.row_id, now + delay, attempts, outcome.detail))
+        await self._store.outbox_settle_failed(retries, dead_rows, now)  # one transaction
+        dead = len(dead_rows)
+        self._pending = max(0, self._pending - dead)
         self._metrics.webhook_delivery(self.name, "dead" if dead else "retry", seconds)
         if dead:
             self._metrics.dead_lettered(self.name, dead)
@@ -328,6 +376,7 @@ class WebhookSink:
         except NotifierError as exc:
             log.warning("webhook sink %s: outbox stats failed: %s", self.name, exc)
             return
+        self._pending, self._pending_at = stats.pending_count, time.monotonic()
         oldest = stats.oldest_pending_created_at
         age = self._clock() - oldest if oldest is not None else 0.0
         self._metrics.outbox_state(self.name, stats.pending_count, age, stats.dead_count)

@@ -301,6 +301,17 @@ class StateStore(Protocol):
         self, row_id: int, next_attempt_at: float, attempts: int, last_error: str | None
     ) -> None: ...
 
+    async def outbox_settle_failed(
+        self, retries: Sequence[tuple[int, float, int, str | None]],
+        dead: Sequence[tuple[int, str]], now: float,
+    ) -> None:
+        """Reschedule and dead-letter the rows of one failed call in one transaction."""
+        ...
+
+    async def outbox_bring_forward(self, sink: str, now: float) -> int:
+        """Make the rows of ``sink`` waiting out a failure backoff due now."""
+        ...
+
     async def outbox_dead_letter(self, row_id: int, reason: str, now: float) -> None: ...
 
     async def outbox_stats(self, sink: str) -> OutboxStats: ...

@@ -82,6 +82,40 @@ def reschedule(
         )
 
 
+def settle_failed(
+    conn: sqlite3.Connection, retries: Sequence[tuple[int, float, int, str | None]],
+    dead: Sequence[tuple[int, str]], now: float,
+) -> None:
+    """Reschedule ``retries`` (row id, next attempt, attempts, last error) and dead-letter
+    ``dead`` (row id, reason) in one transaction: one fsync for a whole failed batch."""
+    if not retries and not dead:
+        return
+    with transaction(conn):
+        if retries:
+            conn.executemany(
+                "UPDATE outbox SET next_attempt_at = ?, attempts = ?, last_error = ?"
+                " WHERE row_id = ? AND status = 'pending'",
+                ((at, attempts, err, row_id) for row_id, at, attempts, err in retries),
+            )
+        if dead:
+            conn.executemany(
+                "UPDATE outbox SET status = 'dead', dead_at = ?, dead_reason = ?"
+                " WHERE row_id = ? AND status = 'pending'",
+                ((now, reason, row_id) for row_id, reason in dead),
+            )
+
+
+def bring_forward(conn: sqlite3.Connection, sink: str, now: float) -> int:
+    """Make every pending row of ``sink`` waiting out a failure backoff due now; the count.
+    Fetching still hands out only the oldest pending row of each relationship."""
+    with transaction(conn):
+        return conn.execute(
+            "UPDATE outbox SET next_attempt_at = ? WHERE sink = ? AND status = 'pending'"
+            " AND attempts > 0 AND next_attempt_at > ?",
+            (now, sink, now),
+        ).rowcount
+
+
 def dead_letter(conn: sqlite3.Connection, row_id: int, reason: str, now: float) -> None:
     with transaction(conn):
         conn.execute(
@@ -141,11 +175,17 @@ def dlq_list(
 def dlq_replay(
     conn: sqlite3.Connection, sink: str | None, since: float | None, until: float | None
 ) -> int:
+    """Make matching dead letters pending again, except one whose relationship already had a
+    later event delivered (a created event replayed after its deleted one would resurrect
+    the relationship at the receiver): those stay dead."""
     where, params = _window(sink, since, until)
     with transaction(conn):
         return conn.execute(
-            "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = 0,"
-            f" dead_at = NULL, dead_reason = NULL WHERE status = 'dead'{where}",
+            "UPDATE outbox AS o SET status = 'pending', attempts = 0, next_attempt_at = 0,"
+            f" dead_at = NULL, dead_reason = NULL WHERE status = 'dead'{where}"
+            " AND NOT EXISTS (SELECT 1 FROM outbox AS later"
+            "   WHERE later.sink = o.sink AND later.ordering_key = o.ordering_key"
+            "   AND later.row_id > o.row_id AND later.status = 'delivered')",
             params,
         ).rowcount
 

@@ -29,6 +29,19 @@ class OutboxMethods(SqliteConnection):
             "outbox reschedule", ob.reschedule, row_id, next_attempt_at, attempts, last_error
         )
 
+    async def outbox_settle_failed(
+        self, retries: Sequence[tuple[int, float, int, str | None]],
+        dead: Sequence[tuple[int, str]], now: float,
+    ) -> None:
+        """Reschedule ``retries`` (row id, next attempt at, attempts, last error) and
+        dead-letter ``dead`` (row id, reason) in one durable transaction."""
+        await self._call("outbox settle", ob.settle_failed, list(retries), list(dead), now)
+
+    async def outbox_bring_forward(self, sink: str, now: float) -> int:
+        """Make ``sink``'s rows waiting out a failure backoff due now (its endpoint works
+        again); returns how many. Per-relationship order is kept by the fetch."""
+        return await self._call("outbox bring forward", ob.bring_forward, sink, now)
+
     async def outbox_dead_letter(self, row_id: int, reason: str, now: float) -> None:
         """Move a pending row to the dead letters; later rows of its key become deliverable."""
         await self._call("outbox dead letter", ob.dead_letter, row_id, reason, now)
@@ -54,7 +67,8 @@ class OutboxMethods(SqliteConnection):
         self, sink: str | None = None, since: float | None = None, until: float | None = None
     ) -> int:
         """Make matching dead letters pending again (attempts reset, due now); returns the
-        count. They keep their place in insertion order."""
+        count. They keep their place in insertion order. A dead letter whose relationship had
+        a later event delivered since stays dead (replaying it would reorder the two)."""
         return await self._call("dlq replay", ob.dlq_replay, sink, since, until)
 
     async def redeliver(

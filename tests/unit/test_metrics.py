@@ -40,6 +40,7 @@ def exercise_every_method(m: Metrics) -> None:
     m.sink_up("events", up=True)
     m.kafka_internals_missing("events", missing=False)
     m.outbox_state("hooks", pending=1, oldest_age_seconds=5.0, dead=0)
+    m.outbox_limit("hooks", 1000)
     m.webhook_delivery("hooks", "ok", 0.2)
     m.circuit_state("hooks", "closed")
     m.dead_lettered("hooks", 1)
@@ -294,6 +295,8 @@ def test_outbox_and_webhooks(metrics: Metrics) -> None:
     assert value(metrics, "notifier_webhook_delivery_duration_seconds_sum", sink="hooks") == 5.3
     metrics.outbox_state("hooks", pending=0, oldest_age_seconds=0.0, dead=1)
     assert value(metrics, "notifier_outbox_pending_events", sink="hooks") == 0
+    metrics.outbox_limit("hooks", 5000)
+    assert value(metrics, "notifier_outbox_pending_limit_events", sink="hooks") == 5000
 
 
 def test_circuit_state_is_one_hot_and_accepts_the_enum(metrics: Metrics) -> None:

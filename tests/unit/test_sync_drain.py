@@ -210,6 +210,9 @@ class OutboxMemorySink(MemorySink):
     def notify(self) -> None:
         """An outbox sink (notifier.sinks.base.OutboxSink): nothing to wake here."""
 
+    async def admit(self, count: int) -> None:
+        """No cap here."""
+
 
 def private_metrics() -> Metrics:
     return Metrics(CollectorRegistry(), runtime=False)

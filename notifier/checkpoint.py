@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import TypeVar
 
 import orjson
 
@@ -38,7 +37,6 @@ log = logging.getLogger("notifier.sync")
 
 RESYNC_DELETE_BATCH = 5_000
 ANNOUNCED_BATCH = 1_000  # announcements carry the relationship's JSON: smaller batches
-T = TypeVar("T")
 
 
 def rfc3339(ts: float) -> str:
@@ -62,17 +60,6 @@ def _bodies(current: Sequence[Relationship], add_ids: Sequence[str], resync: boo
         return {r.id: stored_body(r) for r in current}
     added = set(add_ids)
     return {r.id: stored_body(r) for r in current if r.id in added}
-
-
-async def _first(batches: AsyncIterator[list[T]]) -> list[T]:
-    """The first batch of an async batch iterator (empty when there is none).
-
-    Each end-of-resync batch is checkpointed before the next is asked for, so the iterator is
-    asked afresh every time rather than walked while the table under it changes.
-    """
-    async for batch in batches:
-        return batch
-    return []
 
 
 class PageWriter:
@@ -193,8 +180,10 @@ class PageWriter:
         """
         sub, cid = spec.subscription, spec.container_id
         forgotten = 0
-        while batch := await _first(self._store.iter_resync_missing(sub, cid,
-                                                                   RESYNC_DELETE_BATCH)):
+        # Walked with keyset pagination: each batch is a fresh query starting after the last
+        # id of the one before, so settling a batch between two is safe and the scan never
+        # starts over (starting over made large resyncs quadratic).
+        async for batch in self._store.iter_resync_missing(sub, cid, RESYNC_DELETE_BATCH):
             now = self._clock()
             deletions = batch
             if pos.reason == "filter":
@@ -213,8 +202,7 @@ class PageWriter:
             log.info("filter change: %d relationship(s) no longer match the filter and are "
                      "forgotten (no deleted events)", forgotten,
                      extra={"subscription": sub, "container": cid})
-        while gone := await _first(self._store.iter_announced_missing(sub, cid,
-                                                                     ANNOUNCED_BATCH)):
+        async for gone in self._store.iter_announced_missing(sub, cid, ANNOUNCED_BATCH):
             now = self._clock()
             rels = [
                 Relationship(id=a.rel_id, created_on=a.created_on, is_deleted=False,

@@ -54,6 +54,16 @@ BATCH_SECONDS = 0.5  # a page joins the previous ones' checkpoint only within th
 
 
 
+def _check_advances(token: str | None, page: SyncPage) -> None:
+    """A page that says ``moreData`` must lead somewhere: handing back the very token it was
+    asked with would loop for ever (paying a request each time, holding a drain slot). It is a
+    malformed answer, so the stream is quarantined like one, and the others carry on."""
+    if token is not None and page.more_data and page.next_sync_token == token:
+        raise ProtocolError(
+            "sync token does not advance: moreData is true but the next token is the one "
+            "just used", endpoint="sync")
+
+
 class StreamSyncer(PageWriter):
     """Runs drains against the store; one instance serves every stream."""
 
@@ -124,6 +134,7 @@ class StreamSyncer(PageWriter):
                 try:
                     page = await client.sync(cid, pos.token,
                                              spec.domains if pos.token is None else None)
+                    _check_advances(pos.token, page)
                 except BadRequestError as exc:
                     if pos.token is None:
                         raise  # not the token's fault (a bad filter): the scheduler decides
@@ -156,6 +167,7 @@ class StreamSyncer(PageWriter):
                    and not (stop is not None and stop.is_set())):
                 try:
                     nxt = await client.sync(cid, page.next_sync_token, None)
+                    _check_advances(page.next_sync_token, nxt)
                 except BadRequestError:
                     break  # asked again, alone, after this batch's checkpoint
                 if (nxt.overwrite and not pos.resync) or (

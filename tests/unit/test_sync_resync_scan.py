@@ -17,7 +17,7 @@ from notifier.source.models import SyncPage
 from notifier.state.base import KnownRelationship
 from notifier.state.sqlite import SqliteStateStore
 from notifier.sync import StreamSyncer
-from tests.unit.test_sync_drain import SUB, C, FakeService, replay, spec
+from tests.unit.test_sync_drain import SUB, C, FakeService, private_metrics, replay, spec
 
 pytestmark = pytest.mark.timeout(30)  # a stuck drain loops for ever: fail instead
 
@@ -46,7 +46,7 @@ async def test_resync_deletions_are_walked_in_one_scan(
     svc.create(*(f"r{i:03d}" for i in range(100)))
     sink = MemorySink()
     async with CountingStore(tmp_path / "state.db") as store:
-        syncer = StreamSyncer(store, clock=lambda: 1_700_000_000.0)
+        syncer = StreamSyncer(store, metrics=private_metrics(), clock=lambda: 1_700_000_000.0)
         assert (await syncer.drain(svc, spec(sink))).completed  # type: ignore[arg-type]
         gone = [f"r{i:03d}" for i in range(0, 100, 2)]  # 50 deletions: 8 batches of 7
         svc.delete(*gone)
@@ -81,7 +81,7 @@ async def test_a_token_that_never_advances_under_more_data_is_a_malformed_page(
     svc.stuck_at = "s20:10:0"  # the third snapshot page points back at itself
     sink = MemorySink()
     async with SqliteStateStore(tmp_path / "state.db") as store:
-        syncer = StreamSyncer(store, clock=lambda: 1_700_000_000.0)
+        syncer = StreamSyncer(store, metrics=private_metrics(), clock=lambda: 1_700_000_000.0)
         with pytest.raises(ProtocolError, match="does not advance"):
             await syncer.drain(svc, spec(sink))  # type: ignore[arg-type]
         assert svc.calls <= 4  # detected at once, not after paying for the loop

@@ -8,7 +8,8 @@ A subscription missing from the configuration keeps its state (token, known ids)
 snapshot and lose the deletions in between. ``rename`` carries the state over to the new name
 (do it before starting the notifier with the renamed subscription); ``forget`` drops it now (a
 subscription configured again later starts with a fresh bootstrap). Run them while the notifier
-is stopped: they change the state file only.
+is stopped: they change the state file only, and refuse (exit 2, naming the holder) while a
+``notifier run`` holds the state file's lock.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from notifier.config import Config, load_config
-from notifier.errors import ConfigError, StateError
+from notifier.errors import ConfigError, StateError, StateLockedError
+from notifier.state.lock import StateLock
 from notifier.state.sqlite import SqliteStateStore
 
 _DESCRIPTION = """\
@@ -68,6 +70,9 @@ def state_main(args: argparse.Namespace, *, stdout: TextIO | None = None,
         if args.state_command == "forget":
             return _forget(config, args, configured, out, err)
         return _rename(config, args, configured, out, err)
+    except StateLockedError as exc:  # the service is running: these change what it uses
+        print(f"notifier state: {exc}", file=err)
+        return 2
     except StateError as exc:
         print(f"notifier state: {exc}", file=err)
         return 1
@@ -106,6 +111,11 @@ def _rename(config: Config, args: argparse.Namespace, configured: set[str], out:
 
 
 async def _run(config: Config, op: Any) -> int:
+    with StateLock(config.state.path):  # not while a notifier runs on the same file
+        return await _apply(config, op)
+
+
+async def _apply(config: Config, op: Any) -> int:
     async with SqliteStateStore(config.state.path) as store:
         result: int = await op(store)
         return result

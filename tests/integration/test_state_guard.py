@@ -53,7 +53,11 @@ async def test_a_second_process_on_the_same_state_file_exits_2_naming_the_holder
             assert f"host {socket.gethostname()}" in err
             assert "-m notifier run --config" in err
             assert str(cfg) in err
-            # The refused process changed nothing: the service keeps running and publishing.
+            # Changing the stored state under the running service is refused the same way.
+            rc, _, err = await run_cli("state", "--config", str(cfg), "forget", "gone")
+            assert rc == 2, err
+            assert f"pid {service.pid}" in err
+            # The refused processes changed nothing: the service keeps running and publishing.
             sim.state.create_relationships(A, 3)
             await wait_for(lambda: len(read_jsonl(tmp_path / "events.jsonl").events) == 23,
                            30, "the service to go on after the refused second process")
@@ -63,6 +67,9 @@ async def test_a_second_process_on_the_same_state_file_exits_2_naming_the_holder
         # Once the holder has gone, the lock is free again.
         rc, _, err = await run_cli("run", "--config", str(cfg), "--once")
         assert rc == 0, err
+        rc, _, err = await run_cli("state", "--config", str(cfg), "forget", "gone")
+        assert rc == 1, err  # allowed now; there is simply no such subscription
+        assert "no state for subscription 'gone'" in err
 
 
 async def test_state_file_and_its_lock_are_private_to_the_owner(tmp_path: Path) -> None:

@@ -53,7 +53,7 @@ class Position:
     phase: Phase
     token: str | None  # incremental: the watermark token; resync: the cursor (None: start)
     reason: ResyncReason | None = None  # resync only: 'snapshot' or 'filter'
-    announce: bool = False  # resync pages before the first saved cursor announce (see sync)
+    announce: bool = False  # informational: no page of this snapshot checkpointed yet
     first_sync: bool = False  # no token was ever committed (emit_initial applies)
     transition: Transition = Transition.CONTINUE  # how the stream got here
     begins_snapshot: bool = False  # the store must start the resync over before the page

@@ -240,3 +240,34 @@ async def test_deletions_found_by_an_overwrite_carry_both_entities(tmp_path: Pat
         rel_ = e.data["relationship"]
         assert rel_["isDeleted"] is True
         assert rel_["entities"] == bodies[e.subject]["entities"]
+
+
+async def test_a_page_delivered_after_a_saved_cursor_then_rejected_loses_no_deletion(
+    tmp_path: Path,
+) -> None:
+    """Found by the stateful tests: a resync page after the first saved cursor is delivered and
+    the process dies before its checkpoint; the cursor is then rejected, so the fresh snapshot
+    does not bring that page again. A relationship it announced and that is gone since must
+    still get its deleted event."""
+    w = World(tmp_path)
+    commits = 0
+
+    class DiesAtSecondCheckpoint(FaultyStore):
+        async def commit_page(self, *args: Any, **kwargs: Any) -> None:
+            nonlocal commits
+            commits += 1
+            if commits == 2:
+                raise Crash("killed before the second checkpoint")
+            await super().commit_page(*args, **kwargs)
+
+    async with DiesAtSecondCheckpoint(w.path, w.faults) as store:
+        syncer = StreamSyncer(store, metrics=quiet_metrics())
+        with pytest.raises(Crash):
+            await syncer.drain(w.client, w.spec())
+    delivered = [e.subject for e in w.sink.events]
+    assert len(delivered) == 4  # pages 1 and 2; only page 1 checkpointed
+    w.sim.delete_relationships(C, delivered[2:3])
+    corrupt(w.path, "resync_cursor")
+    assert await w.drain()
+    assert await w.drain()
+    assert replay(w.sink) == truth(w.sim)

@@ -327,6 +327,7 @@ class App:
                 policy=poll.scheduler,
                 requests_per_minute=cred.requests_per_minute, reserve=cred.reserve,
                 workers=max(2, self.config.source.concurrency),
+                drain_turn_pages=poll.drain_pages_per_turn,
             )
             out.append(CredentialScheduler(
                 name, clients[name], specs, store=store, syncer=syncer, settings=settings,

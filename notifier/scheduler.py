@@ -376,20 +376,33 @@ class CredentialScheduler:
 
     async def _drain(self, s: StreamRuntime) -> tuple[bool, int]:
         self.planner.sync_pages_asked()
+        total = 0
+        while True:  # one turn per slot: a long drain gives way to the others between turns
+            done, n, more = await self._drain_turn(s)
+            total += n
+            if not more or self._stop.is_set():
+                return done, total
+
+    async def _drain_turn(self, s: StreamRuntime) -> tuple[bool, int, bool]:
+        """At most ``drain_turn_pages`` pages of ``s`` under one drain slot: (completed, events,
+        whether the page bound ended the turn with more to come)."""
+        turn = self._s.drain_turn_pages
         async with self._drain_slots:
             if self._stop.is_set() or s.retired:
-                return False, 0
+                return False, 0, False
             try:
                 res = await self._syncer.drain(
-                    self._client, s.spec, stop=self._stop, force_resync=s.force_resync
+                    self._client, s.spec, stop=self._stop, force_resync=s.force_resync,
+                    max_pages=turn,
                 )
             except NotifierError as exc:
                 await self.on_failure(s, exc)
-                return False, 0
+                return False, 0, False
             self.planner.sync_pages_asked(max(0, res.pages - 1))
             s.drained(res)
             self.stats.events += res.created + res.deleted
-            return res.completed, res.created + res.deleted
+            more = not res.completed and turn is not None and res.pages >= turn
+            return res.completed, res.created + res.deleted, more
 
     async def on_failure(self, s: StreamRuntime, exc: NotifierError) -> None:
         """What a failed check or drain means for ``s`` (see notifier.failures)."""

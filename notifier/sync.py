@@ -91,11 +91,17 @@ class StreamSyncer(PageWriter):
         *,
         stop: asyncio.Event | None = None,
         force_resync: bool = False,
+        max_pages: int | None = None,
     ) -> DrainResult:
         """Sync ``spec`` until the service reports no more data, checkpointing every batch.
 
         A loop over the stream's state machine (``notifier.core.stream_state``): ask for the
         page at the current position, apply the transition the answer calls for, commit.
+
+        With ``max_pages`` the drain returns (not completed) at the first checkpoint after that
+        many sync pages: one *turn*. The next call resumes where it stopped (the stored token or
+        resync cursor), so a long drain can give way to others between turns. A query
+        subscription's search bootstrap is not split: it has no cursor to resume from.
         """
         sub, cid = spec.subscription, spec.container_id
         fingerprint = filter_fingerprint(spec.domains, spec.query)
@@ -124,6 +130,8 @@ class StreamSyncer(PageWriter):
         while True:
             if stop is not None and stop.is_set():
                 return result
+            if max_pages is not None and result.pages >= max_pages:
+                return result  # this turn is over; the next resumes from the checkpoint
             if carried is not None:
                 page, carried = carried, None
             else:
@@ -162,6 +170,7 @@ class StreamSyncer(PageWriter):
             # A page that starts a snapshot (an overwrite, a restart) is kept for the next batch.
             started, joined = time.monotonic(), 1
             while (page.more_data and joined < self._batch_pages
+                   and (max_pages is None or result.pages < max_pages)
                    and time.monotonic() - started < self._batch_seconds
                    and not (stop is not None and stop.is_set())):
                 try:

@@ -120,6 +120,9 @@ class PollConfig(ConfigModel):
     interval: PositiveDuration = 30.0
     max_staleness: PositiveDuration = 600.0
     sync_concurrency: int = Field(4, ge=1)
+    # A drain gives its slot to the next one in line after this many pages (it resumes from
+    # its checkpoint): a few changes are never held behind a long resync.
+    drain_pages_per_turn: int = Field(50, ge=1)
     status_chunk: int = Field(100, ge=1)
     quarantine_backoff_initial: PositiveDuration = 30.0
     quarantine_backoff_max: PositiveDuration = 1800.0

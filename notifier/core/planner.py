@@ -47,6 +47,8 @@ class SchedulerSettings:
     requests_per_minute: float = 120.0
     reserve: float = 0.2
     workers: int = 4
+    drain_turn_pages: int | None = 50
+    """Sync pages a drain may fetch per drain slot before it queues for the slot again."""
     utilisation: float = 0.9
     """Share of the status pace the adaptive plan fills (headroom keeps queues short)."""
     rate_half_life: float | None = None

@@ -34,7 +34,7 @@ test-fast: deps  ## unit tests only (no network, no broker)
 	$(PYTHON) -m pytest -p no:cacheprovider tests/unit
 
 lint: deps
-	$(PYTHON) -m ruff check notifier tests
+	$(PYTHON) -m ruff check notifier tests examples
 	$(PYTHON) -m mypy notifier
 
 # requirements.lock pins the runtime dependencies (no [dev]) with hashes for the image build.

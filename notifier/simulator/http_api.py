@@ -62,7 +62,9 @@ class RelationshipApi:
 
     def __init__(self, state: SimState) -> None:
         self.state = state
-        self._fault_rng = random.Random()
+        # Seeded like the rest of the simulator: a seeded run injects the same faults each time.
+        seed = state.config.seed
+        self._fault_rng = random.Random(None if seed is None else f"faults-{seed}")
 
     def routes(self) -> list[web.RouteDef]:
         return [

@@ -244,7 +244,7 @@ async def test_a_budget_under_the_server_limit_gets_no_429(session: aiohttp.Clie
 
 
 async def test_injected_5xx_are_retried(session: aiohttp.ClientSession) -> None:
-    async with Simulator(config(fail_rate=0.3)) as sim:
+    async with Simulator(config(fail_rate=0.5)) as sim:  # seeded: the same faults each run
         client = make_client(sim, session, max_attempts=10)
         pages, _ = await drain(client)
         assert {r.id for p in pages for r in p.current} == live_ids(sim)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
@@ -151,18 +151,26 @@ def forget_stream(conn: sqlite3.Connection, ids: StreamIds, key: StreamKey) -> b
     return cur.rowcount > 0
 
 
-def known_subset(
-    conn: sqlite3.Connection, ids: StreamIds, key: StreamKey, rel_ids: Sequence[str]
+def _listed_in(
+    conn: sqlite3.Connection, ids: StreamIds, key: StreamKey, rel_ids: Sequence[str],
+    table: Literal["known", "resync_seen"],
 ) -> set[str]:
+    """Which of ``rel_ids`` the stream's ``table`` holds: one indexed query per call."""
     sid = ids.find(conn, key)
     if sid is None or not rel_ids:
         return set()
     rows = conn.execute(
         "SELECT j.value FROM json_each(?) AS j WHERE EXISTS"
-        " (SELECT 1 FROM known AS k WHERE k.stream_id = ? AND k.rel_id = j.value)",
+        f" (SELECT 1 FROM {table} AS t WHERE t.stream_id = ? AND t.rel_id = j.value)",
         (json_list(rel_ids), sid),
     )
     return {str(value) for (value,) in rows}
+
+
+def known_subset(
+    conn: sqlite3.Connection, ids: StreamIds, key: StreamKey, rel_ids: Sequence[str]
+) -> set[str]:
+    return _listed_in(conn, ids, key, rel_ids, "known")
 
 
 def known_bodies(
@@ -182,15 +190,7 @@ def known_bodies(
 def resync_seen_subset(
     conn: sqlite3.Connection, ids: StreamIds, key: StreamKey, rel_ids: Sequence[str]
 ) -> set[str]:
-    sid = ids.find(conn, key)
-    if sid is None or not rel_ids:
-        return set()
-    rows = conn.execute(
-        "SELECT j.value FROM json_each(?) AS j WHERE EXISTS"
-        " (SELECT 1 FROM resync_seen AS s WHERE s.stream_id = ? AND s.rel_id = j.value)",
-        (json_list(rel_ids), sid),
-    )
-    return {str(value) for (value,) in rows}
+    return _listed_in(conn, ids, key, rel_ids, "resync_seen")
 
 
 def commit_page(

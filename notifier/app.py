@@ -41,6 +41,7 @@ from notifier.source.http import create_session
 from notifier.state.base import StateStore
 from notifier.state.lock import StateLock
 from notifier.state.sqlite import SqliteStateStore
+from notifier.store_guard import StoreGuard
 from notifier.stream import StreamSpec
 from notifier.sync import StreamSyncer
 
@@ -88,6 +89,7 @@ class App:
         self.config = config
         self.metrics = metrics or Metrics()
         self.health = HealthState()
+        self.store_guard = StoreGuard(self.metrics.store, self.health)  # the store's observer
         self._sink_overrides = dict(sink_overrides or {})
         self._clock = clock
         self._stop = asyncio.Event()
@@ -138,7 +140,8 @@ class App:
         self.health.config_loaded()
         async with AsyncExitStack() as stack:
             stack.enter_context(StateLock(cfg.state.path))
-            store = await stack.enter_async_context(SqliteStateStore(cfg.state.path))
+            store = await stack.enter_async_context(SqliteStateStore(
+                cfg.state.path, busy_timeout=cfg.state.busy_timeout, observer=self.store_guard))
             self.health.store_open()
             self.store = store
             if cfg.metrics.enabled and not once:
@@ -332,7 +335,7 @@ class App:
             out.append(CredentialScheduler(
                 name, clients[name], specs, store=store, syncer=syncer, settings=settings,
                 drain_slots=drain_slots, metrics=self.metrics, clock=self._clock,
-                started_at=self._started_at,
+                started_at=self._started_at, guard=self.store_guard,
             ))
         return out
 

@@ -17,13 +17,13 @@
     │   └── InvalidGrantError       refresh token spent/expired: re-seed needed
     ├── SinkError                   a sink did not accept events (sink)     retriable
     │   └── SinkConfigError         a sink cannot work as configured        not retriable
-    └── StateError                  the state store failed
+    └── StateError                  the state store failed (kind: busy, full, io)  pauses work
         └── StateLockedError        another process holds the state file (exit status 2)
 
 Policy is data on the class: whether an error is worth retrying (``retriable``), and what a
 stream that fails with it becomes (``quarantine_reason``, ``resync``, ``container_wide``,
-``log_level``), read by the scheduler's one ``on_failure``. Errors carry context (subscription,
-endpoint, status, sink) but never secrets.
+``log_level``, ``pauses_work``), read by the scheduler's one ``on_failure``. Errors carry
+context (subscription, endpoint, status, sink) but never secrets.
 
     error              quarantine_reason  resync  container_wide
     BadRequestError    bad_token          yes
@@ -31,6 +31,7 @@ endpoint, status, sink) but never secrets.
     NotFoundError      gone                       yes
     other ClientError  error
     ProtocolError      malformed_page
+    StateError         (not the stream's fault: every loop pauses with backoff, StoreGuard)
     anything else      (not quarantined: retried at the next check, logged at log_level)
 """
 
@@ -54,6 +55,9 @@ class NotifierError(Exception):
     """How a failure that is only retried is logged."""
     needs_operator: ClassVar[bool] = False
     """Retrying cannot help until an operator acts (re-seed a refresh token)."""
+    pauses_work: ClassVar[bool] = False
+    """Shared infrastructure failed (the state store), not the stream: work pauses with a
+    growing backoff and is retried; nothing is lost and nothing is quarantined."""
 
 
 class ConfigError(NotifierError):
@@ -167,7 +171,15 @@ class SinkConfigError(SinkError):
 
 
 class StateError(NotifierError):
-    """The state store failed."""
+    """The state store failed. ``kind`` says how, from SQLite's result code, for an
+    operation that failed: busy (locked past the busy timeout), full (disk full), io (I/O
+    error) or other; None for a store that is not open or cannot be opened."""
+
+    pauses_work = True
+
+    def __init__(self, message: str, *, kind: str | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class StateLockedError(StateError):

@@ -2,7 +2,9 @@
 
 A stream is quarantined (with a growing backoff, remembered in the store) when its error names
 a quarantine reason, and resynced when it says the token is no good; any other failure is only
-retried at the stream's next check and logged (sink outages once a minute per sink).
+retried at the stream's next check and logged (sink outages once a minute per sink). A state
+store failure is not the stream's: the store's StoreGuard has paused every loop, and the page,
+not checkpointed, is fetched again at the stream's next check.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Callable
 
 from notifier.core.planner import SchedulerSettings
 from notifier.core.schedule import quarantine_delay
-from notifier.errors import NotifierError, SinkError
+from notifier.errors import NotifierError, SinkError, StateError
 from notifier.metrics import Metrics
 from notifier.runtime import LogThrottle, PassStats, StreamRuntime
 from notifier.state.base import StateStore
@@ -37,6 +39,10 @@ class FailurePolicy:
 
     async def on_failure(self, s: StreamRuntime, exc: NotifierError) -> None:
         """Quarantined, or retried at its next check and logged: as ``exc``'s class says."""
+        if exc.pauses_work:  # the state store (logged and paused on by the StoreGuard)
+            self.stats.failures += 1
+            log.debug("sync paused by a state store failure: %s", exc, extra=self.ctx(s))
+            return
         reason = exc.quarantine_reason
         if reason is not None:
             if exc.resync:
@@ -67,7 +73,10 @@ class FailurePolicy:
         delay = quarantine_delay(s.failures, self._s.quarantine_initial, self._s.quarantine_max)
         s.quarantined_until = self._clock() + delay
         self.stats.failures += 1
-        await self._store.quarantine(*s.spec.key, until=s.quarantined_until, reason=reason)
+        try:
+            await self._store.quarantine(*s.spec.key, until=s.quarantined_until, reason=reason)
+        except StateError as err:  # held in memory; the stored backoff resumes after a restart
+            log.warning("stream quarantine not stored: %s", err, extra=self.ctx(s))
         self._metrics.stream_quarantined(reason)
         log.warning("stream quarantined for %.0fs (%s): %s", delay, reason, exc,
                     extra=self.ctx(s))

@@ -9,7 +9,8 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 DISCOVERY_OUTCOMES = ("ok", "forbidden", "not_found", "rate_limited", "server_error",
-                      "transport_error", "protocol_error", "unauthorized", "credential", "error")
+                      "transport_error", "protocol_error", "unauthorized", "credential",
+                      "state_store", "error")
 
 
 class HubMetrics:

@@ -5,9 +5,10 @@ credential's Data Management budget), keeps the projects its rules include, and 
 changed (added, retired, renamed; ``core.projects.diff``) to ``apply``, which turns projects
 into streams of the credential's scheduler. A discovery that fails (403, 429 beyond the retries,
 5xx, malformed page, credential trouble) changes nothing: the last known list stays, and the
-next attempt comes after a growing backoff capped at ``discover_every``. The last known list
-survives restarts through the state store (the hub subscription's streams not orphaned), so a
-discovery failing at start-up does not stop the projects found before.
+next attempt comes after a growing backoff capped at ``discover_every``; so does one whose
+changes could not be stored (a failing state store: applying them again is harmless). The last
+known list survives restarts through the state store (the hub subscription's streams not
+orphaned), so a discovery failing at start-up does not stop the projects found before.
 
 ``HubStatus`` is what ``notifier status`` and the metrics show per hub subscription; the
 running service writes all of them to ``<state.path>.hubs.json`` after every discovery.
@@ -39,6 +40,7 @@ from notifier.errors import (
     ProtocolError,
     RateLimitedError,
     ServerError,
+    StateError,
     TransportError,
     UnauthorizedError,
 )
@@ -54,6 +56,7 @@ _OUTCOMES: tuple[tuple[type[NotifierError], str], ...] = (
     (UnauthorizedError, "unauthorized"), (RateLimitedError, "rate_limited"),
     (ServerError, "server_error"), (TransportError, "transport_error"),
     (ProtocolError, "protocol_error"), (CredentialError, "credential"),
+    (StateError, "state_store"),
 )
 
 
@@ -120,7 +123,11 @@ class HubWatcher:
             return False
         after = watched(projects, self._rules)
         changes = diff(self.known, after)
-        await self._apply(self, changes)
+        try:
+            await self._apply(self, changes)
+        except StateError as exc:  # the list stays: the same changes are applied next time
+            self._failed(exc)
+            return False
         self.known = after
         st = self.status
         now = self._clock()

@@ -33,14 +33,16 @@ from notifier.metrics_base import (
     nonneg,
 )
 from notifier.metrics_sinks import SinkMetrics
+from notifier.store_metrics import StoreMetrics
 
 
 class Metrics(SinkMetrics):
     """All of the notifier's metrics, registered on one (injected) registry.
 
     The sink metrics live in notifier.metrics_sinks, the shared helpers in
-    notifier.metrics_base, hub discovery's in notifier.hub_metrics (``metrics.hubs``); this
-    class adds upstream, auth, scheduling, sync and process.
+    notifier.metrics_base, hub discovery's in notifier.hub_metrics (``metrics.hubs``), the
+    state store's in notifier.store_metrics (``metrics.store``); this class adds upstream,
+    auth, scheduling, sync and process.
     """
 
     def __init__(self, registry: CollectorRegistry | None = None, *, runtime: bool = True) -> None:
@@ -53,6 +55,7 @@ class Metrics(SinkMetrics):
         r = self.registry
         self._credentials: set[str] = set()
         self.hubs = HubMetrics(r)  # hub discovery (its own module: notifier/hub_metrics.py)
+        self.store = StoreMetrics(r)  # state store health (notifier/store_metrics.py)
         counter, gauge, histogram = self._counter, self._gauge, self._histogram
 
         # upstream

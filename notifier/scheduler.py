@@ -25,6 +25,7 @@ from notifier.errors import (
     CredentialError,
     NotifierError,
     ProtocolError,
+    StateError,
     UpstreamError,
 )
 from notifier.failures import FailurePolicy
@@ -44,6 +45,7 @@ from notifier.runtime import (
 )
 from notifier.source.client import RelationshipClient
 from notifier.state.base import StateStore, StreamKey
+from notifier.store_guard import StoreGuard
 from notifier.stream import StreamSpec
 from notifier.sync import StreamSyncer
 
@@ -66,6 +68,7 @@ class CredentialScheduler:
         metrics: Metrics,
         clock: Callable[[], float] = time.time,
         started_at: float | None = None,
+        guard: StoreGuard | None = None,
     ) -> None:
         """``started_at`` (default: now) is how old a never-checked stream counts as."""
         self.name = name
@@ -76,6 +79,7 @@ class CredentialScheduler:
         self._drain_slots = drain_slots
         self._metrics = metrics
         self._clock = clock
+        self._guard = guard or StoreGuard(metrics.store)
         self._started_at = clock() if started_at is None else started_at
         by_container: dict[str, list[StreamRuntime]] = {}
         for spec in specs:
@@ -184,7 +188,8 @@ class CredentialScheduler:
             for w in workers:
                 w.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
-            await self._flush_checked(force=True)
+            with contextlib.suppress(StateError):  # mere check times: logged by the guard
+                await self._flush_checked(force=True)
 
     async def _run_once(self, progress: Progress | None) -> None:
         total = len(self.groups)
@@ -198,7 +203,9 @@ class CredentialScheduler:
                     cid = queue.get_nowait()
                 except asyncio.QueueEmpty:
                     return
-                await self._check_group(self.groups[cid], drain_all_due=True)
+                if not await self._guard.run(self._stop, self._check_group, self.groups[cid],
+                                             True):
+                    self.stats.failures += 1  # the state store failed: reported as a failure
                 if progress is not None:
                     progress.checked(self.name, total - queue.qsize(), total, self.stats.events)
 
@@ -233,8 +240,8 @@ class CredentialScheduler:
             if group is None:
                 continue  # removed at run time (hub discovery)
             self._inflight += 1
-            try:
-                await self._check_group(group)
+            try:  # a state-store failure: every worker pauses, the group is checked again
+                await self._guard.run(self._stop, self._check_group, group)
             finally:
                 self._inflight -= 1
                 if not self._stop.is_set() and self.groups.get(cid) is group:
@@ -247,7 +254,7 @@ class CredentialScheduler:
     def _all_checked_once(self) -> bool:
         return all(g.last_checked is not None for g in self.groups.values())
 
-    async def _check_group(self, group: Group, *, drain_all_due: bool = False) -> None:
+    async def _check_group(self, group: Group, drain_all_due: bool = False) -> None:
         now = self._clock()
         # A one-off pass (--once) tries every stream, quarantined or not: skipping one would
         # report success for a subscription it never drained.
@@ -294,7 +301,11 @@ class CredentialScheduler:
     async def _flush_checked(self, *, force: bool = False) -> None:
         batch = self._checked.take(force=force)
         if batch is not None:
-            await self._store.mark_checked(*batch)
+            try:
+                await self._store.mark_checked(*batch)
+            except StateError:
+                self._checked.note(*batch)  # kept for the next flush (stamped no newer)
+                raise
 
     def _count_pass(self) -> None:
         """Report a pass's duration when this check completes one."""

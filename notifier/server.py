@@ -1,7 +1,7 @@
 """The HTTP side of observability: /metrics, /healthz and /readyz, served in the app's loop.
 
-Readiness means "this process can do its job": configuration loaded, state store open, sinks set
-up, event loop running on time, not shutting down. It never follows upstream, credential or sink
+Readiness means "this process can do its job": configuration loaded, state store open and not
+failing (notifier.store_guard), sinks set up, event loop running on time, not shutting down. It never follows upstream, credential or sink
 health (a wrong container id, a dead refresh token or a receiver that is down): those are
 reported by metrics and alerts, so that a rollout (``helm install --wait``) is not held hostage
 by a system outside the pod, and a pod is not taken out of its Service for something a restart

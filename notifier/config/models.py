@@ -112,6 +112,9 @@ class StateConfig(ConfigModel):
     # A subscription missing from the configuration keeps its state this long (a rename or
     # a briefly incomplete config must not replay its snapshot and lose deletions).
     orphan_retention: PositiveDuration = 7 * 86400.0
+    # How long a write waits for another connection's lock before it fails (the service then
+    # pauses and retries with backoff; nothing is lost).
+    busy_timeout: PositiveDuration = 10.0
 
 
 class PollConfig(ConfigModel):

@@ -25,6 +25,10 @@ The outbox is capped (``max_pending``): at the cap ``admit`` refuses the next pa
 so the pipeline leaves that page uncommitted and retries it later, as for any sink that is
 down. Nothing is dropped; upstream keeps the changes behind the stream's sync token.
 
+A state store failure (locked, disk full, I/O error) pauses the dispatcher with a growing
+backoff (its poll interval doubling up to 30 s); the rows stay pending, and a delivery that
+could not be recorded goes out again (receivers deduplicate on the event ``id``).
+
 A circuit breaker per endpoint stops calls to an endpoint that keeps failing: while open no call
 is made and no attempt is spent; after ``reset_after`` a single probe decides.
 
@@ -46,6 +50,7 @@ from types import TracebackType
 from typing import Self
 
 from notifier.config import WebhookSinkConfig
+from notifier.core.backoff import backoff_ceiling
 from notifier.core.circuit import CircuitBreaker, CircuitState
 from notifier.core.retry_schedule import next_delay, parse_retry_after
 from notifier.errors import NotifierError, SinkError
@@ -61,6 +66,7 @@ BATCH_ID_NAMESPACE = uuid.UUID("3b0f7d52-8c1e-4d7a-9f64-2a5c0e9b1d37")
 _FETCH_PER_SLOT = 2
 # A full outbox is counted again at most this often while pages wait for room.
 _RECOUNT_SECONDS = 1.0
+_STORE_PAUSE_MAX = 30.0  # the longest pause after state store failures in a row
 
 
 def batch_id(event_ids: Sequence[str]) -> str:
@@ -115,6 +121,7 @@ class WebhookSink:
         self._inflight: dict[asyncio.Task[None], list[int]] = {}
         self._gone = False
         self._paused_until = 0.0
+        self._store_failures = 0  # state store failures since the last recorded outcome
         self._next_slot = 0.0
         self._soonest = float("inf")  # earliest next_attempt_at this process set
         self._reported_up: bool | None = None
@@ -199,8 +206,7 @@ class WebhookSink:
             try:
                 wait = await self._dispatch(now)
             except NotifierError as exc:  # the store failed: keep going, try again later
-                log.error("webhook sink %s: outbox read failed: %s", self.name, exc)
-                wait = self._poll_interval
+                wait = self._store_failed("outbox read", exc)
             except Exception:  # a bug must not kill delivery for good: log and retry
                 log.exception("webhook sink %s: dispatcher error", self.name)
                 wait = self._poll_interval
@@ -277,12 +283,23 @@ class WebhookSink:
             outcome = await self._client.post(body, msg_id, batch=self._batch)
             seconds = time.monotonic() - started
             await self._settle(rows, outcome, seconds)
+            self._store_failures = 0
         except NotifierError as exc:  # the store failed: the rows stay pending and come back
-            log.error("webhook sink %s: recording a delivery failed: %s", self.name, exc)
-            self._paused_until = max(self._paused_until, self._clock() + self._poll_interval)
+            self._store_failed("recording a delivery", exc)
         except Exception:
             log.exception("webhook sink %s: delivery error", self.name)
             self._paused_until = max(self._paused_until, self._clock() + self._poll_interval)
+
+    def _store_failed(self, what: str, exc: NotifierError) -> float:
+        """Pause the dispatcher after a state store failure, longer for each in a row;
+        returns the pause."""
+        self._store_failures += 1
+        wait = backoff_ceiling(self._store_failures - 1, base=self._poll_interval,
+                               cap=max(self._poll_interval, _STORE_PAUSE_MAX))
+        self._paused_until = max(self._paused_until, self._clock() + wait)
+        log.error("webhook sink %s: %s failed: %s; the rows stay pending, retried in %.1fs",
+                  self.name, what, exc, wait)
+        return wait
 
     async def _settle(self, rows: list[OutboxRow], outcome: Outcome, seconds: float) -> None:
         now = self._clock()

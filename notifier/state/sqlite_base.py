@@ -19,7 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Protocol, Self, TypeVar
 
 from notifier.errors import StateError
 from notifier.state import sqlite_streams as st
@@ -33,13 +33,27 @@ BUSY_TIMEOUT_MS = 10_000
 CACHE_KIB = 32 * 1024  # page cache per connection; bounds SQLite's own memory use
 
 
+class StoreObserver(Protocol):
+    """Told, in the event loop, how the store's operations go (the service's StoreGuard)."""
+
+    def store_failed(self, exc: StateError) -> None:
+        """An operation failed (``exc.kind``: busy, full, io or other)."""
+
+    def store_wrote(self) -> None:
+        """A write was committed: the store accepts work."""
+
+
 class SqliteConnection:
     """Opens (creating parent directories and migrating) and closes the state file; runs
     calls on the worker thread, turning sqlite errors into StateError."""
 
-
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, busy_timeout: float = BUSY_TIMEOUT_MS / 1000,
+                 observer: StoreObserver | None = None) -> None:
+        """``busy_timeout``: seconds a write waits for another connection's lock before it
+        fails (a StateError of kind busy); ``observer`` hears of failures and commits."""
         self.path = Path(path)
+        self._busy_ms = max(0, int(busy_timeout * 1000))
+        self.observer = observer
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
         self._ids = st.StreamIds()
@@ -77,7 +91,7 @@ class SqliteConnection:
         except (OSError, sqlite3.Error) as exc:
             raise StateError(f"cannot open state file {self.path}: {exc}") from exc
         try:
-            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise StateError(f"state file {self.path}: cannot enable WAL (mode {mode})")
@@ -123,23 +137,48 @@ class SqliteConnection:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
 
     async def _call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run ``fn(conn, *args, **kwargs)`` on the worker; sqlite errors become StateError."""
-        return await self._submit(functools.partial(self._run_sync, what, fn, args, kwargs))
+        """Run ``fn(conn, *args, **kwargs)`` on the worker; sqlite errors become StateError
+        (told to the observer, like a committed write)."""
+        try:
+            value, wrote = await self._submit(
+                functools.partial(self._run_sync, what, fn, args, kwargs))
+        except StateError as exc:
+            if exc.kind is not None and self.observer is not None:
+                self.observer.store_failed(exc)
+            raise
+        if wrote and self.observer is not None:
+            self.observer.store_wrote()
+        return value
 
     def _run_sync(
         self, what: str, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> T:
+    ) -> tuple[T, bool]:
+        """``fn``'s value, and whether it changed rows (a committed write)."""
         conn = self._conn
         if conn is None:
             raise StateError(f"state store {self.path} is not open")
+        before = conn.total_changes
         try:
-            return fn(conn, *args, **kwargs)
+            return fn(conn, *args, **kwargs), conn.total_changes != before
         except sqlite3.Error as exc:
             self._ids.clear()  # ids created in a rolled-back transaction are gone
-            raise StateError(f"state store {self.path}: {what} failed: {exc}") from exc
+            raise StateError(f"state store {self.path}: {what} failed: {exc}",
+                             kind=error_kind(exc)) from exc
         except BaseException:
             self._ids.clear()
             raise
+
+
+def error_kind(exc: sqlite3.Error) -> str:
+    """busy, full, io or other, from SQLite's primary result code."""
+    name = str(getattr(exc, "sqlite_errorname", "") or "")
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+        return "busy"
+    if name.startswith("SQLITE_FULL"):
+        return "full"
+    if name.startswith("SQLITE_IOERR"):
+        return "io"
+    return "other"
 
 
 def _make_private(path: Path) -> None:

@@ -52,3 +52,18 @@ def test_failure_policy_per_error_class(error, reason, resync, container_wide, l
 def test_retriable_and_operator_flags(error, retriable, needs_operator):
     assert error.retriable is retriable
     assert error.needs_operator is needs_operator
+
+
+@pytest.mark.parametrize(
+    ("error", "pauses_work"),
+    [
+        (e.StateError("x", kind="busy"), True),
+        (e.StateError("x"), True),
+        (e.ServerError("x"), False),
+        (e.SinkError("x"), False),
+        (e.ProtocolError("x"), False),
+        (e.CredentialUnavailableError("x"), False),
+    ],
+)
+def test_only_a_state_store_failure_pauses_all_work(error, pauses_work):
+    assert error.pauses_work is pauses_work

@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry
 
 from notifier.config import config_from_data
 from notifier.core.projects import Changes, Project
-from notifier.errors import ForbiddenError, ServerError
+from notifier.errors import ForbiddenError, ServerError, StateError
 from notifier.hub_watch import HubWatcher, read_statuses, status_path, write_statuses
 from notifier.metrics import Metrics
 
@@ -87,3 +87,31 @@ def test_status_file_round_trip(tmp_path: Path) -> None:
     assert read_statuses(path) == [w.status.to_json()]
     path.write_text("{not json")
     assert read_statuses(path) == []
+
+
+async def test_changes_the_store_could_not_take_are_retried_with_backoff() -> None:
+    """A failing state store while applying a discovery: counted as a failed discovery (retried
+    after the backoff, not after discover_every), the list kept, the same changes next time."""
+    listing, applied = Listing(), []
+    failures = [StateError("state store: prune failed: database is locked", kind="busy")]
+
+    async def apply(w: HubWatcher, changes: Changes) -> None:
+        applied.append(changes)
+        if failures:
+            raise failures.pop()
+
+    metrics = Metrics(CollectorRegistry(), runtime=False)
+    w = HubWatcher(sub(discover_every=900), listing, apply,  # type: ignore[arg-type]
+                   metrics=metrics.hubs, clock=lambda: 1000.0, retry_initial=30.0)
+    listing.answer = [Project(f"b.{GUID}", "Tower")]
+    assert not await w.discover()
+    assert w.known == {}
+    assert w.status.consecutive_failures == 1
+    assert w.next_delay() == 30
+    assert metrics.registry.get_sample_value(
+        "notifier_hub_discoveries_total", {"subscription": "hub", "outcome": "state_store"}) == 1
+    assert await w.discover()
+    assert applied[0] == applied[1]
+    assert list(w.known) == [GUID]
+    assert w.status.added == 1
+    assert w.next_delay() == 900

@@ -49,6 +49,8 @@ def exercise_every_method(m: Metrics) -> None:
     m.hubs.configured("all-projects")
     m.hubs.discovered("all-projects", listed=3, watched=2, added=2, retired=0, at=1.0)
     m.hubs.discovery_failed("all-projects", "forbidden", 1)
+    m.store.failed("busy")
+    m.store.works()
 
 
 def test_exercise_every_method_covers_the_public_api() -> None:
@@ -362,3 +364,17 @@ def test_hub_discovery_metrics() -> None:
     m.hubs.discovered("hub-a", listed=4, watched=2, added=0, retired=1, at=200.0)
     assert get("notifier_hub_discovery_consecutive_failures") == 0
     assert get("notifier_hub_projects_retired_total") == 1
+
+
+def test_state_store_metrics(metrics: Metrics) -> None:
+    assert value(metrics, "notifier_state_store_up") == 1
+    assert value(metrics, "notifier_state_store_errors_total", kind="busy") == 0  # up front
+    metrics.store.failed("full")
+    metrics.store.failed("io")
+    metrics.store.failed("no such kind")
+    assert value(metrics, "notifier_state_store_up") == 0
+    assert value(metrics, "notifier_state_store_errors_total", kind="full") == 1
+    assert value(metrics, "notifier_state_store_errors_total", kind="io") == 1
+    assert value(metrics, "notifier_state_store_errors_total", kind="other") == 1
+    metrics.store.works()
+    assert value(metrics, "notifier_state_store_up") == 1

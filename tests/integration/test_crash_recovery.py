@@ -21,7 +21,6 @@ import pytest
 
 from notifier.app import App
 from notifier.config import config_from_data
-from notifier.errors import StateError
 from notifier.simulator import Simulator
 from tests.integration.main_job_support import (
     CREATED,
@@ -287,8 +286,9 @@ async def test_quarantined_streams_do_not_stall_the_others(tmp_path: Path) -> No
 @pytest.mark.timeout(30)
 async def test_a_crashed_scheduler_stops_the_process_with_a_failure_status(tmp_path: Path
                                                                            ) -> None:
-    """If the loop dies (here: the state store starts failing), the job must not exit 0:
-    supervisors that restart only failed processes would leave it dead."""
+    """If the loop dies (here: a bug raises in the middle of it), the job must not exit 0:
+    supervisors that restart only failed processes would leave it dead. (A failing state
+    store does not kill the loop: see test_state_store_failure.py.)"""
     path = tmp_path / "events.jsonl"
     async with Simulator(sim_config([A], relationships=5)) as sim:
         data = base_config(tmp_path, sim.url, SUBS[:1])
@@ -297,7 +297,7 @@ async def test_a_crashed_scheduler_stops_the_process_with_a_failure_status(tmp_p
         await wait_for(caught_up(sim, SUBS[:1], path), 10, "the bootstrap")
 
         async def broken(*args: Any, **kwargs: Any) -> None:
-            raise StateError("disk I/O error")
+            raise RuntimeError("a bug")
 
         app.store.mark_checked = broken  # type: ignore[method-assign]
         rc = await asyncio.wait_for(task, 10)

@@ -9,30 +9,37 @@ within ``shutdown_timeout`` from the stop request; then the HTTP session and the
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 import signal
 import time
-import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
 from typing import Protocol, runtime_checkable
 
 import aiohttp
 
 from notifier import __version__
+from notifier.cluster.coordinator import Coordinator
+from notifier.cluster.partitions import assign_credential, work_map
+from notifier.cluster.records import probe_key
+from notifier.cluster.store import ClusterStore
+from notifier.cluster.syncer import ClusterSyncer
+from notifier.cluster.topic import client_options, ensure_state_topic
+from notifier.cluster.txn import PartitionTxn
 from notifier.config import Config
 from notifier.core.budget import RequestBudget
 from notifier.core.planner import SchedulerSettings
 from notifier.discovery import token_provider
-from notifier.durations import format_duration
 from notifier.errors import NotifierError, SinkError, StateLockedError
+from notifier.housekeeping import drain_outboxes, prune_orphans
 from notifier.hub_runtime import HubStreams
 from notifier.metrics import Metrics
 from notifier.runtime import Freshness, Progress
 from notifier.scheduler import CredentialScheduler
 from notifier.server import HealthState, MetricsServer
-from notifier.sinks.base import OutboxSink, Sink, split_sinks
+from notifier.sinks.base import Sink, split_sinks
 from notifier.sinks.factory import build_sink
 from notifier.source.auth import TokenProvider
 from notifier.source.client import RelationshipClient
@@ -68,13 +75,6 @@ SYNC_BATCH_PAGES = 10
 GC_YOUNG_THRESHOLD = 50_000
 
 
-def assign_credential(container_id: str, credentials: tuple[str, ...]) -> str:
-    """Spread containers over a subscription's credentials, stably (same container, same one)."""
-    if len(credentials) == 1:
-        return credentials[0]
-    return credentials[zlib.crc32(container_id.encode()) % len(credentials)]
-
-
 class App:
     """Owns the event loop's work: one instance per ``notifier run``."""
 
@@ -99,6 +99,7 @@ class App:
         self.store: SqliteStateStore | None = None  # open while running
         self.ready = asyncio.Event()
         self._shutdown_deadline: float | None = None  # loop time by which the sinks are closed
+        self.coordinator: Coordinator | None = None  # cluster mode
 
     def request_stop(self) -> None:
         if not self._stop.is_set():
@@ -140,8 +141,11 @@ class App:
         self.health.config_loaded()
         async with AsyncExitStack() as stack:
             stack.enter_context(StateLock(cfg.state.path))
-            store = await stack.enter_async_context(SqliteStateStore(
-                cfg.state.path, busy_timeout=cfg.state.busy_timeout, observer=self.store_guard))
+            busy, guard = cfg.state.busy_timeout, self.store_guard
+            store = await stack.enter_async_context(
+                SqliteStateStore(cfg.state.path, busy_timeout=busy, observer=guard)
+                if cfg.cluster is None else
+                ClusterStore(cfg.state.path, work_map(cfg), busy_timeout=busy, observer=guard))
             self.health.store_open()
             self.store = store
             if cfg.metrics.enabled and not once:
@@ -153,6 +157,13 @@ class App:
             )
             sinks = await self._start_sinks(stack, store)
             self.health.sinks_started()
+            if isinstance(store, ClusterStore):  # schedulers start as partitions are assigned
+                if once:
+                    log.error("--once is not available in cluster mode")
+                    return 2
+                return await self._run_cluster(store, session, sinks, ClusterSyncer(
+                    store, metrics=self.metrics, clock=self._clock,
+                    batch_pages=SYNC_BATCH_PAGES))
             clients = self._build_clients(session, store)
             _, outbox_sinks = split_sinks(sinks.values())
 
@@ -168,7 +179,7 @@ class App:
                                    metrics=self.metrics, clock=self._clock)
             await self.hubs.start(wait_all=once)
             if not once:
-                await self._prune(store)
+                await prune_orphans(store, self.schedulers, self.config.state.orphan_retention)
             for sch in self.schedulers:
                 await sch.load()
             # Everything built so far (config, streams, clients, sinks) lives until exit: keep
@@ -193,7 +204,7 @@ class App:
                     events = sum(s.stats.events for s in self.schedulers)
                     log.info("one pass done: %d changes, %d failures", events, failures)
                     if outbox_sinks:
-                        await self._drain_outboxes(store, outbox_sinks)
+                        await drain_outboxes(store, outbox_sinks)
                     return 1 if failures else 0
                 crashed = await self._run_forever()
             finally:
@@ -233,11 +244,43 @@ class App:
             stop_wait.cancel()
         return crashed
 
+    async def _run_cluster(self, store: ClusterStore, session: aiohttp.ClientSession,
+                           sinks: Mapping[str, Sink], syncer: StreamSyncer) -> int:
+        """Cluster mode: the coordinator starts the schedulers of the partitions this replica
+        is assigned (restored first) and stops them when they move (notifier.cluster)."""
+        assert self.config.cluster is not None
+        options = client_options(self.config.cluster)
+        await ensure_state_topic(self.config.cluster, options)
+
+        async def start_work(names: list[str], txn: PartitionTxn) -> list[CredentialScheduler]:
+            probes = {n: functools.partial(txn.probe, probe_key(n)) for n in names}
+            clients = self._build_clients(session, store, probes)
+            schedulers = self._build_schedulers(clients, sinks, store, syncer)
+            for s in schedulers:
+                await s.load()
+            return schedulers
+
+        self.coordinator = Coordinator(self.config.cluster, options, store,
+                                       self.metrics.cluster, start_work)
+        log.info("notifier %s started: cluster mode, group %s, %d credentials, %d sinks",
+                 __version__, self.config.cluster.group, len(self.config.credentials),
+                 len(sinks))
+        tick = asyncio.create_task(self._tick(sinks))
+        try:
+            await self.coordinator.run(self._stop)
+        finally:
+            tick.cancel()
+            await asyncio.gather(tick, return_exceptions=True)
+        log.info("stopped")
+        return 0
+
     async def _start_sinks(self, stack: AsyncExitStack, store: StateStore) -> dict[str, Sink]:
         sinks: dict[str, Sink] = {}
         stack.push_async_callback(self._close_sinks, sinks)  # also those started before a failure
+        cluster = self.config.cluster is not None
         for sc in self.config.sinks:
-            sink = self._sink_overrides.get(sc.name) or build_sink(sc, store, self.metrics)
+            sink = self._sink_overrides.get(sc.name) or build_sink(sc, store, self.metrics,
+                                                                   transactional=cluster)
             try:
                 await sink.__aenter__()
             except SinkError as exc:
@@ -266,15 +309,21 @@ class App:
 
         await asyncio.gather(*(close(n, s) for n, s in reversed(list(sinks.items()))))
 
-    def _build_clients(self, session: aiohttp.ClientSession, store: StateStore
+    def _build_clients(self, session: aiohttp.ClientSession, store: StateStore,
+                       probes: Mapping[str, Callable[[], Awaitable[None]]] | None = None,
                        ) -> dict[str, RelationshipClient]:
+        """Clients of every credential, or (cluster mode) of those in ``probes``, each
+        refreshing only once its probe proved the partition is still owned."""
         cfg = self.config
         clients: dict[str, RelationshipClient] = {}
         self._tokens: dict[str, TokenProvider] = {}
         for cred in cfg.credentials:
+            if probes is not None and cred.name not in probes:
+                continue
             observer = self.metrics.client_observer(cred.name)
             tokens = token_provider(cfg, cred, session, store,
-                                    RefreshRecorder(store, self.metrics))
+                                    RefreshRecorder(store, self.metrics),
+                                    before_refresh=None if probes is None else probes[cred.name])
             self._tokens[cred.name] = tokens  # hub discovery shares them (one rotation)
             budget = RequestBudget(int(cred.requests_per_minute), reserve=cred.reserve,
                                    name=cred.name)
@@ -319,7 +368,7 @@ class App:
         out = []
         hub_credentials = {sub.credential_names[0] for sub in self.config.hub_subscriptions}
         for name, specs in self.specs(sinks).items():
-            if not specs and name not in hub_credentials:
+            if (not specs and name not in hub_credentials) or name not in clients:
                 continue
             cred = creds[name]
             settings = SchedulerSettings(
@@ -339,38 +388,6 @@ class App:
             ))
         return out
 
-    async def _prune(self, store: SqliteStateStore) -> None:
-        """Orphaned streams (subscription no longer configured) keep their state for
-        ``state.orphan_retention``, with a warning at every start; then it is dropped."""
-        keep = {spec.key for s in self.schedulers for spec in (r.spec for r in s.streams)}
-        retention = self.config.state.orphan_retention
-        res = await store.prune_streams(keep, now=time.time(), retention=retention)
-        if res.kept:
-            names = sorted({sub for sub, _ in res.kept})
-            log.warning(
-                "state kept for %d stream(s) of subscription(s) missing from the configuration:"
-                " %s; dropped after %s unless configured again (rename: notifier state rename"
-                " OLD NEW; drop now: notifier state forget NAME)",
-                len(res.kept), ", ".join(names), format_duration(retention))
-        if res.dropped:
-            log.info("forgot %d orphaned stream(s) past the orphan retention: %s",
-                     len(res.dropped), ", ".join(sorted({sub for sub, _ in res.dropped})))
-
-    async def _drain_outboxes(self, store: StateStore, outbox_sinks: Sequence[OutboxSink],
-                              wait: float = 30.0) -> None:
-        """With --once, give the webhook dispatchers a bounded time to empty their outbox."""
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            pending = 0
-            for s in outbox_sinks:
-                stats = await store.outbox_stats(s.name)
-                pending += stats.pending_count
-            if pending == 0:
-                return
-            await asyncio.sleep(0.2)
-        log.warning("webhook outbox not empty after %.0fs; delivery continues at the next run",
-                    wait)
-
     async def _tick(self, sinks: Mapping[str, Sink]) -> None:
         """Periodic gauges: freshness, quarantine, sink health, readiness."""
         while True:
@@ -383,7 +400,8 @@ class App:
     def _report(self, sinks: Mapping[str, Sink]) -> None:
         now = self._clock()
         fresh = Freshness()
-        for sch in self.schedulers:
+        schedulers = self.coordinator.schedulers if self.coordinator else self.schedulers
+        for sch in schedulers:
             fresh.add(sch.freshness(now))
         self.metrics.staleness("busy", fresh.busy)
         self.metrics.staleness("quiet", fresh.quiet)
@@ -393,5 +411,6 @@ class App:
         for name, sink in sinks.items():
             up = sink.healthy()
             self.metrics.sink_up(name, up)  # metrics and alerts, never readiness
-        if all(s.cycles_done for s in self.schedulers):
+        if all(s.cycles_done for s in schedulers) and (
+                self.coordinator is None or self.coordinator.joined.is_set()):
             self.ready.set()

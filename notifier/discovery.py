@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +38,8 @@ DM_DEADLINE_SECONDS = 120.0
 
 
 def token_provider(config: Config, cred: CredentialConfig, session: aiohttp.ClientSession,
-                   store: Any, observer: RefreshObserver | None = None) -> TokenProvider:
+                   store: Any, observer: RefreshObserver | None = None, *,
+                   before_refresh: Callable[[], Awaitable[None]] | None = None) -> TokenProvider:
     """The credential's access tokens; refresh tokens rotate through ``store`` (a credential
     without a configured refresh token uses only what ``notifier auth login`` stored)."""
     if cred.access_token is not None:
@@ -52,6 +54,7 @@ def token_provider(config: Config, cred: CredentialConfig, session: aiohttp.Clie
         seed_refresh_token=seed,
         store=store,
         observer=observer,
+        before_refresh=before_refresh,
     )
 
 

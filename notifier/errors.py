@@ -16,7 +16,9 @@
     │   ├── CredentialUnavailableError  token endpoint or token store down   retriable
     │   └── InvalidGrantError       refresh token spent/expired: re-seed needed
     ├── SinkError                   a sink did not accept events (sink)     retriable
-    │   └── SinkConfigError         a sink cannot work as configured        not retriable
+    │   ├── SinkConfigError         a sink cannot work as configured        not retriable
+    │   └── PartitionLostError      cluster mode: the work partition moved away or is being
+    │                               restored; its page is redone by the owner  retriable
     └── StateError                  the state store failed (kind: busy, full, io)  pauses work
         └── StateLockedError        another process holds the state file (exit status 2)
 
@@ -168,6 +170,13 @@ class SinkError(NotifierError):
 
 class SinkConfigError(SinkError):
     retriable = False
+
+
+class PartitionLostError(SinkError):
+    """Cluster mode: this replica cannot commit for the work partition (revoked, fenced by a
+    newer owner, or restoring after a failed transaction); nothing of the page was committed."""
+
+    log_level = logging.WARNING
 
 
 class StateError(NotifierError):

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from prometheus_client import CollectorRegistry, Info
 from prometheus_client.exposition import choose_encoder
 
+from notifier.cluster_metrics import ClusterMetrics
 from notifier.core.credential_health import DEAD_OUTCOMES
 from notifier.hub_metrics import HubMetrics
 from notifier.metrics_base import (
@@ -56,6 +57,7 @@ class Metrics(SinkMetrics):
         self._credentials: set[str] = set()
         self.hubs = HubMetrics(r)  # hub discovery (its own module: notifier/hub_metrics.py)
         self.store = StoreMetrics(r)  # state store health (notifier/store_metrics.py)
+        self.cluster = ClusterMetrics(r)  # cluster mode (notifier/cluster_metrics.py)
         counter, gauge, histogram = self._counter, self._gauge, self._histogram
 
         # upstream

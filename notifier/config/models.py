@@ -11,7 +11,15 @@ from typing import Annotated, Literal
 from pydantic import BeforeValidator, Field
 
 from notifier.config.base import ConfigModel, Problems, one_of
-from notifier.config.sinks import AnySink, JsonlSinkConfig, SinkConfig
+from notifier.config.cluster import ClusterConfig
+from notifier.config.sinks import (
+    AnySink,
+    JsonlSinkConfig,
+    KafkaSinkConfig,
+    SinkConfig,
+    StdoutSinkConfig,
+    WebhookSinkConfig,
+)
 from notifier.config.types import (
     BaseUrl,
     ContainerId,
@@ -290,6 +298,7 @@ class Config(ConfigModel):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     shutdown_timeout: PositiveDuration = 20.0
+    cluster: ClusterConfig | None = None  # absent: one process with its SQLite file
 
     def _enforce_unique_names(self) -> Problems:
         problems: Problems = []
@@ -335,6 +344,32 @@ class Config(ConfigModel):
                 if key in first:
                     problems.append((("sinks", i, "path"), f"same file as sinks[{first[key]}]"))
                 first.setdefault(key, i)
+        return problems
+
+    def _enforce_cluster_sinks(self) -> Problems:
+        """In cluster mode, every sink must be reachable from every replica and take part in
+        the partition's Kafka transaction: local files (jsonl, stdout) cannot."""
+        if self.cluster is None:
+            return []
+        problems: Problems = []
+        servers = set(self.cluster.bootstrap_servers)
+        for i, sink in enumerate(self.sinks):
+            if isinstance(sink, JsonlSinkConfig | StdoutSinkConfig):
+                problems.append((("sinks", i, "type"), (
+                    f"a {sink.type} sink writes a local file of one replica: not available in "
+                    "cluster mode (use a kafka sink)")))
+            elif isinstance(sink, WebhookSinkConfig):
+                problems.append((("sinks", i, "type"), (
+                    "webhook sinks are not supported in cluster mode yet (use a kafka sink)")))
+            elif isinstance(sink, KafkaSinkConfig) and set(sink.bootstrap_servers) != servers:
+                problems.append((("sinks", i, "bootstrap_servers"), (
+                    "in cluster mode a kafka sink writes in the state topic's transactions: "
+                    "it must use the same Kafka cluster (bootstrap_servers) as cluster")))
+        for i, sub in enumerate(self.subscriptions):
+            if sub.hub_id is not None:
+                problems.append((("subscriptions", i, "hub_id"), (
+                    "hub subscriptions are not supported in cluster mode yet: list the "
+                    "container ids")))
         return problems
 
     @property

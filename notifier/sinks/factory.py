@@ -14,8 +14,10 @@ from notifier.sinks.base import Sink
 from notifier.state.base import StateStore
 
 
-def build_sink(cfg: AnySink, store: StateStore, metrics: Metrics) -> Sink:
-    """The sink for one ``sinks[]`` entry; imports only what that type needs."""
+def build_sink(cfg: AnySink, store: StateStore, metrics: Metrics, *,
+               transactional: bool = False) -> Sink:
+    """The sink for one ``sinks[]`` entry; imports only what that type needs.
+    ``transactional`` (cluster mode): a Kafka sink writes in the partition's transaction."""
     if isinstance(cfg, JsonlSinkConfig):
         from notifier.sinks.jsonl import JsonlSink
 
@@ -24,6 +26,10 @@ def build_sink(cfg: AnySink, store: StateStore, metrics: Metrics) -> Sink:
         from notifier.sinks.stdout import StdoutSink
 
         return StdoutSink(cfg)
+    if isinstance(cfg, KafkaSinkConfig) and transactional:
+        from notifier.sinks.kafka_txn import TransactionalKafkaSink
+
+        return TransactionalKafkaSink(cfg, metrics)
     if isinstance(cfg, KafkaSinkConfig):
         from notifier.sinks.kafka import KafkaSink
 

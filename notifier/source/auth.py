@@ -32,6 +32,7 @@ from notifier.errors import (
     CredentialError,
     CredentialUnavailableError,
     InvalidGrantError,
+    NotifierError,
     ProtocolError,
     TransportError,
 )
@@ -123,7 +124,11 @@ class RefreshingTokenProvider:
         backoff_cap: float = 10.0,
         observer: RefreshObserver | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        before_refresh: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
+        """``before_refresh`` runs before every refresh and may refuse it by raising (cluster
+        mode: prove this replica still owns the credential, so a fenced one never spends the
+        refresh token)."""
         if max_attempts < 1:
             raise ValueError("max_attempts must be >= 1")
         self.name = name
@@ -141,6 +146,7 @@ class RefreshingTokenProvider:
         self._backoff = (backoff_base, backoff_cap)
         self._observer = observer
         self._sleep = sleep
+        self._before_refresh = before_refresh
         self._refresh_token: str | None = None  # loaded from the store on first use
         self._access: str | None = None
         self._renew_at = 0.0
@@ -180,6 +186,13 @@ class RefreshingTokenProvider:
     # -- the refresh ----------------------------------------------------------------------------
 
     async def _refresh(self) -> str:
+        if self._before_refresh is not None:
+            try:
+                await self._before_refresh()
+            except NotifierError as exc:
+                raise CredentialUnavailableError(
+                    f"credential {self.name!r}: not refreshed: {exc}", credential=self.name,
+                ) from None
         refresh_token = await self._current_refresh_token()
         started = self._clock()
         attempt = 0

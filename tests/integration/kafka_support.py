@@ -279,12 +279,15 @@ async def partition_ids(bootstrap: str, topic: str) -> list[int]:
     return sorted(p["partition"] for p in desc["partitions"])
 
 
-async def read_topic(bootstrap: str, topic: str, *, within: float = 30.0) -> list[ConsumerRecord]:
+async def read_topic(bootstrap: str, topic: str, *, within: float = 30.0,
+                     isolation_level: str = "read_uncommitted") -> list[ConsumerRecord]:
     """Every record in ``topic`` right now, by partition then offset (aiokafka's consumer, no
-    group, from the beginning up to the end offsets)."""
+    group, from the beginning up to the end offsets; with ``isolation_level="read_committed"``
+    only committed transactions' records, up to the last stable offsets)."""
     tps = [TopicPartition(topic, p) for p in await partition_ids(bootstrap, topic)]
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                                enable_auto_commit=False, auto_offset_reset="earliest")
+                                enable_auto_commit=False, auto_offset_reset="earliest",
+                                isolation_level=isolation_level)
     await consumer.start()
     records: list[ConsumerRecord] = []
     try:

@@ -1,0 +1,218 @@
+"""Who owns which work partition, and what a replica does when that changes.
+
+A consumer in the configured ``group``, subscribed to the state topic, takes part in Kafka's
+group protocol and never reads for processing (its partitions stay paused): the partitions the
+group assigns to it are the work partitions it owns. On assignment of partition p: a
+transactional producer with ``transactional.id`` ``{group}.{p}`` is initialised (fencing any
+former owner and aborting its open transaction), p's rows in the SQLite cache are wiped and
+restored from the topic, then the schedulers of p's credentials start. On revocation (or
+shutdown): they are stopped (in-flight pages finish within a bound, or are abandoned
+uncommitted), the producer is closed. A partition whose transaction failed after touching the
+cache is restored again; a fenced one waits for the group to move it (or takes it back after a
+while if the group still says it is ours). At shutdown the replica leaves the group only after
+its last commit, so the others take over at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+
+from notifier.cluster.restore import read_partition
+from notifier.cluster.store import ClusterStore
+from notifier.cluster.txn import PartitionTxn
+from notifier.cluster_metrics import ClusterMetrics
+from notifier.config.cluster import ClusterConfig
+from notifier.scheduler import CredentialScheduler
+
+log = logging.getLogger(__name__)
+
+STOP_WAIT = 3.0  # seconds in-flight pages get to finish when a partition is given up
+StartWork = Callable[[list[str], PartitionTxn], Awaitable[list[CredentialScheduler]]]
+
+
+@dataclass
+class Owned:
+    partition: int
+    txn: PartitionTxn | None = None
+    schedulers: list[CredentialScheduler] = field(default_factory=list)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    starting: asyncio.Task[None] | None = None
+
+
+class Coordinator(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Runs the owned partitions of one replica (see the module doc)."""
+
+    def __init__(self, cfg: ClusterConfig, client_options: dict[str, Any], store: ClusterStore,
+                 metrics: ClusterMetrics, start_work: StartWork) -> None:
+        self._cfg = cfg
+        self._options = client_options
+        self._store = store
+        self._metrics = metrics
+        self._start_work = start_work
+        self._owned: dict[int, Owned] = {}
+        self._consumer: AIOKafkaConsumer | None = None
+        self._background: set[asyncio.Task[None]] = set()
+        self._restoring = 0
+        self.joined = asyncio.Event()
+
+    @property
+    def schedulers(self) -> list[CredentialScheduler]:
+        return [s for o in self._owned.values() for s in o.schedulers]
+
+    # -- the group ---------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Take part in the group until ``stop``; then give everything up and leave."""
+        cfg = self._cfg
+        consumer = AIOKafkaConsumer(
+            **self._options, group_id=cfg.group, enable_auto_commit=False,
+            auto_offset_reset="latest", isolation_level="read_committed",
+            session_timeout_ms=int(cfg.session_timeout * 1000),
+            heartbeat_interval_ms=int(cfg.heartbeat_interval * 1000),
+            rebalance_timeout_ms=int(max(cfg.session_timeout, 30.0) * 1000))
+        self._consumer = consumer
+        await consumer.start()
+        try:
+            consumer.subscribe([cfg.state_topic], listener=self)
+            while not stop.is_set():
+                await consumer.getmany(timeout_ms=500)  # paused: keeps the member alive
+                self.joined.set()
+        finally:
+            await asyncio.gather(*(self._release(p) for p in list(self._owned)))
+            for t in list(self._background):
+                t.cancel()
+            await asyncio.gather(*self._background, return_exceptions=True)
+            await consumer.stop()  # leaves the group: the others rebalance at once
+            self._metrics.owned(0)
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        mine = [tp.partition for tp in revoked if tp.partition in self._owned]
+        self._metrics.rebalanced("revoked", len(mine))
+        if mine:
+            log.info("work partitions revoked: %s", _ranges(mine))
+        await asyncio.gather(*(self._release(p) for p in mine))
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        if self._consumer is not None and assigned:
+            self._consumer.pause(*assigned)
+        fresh = [tp.partition for tp in assigned if tp.partition not in self._owned]
+        self._metrics.rebalanced("assigned", len(fresh))
+        if fresh:
+            log.info("work partitions assigned: %s", _ranges(fresh))
+        for p in fresh:
+            owned = self._owned[p] = Owned(p)
+            owned.starting = asyncio.create_task(self._start(owned), name=f"partition-{p}")
+        self._metrics.owned(len(self._owned))
+
+    # -- one partition -----------------------------------------------------------------------
+
+    async def _start(self, owned: Owned) -> None:
+        p = owned.partition
+        cfg = self._cfg
+        restoring = False
+        try:
+            producer = AIOKafkaProducer(**self._options, acks="all", enable_idempotence=True,
+                                        transactional_id=f"{cfg.group}.{p}")
+            try:
+                await producer.start()  # init_transactions: fences a former owner
+            except BaseException:
+                await producer.stop()
+                raise
+            owned.txn = PartitionTxn(p, producer, store=self._store,
+                                     state_topic=cfg.state_topic, metrics=self._metrics,
+                                     on_broken=self._broken, commit_timeout=cfg.request_timeout)
+            restoring = True
+            self._restoring += 1
+            self._metrics.restoring(self._restoring)
+            await self._store.wipe_partition(p)
+            await read_partition(self._options, cfg.state_topic, p, self._store.apply,
+                                 metrics=self._metrics)
+            self._store.txns[p] = owned.txn
+            credentials = self._store.work.credentials_in(p)
+            owned.schedulers = await self._start_work(credentials, owned.txn)
+            owned.tasks = [asyncio.create_task(self._run_scheduler(owned, s),
+                                               name=f"scheduler-{s.name}")
+                           for s in owned.schedulers]
+            log.info("work partition %d running: %d credential(s)", p, len(owned.schedulers))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("work partition %d could not start; retried shortly", p)
+            self._later(self._restart(p, owned, delay=5.0))
+        finally:
+            if restoring:
+                self._restoring -= 1
+                self._metrics.restoring(self._restoring)
+
+    async def _run_scheduler(self, owned: Owned, scheduler: CredentialScheduler) -> None:
+        try:
+            await scheduler.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            if self._owned.get(owned.partition) is owned:
+                log.exception("scheduler %s crashed; restarting work partition %d",
+                              scheduler.name, owned.partition)
+                self._broken(owned.partition)
+
+    def _broken(self, p: int) -> None:
+        owned = self._owned.get(p)
+        if owned is None:
+            return
+        txn = owned.txn
+        delay = self._cfg.session_timeout + 5.0 if txn is not None and txn.state == "lost" \
+            else 0.0
+        self._later(self._restart(p, owned, delay=delay))
+
+    async def _restart(self, p: int, owned: Owned, *, delay: float) -> None:
+        """Stop the partition's work and start it again (restored) if it is still ours."""
+        if delay:
+            await asyncio.sleep(delay)
+        if self._owned.get(p) is not owned:
+            return
+        await self._release(p)
+        if self._consumer is not None and \
+                TopicPartition(self._cfg.state_topic, p) in self._consumer.assignment():
+            fresh = self._owned[p] = Owned(p)
+            fresh.starting = asyncio.create_task(self._start(fresh), name=f"partition-{p}")
+        self._metrics.owned(len(self._owned))
+
+    async def _release(self, p: int) -> None:
+        owned = self._owned.pop(p, None)
+        if owned is None:
+            return
+        if owned.starting is not None and not owned.starting.done():
+            owned.starting.cancel()
+            await asyncio.gather(owned.starting, return_exceptions=True)
+        for s in owned.schedulers:
+            s.stop()
+        if owned.tasks:
+            _, late = await asyncio.wait(owned.tasks, timeout=STOP_WAIT)
+            for t in late:
+                t.cancel()
+            await asyncio.gather(*owned.tasks, return_exceptions=True)
+        if self._store.txns.get(p) is owned.txn:
+            self._store.txns.pop(p, None)
+        if owned.txn is not None:
+            await owned.txn.close()
+        self._metrics.owned(len(self._owned))
+
+    def _later(self, work: Awaitable[None]) -> None:
+        async def run() -> None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await work
+
+        task = asyncio.create_task(run())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+
+def _ranges(parts: list[int]) -> str:
+    return ",".join(str(p) for p in sorted(parts))

@@ -1,0 +1,156 @@
+"""The SQLite store as the cluster's local cache: every write runs in its partition's scope.
+
+``ClusterStore`` is the ordinary SQLite store with capture installed (notifier.cluster.capture)
+and each writing method wrapped in the scope of the work partition it writes (its stream's or
+credential's, notifier.cluster.partitions), so the rows it changes reach the state topic in
+that partition's transaction before the method returns. A partition this replica does not own
+(or is restoring) refuses writes with PartitionLostError. Reads are the SQLite store's.
+Operations that move state between streams (forget, rename, prune) are refused: in cluster
+mode the state lives in the topic, not in this file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from notifier.cluster import capture
+from notifier.cluster.apply import apply_records
+from notifier.cluster.capture import Pending, Table
+from notifier.cluster.partitions import WorkMap
+from notifier.cluster.records import RowKey
+from notifier.cluster.txn import PartitionTxn
+from notifier.errors import PartitionLostError, StateError
+from notifier.state.base import PruneResult, StreamKey
+from notifier.state.sqlite import SqliteStateStore
+from notifier.state.sqlite_base import StoreObserver
+
+
+class ClusterStore(SqliteStateStore):
+    """``async with ClusterStore(path, work)``: the local cache of the owned partitions."""
+
+    def __init__(self, path: str | Path, work: WorkMap, *, busy_timeout: float = 10.0,
+                 observer: StoreObserver | None = None) -> None:
+        super().__init__(path, busy_timeout=busy_timeout, observer=observer)
+        self.work = work
+        self._tables: dict[str, Table] = {}
+        self.txns: dict[int, PartitionTxn] = {}  # the owned partitions (the coordinator's)
+
+    async def open(self) -> None:
+        await super().open()
+        self._tables = await self._call("install change capture", capture.install)
+
+    def partition_of(self, key: RowKey) -> int | None:
+        if key.table in self._tables and self._tables[key.table].kind == "credential":
+            return self.work.of_credential(str(key.ident))
+        if key.subscription is None or key.container_id is None:
+            return None
+        return self.work.of_stream(key.subscription, key.container_id)
+
+    # -- scopes -----------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def stream_scope(self, subscription: str, container_id: str) -> AsyncIterator[None]:
+        """The scope of the partition that owns the stream (see PartitionTxn.scope)."""
+        p = self.work.of_stream(subscription, container_id)
+        async with self._scope(p, f"stream {subscription}/{container_id}"):
+            yield
+
+    @asynccontextmanager
+    async def _scope(self, partition: int | None, what: str) -> AsyncIterator[None]:
+        txn = self.txns.get(partition) if partition is not None else None
+        if txn is None:
+            raise PartitionLostError(f"{what}: its work partition is not owned by this replica",
+                                     sink="cluster")
+        async with txn.scope():
+            yield
+
+    def _credential_scope(self, credential: str) -> contextlib.AbstractAsyncContextManager[None]:
+        return self._scope(self.work.of_credential(credential), f"credential {credential}")
+
+    # -- the cluster's own calls --------------------------------------------------------------
+
+    async def take_pending(self, partition: int) -> Pending:
+        return await self._call("read captured rows", capture.take_pending, self._tables,
+                                partition, self.partition_of)
+
+    async def delete_pending(self, seqs: Sequence[int]) -> None:
+        await self._call("forget shipped rows", capture.delete_pending, list(seqs))
+
+    async def wipe_partition(self, partition: int) -> None:
+        """Drop the partition's rows from the cache, before a restore."""
+        await self._call("wipe partition", capture.wipe, self._tables, partition,
+                         self.partition_of, self.work.credentials_in(partition))
+        self._ids.clear()
+
+    async def apply(self, records: Sequence[tuple[bytes | None, bytes | None]]) -> int:
+        """Apply restored records; how many were rows."""
+        try:
+            return await self._call("restore", apply_records, self._tables, records)
+        finally:
+            self._ids.clear()
+
+    # -- writes, each in its partition's scope -------------------------------------------------
+
+    async def save_refresh_token(self, credential: str, *args: Any, **kwargs: Any) -> None:
+        async with self._credential_scope(credential):
+            await super().save_refresh_token(credential, *args, **kwargs)
+
+    async def record_credential_outcome(self, credential: str, *args: Any,
+                                        **kwargs: Any) -> None:
+        async with self._credential_scope(credential):
+            await super().record_credential_outcome(credential, *args, **kwargs)
+
+    async def mark_checked(self, keys: Sequence[StreamKey], now: float) -> None:
+        by_partition: dict[int | None, list[StreamKey]] = {}
+        for key in keys:
+            by_partition.setdefault(self.work.of_stream(*key), []).append(key)
+        for p, some in by_partition.items():
+            async with self._scope(p, "status check"):
+                await super().mark_checked(some, now)
+
+    async def quarantine(self, subscription: str, container_id: str, *args: Any,
+                         **kwargs: Any) -> None:
+        async with self.stream_scope(subscription, container_id):
+            await super().quarantine(subscription, container_id, *args, **kwargs)
+
+    async def clear_quarantine(self, subscription: str, container_id: str, *args: Any,
+                               **kwargs: Any) -> None:
+        async with self.stream_scope(subscription, container_id):
+            await super().clear_quarantine(subscription, container_id, *args, **kwargs)
+
+    async def commit_page(self, subscription: str, container_id: str, *args: Any,
+                          **kwargs: Any) -> None:
+        async with self.stream_scope(subscription, container_id):
+            await super().commit_page(subscription, container_id, *args, **kwargs)
+
+    async def begin_resync(self, subscription: str, container_id: str, *args: Any,
+                           **kwargs: Any) -> None:
+        async with self.stream_scope(subscription, container_id):
+            await super().begin_resync(subscription, container_id, *args, **kwargs)
+
+    async def mark_announced(self, subscription: str, container_id: str, *args: Any,
+                             **kwargs: Any) -> None:
+        async with self.stream_scope(subscription, container_id):
+            await super().mark_announced(subscription, container_id, *args, **kwargs)
+
+    async def forget_stream(self, subscription: str, container_id: str) -> bool:
+        raise StateError(_NOT_HERE)
+
+    async def prune_streams(self, keep: set[StreamKey], *, now: float,
+                            retention: float) -> PruneResult:
+        raise StateError(_NOT_HERE)
+
+    async def forget_subscription(self, subscription: str) -> int:
+        raise StateError(_NOT_HERE)
+
+    async def rename_subscription(self, old: str, new: str) -> int:
+        raise StateError(_NOT_HERE)
+
+
+_NOT_HERE = ("not available in cluster mode: the state lives in the state topic (move it with "
+             "notifier state export / import)")
+

@@ -1,0 +1,241 @@
+"""One work partition's Kafka transactions: events and the state records that checkpoint them.
+
+Every write of a partition runs in a *scope* (``PartitionTxn.scope``): scopes of one partition
+take turns (one transaction at a time per producer), nest within a task, and publish the open
+transaction to the Kafka sink (``notifier.sinks.kafka_txn.current_transaction``). The
+transaction is begun lazily by the first record; when the outermost scope ends, the rows the
+scope wrote to the SQLite cache (captured by notifier.cluster.capture) are added as state
+records and the transaction is committed: the page's events and its checkpoint become visible
+together, or not at all.
+
+The cache is written before Kafka commits, so it may run ahead of the topic. The rule that
+keeps that safe (as Kafka Streams does with a corrupted task): a scope that fails after
+touching the cache (an aborted or failed commit, a cancellation) marks the partition
+*broken*; it refuses every further scope until the coordinator has wiped and restored it from
+the topic. A fenced producer (a newer owner called init_transactions with the same
+``transactional.id``) marks it *lost*: it is never used again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from typing import Any, Protocol, cast
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError, ProducerFenced
+
+from notifier.cluster.capture import Pending
+from notifier.cluster_metrics import ClusterMetrics
+from notifier.errors import PartitionLostError
+from notifier.sinks.kafka_records import Headers, Record, group_by_partition
+from notifier.sinks.kafka_txn import current_transaction
+
+log = logging.getLogger(__name__)
+
+StateRecord = tuple[bytes, bytes | None, Headers]  # a value of None is a tombstone
+
+_scope: ContextVar[PartitionTxn | None] = ContextVar("notifier_cluster_scope", default=None)
+
+
+class PendingRows(Protocol):
+    """The store side: the captured rows of a partition (notifier.cluster.store)."""
+
+    async def take_pending(self, partition: int) -> Pending: ...
+
+    async def delete_pending(self, seqs: Sequence[int]) -> None: ...
+
+
+class PartitionTxn:
+    """The transactional producer of one owned work partition and its scopes."""
+
+    def __init__(self, partition: int, producer: AIOKafkaProducer, *, store: PendingRows,
+                 state_topic: str, metrics: ClusterMetrics,
+                 on_broken: Callable[[int], None], commit_timeout: float) -> None:
+        self.partition = partition
+        self._producer = producer
+        self._store = store
+        self._topic = state_topic
+        self._metrics = metrics
+        self._on_broken = on_broken
+        self._timeout = commit_timeout
+        self._lock = asyncio.Lock()
+        self._open = False  # a scope holds the lock
+        self._in_txn = False
+        self._futures: list[asyncio.Future[Any]] = []
+        self.state = "active"  # "active", "broken" (restore first) or "lost" (fenced, revoked)
+
+    # -- scopes -----------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def scope(self) -> AsyncIterator[None]:
+        """Run a write of this partition inside its transaction (see the module doc)."""
+        if _scope.get() is self and self._open:
+            yield  # nested: the outermost scope commits
+            return
+        async with self._lock:
+            self._refuse_unless_active()
+            token = _scope.set(self)
+            txn_token = current_transaction.set(self)
+            self._open = True
+            try:
+                try:
+                    yield
+                except BaseException as exc:
+                    await self._fail(exc)
+                    raise
+                try:
+                    await self._commit()
+                except (KafkaError, TimeoutError, OSError) as exc:
+                    await self._fail(exc)
+                    raise PartitionLostError(
+                        f"work partition {self.partition}: transaction not committed: "
+                        f"{_describe(exc)}", sink="cluster") from exc
+                except BaseException as exc:
+                    await self._fail(exc)
+                    raise
+            finally:
+                self._open = False
+                current_transaction.reset(txn_token)
+                _scope.reset(token)
+
+    def _refuse_unless_active(self) -> None:
+        if self.state != "active":
+            why = "restoring" if self.state == "broken" else "no longer owned"
+            raise PartitionLostError(f"work partition {self.partition} is {why}",
+                                     sink="cluster")
+
+    async def send_records(self, topic: str, records: Sequence[StateRecord],
+                           partition: int | None = None) -> None:
+        """Add ``records`` to the open transaction, batched per partition (by key, murmur2, as
+        every Kafka client; or all to ``partition``)."""
+        if not records:
+            return
+        producer = self._producer
+        await self._begin()
+        if partition is None:
+            known = producer.client.cluster.partitions_for_topic(topic)
+            if not known:
+                known = await producer.partitions_for(topic)
+            by_partition = group_by_partition(cast(Sequence[Record], records), sorted(known))
+        else:
+            by_partition = {partition: cast(list[Record], list(records))}
+        now_ms = int(time.time() * 1000)
+        for p, group in by_partition.items():
+            batch = producer.create_batch()
+            for k, value, headers in group:
+                if batch.append(timestamp=now_ms, key=k, value=value, headers=headers) is None:
+                    batch.close()
+                    self._futures.append(await producer.send_batch(batch, topic, partition=p))
+                    batch = producer.create_batch()
+                    batch.append(timestamp=now_ms, key=k, value=value, headers=headers)
+            batch.close()
+            self._futures.append(await producer.send_batch(batch, topic, partition=p))
+
+    async def _begin(self) -> None:
+        if not self._in_txn:
+            await self._producer.begin_transaction()
+            self._in_txn = True
+
+    async def _commit(self) -> None:
+        pending = await self._store.take_pending(self.partition)
+        state: list[StateRecord] = [(k, v, []) for k, v in pending.records]
+        await self.send_records(self._topic, state, partition=self.partition)
+        if not self._in_txn:
+            return
+        async with asyncio.timeout(self._timeout):
+            await self._producer.flush()
+            _raise_if_fatal(self._producer)
+            await self._producer.commit_transaction()
+        self._in_txn = False
+        self._settle_futures()
+        self._metrics.transaction("committed")
+        if pending.seqs:
+            await self._store.delete_pending(pending.seqs)
+
+    async def _fail(self, exc: BaseException) -> None:
+        """After a failed scope: abort; a cache that ran ahead is restored, a fenced producer
+        given up."""
+        try:
+            _raise_if_fatal(self._producer)
+        except KafkaError as err:
+            exc = err
+        fenced = isinstance(exc, ProducerFenced) or isinstance(exc.__cause__, ProducerFenced)
+        if self._in_txn and not fenced:
+            try:
+                async with asyncio.timeout(self._timeout):
+                    await self._producer.abort_transaction()
+            except Exception as err:  # aiokafka asserts on some states: never let it escape
+                fenced = fenced or isinstance(err, ProducerFenced)
+                log.warning("work partition %d: abort failed: %r", self.partition, err)
+        if self._in_txn:
+            self._metrics.transaction("aborted")
+        self._in_txn = False
+        self._settle_futures()
+        if fenced:
+            self._metrics.fenced()
+            log.warning("work partition %d: fenced by a newer owner; giving it up",
+                        self.partition)
+            self.state = "lost"
+            self._on_broken(self.partition)
+            return
+        if self.state == "active" and await self._cache_touched():
+            log.warning("work partition %d: transaction not committed (%s): restoring the "
+                        "partition from the state topic", self.partition, _describe(exc))
+            self.state = "broken"
+            self._on_broken(self.partition)
+
+    async def _cache_touched(self) -> bool:
+        try:
+            return bool((await self._store.take_pending(self.partition)).seqs)
+        except Exception:  # the store cannot even answer: restore to be safe
+            return True
+
+    def _settle_futures(self) -> None:
+        for fut in self._futures:
+            fut.add_done_callback(_consume)
+        self._futures.clear()
+
+    # -- ownership --------------------------------------------------------------------------
+
+    async def probe(self, key: bytes) -> None:
+        """Prove this replica still owns the partition by committing a record (``key``: not a
+        row, ignored by restores); PartitionLostError if fenced. Run before a refresh token is
+        spent, so a fenced former owner never refreshes."""
+        async with self.scope():
+            await self.send_records(self._topic, [(key, b"{}", [])], partition=self.partition)
+
+    async def close(self) -> None:
+        """Give the partition up: no scope runs after this; the producer is stopped."""
+        if self.state == "active":
+            self.state = "lost"
+        async with self._lock:  # waits for a scope in progress
+            pass
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._producer.stop(), self._timeout)
+
+
+def _raise_if_fatal(producer: AIOKafkaProducer) -> None:
+    """Raise what made the producer unusable (ProducerFenced, mostly): aiokafka then refuses
+    to commit or abort with an assertion, and keeps the reason in its transaction waiter."""
+    manager = producer._txn_manager
+    if manager is None or not manager.is_fatal_error():
+        return
+    waiter = manager.wait_for_transaction_end()
+    reason = waiter.exception() if waiter is not None and waiter.done() else None
+    raise reason if isinstance(reason, KafkaError) else ProducerFenced()
+
+
+def _consume(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
+
+
+def _describe(err: BaseException) -> str:
+    text = str(err)
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__

@@ -1,0 +1,139 @@
+"""Cluster mode's change capture (notifier.cluster.capture, .apply, .records) on real SQLite
+files: every write of the store becomes state-topic records of its partition, and applying
+those records to an empty cache rebuilds the same rows."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from notifier.cluster import capture
+from notifier.cluster.apply import apply_records
+from notifier.cluster.partitions import WorkMap, partition_of
+from notifier.cluster.records import RowKey, decode_key, decode_row, probe_key
+from notifier.state.base import Announcement
+from notifier.state.sqlite import SqliteStateStore
+
+WORK = WorkMap(4, ["alice", "bob"], {"a": ("alice",), "b": ("bob",)})
+
+
+def part(key: RowKey) -> int | None:
+    if key.table in ("refresh_tokens", "credential_status"):
+        return WORK.of_credential(str(key.ident))
+    assert key.subscription is not None
+    assert key.container_id is not None
+    return WORK.of_stream(key.subscription, key.container_id)
+
+
+def dump(path: Path) -> dict[str, Any]:
+    """Every captured table's rows, keyed by natural keys (stream ids are local)."""
+    conn = sqlite3.connect(path)
+    names = {sid: (sub, cid) for sid, sub, cid in
+             conn.execute("SELECT stream_id, subscription, container_id FROM streams")}
+    out: dict[str, Any] = {}
+    for (table,) in conn.execute("SELECT name FROM sqlite_schema WHERE type = 'table'"):
+        if table == "outbox" or table.startswith("sqlite_"):
+            continue
+        cur = conn.execute(f'SELECT * FROM "{table}"')
+        cols = [d[0] for d in cur.description]
+        rows = []
+        for r in cur:
+            row = dict(zip(cols, r, strict=True))
+            if "stream_id" in row:
+                row["stream"] = names[row.pop("stream_id")]
+            rows.append(repr(sorted(row.items())))
+        out[table] = sorted(rows)
+    conn.close()
+    return out
+
+
+async def _writes(store: SqliteStateStore) -> None:
+    await store.commit_page("a", "c1", next_token="t1", resync_cursor=None, in_resync=False,
+                            add_ids=["r1", "r2", "r3"], remove_ids=[],
+                            bodies={"r1": b'{"x":1}'}, changed=True, now=10.0)
+    await store.begin_resync("b", "c2")
+    await store.mark_announced("b", "c2", [Announcement("r9", "2024-01-01T00:00:00Z", b"{}")])
+    await store.commit_page("b", "c2", next_token=None, resync_cursor="cur", in_resync=True,
+                            add_ids=["r9"], remove_ids=[], seen_ids=["r9", "r8"],
+                            changed=True, now=11.0)
+    await store.commit_page("a", "c1", next_token="t2", resync_cursor=None, in_resync=False,
+                            add_ids=[], remove_ids=["r2"], changed=True, now=12.0)
+    await store.quarantine("a", "c1", until=99.0, reason="bad_token")
+    await store.save_refresh_token("alice", "fp", "rt-1")
+    await store.save_refresh_token("alice", "fp", "rt-2")
+    await store.record_credential_outcome("bob", "ok", now=5.0)
+
+
+async def test_captured_records_rebuild_the_same_rows(tmp_path: Path) -> None:
+    src, dst = tmp_path / "src.db", tmp_path / "dst.db"
+    async with SqliteStateStore(src) as store:
+        tables = await store._call("install", capture.install)
+        await _writes(store)
+        records: list[tuple[bytes, bytes | None]] = []
+        for p in range(WORK.partitions):
+            pending = await store._call("take", capture.take_pending, tables, p, part)
+            for key, _ in pending.records:
+                decoded = decode_key(key)
+                assert decoded is not None
+                assert part(decoded) == p, "a partition ships only its own rows"
+            records += pending.records
+            await store._call("delete", capture.delete_pending, pending.seqs)
+        left = await store._call("left", lambda c: c.execute(
+            "SELECT count(*) FROM temp.cluster_pending").fetchone()[0])
+        assert left == 0
+    keys = [decode_key(k) for k, _ in records]
+    assert RowKey("known", "a", "c1", "r2") in keys, "a removed id travels as a tombstone"
+    tomb = records[keys.index(RowKey("known", "a", "c1", "r2"))]
+    assert tomb[1] is None
+    token = decode_row(records[keys.index(RowKey("refresh_tokens", None, None, "alice"))][1])
+    assert token is not None
+    assert token["refresh_token"] == "rt-2", "only the latest value of a key is shipped"
+    assert all("stream_id" not in (decode_row(v) or {}) for _, v in records)
+
+    async with SqliteStateStore(dst) as store:
+        tables = await store._call("install", capture.install)
+        # In compaction's order a child may come before its stream: apply streams last.
+        ordered = sorted(records, key=lambda r: b'["streams"' in r[0])
+        await store._call("apply", apply_records, tables,
+                          [*ordered, (probe_key("alice"), b"{}")])
+        again = await store._call("left", lambda c: c.execute(
+            "SELECT count(*) FROM temp.cluster_pending").fetchone()[0])
+        assert again == 0, "a restore is not captured again"
+    assert dump(dst) == dump(src)
+
+
+async def test_wipe_drops_only_the_partitions_rows(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    async with SqliteStateStore(path) as store:
+        tables = await store._call("install", capture.install)
+        await _writes(store)
+        pa = WORK.of_stream("a", "c1")
+        assert pa != WORK.of_stream("b", "c2"), "the fixture spreads the two credentials"
+        await store._call("wipe", capture.wipe, tables, pa, part, WORK.credentials_in(pa))
+        store._ids.clear()
+        streams = await store.list_streams()
+        assert [s.key for s in streams] == [("b", "c2")]
+        assert await store.load_refresh_token("alice", "fp") is None
+        pending = await store._call("take", capture.take_pending, tables, pa, part)
+        assert pending.records == [], "what was pending for the wiped partition is dropped"
+
+
+@pytest.mark.parametrize(("name", "partitions", "expected"), [
+    ("alice", 12, 11), ("bob", 12, 8), ("main", 12, 8), ("alice", 1, 0)])
+def test_partition_of_is_stable(name: str, partitions: int, expected: int) -> None:
+    """CRC-32, never Python's salted hash(): the same in every process and release."""
+    assert partition_of(name, partitions) == expected
+
+
+def test_a_stream_belongs_to_its_containers_credential() -> None:
+    work = WorkMap(12, ["u1", "u2"], {"s": ("u1", "u2")})
+    owners = {work.credential_of("s", f"c{i}") for i in range(20)}
+    assert owners == {"u1", "u2"}
+    for i in range(20):
+        cred = work.credential_of("s", f"c{i}")
+        assert cred is not None
+        assert work.of_stream("s", f"c{i}") == partition_of(cred, 12)
+    assert work.of_stream("unknown", "c1") is None

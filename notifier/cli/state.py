@@ -2,6 +2,13 @@
 
     notifier state --config FILE forget SUBSCRIPTION
     notifier state --config FILE rename OLD NEW
+    notifier state --config FILE export --out FILE
+    notifier state --config FILE import --in FILE [--force]
+
+``export`` writes the whole state (the SQLite file's, or in cluster mode the state topic's) to a
+new SQLite state file; ``import`` puts such a file's state in place: in cluster mode into the
+state topic (how a single process moves to cluster mode), otherwise as the state file when
+there is none yet.
 
 A subscription missing from the configuration keeps its state (token, known ids) for
 ``state.orphan_retention``, so that a rename or a briefly incomplete config does not replay its
@@ -30,7 +37,11 @@ Drop or rename a subscription's stored sync state (token, known relationship ids
 
   notifier state --config FILE forget SUBSCRIPTION
   notifier state --config FILE rename OLD NEW
+  notifier state --config FILE export --out FILE
+  notifier state --config FILE import --in FILE [--force]
 
+export/import move the whole state as a SQLite state file: from a single process into a
+cluster's state topic (cluster mode) and back.
 Orphaned subscriptions (missing from the config) keep their state for state.orphan_retention
 (default 7d). Run these while the notifier is stopped.
 """
@@ -49,6 +60,12 @@ def add_parser(sub: Any) -> None:
     rename = ops.add_parser("rename", help="carry OLD's state over to NEW")
     rename.add_argument("old", metavar="OLD")
     rename.add_argument("new", metavar="NEW")
+    export = ops.add_parser("export", help="write the whole state to a new SQLite file")
+    export.add_argument("--out", required=True, type=Path, metavar="FILE")
+    imp = ops.add_parser("import", help="take the state of a SQLite state file")
+    imp.add_argument("--in", dest="source", required=True, type=Path, metavar="FILE")
+    imp.add_argument("--force", action="store_true",
+                     help="cluster mode: also when the state topic already holds state")
 
 
 def state_main(args: argparse.Namespace, *, stdout: TextIO | None = None,
@@ -61,6 +78,10 @@ def state_main(args: argparse.Namespace, *, stdout: TextIO | None = None,
         for line in exc.problems:
             print(f"{args.config}: {line}", file=err)
         return 2
+    if args.state_command in ("export", "import"):
+        from notifier.cli.state_transfer import transfer_main  # Kafka only when needed
+
+        return transfer_main(config, args, out, err)
     path = Path(config.state.path)
     if not path.exists():
         print(f"notifier state: no state file at {path}", file=err)

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import orjson
 
 from notifier.cli.output import format_table, print_config_error
 from notifier.config import load_config
-from notifier.errors import ConfigError, StateError
+from notifier.errors import ConfigError, NotifierError, StateError
 from notifier.hub_watch import HubStatus, read_statuses, status_path
 from notifier.state.base import StreamState
 from notifier.state.sqlite import SqliteStateStore
@@ -30,8 +32,17 @@ def _age(now: float, t: float | None) -> str:
 
 async def collect(config_path: str) -> list[dict[str, Any]]:
     config = load_config(config_path)
-    async with SqliteStateStore(config.state.path) as store:
-        states = {st.key: st for st in await store.list_streams()}
+    if config.cluster is not None:  # the state topic is the truth, not a replica's cache
+        from notifier.cluster.transfer import export_state  # Kafka only when needed
+
+        with tempfile.TemporaryDirectory(prefix="notifier-status-") as tmp:
+            copy = Path(tmp) / "state.db"
+            await export_state(config, copy)
+            async with SqliteStateStore(copy) as store:
+                states = {st.key: st for st in await store.list_streams()}
+    else:
+        async with SqliteStateStore(config.state.path) as store:
+            states = {st.key: st for st in await store.list_streams()}
     # Hub subscriptions: the streams discovery found (stored, not orphaned by a retirement).
     pairs = list(config.streams()) + [
         (sub, st.container_id) for sub in config.hub_subscriptions
@@ -101,8 +112,9 @@ def status_main(config_path: str, *, as_json: bool = False) -> int:
     except ConfigError as exc:
         print_config_error(exc, sys.stderr)
         return 2
-    except StateError as exc:
-        print(f"state store: {exc}", file=sys.stderr)
+    except NotifierError as exc:  # the store, or in cluster mode the state topic
+        where = "state store" if isinstance(exc, StateError) else "state topic"
+        print(f"{where}: {exc}", file=sys.stderr)
         return 1
     if as_json:
         for r in rows:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from notifier.cluster.partitions import WorkMap
 from notifier.cluster.records import RowKey, encode_key, encode_row
 from notifier.errors import StateError
 
@@ -30,7 +31,7 @@ class Table:
     columns: frozenset[str]
 
 
-def _tables(conn: sqlite3.Connection) -> dict[str, Table]:
+def tables_of(conn: sqlite3.Connection) -> dict[str, Table]:
     out: dict[str, Table] = {}
     names = [r[0] for r in conn.execute(
         "SELECT name FROM main.sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
@@ -53,7 +54,7 @@ def _tables(conn: sqlite3.Connection) -> dict[str, Table]:
 
 def install(conn: sqlite3.Connection) -> dict[str, Table]:
     """Create the pending table and the triggers; returns the captured tables."""
-    tables = _tables(conn)
+    tables = tables_of(conn)
     conn.execute("CREATE TEMP TABLE IF NOT EXISTS cluster_pending ("
                  "seq INTEGER PRIMARY KEY, tbl TEXT NOT NULL, sub, cid, k)")
     conn.execute("CREATE TEMP TABLE IF NOT EXISTS cluster_capture (enabled INTEGER NOT NULL)")
@@ -75,6 +76,17 @@ def install(conn: sqlite3.Connection) -> dict[str, Table]:
             conn.execute(f'CREATE TEMP TRIGGER IF NOT EXISTS "cluster_{t.name}_{op.lower()}" '
                          f'AFTER {op} ON main."{t.name}" {when} BEGIN {body} END')
     return tables
+
+
+def row_partition(work: WorkMap, tables: dict[str, Table], key: RowKey) -> int | None:
+    """The work partition a row belongs to: its credential's, or its stream's (None for a
+    subscription the configuration does not have)."""
+    t = tables.get(key.table)
+    if t is not None and t.kind == "credential":
+        return work.of_credential(str(key.ident))
+    if key.subscription is None or key.container_id is None:
+        return None
+    return work.of_stream(key.subscription, key.container_id)
 
 
 def _read_row(conn: sqlite3.Connection, t: Table, key: RowKey) -> dict[str, Any] | None:
@@ -170,3 +182,29 @@ def wipe(conn: sqlite3.Connection, tables: dict[str, Table], partition: int,
     rows = conn.execute("SELECT seq, tbl, sub, cid, k FROM temp.cluster_pending").fetchall()
     delete_pending(conn, [r[0] for r in rows
                           if partition_of(RowKey(r[1], r[2], r[3], r[4])) == partition])
+
+
+def all_rows(conn: sqlite3.Connection, tables: dict[str, Table]
+             ) -> Iterable[tuple[RowKey, dict[str, Any]]]:
+    """Every captured row of the file (streams first, then the rows that hang off them)."""
+    conn.row_factory = sqlite3.Row
+    try:
+        order = sorted(tables.values(), key=lambda t: t.kind != "stream")
+        for t in order:
+            if t.kind == "stream":
+                for row in conn.execute("SELECT * FROM streams"):
+                    yield (RowKey("streams", row["subscription"], row["container_id"], None),
+                           {k: row[k] for k in row.keys() if k != "stream_id"})  # noqa: SIM118
+            elif t.kind == "child":
+                for row in conn.execute(
+                        f'SELECT t.*, s.subscription AS "_sub", s.container_id AS "_cid" '
+                        f'FROM "{t.name}" AS t JOIN streams AS s USING (stream_id)'):
+                    values = {k: row[k] for k in row.keys()  # noqa: SIM118
+                              if k not in ("stream_id", "_sub", "_cid")}
+                    yield RowKey(t.name, row["_sub"], row["_cid"], row[t.ident]), values
+            else:
+                for row in conn.execute(f'SELECT * FROM "{t.name}"'):
+                    yield (RowKey(t.name, None, None, row["credential"]),
+                           {k: row[k] for k in row.keys()})  # noqa: SIM118
+    finally:
+        conn.row_factory = None

@@ -44,11 +44,7 @@ class ClusterStore(SqliteStateStore):
         self._tables = await self._call("install change capture", capture.install)
 
     def partition_of(self, key: RowKey) -> int | None:
-        if key.table in self._tables and self._tables[key.table].kind == "credential":
-            return self.work.of_credential(str(key.ident))
-        if key.subscription is None or key.container_id is None:
-            return None
-        return self.work.of_stream(key.subscription, key.container_id)
+        return capture.row_partition(self.work, self._tables, key)
 
     # -- scopes -----------------------------------------------------------------------------
 

@@ -76,10 +76,13 @@ async def test_a_fenced_owner_commits_nothing(kafka_bootstrap: str) -> None:
 
         new = await owner(kafka_bootstrap, txid, state, new_rows, metrics, [])
         try:
-            with pytest.raises(PartitionLostError):
+            async def zombie_page() -> None:
                 async with old.scope():
                     await old.send_records(events, [(b"r2", b"zombie", [])])
                     old_rows.write(b"k2", b"zombie")
+
+            with pytest.raises(PartitionLostError):
+                await zombie_page()
             assert old.state == "lost"
             assert broken == [0], "the coordinator is told"
             with pytest.raises(PartitionLostError):
@@ -116,16 +119,22 @@ async def test_a_failed_scope_aborts_and_marks_a_touched_cache_broken(
     txn = await owner(kafka_bootstrap, f"txn-{tag}.0", state, rows, ClusterMetrics(registry),
                       broken)
     try:
-        with pytest.raises(RuntimeError):  # fails before touching the cache: nothing to redo
+        async def refused() -> None:
             async with txn.scope():
                 await txn.send_records(events, [(b"r1", b"aborted", [])])
                 raise RuntimeError("sink refused")
-        assert txn.state == "active"
-        assert broken == []
-        with pytest.raises(RuntimeError):  # fails after a cache write: restore first
+
+        async def crashed() -> None:
             async with txn.scope():
                 rows.write(b"k1", b"v1")
                 raise RuntimeError("crash after the checkpoint's local write")
+
+        with pytest.raises(RuntimeError):  # fails before touching the cache: nothing to redo
+            await refused()
+        assert txn.state == "active"
+        assert broken == []
+        with pytest.raises(RuntimeError):  # fails after a cache write: restore first
+            await crashed()
         assert txn.state == "broken"
         assert broken == [0]
         with pytest.raises(PartitionLostError, match="restoring"):

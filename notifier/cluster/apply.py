@@ -17,15 +17,20 @@ from notifier.cluster.capture import Table, set_capture
 from notifier.cluster.records import RowKey, decode_key, decode_row
 
 
-def _stream_id(conn: sqlite3.Connection, sub: str, cid: str) -> int:
-    conn.execute("INSERT OR IGNORE INTO streams (subscription, container_id) VALUES (?, ?)",
-                 (sub, cid))
-    row = conn.execute("SELECT stream_id FROM streams WHERE subscription = ? AND "
-                       "container_id = ?", (sub, cid)).fetchone()
-    return int(row[0])
+def _stream_id(conn: sqlite3.Connection, sub: str, cid: str, ids: dict[tuple[str, str], int]
+               ) -> int:
+    sid = ids.get((sub, cid))
+    if sid is None:
+        conn.execute("INSERT OR IGNORE INTO streams (subscription, container_id) VALUES (?, ?)",
+                     (sub, cid))
+        row = conn.execute("SELECT stream_id FROM streams WHERE subscription = ? AND "
+                           "container_id = ?", (sub, cid)).fetchone()
+        sid = ids[(sub, cid)] = int(row[0])
+    return sid
 
 
-def _upsert(conn: sqlite3.Connection, t: Table, key: RowKey, row: dict[str, Any]) -> None:
+def _upsert(conn: sqlite3.Connection, t: Table, key: RowKey, row: dict[str, Any],
+            ids: dict[tuple[str, str], int]) -> None:
     cols = {k: v for k, v in row.items() if k in t.columns and k != "stream_id"}
     if t.kind == "stream":
         cols.update(subscription=key.subscription, container_id=key.container_id)
@@ -40,15 +45,17 @@ def _upsert(conn: sqlite3.Connection, t: Table, key: RowKey, row: dict[str, Any]
     if t.kind == "child":
         assert key.subscription is not None
         assert key.container_id is not None
-        cols["stream_id"] = _stream_id(conn, key.subscription, key.container_id)
+        cols["stream_id"] = _stream_id(conn, key.subscription, key.container_id, ids)
     names = list(cols)
     conn.execute(
         f'INSERT OR REPLACE INTO "{t.name}" ({", ".join(f"{chr(34)}{c}{chr(34)}" for c in names)})'
         f' VALUES ({", ".join("?" * len(names))})', [cols[c] for c in names])
 
 
-def _delete(conn: sqlite3.Connection, t: Table, key: RowKey) -> None:
+def _delete(conn: sqlite3.Connection, t: Table, key: RowKey,
+            ids: dict[tuple[str, str], int]) -> None:
     if t.kind == "stream":
+        ids.pop((str(key.subscription), str(key.container_id)), None)
         conn.execute("DELETE FROM streams WHERE subscription = ? AND container_id = ?",
                      (key.subscription, key.container_id))
     elif t.kind == "child":
@@ -64,6 +71,7 @@ def apply_records(conn: sqlite3.Connection, tables: dict[str, Table],
                   records: Sequence[tuple[bytes | None, bytes | None]]) -> int:
     """Apply ``records`` (key, value) in one transaction, uncaptured; how many were rows."""
     applied = 0
+    ids: dict[tuple[str, str], int] = {}  # stream ids met in this batch
     conn.execute("BEGIN IMMEDIATE")
     try:
         set_capture(conn, False)
@@ -74,9 +82,9 @@ def apply_records(conn: sqlite3.Connection, tables: dict[str, Table],
                 continue  # a probe, or a table this release does not have
             row = decode_row(raw_value)
             if row is None:
-                _delete(conn, t, key)
+                _delete(conn, t, key, ids)
             else:
-                _upsert(conn, t, key, row)
+                _upsert(conn, t, key, row, ids)
             applied += 1
         set_capture(conn, True)
         conn.execute("COMMIT")

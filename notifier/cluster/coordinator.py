@@ -44,6 +44,7 @@ class Owned:
     schedulers: list[CredentialScheduler] = field(default_factory=list)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     starting: asyncio.Task[None] | None = None
+    restored: bool = False
 
 
 class Coordinator(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -60,6 +61,11 @@ class Coordinator(ConsumerRebalanceListener):  # type: ignore[misc]
         self._consumer: AIOKafkaConsumer | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._restoring = 0
+        # Per partition, the state topic's end offset at which this replica's cache last
+        # matched it (set when a partition is given up cleanly): a partition that comes back
+        # with the same end offset was not written since, and needs no restore.
+        self._current: dict[int, int] = {}
+        self._offsets: AIOKafkaConsumer | None = None
         self.joined = asyncio.Event()
 
     @property
@@ -90,6 +96,8 @@ class Coordinator(ConsumerRebalanceListener):  # type: ignore[misc]
                 t.cancel()
             await asyncio.gather(*self._background, return_exceptions=True)
             await consumer.stop()  # leaves the group: the others rebalance at once
+            if self._offsets is not None:
+                await self._offsets.stop()
             self._metrics.owned(0)
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
@@ -131,9 +139,15 @@ class Coordinator(ConsumerRebalanceListener):  # type: ignore[misc]
             restoring = True
             self._restoring += 1
             self._metrics.restoring(self._restoring)
-            await self._store.wipe_partition(p)
-            await read_partition(self._options, cfg.state_topic, p, self._store.apply,
-                                 metrics=self._metrics)
+            current = self._current.pop(p, None)
+            if current is not None and current == await self._end_offset(p):
+                log.info("work partition %d: local cache current, no restore needed", p)
+                self._metrics.restored(0, 0.0)
+            else:
+                await self._store.wipe_partition(p)
+                await read_partition(self._options, cfg.state_topic, p, self._store.apply,
+                                     metrics=self._metrics)
+            owned.restored = True
             self._store.txns[p] = owned.txn
             credentials = self._store.work.credentials_in(p)
             owned.schedulers = await self._start_work(credentials, owned.txn)
@@ -201,8 +215,21 @@ class Coordinator(ConsumerRebalanceListener):  # type: ignore[misc]
         if self._store.txns.get(p) is owned.txn:
             self._store.txns.pop(p, None)
         if owned.txn is not None:
-            await owned.txn.close()
+            clean = await owned.txn.close()
+            if clean and owned.restored and not (await self._store.take_pending(p)).seqs:
+                with contextlib.suppress(Exception):  # no offset: restored next time
+                    self._current[p] = await self._end_offset(p)
         self._metrics.owned(len(self._owned))
+
+    async def _end_offset(self, p: int) -> int:
+        """The state partition's last stable offset (what a read_committed restore reads to)."""
+        if self._offsets is None:
+            self._offsets = AIOKafkaConsumer(**self._options, group_id=None,
+                                             enable_auto_commit=False,
+                                             isolation_level="read_committed")
+            await self._offsets.start()
+        tp = TopicPartition(self._cfg.state_topic, p)
+        return int((await self._offsets.end_offsets([tp]))[tp])
 
     def _later(self, work: Awaitable[None]) -> None:
         async def run() -> None:

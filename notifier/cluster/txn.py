@@ -32,7 +32,7 @@ from aiokafka.errors import KafkaError, ProducerFenced
 
 from notifier.cluster.capture import Pending
 from notifier.cluster_metrics import ClusterMetrics
-from notifier.errors import PartitionLostError
+from notifier.errors import PartitionLostError, SinkError
 from notifier.sinks.kafka_records import Headers, Record, group_by_partition
 from notifier.sinks.kafka_txn import current_transaction
 
@@ -69,6 +69,7 @@ class PartitionTxn:
         self._in_txn = False
         self._futures: list[asyncio.Future[Any]] = []
         self.state = "active"  # "active", "broken" (restore first) or "lost" (fenced, revoked)
+        self._closing = False
 
     # -- scopes -----------------------------------------------------------------------------
 
@@ -105,7 +106,7 @@ class PartitionTxn:
                 _scope.reset(token)
 
     def _refuse_unless_active(self) -> None:
-        if self.state != "active":
+        if self.state != "active" or self._closing:
             why = "restoring" if self.state == "broken" else "no longer owned"
             raise PartitionLostError(f"work partition {self.partition} is {why}",
                                      sink="cluster")
@@ -116,6 +117,15 @@ class PartitionTxn:
         every Kafka client; or all to ``partition``)."""
         if not records:
             return
+        try:
+            async with asyncio.timeout(self._timeout):  # a broker gone away fails the scope
+                await self._send(topic, records, partition)
+        except (KafkaError, TimeoutError, OSError) as exc:
+            raise SinkError(f"kafka transaction of work partition {self.partition}: "
+                            f"{_describe(exc)}", sink="cluster") from exc
+
+    async def _send(self, topic: str, records: Sequence[StateRecord],
+                    partition: int | None) -> None:
         producer = self._producer
         await self._begin()
         if partition is None:
@@ -210,14 +220,18 @@ class PartitionTxn:
         async with self.scope():
             await self.send_records(self._topic, [(key, b"{}", [])], partition=self.partition)
 
-    async def close(self) -> None:
-        """Give the partition up: no scope runs after this; the producer is stopped."""
-        if self.state == "active":
-            self.state = "lost"
+    async def close(self) -> bool:
+        """Give the partition up: no scope starts after this; the producer is stopped once the
+        scope in progress has ended. True if every scope committed (the cache matches the
+        topic, as far as this replica wrote it)."""
+        self._closing = True
         async with self._lock:  # waits for a scope in progress
-            pass
+            clean = self.state == "active" and not self._in_txn
+            if self.state == "active":
+                self.state = "lost"
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._producer.stop(), self._timeout)
+        return clean
 
 
 def _raise_if_fatal(producer: AIOKafkaProducer) -> None:

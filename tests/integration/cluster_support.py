@@ -50,6 +50,10 @@ class Cluster:
     def replica(self, sim: Simulator, workdir: Path, **cluster: Any) -> NotifierProcess:
         return NotifierProcess(self.config(sim, workdir, **cluster), workdir)
 
+    def replica_for(self, config: Path, workdir: Path) -> NotifierProcess:
+        """A replica of a configuration written (and perhaps edited) beforehand."""
+        return NotifierProcess(config, workdir)
+
     async def events(self) -> list[dict[str, Any]]:
         """Every committed event on the topic now ([] before it exists)."""
         if self.events_topic not in await topic_names(self.bootstrap):

@@ -137,3 +137,30 @@ def test_a_stream_belongs_to_its_containers_credential() -> None:
         assert cred is not None
         assert work.of_stream("s", f"c{i}") == partition_of(cred, 12)
     assert work.of_stream("unknown", "c1") is None
+
+
+def test_cluster_metrics_exist_from_the_start_with_their_contract_names() -> None:
+    """Dashboards and alerts are written on these exact names (issue 14's contract)."""
+    from prometheus_client import CollectorRegistry
+
+    from notifier.metrics import Metrics
+
+    registry = CollectorRegistry()
+    metrics = Metrics(registry, runtime=False)
+    value = registry.get_sample_value
+    assert value("notifier_cluster_owned_partitions") == 0
+    assert value("notifier_cluster_restoring_partitions") == 0
+    assert value("notifier_cluster_restore_records_total") == 0
+    assert value("notifier_cluster_restore_seconds_count") == 0
+    assert value("notifier_cluster_fenced_total") == 0
+    for change in ("assigned", "revoked"):
+        assert value("notifier_cluster_rebalances_total", {"change": change}) == 0
+    for outcome in ("committed", "aborted"):
+        assert value("notifier_cluster_transactions_total", {"outcome": outcome}) == 0
+    metrics.cluster.rebalanced("assigned", 3)
+    metrics.cluster.restored(10, 0.5)
+    metrics.cluster.owned(3)
+    assert value("notifier_cluster_rebalances_total", {"change": "assigned"}) == 3
+    assert value("notifier_cluster_restore_records_total") == 10
+    assert value("notifier_cluster_restore_seconds_count") == 1
+    assert value("notifier_cluster_owned_partitions") == 3

@@ -23,12 +23,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
 
 from notifier.cluster.restore import read_partition
 from notifier.cluster.store import ClusterStore
 from notifier.cluster.txn import PartitionTxn
 from notifier.cluster_metrics import ClusterMetrics
 from notifier.config.cluster import ClusterConfig
+from notifier.errors import NotifierError
 from notifier.scheduler import CredentialScheduler
 
 log = logging.getLogger(__name__)
@@ -88,7 +90,12 @@ class Coordinator(ConsumerRebalanceListener):  # type: ignore[misc]
         try:
             consumer.subscribe([cfg.state_topic], listener=self)
             while not stop.is_set():
-                await consumer.getmany(timeout_ms=500)  # paused: keeps the member alive
+                try:
+                    await consumer.getmany(timeout_ms=500)  # paused: keeps the member alive
+                except KafkaError as err:  # the broker away: the group protocol recovers
+                    log.warning("cluster: group consumer: %r", err)
+                    await asyncio.sleep(1.0)
+                    continue
                 self.joined.set()
         finally:
             await asyncio.gather(*(self._release(p) for p in list(self._owned)))
@@ -157,6 +164,9 @@ class Coordinator(ConsumerRebalanceListener):  # type: ignore[misc]
             log.info("work partition %d running: %d credential(s)", p, len(owned.schedulers))
         except asyncio.CancelledError:
             raise
+        except (KafkaError, NotifierError, OSError, TimeoutError) as err:  # Kafka away
+            log.warning("work partition %d could not start (%r); retried shortly", p, err)
+            self._later(self._restart(p, owned, delay=5.0))
         except Exception:
             log.exception("work partition %d could not start; retried shortly", p)
             self._later(self._restart(p, owned, delay=5.0))

@@ -7,7 +7,7 @@ PYTHON := $(abspath $(VENV))/bin/python
 export NOTIFIER_CACHE ?= $(HOME)/.cache/notifier
 export PATH := $(abspath $(VENV))/bin:$(NOTIFIER_CACHE)/bin:$(PATH)
 
-.PHONY: deps tools demo test test-fast lint lock
+.PHONY: deps tools demo test test-long test-fast lint lock
 
 $(PYTHON):
 	@$(SYSTEM_PYTHON) -m venv $(VENV) || { \
@@ -27,8 +27,11 @@ tools: | $(PYTHON)  ## promtool, kcat, helm, kubeconform, Java + Maven (idempote
 demo: deps  ## the main job on the embedded default: simulator + SQLite + stdout
 	@PYTHON=$(PYTHON) bash scripts/demo.sh
 
-test: deps tools  ## the whole suite, with a real Kafka broker started by the tests
+test: deps tools  ## the suite without the slow scenarios, with a real Kafka broker (what CI runs)
 	PYTHON=$(PYTHON) $(PYTHON) -m pytest -p no:cacheprovider
+
+test-long: deps tools  ## everything, the slow fault, soak and large-scale scenarios too
+	PYTHON=$(PYTHON) $(PYTHON) -m pytest -p no:cacheprovider -m ""
 
 test-fast: deps  ## unit tests only (no network, no broker)
 	$(PYTHON) -m pytest -p no:cacheprovider tests/unit

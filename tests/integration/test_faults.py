@@ -6,6 +6,10 @@ Every scenario ends with the same checks (``fault_support.assert_delivery``): no
 nothing invented, duplicates only with the same id, the replayed stream equals the simulator's
 live set; quarantines only where README "Guarantees" says so; and no secret in the notifier's
 output. The Kafka broker restart is in ``test_faults_kafka.py``.
+
+The scenarios of a minute or more (SIGKILL loops, token rotation, overwrites, malformed pages)
+are marked slow: ``make test-long`` runs them; the webhook outage, with its restart, stays in
+``make test``.
 """
 
 from __future__ import annotations
@@ -86,6 +90,7 @@ def check_output(notifier: NotifierProcess, sim: Simulator, *extra_secrets: str)
 # --- 1. SIGKILL loop with 5xx bursts and 429 storms -------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 async def test_sigkill_loop_under_5xx_bursts_and_429_storms(tmp_path: Path) -> None:
     """Changes flow while the service answers 30% of requests with a 500, then refuses most with
@@ -156,6 +161,7 @@ async def test_sigkill_loop_under_5xx_bursts_and_429_storms(tmp_path: Path) -> N
 # --- 2. access-token expiry and refresh-token rotation across SIGKILLs -------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 async def test_token_expiry_and_rotation_across_sigkills(tmp_path: Path) -> None:
     """Access tokens live 2 s (renewed about every second) and every refresh rotates the refresh
@@ -268,6 +274,7 @@ async def test_token_expiry_and_rotation_across_sigkills(tmp_path: Path) -> None
 # --- 3. overwrite resyncs while changes keep coming ------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 async def test_overwrite_resyncs_during_changes_emit_only_real_diffs(tmp_path: Path) -> None:
     """The retention horizon moves four times while changes flow; each time, right before the
@@ -409,6 +416,7 @@ MALFORMED = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 async def test_malformed_pages_quarantine_only_their_streams_which_recover(tmp_path: Path
                                                                            ) -> None:

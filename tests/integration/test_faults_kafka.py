@@ -48,6 +48,7 @@ async def topic_events(bootstrap: str) -> list[dict[str, Any]]:
     return [event_from_record(r) for r in await read_topic(bootstrap, TOPIC, within=20)]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(150)
 async def test_broker_restart_mid_run_loses_nothing(tmp_path: Path,
                                                     dedicated_kafka: KafkaBroker) -> None:

@@ -298,7 +298,10 @@ def outage_pages() -> list[list[Event]]:
     return pages
 
 
-@pytest.mark.parametrize("fault", ["stop", "kill", "freeze"])
+# A broker of its own per fault (about 20 s to start): the kill stays in `make test`, stop
+# (a clean shutdown) and freeze (SIGSTOP) run with the slow scenarios.
+@pytest.mark.parametrize("fault", [pytest.param("stop", marks=pytest.mark.slow), "kill",
+                                   pytest.param("freeze", marks=pytest.mark.slow)])
 async def test_broker_outage_mid_run_loses_nothing(dedicated_kafka, fault):
     """A pipeline-like publisher retries each page until it is acknowledged while the broker
     is stopped, killed or frozen, and then restarted on its data (or thawed). Publishing fails

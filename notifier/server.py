@@ -1,14 +1,14 @@
 """The HTTP side of observability: /metrics, /healthz and /readyz, served in the app's loop.
 
 Readiness means "this process can do its job": configuration loaded, state store open and not
-failing (notifier.store_guard), sinks set up, event loop running on time, not shutting down. It never follows upstream, credential or sink
-health (a wrong container id, a dead refresh token or a receiver that is down): those are
-reported by metrics and alerts, so that a rollout (``helm install --wait``) is not held hostage
-by a system outside the pod, and a pod is not taken out of its Service for something a restart
-cannot fix. ``HealthState`` holds the named conditions the app sets as it starts;
-``MetricsServer`` serves the scrape and both probes, and runs a watchdog that measures how late
-the event loop runs its timers: /healthz and /readyz answer 503 while that lag exceeds
-``max_loop_lag``.
+failing (notifier.store_guard), sinks set up, event loop running on time, not shutting down.
+It never follows upstream, credential or sink health (a wrong container id, a dead refresh
+token or a receiver that is down): those are reported by metrics and alerts, so that a rollout
+(``helm install --wait``) is not held hostage by a system outside the pod, and a pod is not
+taken out of its Service for something a restart cannot fix. ``HealthState`` holds the named
+conditions the app sets as it starts; ``MetricsServer`` serves the scrape and both probes, and
+runs a watchdog that measures how late the event loop runs its timers: /healthz and /readyz
+answer 503 while that lag exceeds ``max_loop_lag``.
 """
 
 from __future__ import annotations

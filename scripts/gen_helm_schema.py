@@ -34,7 +34,14 @@ ALERT_THRESHOLDS = {
     "NotifierOutboxBacklogOld": "seconds the oldest webhook outbox event has waited",
     "NotifierOutboxBacklogVeryOld": "same, critical",
     "NotifierEventLoopLagging": "seconds the event loop runs its timers late",
+    "NotifierClusterPartitionsUnowned": "work partitions expected to be owned "
+                                        "(default: cluster.work_partitions)",
+    "NotifierClusterRebalancing": "work partitions assigned in 30 minutes",
 }
+# Keys of the chart's `cluster:` that shape the workload; the others are the notifier's own
+# cluster section (see _helpers.tpl, notifier.clusterChartKeys).
+CLUSTER_CHART_KEYS = ("enabled", "podDisruptionBudget", "podAntiAffinity",
+                      "antiAffinityTopologyKey", "cacheSizeLimit")
 
 
 def _obj(description: str, properties: JSON | None = None, **extra: Any) -> JSON:
@@ -78,8 +85,9 @@ def chart_properties() -> JSON:
         "fullnameOverride": _str("overrides the full resource name"),
         "namespaceOverride": _str("deploy into this namespace instead of the release's"),
         "replicaCount": {
-            "type": "integer", "minimum": 0, "maximum": 1,
-            "description": "1, or 0 to pause; more would poll twice and split the SQLite state",
+            "type": "integer", "minimum": 0,
+            "description": "1, or 0 to pause; more would poll twice and split the SQLite state "
+                           "(with cluster.enabled: the Deployment's replicas, 2 or more)",
         },
         "image": _obj("the notifier image", {
             "repository": _str("image repository", minLength=1),
@@ -96,7 +104,8 @@ def chart_properties() -> JSON:
             "name": _str("its name (empty: generated, or 'default' when not created)"),
         }),
         "automountServiceAccountToken": _bool("mount a Kubernetes API token in the pod"),
-        "statefulSetAnnotations": _string_map("annotations on the StatefulSet"),
+        "statefulSetAnnotations": _string_map("annotations on the StatefulSet (the Deployment "
+                                              "in cluster mode)"),
         "podAnnotations": _string_map("annotations on the pod"),
         "podLabels": _string_map("labels on the pod"),
         "podSecurityContext": _obj("the pod's securityContext"),
@@ -199,6 +208,50 @@ def chart_properties() -> JSON:
     }
 
 
+def cluster_properties(notifier: JSON, defs: JSON) -> JSON:
+    """The chart's ``cluster:``: its workload keys plus the notifier's cluster section, whose
+    keys (from the config models) are rendered into config.cluster."""
+    ref = notifier["properties"]["cluster"]
+    options = ref.get("anyOf", [ref])
+    (target,) = [o["$ref"] for o in options if "$ref" in o]
+    settings = defs[target.removeprefix("#/$defs/")]
+    clash = set(settings["properties"]) & set(CLUSTER_CHART_KEYS)
+    if clash:
+        raise SystemExit(f"the notifier's cluster section uses chart keys {sorted(clash)}")
+    return _obj(
+        "cluster mode: a Deployment of replicaCount (>= 2) replicas sharing the work through "
+        "Kafka; every key but the chart's own becomes the notifier's config.cluster", {
+            "enabled": _bool("run in cluster mode (needs replicaCount >= 2, bootstrap_servers)"),
+            "podDisruptionBudget": _obj("PodDisruptionBudget of the replicas", {
+                "enabled": _bool("create it"),
+                "maxUnavailable": {"type": ["integer", "string"],
+                                   "description": "replicas a voluntary eviction may take"},
+                "minAvailable": {"type": ["integer", "string", "null"],
+                                 "description": "or: replicas that must stay (wins when set)"},
+            }),
+            "podAntiAffinity": {"enum": ["soft", "hard", "none"],
+                                "description": "spread replicas over nodes (ignored with "
+                                               "`affinity`)"},
+            "antiAffinityTopologyKey": _str("node label the anti-affinity spreads over",
+                                            minLength=1),
+            "cacheSizeLimit": _str("sizeLimit of the local state cache's emptyDir (empty: none)"),
+            **settings["properties"],
+        },
+        **{"if": {"properties": {"enabled": {"const": True}}, "required": ["enabled"]},
+           "then": {"required": ["bootstrap_servers"]}},
+    )
+
+
+# replicaCount follows the workload: 0-1 for the StatefulSet, >= 2 in cluster mode.
+REPLICAS_BY_MODE = {
+    "if": {"properties": {"cluster": {"properties": {"enabled": {"const": True}},
+                                      "required": ["enabled"]}},
+           "required": ["cluster"]},
+    "then": {"properties": {"replicaCount": {"minimum": 2}}},
+    "else": {"properties": {"replicaCount": {"maximum": 1}}},
+}
+
+
 def build_schema() -> JSON:
     """The chart's values schema, with the notifier config schema under $defs."""
     from notifier.config import config_json_schema
@@ -217,13 +270,16 @@ def build_schema() -> JSON:
         " by the notifier but may be left out of the chart's values."
     )
     defs[CONFIG_DEF] = notifier
+    properties = chart_properties()
+    properties["cluster"] = cluster_properties(notifier, defs)
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "notifier Helm chart values",
         "description": f"Generated by scripts/gen_helm_schema.py; do not edit ({REGENERATE}).",
         "type": "object",
         "additionalProperties": False,
-        "properties": chart_properties(),
+        "properties": properties,
+        "allOf": [REPLICAS_BY_MODE],
         "$defs": dict(sorted(defs.items())),
     }
 

@@ -27,6 +27,8 @@ from notifier.durations import parse_duration
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "notifier"
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
+# The single-process scenarios (a StatefulSet); cluster mode's: test_helm_cluster.py.
+SINGLE_VALUES = [p for p in CI_VALUES if not p.stem.startswith("cluster")]
 CACHE_BIN = Path(os.environ.get("NOTIFIER_CACHE", Path.home() / ".cache" / "notifier")) / "bin"
 RELEASE = "notifier"
 FULLNAME = "notifier"  # the release name contains the chart name
@@ -72,8 +74,14 @@ def statefulset(manifests: dict[tuple[str, str], dict[str, Any]]) -> dict[str, A
     return manifests[("StatefulSet", FULLNAME)]
 
 
+def workload(manifests: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any]:
+    """The StatefulSet, or the Deployment of cluster mode."""
+    (found,) = [m for (kind, _), m in manifests.items() if kind in ("StatefulSet", "Deployment")]
+    return found
+
+
 def container(manifests: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any]:
-    (c,) = statefulset(manifests)["spec"]["template"]["spec"]["containers"]
+    (c,) = workload(manifests)["spec"]["template"]["spec"]["containers"]
     return c
 
 
@@ -144,7 +152,7 @@ def test_rendered_config_passes_check_config(values: Path, tmp_path: Path) -> No
     assert f"{config_file}: OK" in proc.stdout
 
 
-@pytest.mark.parametrize("values", CI_VALUES, ids=lambda p: p.stem)
+@pytest.mark.parametrize("values", SINGLE_VALUES, ids=lambda p: p.stem)
 def test_statefulset_is_one_safe_pod_with_state_on_a_claim(values: Path) -> None:
     manifests = render("-f", str(values))
     sts = statefulset(manifests)

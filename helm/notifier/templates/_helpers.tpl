@@ -116,15 +116,26 @@ ssl_keyfile) under secretsMountPath names a key of `secrets` when the chart crea
 {{- $state := deepCopy ($cfg.state | default dict) }}
 {{- $_ = set $state "path" (printf "%s/notifier.db" (trimSuffix "/" .Values.persistence.mountPath)) }}
 {{- $_ = set $cfg "state" $state }}
+{{- if hasKey $cfg "cluster" }}
+{{- fail "config.cluster is set by the chart: put the cluster settings under `cluster:` (with cluster.enabled: true), which also deploys the replicas without a state volume" }}
+{{- end }}
+{{- if .Values.cluster.enabled }}
+{{- $_ = set $cfg "cluster" (include "notifier.clusterConfig" . | fromYaml) }}
+{{- end }}
 {{- if not .Values.existingSecret }}
 {{- $prefix := printf "%s/" (trimSuffix "/" .Values.secretsMountPath) }}
-{{- range $section := list "credentials" "sinks" }}
-{{- range $i, $item := (get $cfg $section | default list) }}
+{{- range $section := list "credentials" "sinks" "cluster" }}
+{{- $items := get $cfg $section | default list }}
+{{- if kindIs "map" $items }}
+{{- $items = list $items }}
+{{- end }}
+{{- range $i, $item := $items }}
 {{- range $key, $value := $item }}
 {{- if and (or (hasSuffix "_file" $key) (has $key (list "ssl_cafile" "ssl_certfile" "ssl_keyfile"))) (kindIs "string" $value) (hasPrefix $prefix $value) }}
 {{- $file := trimPrefix $prefix $value }}
 {{- if not (hasKey ($.Values.secrets | default dict) $file) }}
-{{- fail (printf "config.%s[%d].%s reads %s, but `secrets` has no key %q (add it, or set existingSecret)" $section $i $key $value $file) }}
+{{- $where := ternary (printf "cluster.%s" $key) (printf "config.%s[%d].%s" $section $i $key) (eq $section "cluster") }}
+{{- fail (printf "%s reads %s, but `secrets` has no key %q (add it, or set existingSecret)" $where $value $file) }}
 {{- end }}
 {{- end }}
 {{- end }}
@@ -166,4 +177,44 @@ the notifier's shutdown_timeout (default 20s) rounded up plus 10 s to close sink
 {{- else }}
 {{- int $explicit }}
 {{- end }}
+{{- end }}
+
+{{/*
+Chart keys of `cluster:` that shape the workload; every other key is the notifier's own cluster
+section (config.cluster).
+*/}}
+{{- define "notifier.clusterChartKeys" -}}
+enabled podDisruptionBudget podAntiAffinity antiAffinityTopologyKey cacheSizeLimit
+{{- end }}
+
+{{/*
+The notifier's `cluster:` section, from .Values.cluster without the chart's own keys: group
+defaults to <namespace>.<full name> (consumer groups are cluster-wide in Kafka, release names
+are not) and state_topic to <group>.state. Fails on what cluster mode cannot run: fewer than two
+replicas, no bootstrap servers, a jsonl or stdout sink (local files, one per pod), a volume
+claim shared by the replicas.
+*/}}
+{{- define "notifier.clusterConfig" -}}
+{{- $c := deepCopy .Values.cluster }}
+{{- range splitList " " (include "notifier.clusterChartKeys" .) }}
+{{- $_ := unset $c . }}
+{{- end }}
+{{- if lt (int .Values.replicaCount) 2 }}
+{{- fail (printf "cluster.enabled needs replicaCount of 2 or more (got %v): failover needs a replica to fail over to" .Values.replicaCount) }}
+{{- end }}
+{{- if not $c.bootstrap_servers }}
+{{- fail "cluster.enabled needs cluster.bootstrap_servers: the Kafka cluster that holds the consumer group and the state topic" }}
+{{- end }}
+{{- if .Values.persistence.existingClaim }}
+{{- fail "persistence.existingClaim cannot be used with cluster.enabled: the replicas keep no volume (their state is the Kafka state topic)" }}
+{{- end }}
+{{- range $i, $sink := (.Values.config | default dict).sinks | default list }}
+{{- if has $sink.type (list "jsonl" "stdout") }}
+{{- fail (printf "config.sinks[%d] (%s, type %s) cannot be used with cluster.enabled: it writes where only one replica sees it; use kafka or webhook sinks" $i $sink.name $sink.type) }}
+{{- end }}
+{{- end }}
+{{- $group := $c.group | default (printf "%s.%s" (include "notifier.namespace" .) (include "notifier.fullname" .)) }}
+{{- $_ := set $c "group" $group }}
+{{- $_ = set $c "state_topic" ($c.state_topic | default (printf "%s.state" $group)) }}
+{{- toYaml $c }}
 {{- end }}

@@ -111,6 +111,7 @@ def seed_state(sim: SimProcess, cfg: dict[str, Any]) -> float:
     with the store's own SQL, unsynced, in the benchmark process; returns seconds taken."""
     import sqlite3
 
+    from notifier.core.stream_state import filter_fingerprint
     from notifier.state import sqlite_streams
     from notifier.state.sqlite import SqliteStateStore
 
@@ -128,12 +129,13 @@ def seed_state(sim: SimProcess, cfg: dict[str, Any]) -> float:
         conn.execute("PRAGMA synchronous = OFF")
         ids = sqlite_streams.StreamIds()
         now = time.time()
+        fingerprint = filter_fingerprint(None, None)  # no domains, no query
         for sub in cfg["subscriptions"]:
             token, live = seeds[sub["container_id"]]
             sqlite_streams.commit_page(
                 conn, ids, (sub["name"], sub["container_id"]), next_token=token,
                 resync_cursor=None, in_resync=False, add_ids=live, remove_ids=[], seen_ids=[],
-                outbox=[], changed=True, now=now)
+                outbox=[], bodies={}, filter_fingerprint=fingerprint, changed=True, now=now)
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         conn.close()

@@ -7,6 +7,8 @@ all reported at once, each at its field.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any, ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
@@ -73,11 +75,9 @@ class ConfigModel(BaseModel):
 
         Rules only run once every field is valid on its own (pydantic's "after" stage).
         """
-        rules = [
-            rule for klass in reversed(type(self).__mro__)
-            for name, rule in vars(klass).items() if name.startswith("_enforce_")
-        ]
-        problems = [problem for rule in rules for problem in rule(self)]
+        problems = [problem for rule in _rules(type(self)) for problem in rule(self)]
+        if not problems:
+            return self
         # In document order: by section, then by list index.
         order = {name: i for i, name in enumerate(type(self).model_fields)}
         problems.sort(
@@ -86,17 +86,13 @@ class ConfigModel(BaseModel):
                 p[0][1] if len(p[0]) > 1 and isinstance(p[0][1], int) else -1,
             )
         )
-        if problems:
-            raise ValidationError.from_exception_data(
-                type(self).__name__,
-                [
-                    InitErrorDetails(
-                        type=PydanticCustomError("config_rule", msg), loc=loc, input=None
-                    )
-                    for loc, msg in problems
-                ],
-            )
-        return self
+        raise ValidationError.from_exception_data(
+            type(self).__name__,
+            [
+                InitErrorDetails(type=PydanticCustomError("config_rule", msg), loc=loc, input=None)
+                for loc, msg in problems
+            ],
+        )
 
     @model_validator(mode="after")
     def _share_fields_set(self) -> Self:
@@ -111,6 +107,16 @@ class ConfigModel(BaseModel):
         if shared is not fields:
             object.__setattr__(self, "__pydantic_fields_set__", shared)
         return self
+
+
+@functools.cache
+def _rules(cls: type[ConfigModel]) -> tuple[Callable[[Any], Problems], ...]:
+    """The ``_enforce_*`` methods of ``cls``, base classes' first (looked up once per class:
+    a config of 100,000 subscriptions validates 100,000 models of one class)."""
+    return tuple(
+        rule for klass in reversed(cls.__mro__)
+        for name, rule in vars(klass).items() if name.startswith("_enforce_")
+    )
 
 
 def one_of(model: BaseModel, single: str, plural: str) -> Problems:

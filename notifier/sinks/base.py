@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from types import TracebackType
-from typing import Protocol, Self, runtime_checkable
+from typing import Protocol, Self, TypeGuard, cast, runtime_checkable
 
 from notifier.core.events import Event
 
@@ -68,8 +68,20 @@ def split_sinks(sinks: Iterable[Sink]) -> tuple[tuple[DirectSink, ...], tuple[Ou
     direct: list[DirectSink] = []
     outbox: list[OutboxSink] = []
     for sink in sinks:
-        if isinstance(sink, OutboxSink):
+        if _is_outbox(sink):
             outbox.append(sink)
         else:
-            direct.append(sink)
+            direct.append(cast(DirectSink, sink))
     return tuple(direct), tuple(outbox)
+
+
+_OUTBOX_TYPES: dict[type, bool] = {}
+
+
+def _is_outbox(sink: Sink) -> TypeGuard[OutboxSink]:
+    """``isinstance(sink, OutboxSink)``, asked once per sink class: a protocol check walks the
+    protocol's members every time (tens of µs), and every stream's spec splits its sinks."""
+    kind = _OUTBOX_TYPES.get(type(sink))
+    if kind is None:
+        kind = _OUTBOX_TYPES[type(sink)] = isinstance(sink, OutboxSink)
+    return kind

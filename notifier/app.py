@@ -44,7 +44,8 @@ from notifier.sinks.factory import build_sink
 from notifier.source.auth import TokenProvider
 from notifier.source.client import RelationshipClient
 from notifier.source.credential_log import RefreshRecorder
-from notifier.source.http import create_session
+from notifier.source.http import USER_AGENT, create_session
+from notifier.source.keepalive import KeepAlivePool
 from notifier.state.base import StateStore
 from notifier.state.lock import StateLock
 from notifier.state.sqlite import SqliteStateStore
@@ -97,6 +98,7 @@ class App:
         self.schedulers: list[CredentialScheduler] = []
         self.server: MetricsServer | None = None
         self.store: SqliteStateStore | None = None  # open while running
+        self._keepalive: KeepAlivePool | None = None  # syncStatus's lean path, while running
         self.ready = asyncio.Event()
         self._shutdown_deadline: float | None = None  # loop time by which the sinks are closed
         self.coordinator: Coordinator | None = None  # cluster mode
@@ -155,6 +157,8 @@ class App:
             session = await stack.enter_async_context(
                 create_session(timeout=cfg.source.timeout)
             )
+            self._keepalive = await stack.enter_async_context(
+                KeepAlivePool(cfg.source.base_url, user_agent=USER_AGENT))
             sinks = await self._start_sinks(stack, store)
             self.health.sinks_started()
             if isinstance(store, ClusterStore):  # schedulers start as partitions are assigned
@@ -340,6 +344,7 @@ class App:
                 concurrency=cfg.source.concurrency,
                 observer=observer,
                 max_response_bytes=cfg.source.max_response_bytes,
+                keepalive=self._keepalive,
             )
         return clients
 

@@ -15,7 +15,7 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 import orjson
@@ -38,10 +38,12 @@ from notifier.source import parse
 from notifier.source.auth import TokenProvider
 from notifier.source.http import (
     DEFAULT_MAX_RESPONSE_BYTES,
+    DEFAULT_TIMEOUT_SECONDS,
     as_client_timeout,
     map_transport_errors,
     read_capped,
 )
+from notifier.source.keepalive import KeepAlivePool
 from notifier.source.models import Relationship, SearchPage, SyncPage, SyncStatusResponse
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,9 @@ MAX_DOMAINS = 20
 MAX_ENTITIES = 20
 MAX_BATCH = 50
 MAX_PAGE_LIMIT = 100
+# Sent on the lean kept-alive path when the client has one (see source.keepalive): the small
+# call every container check makes. The rest (big pages, rare calls) goes through aiohttp.
+KEPT_ALIVE_ENDPOINTS = frozenset({"syncStatus"})
 
 
 class ClientObserver(Protocol):
@@ -95,7 +100,10 @@ class RelationshipClient:
         deadline: float = 600.0,
         observer: ClientObserver | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        keepalive: KeepAlivePool | None = None,
     ) -> None:
+        """``keepalive``: the lean HTTP path for syncStatus calls (one per container check);
+        without it every call goes through ``session``."""
         if max_attempts < 1 or concurrency < 1 or deadline <= 0:
             raise ValueError("max_attempts and concurrency must be >= 1, deadline > 0")
         self.credential_name = credential_name
@@ -112,6 +120,7 @@ class RelationshipClient:
         self._deadline = deadline
         self._observer = observer
         self._max_body = max_response_bytes
+        self._keepalive = keepalive
 
     def __repr__(self) -> str:
         return f"RelationshipClient(credential={self.credential_name!r}, root={self._root!r})"
@@ -362,6 +371,11 @@ class RelationshipClient:
         body: bytes | None,
         params: Mapping[str, str] | None,
     ) -> tuple[int, bytes, str | None]:
+        if self._keepalive is not None and endpoint in KEPT_ALIVE_ENDPOINTS and body is not None:
+            parts = urlsplit(url)
+            if f"{parts.scheme}://{parts.netloc}" == self._keepalive.origin and not params:
+                return await self._send_kept_alive(self._keepalive, endpoint, method,
+                                                   parts.path, token, body)
         with map_transport_errors(endpoint):
             async with self._session.request(
                 method, url, data=body, params=params,
@@ -370,6 +384,15 @@ class RelationshipClient:
             ) as resp:
                 payload = await read_capped(resp, self._max_body, endpoint)
                 return resp.status, payload, resp.headers.get("Retry-After")
+
+    async def _send_kept_alive(self, pool: KeepAlivePool, endpoint: str, method: str,
+                               path: str, token: str, body: bytes
+                               ) -> tuple[int, bytes, str | None]:
+        head = pool.head(method, path, self._headers(token, True), len(body))
+        resp = await pool.request(head, body, endpoint=endpoint,
+                                  seconds=self._timeout.total or DEFAULT_TIMEOUT_SECONDS,
+                                  max_body=self._max_body)
+        return resp.status, resp.body, resp.retry_after
 
     def _jitter(self, attempt: int) -> float:
         return backoff_delay(attempt, base=self._backoff_base, cap=self._backoff_cap,

@@ -24,9 +24,11 @@ from notifier.errors import (
     UnauthorizedError,
     UpstreamError,
 )
+from notifier.source import client as client_module
 from notifier.source.auth import StaticTokenProvider
 from notifier.source.client import RelationshipClient
-from notifier.source.http import create_session
+from notifier.source.http import USER_AGENT, create_session
+from notifier.source.keepalive import KeepAlivePool
 from tests.unit.test_client_fakes import (
     API_ROOT,
     CONTAINER,
@@ -72,8 +74,19 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
         yield s
 
 
-@pytest.fixture
-def make_client(service: FakeService, session: aiohttp.ClientSession) -> MakeClient:
+@pytest.fixture(params=["aiohttp", "keepalive"])
+async def make_client(
+    request: pytest.FixtureRequest, service: FakeService, session: aiohttp.ClientSession,
+    monkeypatch: pytest.MonkeyPatch,
+) -> AsyncIterator[MakeClient]:
+    """Clients on aiohttp, or on the lean kept-alive path (source.keepalive) for every endpoint
+    it can carry (a JSON body, no query), so each behaviour below is checked on both."""
+    pool: KeepAlivePool | None = None
+    if request.param == "keepalive":
+        pool = KeepAlivePool(service.url, user_agent=USER_AGENT)
+        monkeypatch.setattr(client_module, "KEPT_ALIVE_ENDPOINTS", frozenset(
+            {"sync", "syncStatus", "intersect", "batch"}))
+
     def make(**overrides: Any) -> RelationshipClient:
         kwargs: dict[str, Any] = {
             "base_url": service.url,
@@ -84,11 +97,14 @@ def make_client(service: FakeService, session: aiohttp.ClientSession) -> MakeCli
             "max_attempts": 3,
             "backoff_base": 0.01,
             "backoff_cap": 0.05,
+            "keepalive": pool,
         }
         kwargs.update(overrides)
         return RelationshipClient(session, **kwargs)
 
-    return make
+    yield make
+    if pool is not None:
+        await pool.close()
 
 
 def path(tail: str) -> str:

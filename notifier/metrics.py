@@ -30,6 +30,8 @@ from notifier.metrics_base import (
     STALENESS_CLASSES,
     UPSTREAM_OUTCOMES,
     WAIT_BUCKETS,
+    BulkHistogram,
+    GaugeSnapshot,
     flag,
     nonneg,
 )
@@ -161,23 +163,24 @@ class Metrics(SinkMetrics):
             "Age of the oldest last successful check among streams of a class.",
             "class",
         )
-        self._age = histogram(
+        self._age = BulkHistogram(
             "notifier_scheduler_check_age_seconds",
             "Ages of streams' last successful checks, sampled by class.",
             AGE_BUCKETS,
             "class",
+            r,
         )
         self._stalest = gauge(
             "notifier_scheduler_stalest_check_age_seconds",
             "Age of the stalest stream's last successful check.",
         )
-        self._subscription_age = gauge(
+        self._subscription_age = GaugeSnapshot(
             "notifier_scheduler_subscription_check_age_seconds",
             "Age of the last successful check of each subscription's stalest (not quarantined) "
             "stream; one series per configured subscription.",
             "subscription",
+            r,
         )
-        self._subscriptions_seen: set[str] = set()
         self._quarantined = gauge(
             "notifier_scheduler_quarantined_streams",
             "Streams currently quarantined (not polled until fixed or retried).",
@@ -245,8 +248,8 @@ class Metrics(SinkMetrics):
         """One request to the Relationship Service finished (or failed) after ``seconds``."""
         credential = self._credential(credential)
         outcome = self._bounded("upstream outcome", outcome, UPSTREAM_OUTCOMES)
-        self._upstream_requests.labels(credential, endpoint, outcome).inc()
-        self._upstream_duration.labels(credential, endpoint).observe(nonneg(seconds))
+        self._labelled(self._upstream_requests, credential, endpoint, outcome).inc()
+        self._labelled(self._upstream_duration, credential, endpoint).observe(nonneg(seconds))
 
     def rate_limited(self, credential: str, retry_after_seconds: float) -> None:
         """A 429 arrived; the caller waits ``retry_after_seconds`` before trying again."""
@@ -257,8 +260,8 @@ class Metrics(SinkMetrics):
     def budget_acquired(self, credential: str, priority: str, waited_seconds: float) -> None:
         """A request slot was taken from the credential's budget after waiting."""
         credential = self._credential(credential)
-        self._budget_acquired.labels(credential, priority).inc()
-        self._budget_wait.labels(credential, priority).observe(nonneg(waited_seconds))
+        self._labelled(self._budget_acquired, credential, priority).inc()
+        self._labelled(self._budget_wait, credential, priority).observe(nonneg(waited_seconds))
 
     def budget_configured(self, credential: str, requests_per_minute: float) -> None:
         """The credential's budget is ``requests_per_minute`` (exported per second)."""
@@ -295,8 +298,8 @@ class Metrics(SinkMetrics):
     def status_checked(self, credential: str, tokens: int) -> None:
         """One syncStatus call checked ``tokens`` sync tokens."""
         credential = self._credential(credential)
-        self._status_calls.labels(credential).inc()
-        self._status_tokens.labels(credential).inc(nonneg(tokens))
+        self._labelled(self._status_calls, credential).inc()
+        self._labelled(self._status_tokens, credential).inc(nonneg(tokens))
 
     def cycle_completed(self, credential: str, seconds: float, streams_checked: int) -> None:
         """A full pass over the credential's streams took ``seconds``."""
@@ -312,13 +315,9 @@ class Metrics(SinkMetrics):
     def staleness(self, klass: str, ages_seconds: Iterable[float]) -> None:
         """Record the ages of the last successful checks of one class (busy or quiet)."""
         klass = self._bounded("staleness class", klass, STALENESS_CLASSES)
-        histogram = self._age.labels(klass)
-        oldest = 0.0
-        for raw in ages_seconds:
-            age = nonneg(raw)
-            histogram.observe(age)
-            oldest = max(oldest, age)
-        self._age_max.labels(klass).set(oldest)
+        ages = [nonneg(age) for age in ages_seconds]
+        self._age.observe_all(klass, ages)
+        self._age_max.labels(klass).set(max(ages, default=0.0))
 
     def stalest_check_age(self, seconds: float) -> None:
         """The stalest stream's last successful check is ``seconds`` old."""
@@ -330,11 +329,7 @@ class Metrics(SinkMetrics):
         Subscriptions are configuration, so the label is bounded; series of subscriptions that
         are gone (or now all quarantined) are removed.
         """
-        for gone in self._subscriptions_seen - set(ages):
-            self._subscription_age.remove(gone)
-        for name, seconds in ages.items():
-            self._subscription_age.labels(name).set(nonneg(seconds))
-        self._subscriptions_seen = set(ages)
+        self._subscription_age.set_all(ages)
 
     def quarantined(self, n: int) -> None:
         """``n`` streams are quarantined now."""

@@ -7,14 +7,19 @@ Label values are bounded: closed sets (outcome, kind, reason, class, state) are 
 
 from __future__ import annotations
 
+import bisect
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from enum import Enum
+from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.gc_collector import GCCollector
+from prometheus_client.metrics_core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.utils import floatToGoString
 
 log = logging.getLogger("notifier.metrics")
 
@@ -50,6 +55,9 @@ DELIVERY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 PAGE_BYTES_BUCKETS = tuple(1024 * 4**k for k in range(9))  # 1 KiB .. 64 MiB
 
 
+M = TypeVar("M", Counter, Gauge, Histogram)
+
+
 def flag(value: bool) -> str:
     return "true" if value else "false"
 
@@ -73,6 +81,17 @@ class MetricsBase:
             PlatformCollector(registry=self.registry)
             GCCollector(registry=self.registry)
         self._warned: set[tuple[str, str]] = set()
+        self._children: dict[tuple[int, tuple[str, ...]], object] = {}
+
+    def _labelled(self, metric: M, *values: str) -> M:
+        """``metric.labels(*values)``, looked up once per label set: a request's metrics are
+        updated for every container check, and ``labels()`` validates its input each time.
+        Only for metrics whose series are never removed (label values bounded)."""
+        key = (id(metric), values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child  # type: ignore[return-value]
 
     def _counter(self, name: str, doc: str, *labels: str) -> Counter:
         return Counter(name, doc, labels, registry=self.registry)
@@ -93,3 +112,70 @@ class MetricsBase:
             self._warned.add((what, text))
             log.warning("unexpected %s %r counted as %r in metrics", what, text, OTHER)
         return OTHER
+
+
+class GaugeSnapshot:
+    """A gauge with one label whose series are replaced all at once (``set_all``) and read at
+    scrape time: one series per key of the last mapping given, others gone. For a series per
+    subscription, 100,000 of them, where a ``Gauge`` would take a label look-up per series at
+    every update."""
+
+    def __init__(self, name: str, doc: str, label: str, registry: CollectorRegistry) -> None:
+        self._name, self._doc, self._label = name, doc, label
+        self._values: Mapping[str, float] = {}
+        registry.register(self)
+
+    def set_all(self, values: Mapping[str, float]) -> None:
+        """The new series (the mapping is kept as given: do not change it afterwards)."""
+        self._values = values
+
+    def describe(self) -> list[Metric]:
+        return [GaugeMetricFamily(self._name, self._doc, labels=[self._label])]
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(self._name, self._doc, labels=[self._label])
+        for key, value in self._values.items():
+            family.add_metric([key], nonneg(value))
+        yield family
+
+
+class BulkHistogram:
+    """A histogram with one label, fed a whole sample at once (``observe_all``): the values are
+    sorted once and each bucket counted by bisection, instead of one ``observe()`` per value.
+    Exposed like a ``Histogram`` (buckets, count, sum and the series' creation time)."""
+
+    def __init__(self, name: str, doc: str, buckets: Sequence[float], label: str,
+                 registry: CollectorRegistry) -> None:
+        self._name, self._doc, self._label = name, doc, label
+        self._bounds = tuple(float(b) for b in buckets)
+        self._counts: dict[str, list[int]] = {}  # cumulative per bound, then the total
+        self._sums: dict[str, float] = {}
+        self._created: dict[str, float] = {}
+        registry.register(self)
+
+    def observe_all(self, label: str, values: Iterable[float]) -> None:
+        ordered = sorted(values)
+        if label not in self._counts:
+            self._counts[label] = [0] * (len(self._bounds) + 1)
+            self._sums[label] = 0.0
+            self._created[label] = time.time()
+        counts = self._counts[label]
+        for i, bound in enumerate(self._bounds):
+            counts[i] += bisect.bisect_right(ordered, bound)  # values <= bound
+        counts[-1] += len(ordered)
+        self._sums[label] += sum(ordered)
+
+    def describe(self) -> list[Metric]:
+        return [HistogramMetricFamily(self._name, self._doc, labels=[self._label])]
+
+    def collect(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily(self._name, self._doc, labels=[self._label])
+        created = GaugeMetricFamily(f"{self._name}_created", self._doc, labels=[self._label])
+        for label, counts in self._counts.items():
+            buckets = [(floatToGoString(b), float(c))  # type: ignore[no-untyped-call]
+                       for b, c in zip(self._bounds, counts, strict=False)]
+            buckets.append(("+Inf", float(counts[-1])))
+            family.add_metric([label], buckets, self._sums[label])
+            created.add_metric([label], self._created[label])
+        yield family
+        yield created

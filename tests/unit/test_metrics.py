@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import inspect
 import logging
+import random
 
 import pytest
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Histogram
 
 from notifier.core.circuit import CircuitState
 from notifier.metrics import Metrics
+from notifier.metrics_base import AGE_BUCKETS, BulkHistogram
 
 
 def exercise_every_method(m: Metrics) -> None:
@@ -378,3 +380,24 @@ def test_state_store_metrics(metrics: Metrics) -> None:
     assert value(metrics, "notifier_state_store_errors_total", kind="other") == 1
     metrics.store.works()
     assert value(metrics, "notifier_state_store_up") == 1
+
+
+def test_bulk_histogram_exposes_what_a_histogram_observing_each_value_would() -> None:
+    rng = random.Random(5)
+    samples = [[rng.choice([0.0, 1.0, 5.0, rng.uniform(0, 100_000)]) for _ in range(200)]
+               for _ in range(3)] + [[]]
+    bulk_reg, plain_reg = CollectorRegistry(), CollectorRegistry()
+    bulk = BulkHistogram("x_seconds", "doc", AGE_BUCKETS, "class", bulk_reg)
+    plain = Histogram("x_seconds", "doc", ["class"], buckets=AGE_BUCKETS, registry=plain_reg)
+    for i, values in enumerate(samples):
+        bulk.observe_all(f"c{i % 2}", values)
+        for v in values:
+            plain.labels(f"c{i % 2}").observe(v)
+
+    def exposed(reg: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for m in reg.collect() for s in m.samples if not s.name.endswith("_created")}
+    got, want = exposed(bulk_reg), exposed(plain_reg)
+    assert got.keys() == want.keys()
+    assert all(got[k] == pytest.approx(want[k]) for k in want)
+    assert bulk_reg.get_sample_value("x_seconds_created", {"class": "c0"}) is not None

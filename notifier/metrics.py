@@ -315,7 +315,7 @@ class Metrics(SinkMetrics):
     def staleness(self, klass: str, ages_seconds: Iterable[float]) -> None:
         """Record the ages of the last successful checks of one class (busy or quiet)."""
         klass = self._bounded("staleness class", klass, STALENESS_CLASSES)
-        ages = [nonneg(age) for age in ages_seconds]
+        ages = [age if age > 0.0 else 0.0 for age in ages_seconds]
         self._age.observe_all(klass, ages)
         self._age_max.labels(klass).set(max(ages, default=0.0))
 

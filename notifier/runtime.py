@@ -100,6 +100,9 @@ class Freshness:
         self.quiet.extend(other.quiet)
         self.quarantined += other.quarantined
         self.stalest = max(self.stalest, other.stalest)
+        if not self.per_subscription:
+            self.per_subscription.update(other.per_subscription)
+            return
         for sub, age in other.per_subscription.items():
             self.per_subscription[sub] = max(self.per_subscription.get(sub, 0.0), age)
 
@@ -270,16 +273,19 @@ def freshness(groups: dict[str, Group], planner: Planner, now: float, started_at
     """Ages of the streams' last successful checks, by busy and quiet groups; a stream never
     checked successfully is as stale as the process is old (``started_at``)."""
     out = Freshness()
-    for g in groups.values():
+    per_sub = out.per_subscription
+    for g in groups.values():  # every few seconds over every stream: kept lean
         ages = out.busy if planner.is_busy(g.container_id, now) else out.quiet
         for s in g.streams:
             if s.quarantined_until > now:
                 out.quarantined += 1
                 continue
-            since = s.last_checked if s.last_checked is not None else started_at
-            age = max(0.0, now - since)
+            age = now - (started_at if s.last_checked is None else s.last_checked)
+            if age < 0.0:
+                age = 0.0
             ages.append(age)
-            out.stalest = max(out.stalest, age)
             sub = s.spec.subscription
-            out.per_subscription[sub] = max(out.per_subscription.get(sub, 0.0), age)
+            if age >= per_sub.get(sub, 0.0):
+                per_sub[sub] = age
+    out.stalest = max(max(out.busy, default=0.0), max(out.quiet, default=0.0))
     return out

@@ -15,7 +15,7 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import aiohttp
 import orjson
@@ -371,11 +371,11 @@ class RelationshipClient:
         body: bytes | None,
         params: Mapping[str, str] | None,
     ) -> tuple[int, bytes, str | None]:
-        if self._keepalive is not None and endpoint in KEPT_ALIVE_ENDPOINTS and body is not None:
-            parts = urlsplit(url)
-            if f"{parts.scheme}://{parts.netloc}" == self._keepalive.origin and not params:
-                return await self._send_kept_alive(self._keepalive, endpoint, method,
-                                                   parts.path, token, body)
+        pool = self._keepalive
+        if (pool is not None and endpoint in KEPT_ALIVE_ENDPOINTS and body is not None
+                and not params and url.startswith(pool.origin + "/")):
+            return await self._send_kept_alive(pool, endpoint, method, url[len(pool.origin):],
+                                               token, body)
         with map_transport_errors(endpoint):
             async with self._session.request(
                 method, url, data=body, params=params,

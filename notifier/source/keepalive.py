@@ -168,11 +168,8 @@ class KeepAlivePool:
         answered = False
         try:
             conn.writer.write(data)
-            line = await conn.reader.readline()
-            if not line:
-                raise _Dropped()
+            head = await _read_head(conn.reader)
             answered = True
-            head = await _read_head(conn.reader, line)
             if head.length is not None and head.length > max_body:
                 raise ProtocolError(f"response body of {head.length} bytes exceeds the limit of "
                                     f"{max_body} bytes (source.max_response_bytes)",
@@ -216,6 +213,20 @@ class _Head:
     chunked: bool = False
     retry_after: str | None = None
 
+    @classmethod
+    def parse(cls, block: bytes) -> _Head:
+        """From the bytes up to and including the blank line."""
+        lines = block.split(b"\r\n")
+        version, status = _status_line(lines[0])
+        head = cls(status, keep_alive=version == b"HTTP/1.1")
+        for raw in lines[1:-2]:  # the block ends with two empty "lines"
+            head.header(raw)
+        if head.chunked:
+            head.length = None
+        elif status in (204, 304):
+            head.length = 0
+        return head
+
     def header(self, raw: bytes) -> None:
         name, sep, value = raw.partition(b":")
         if not sep:
@@ -236,24 +247,23 @@ class _Head:
             self.retry_after = val.decode("latin-1")
 
 
-async def _read_head(reader: asyncio.StreamReader, line: bytes) -> _Head:
-    """The status line ``line`` and the headers after it; 1xx answers are skipped."""
+async def _read_head(reader: asyncio.StreamReader) -> _Head:
+    """The status line and headers (1xx answers skipped); ``_Dropped`` when the connection
+    ends before the first byte of an answer."""
+    first = True
     while True:
-        version, status = _status_line(line)
-        head = _Head(status, keep_alive=version == b"HTTP/1.1")
-        size = len(line)
-        while (raw := await reader.readline()) not in (b"\r\n", b"\n"):
-            size += len(raw)
-            if not raw.endswith(b"\n") or size > MAX_HEAD_BYTES:
-                raise _Malformed("truncated or oversized response headers")
-            head.header(raw)
-        if not 100 <= status < 200:
-            if head.chunked:
-                head.length = None
-            elif status in (204, 304):
-                head.length = 0
+        try:
+            block = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError as exc:
+            if first and not exc.partial:
+                raise _Dropped() from exc
+            raise
+        except asyncio.LimitOverrunError:
+            raise _Malformed("oversized response headers") from None
+        head = _Head.parse(block)
+        if not 100 <= head.status < 200:
             return head
-        line = await reader.readline()  # an interim answer (100 Continue): the real one follows
+        first = False  # an interim answer (100 Continue): the real one follows
 
 
 def _status_line(line: bytes) -> tuple[bytes, int]:

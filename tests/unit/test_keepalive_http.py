@@ -212,6 +212,7 @@ async def test_a_body_over_the_limit_is_a_protocol_error(server: RawServer, pool
     b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n{}",
     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
     b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n{}",  # then closed: truncated
+    b"HTTP/1.1 200 OK\r\nContent-Le",  # closed in the middle of the headers
 ])
 async def test_malformed_or_truncated_answers_are_transport_errors(
         server: RawServer, pool: KeepAlivePool, answer: bytes) -> None:

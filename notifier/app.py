@@ -123,8 +123,10 @@ class App:
             except (NotImplementedError, RuntimeError):  # not the main thread (tests)
                 pass
         gc_thresholds = gc.get_threshold()
+        gc_enabled = gc.isenabled()
+        gc.disable()  # until start-up is done (see _run): what it builds lives until exit
         try:
-            return await self._run(once=once, progress=progress)
+            return await self._run(once=once, progress=progress, gc_enabled=gc_enabled)
         except StateLockedError as exc:
             log.error("cannot start: %s", exc)
             return 2
@@ -136,8 +138,12 @@ class App:
                 loop.remove_signal_handler(sig)
             gc.set_threshold(*gc_thresholds)
             gc.unfreeze()
+            if gc_enabled:
+                gc.enable()
+            else:
+                gc.disable()
 
-    async def _run(self, *, once: bool, progress: Progress | None) -> int:
+    async def _run(self, *, once: bool, progress: Progress | None, gc_enabled: bool) -> int:
         cfg = self.config
         self.metrics.build_info(__version__)
         self.health.config_loaded()
@@ -186,14 +192,17 @@ class App:
                 await prune_orphans(store, self.schedulers, self.config.state.orphan_retention)
             for sch in self.schedulers:
                 await sch.load()
-            # Everything built so far (config, streams, clients, sinks) lives until exit: keep
-            # it out of the cyclic GC's passes, which otherwise walk it again and again while
-            # events churn, and collect young objects less often: events, records and pages
-            # are freed by reference counting (their cycles are rare). Together about a fifth
-            # of the pipeline's CPU at 100k events. Collect first so no garbage cycle is frozen.
+            # Everything built so far (config, streams, clients, sinks) lives until exit: it
+            # was built with the cyclic GC paused (its passes would walk it again and again),
+            # and is now kept out of its passes for good, which otherwise walk it while events
+            # churn; young objects are collected less often: events, records and pages are
+            # freed by reference counting (their cycles are rare). Together about a fifth of
+            # the pipeline's CPU at 100k events. Collect first so no garbage cycle is frozen.
             gc.collect()
             gc.freeze()
             gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+            if gc_enabled:
+                gc.enable()
             self.metrics.streams_tracked(sum(len(s.streams) for s in self.schedulers))
             log.info("notifier %s started: %d credentials, %d streams, %d sinks",
                      __version__, len(self.schedulers),
@@ -351,14 +360,21 @@ class App:
     def specs(self, sinks: Mapping[str, Sink]) -> dict[str, list[StreamSpec]]:
         """Every stream of the config, by the credential that will poll it."""
         out: dict[str, list[StreamSpec]] = {c.name: [] for c in self.config.credentials}
+        # Subscriptions by the 100,000 name the same few credentials and sinks: one tuple each.
+        cred_sets: dict[tuple[str, ...], tuple[str, ...]] = {}
+        sink_sets: dict[tuple[str, ...], tuple[Sink, ...]] = {}
         for sub in self.config.subscriptions:
             creds = tuple(sub.credential_names)
+            creds = cred_sets.setdefault(creds, creds)
+            names = tuple(sub.sinks)
+            if names not in sink_sets:
+                sink_sets[names] = tuple(sinks[n] for n in names)
+            domains = tuple(sub.domains) if sub.domains else None
+            query = sub.query.as_params() if sub.query is not None else None
             for cid in sub.containers:
                 spec = StreamSpec(
                     subscription=sub.name, container_id=cid, credentials=creds,
-                    sinks=tuple(sinks[n] for n in sub.sinks),
-                    domains=tuple(sub.domains) if sub.domains else None,
-                    query=sub.query.as_params() if sub.query is not None else None,
+                    sinks=sink_sets[names], domains=domains, query=query,
                     emit_initial=sub.emit_initial,
                 )
                 out[assign_credential(cid, creds)].append(spec)

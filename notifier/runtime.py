@@ -281,8 +281,7 @@ def freshness(groups: dict[str, Group], planner: Planner, now: float, started_at
                 out.quarantined += 1
                 continue
             age = now - (started_at if s.last_checked is None else s.last_checked)
-            if age < 0.0:
-                age = 0.0
+            age = max(age, 0.0)
             ages.append(age)
             sub = s.spec.subscription
             if age >= per_sub.get(sub, 0.0):

@@ -121,10 +121,10 @@ def _rules(cls: type[ConfigModel]) -> tuple[Callable[[Any], Problems], ...]:
 
 def one_of(model: BaseModel, single: str, plural: str) -> Problems:
     """The rule for a field given in a single or a list form: exactly one of them."""
-    given = [getattr(model, single) is not None, getattr(model, plural) is not None]
-    if all(given):
+    has_single = getattr(model, single) is not None
+    if has_single != (getattr(model, plural) is not None):
+        return []
+    if has_single:
         return [((plural,), f"give either {single} or {plural}, not both")]
-    if not any(given):
-        return [((single,), f"field required (or {plural}: [...])")]
-    return []
+    return [((single,), f"field required (or {plural}: [...])")]
 

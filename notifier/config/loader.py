@@ -5,14 +5,17 @@ Also the summary `check-config` prints and the JSON Schema of the file.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import gc
 import os
 import re
 import types
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Union, get_args, get_origin
 
+import orjson
 import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
@@ -35,8 +38,28 @@ def format_loc(loc: Loc) -> str:
     return out
 
 
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection inside the block (it resumes as it was afterwards).
+
+    Building a large configuration (or the streams of one) allocates hundreds of thousands of
+    objects that all live on: each young-generation pass walks them again, about a third of
+    the time at 100,000 subscriptions. They are freed by reference counting if at all.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def interpolate(data: Any, environ: Mapping[str, str], problems: list[str], loc: Loc = ()) -> Any:
-    """``data`` with ``${VAR}`` replaced in every string value; problems are appended."""
+    """``data`` with ``${VAR}`` replaced in every string value; problems are appended. A
+    mapping or list with no ``$`` anywhere inside is returned as it is, not copied."""
+    if isinstance(data, dict | list) and not _may_refer(data):
+        return data
     if isinstance(data, dict):
         return {k: interpolate(v, environ, problems, (*loc, str(k))) for k, v in data.items()}
     if isinstance(data, list):
@@ -63,6 +86,15 @@ def interpolate(data: Any, environ: Mapping[str, str], problems: list[str], loc:
         return value
 
     return _REFERENCE.sub(substitute, data)
+
+
+def _may_refer(data: dict[Any, Any] | list[Any]) -> bool:
+    """False when no string inside ``data`` holds a ``$`` (one pass in C over the JSON form;
+    True when there is no JSON form, e.g. a YAML set: the caller then looks item by item)."""
+    try:
+        return b"$" in orjson.dumps(data)
+    except TypeError:
+        return True
 
 
 class _Loader(yaml.SafeLoader):
@@ -191,7 +223,8 @@ def config_from_data(
     if problems:
         raise _invalid(source, problems)
     try:
-        return Config.model_validate(data)
+        with gc_paused():  # every object built here lives on (see gc_paused)
+            return Config.model_validate(data)
     except ValidationError as exc:
         errors = exc.errors(include_url=False, include_input=False)
         raise _invalid(source, [_problem(e) for e in errors]) from None

@@ -174,6 +174,8 @@ class QueryConfig(ConfigModel):
 
 
 def _no_repeats(field: str, values: list[str] | None) -> Problems:
+    if not values or len(set(values)) == len(values):
+        return []
     seen: dict[str, int] = {}
     problems: Problems = []
     for i, value in enumerate(values or []):
@@ -318,16 +320,17 @@ class Config(ConfigModel):
         return problems
 
     def _enforce_subscription_credentials_exist(self) -> Problems:
-        known = list(dict.fromkeys(c.name for c in self.credentials))
+        known = dict.fromkeys(c.name for c in self.credentials)
         return [
             (loc, f"unknown credential '{name}' (known: {', '.join(known)})")
             for i, sub in enumerate(self.subscriptions)
+            if sub.credential not in known  # the usual case at once: one known credential
             for loc, name in _credential_refs(i, sub)
             if name not in known
         ]
 
     def _enforce_subscription_sinks_exist(self) -> Problems:
-        known = list(dict.fromkeys(s.name for s in self.sinks))
+        known = dict.fromkeys(s.name for s in self.sinks)
         return [
             (("subscriptions", i, "sinks", j), f"unknown sink '{name}' (known: {', '.join(known)})")
             for i, sub in enumerate(self.subscriptions)

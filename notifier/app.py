@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import gc
 import logging
 import signal
 import time
@@ -33,6 +32,7 @@ from notifier.core.budget import RequestBudget
 from notifier.core.planner import SchedulerSettings
 from notifier.discovery import token_provider
 from notifier.errors import NotifierError, SinkError, StateLockedError
+from notifier.gc_policy import RunGC
 from notifier.housekeeping import drain_outboxes, prune_orphans
 from notifier.hub_runtime import HubStreams
 from notifier.metrics import Metrics
@@ -72,8 +72,6 @@ METRICS_TICK_SECONDS = 5.0
 # Sync pages that arrive back to back share one publish and one checkpoint (at most this many,
 # about 1,000 relationships): most of a page's cost is its durable transaction.
 SYNC_BATCH_PAGES = 10
-# Allocations between two young-generation GC passes (Python's default: 700).
-GC_YOUNG_THRESHOLD = 50_000
 
 
 class App:
@@ -122,11 +120,10 @@ class App:
                 installed.append(sig)
             except (NotImplementedError, RuntimeError):  # not the main thread (tests)
                 pass
-        gc_thresholds = gc.get_threshold()
-        gc_enabled = gc.isenabled()
-        gc.disable()  # until start-up is done (see _run): what it builds lives until exit
+        run_gc = RunGC()
+        run_gc.pause()  # until start-up is done (see notifier.gc_policy)
         try:
-            return await self._run(once=once, progress=progress, gc_enabled=gc_enabled)
+            return await self._run(once=once, progress=progress, run_gc=run_gc)
         except StateLockedError as exc:
             log.error("cannot start: %s", exc)
             return 2
@@ -136,14 +133,9 @@ class App:
         finally:
             for sig in installed:
                 loop.remove_signal_handler(sig)
-            gc.set_threshold(*gc_thresholds)
-            gc.unfreeze()
-            if gc_enabled:
-                gc.enable()
-            else:
-                gc.disable()
+            run_gc.restore()
 
-    async def _run(self, *, once: bool, progress: Progress | None, gc_enabled: bool) -> int:
+    async def _run(self, *, once: bool, progress: Progress | None, run_gc: RunGC) -> int:
         cfg = self.config
         self.metrics.build_info(__version__)
         self.health.config_loaded()
@@ -171,6 +163,7 @@ class App:
                 if once:
                     log.error("--once is not available in cluster mode")
                     return 2
+                run_gc.started()  # partitions' schedulers are built later, as assigned
                 return await self._run_cluster(store, session, sinks, ClusterSyncer(
                     store, metrics=self.metrics, clock=self._clock,
                     batch_pages=SYNC_BATCH_PAGES))
@@ -192,17 +185,7 @@ class App:
                 await prune_orphans(store, self.schedulers, self.config.state.orphan_retention)
             for sch in self.schedulers:
                 await sch.load()
-            # Everything built so far (config, streams, clients, sinks) lives until exit: it
-            # was built with the cyclic GC paused (its passes would walk it again and again),
-            # and is now kept out of its passes for good, which otherwise walk it while events
-            # churn; young objects are collected less often: events, records and pages are
-            # freed by reference counting (their cycles are rare). Together about a fifth of
-            # the pipeline's CPU at 100k events. Collect first so no garbage cycle is frozen.
-            gc.collect()
-            gc.freeze()
-            gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
-            if gc_enabled:
-                gc.enable()
+            run_gc.started()  # what was built so far lives until exit (notifier.gc_policy)
             self.metrics.streams_tracked(sum(len(s.streams) for s in self.schedulers))
             log.info("notifier %s started: %d credentials, %d streams, %d sinks",
                      __version__, len(self.schedulers),

@@ -52,7 +52,7 @@ SEED_BATCH = 50_000
 
 def seed_state(sim: SimProcess, cfg: dict[str, Any], container: str) -> int:
     """The state a completed bootstrap leaves, written with the store's own SQL (unsynced)."""
-    from notifier.state import sqlite_streams
+    from notifier.state import sqlite_known, sqlite_streams
     from notifier.state.sqlite import SqliteStateStore
 
     token = sim.get(f"/_sim/containers/{container}/sync-token?user={STATIC_TOKEN_USER}")
@@ -71,7 +71,7 @@ def seed_state(sim: SimProcess, cfg: dict[str, Any], container: str) -> int:
         now = time.time()
         for start in range(0, len(live), SEED_BATCH):
             batch = live[start:start + SEED_BATCH]
-            sqlite_streams.commit_page(
+            sqlite_known.commit_page(
                 conn, ids, (SUBSCRIPTION, container), next_token=token["syncToken"],
                 resync_cursor=None, in_resync=False, add_ids=batch,
                 remove_ids=[], seen_ids=[], outbox=[],

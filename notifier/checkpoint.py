@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 
 import orjson
@@ -52,14 +52,24 @@ def _still_matches(known: KnownRelationship, spec: StreamSpec) -> bool:
     return matches_domains(entities, spec.domains) is True
 
 
-def _bodies(current: Sequence[Relationship], add_ids: Sequence[str], resync: bool
-            ) -> dict[str, bytes]:
-    """Bodies to store: of the added ids, and on a resync page of every listed one (known
-    ids without a body get it)."""
-    if resync:
-        return {r.id: stored_body(r) for r in current}
-    added = set(add_ids)
-    return {r.id: stored_body(r) for r in current if r.id in added}
+class _Bodies(Mapping[str, bytes]):
+    """The bodies the store may keep with a page's ids (``stored_body``), serialised only when
+    asked for: the added ids' always, a listed known id's only if it lacks one."""
+
+    def __init__(self, current: Sequence[Relationship]) -> None:
+        self._rels = {r.id: r for r in current}
+
+    def __getitem__(self, rel_id: str) -> bytes:
+        return stored_body(self._rels[rel_id])
+
+    def __contains__(self, rel_id: object) -> bool:
+        return rel_id in self._rels
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._rels)
+
+    def __len__(self) -> int:
+        return len(self._rels)
 
 
 class PageWriter:
@@ -118,7 +128,7 @@ class PageWriter:
             next_token=None if resync else next_token,
             resync_cursor=next_token if resync else None, in_resync=resync,
             add_ids=d.add_ids, remove_ids=d.remove_ids, seen_ids=d.seen_ids,
-            outbox=outbox, bodies=_bodies(current, d.add_ids, resync),
+            outbox=outbox, bodies=_Bodies(current),
             filter_fingerprint=fingerprint, changed=changed, now=now,
         )
         result.committed(now, token=None if resync else next_token, in_resync=resync)

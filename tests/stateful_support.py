@@ -26,6 +26,7 @@ from notifier.source.models import SearchPage, SyncPage
 from notifier.source.parse import parse_sync_page
 from notifier.state.base import Announcement
 from notifier.state.sqlite import SqliteStateStore
+from notifier.state.sqlite_keys import Staging
 
 USER = "stateful-user"
 
@@ -45,6 +46,7 @@ class Faults:
     def __init__(self) -> None:
         self.crash_at: int | None = None
         self.count = 0
+        self.crashed = False  # a Crash was raised: the store must close as a killed one
 
     def arm(self, crash_at: int | None) -> None:
         self.crash_at, self.count = crash_at, 0
@@ -53,15 +55,26 @@ class Faults:
         n, self.count = self.count, self.count + 1
         if n == self.crash_at:
             self.crash_at = None
+            self.crashed = True
             raise Crash(f"crash at await point {n}")
 
 
 class FaultyStore(SqliteStateStore):
-    """A real SQLite store whose writes are await points (before and after they happen)."""
+    """A real SQLite store whose writes are await points (before and after they happen).
+
+    Closed after a Crash, it loses what a killed process loses: the resync ids the store
+    holds in memory are dropped instead of written at close.
+    """
 
     def __init__(self, path: Any, faults: Faults) -> None:
         super().__init__(path)
         self.faults = faults
+
+    async def close(self) -> None:
+        if self.faults.crashed:
+            self.faults.crashed = False
+            self._ids.staging = Staging()  # what SIGKILL loses
+        await super().close()
 
     async def commit_page(self, *args: Any, **kwargs: Any) -> None:
         self.faults.point()

@@ -27,6 +27,7 @@ from notifier.errors import PartitionLostError, StateError
 from notifier.state.base import PruneResult, StreamKey
 from notifier.state.sqlite import SqliteStateStore
 from notifier.state.sqlite_base import StoreObserver
+from notifier.state.sqlite_known import drop_staging
 
 
 class ClusterStore(SqliteStateStore):
@@ -77,7 +78,10 @@ class ClusterStore(SqliteStateStore):
         await self._call("forget shipped rows", capture.delete_pending, list(seqs))
 
     async def wipe_partition(self, partition: int) -> None:
-        """Drop the partition's rows from the cache, before a restore."""
+        """Drop the partition's rows from the cache, before a restore (with the resync ids the
+        store holds in memory for its streams: the restored state may be another replica's)."""
+        await self._call("drop held resync ids", drop_staging, self._ids,
+                         lambda key: self.work.of_stream(*key) == partition)
         await self._call("wipe partition", capture.wipe, self._tables, partition,
                          self.partition_of, self.work.credentials_in(partition))
         self._ids.clear()

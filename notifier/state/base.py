@@ -15,7 +15,9 @@ stopped) is, per stream:
   - ``resync``: a snapshot is being listed (bootstrap, overwrite, rejected token, or a filter
     change: ``resync_reason``); ``resync_cursor`` continues it, or None to start it over;
     ``resync_seen`` (the ids it listed so far) and ``announced`` (created events of pages
-    before its first saved cursor, see ``Announcement``) belong to it;
+    before its first saved cursor, see ``Announcement``) belong to it. A store may hold listed
+    ids in memory and write them in bulk: ``resync_cursor`` is then, for a new process, where
+    the written ids reach (pages after it are listed again, their ids already known);
 
 * the **known set**: every relationship id the stream's consumers were told about and not
   told deleted, each with the last body seen (``body``), so that a deleted event found only

@@ -10,6 +10,7 @@ import logging
 import sqlite3
 
 from notifier.errors import StateError
+from notifier.state.sqlite_keys import rel_key
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +119,50 @@ _V4 = (
     )""",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4)
+_V5 = (
+    # Relationship ids as keys (notifier.state.sqlite_keys.rel_key: the 16 bytes of a canonical
+    # UUID, any other id as its text; ``rel_key`` is registered as an SQL function for this).
+    # The known set becomes a rowid table (no WITHOUT ROWID): rows and their bodies are
+    # appended in rowid order, and only its primary key's compact index is written at random
+    # places.
+    """CREATE TABLE known_v5 (
+        stream_id INTEGER NOT NULL REFERENCES streams (stream_id) ON DELETE CASCADE,
+        rel_id    BLOB NOT NULL,
+        body      BLOB,
+        PRIMARY KEY (stream_id, rel_id)
+    )""",
+    "INSERT INTO known_v5 (stream_id, rel_id, body)"
+    " SELECT stream_id, rel_key(rel_id), body FROM known ORDER BY stream_id, rel_id",
+    "DROP TABLE known",
+    "ALTER TABLE known_v5 RENAME TO known",
+    # Ids known without a body (known before version 3): a resync that lists them fills it in.
+    "CREATE INDEX known_bodiless ON known (stream_id, rel_id) WHERE body IS NULL",
+    """CREATE TABLE resync_seen_v5 (
+        stream_id INTEGER NOT NULL REFERENCES streams (stream_id) ON DELETE CASCADE,
+        rel_id    BLOB NOT NULL,
+        PRIMARY KEY (stream_id, rel_id)
+    ) WITHOUT ROWID""",
+    "INSERT INTO resync_seen_v5 SELECT stream_id, rel_key(rel_id) FROM resync_seen",
+    "DROP TABLE resync_seen",
+    "ALTER TABLE resync_seen_v5 RENAME TO resync_seen",
+    """CREATE TABLE announced_v5 (
+        stream_id  INTEGER NOT NULL REFERENCES streams (stream_id) ON DELETE CASCADE,
+        rel_id     BLOB NOT NULL,
+        created_on TEXT NOT NULL,
+        raw        BLOB NOT NULL,
+        PRIMARY KEY (stream_id, rel_id)
+    ) WITHOUT ROWID""",
+    "INSERT INTO announced_v5 SELECT stream_id, rel_key(rel_id), created_on, raw FROM announced",
+    "DROP TABLE announced",
+    "ALTER TABLE announced_v5 RENAME TO announced",
+    # How far the written staging set (resync_seen) reaches: a resync's ids are held in memory
+    # and written in bulk, so after a crash it resumes from here, not from resync_cursor (the
+    # last checkpoint). Before this version every listed id was written at its checkpoint.
+    "ALTER TABLE streams ADD COLUMN staged_cursor TEXT",
+    "UPDATE streams SET staged_cursor = resync_cursor",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5)
 """MIGRATIONS[i] takes the schema from version i to version i + 1."""
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -131,6 +175,7 @@ def migrate(conn: sqlite3.Connection, path: str) -> int:
     two processes opening the file at once cannot both migrate, and a crash mid-migration
     leaves the file at the version it had.
     """
+    conn.create_function("rel_key", 1, rel_key, deterministic=True)
     conn.execute("BEGIN IMMEDIATE")
     try:
         start = _check(conn, path)

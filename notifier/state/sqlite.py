@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 
 from notifier.state import sqlite_credentials as cr
+from notifier.state import sqlite_known as kn
 from notifier.state import sqlite_streams as st
 from notifier.state import sqlite_subscriptions as subs
 from notifier.state.base import (
@@ -61,10 +62,11 @@ class SqliteStateStore(OutboxMethods):
     # -- streams ------------------------------------------------------------------------------
 
     async def get_stream(self, subscription: str, container_id: str) -> StreamState | None:
-        return await self._call("get stream", st.get_stream, (subscription, container_id))
+        return await self._call("get stream", st.get_stream, self._ids,
+                                (subscription, container_id))
 
     async def list_streams(self) -> list[StreamState]:
-        return await self._call("list streams", st.list_streams)
+        return await self._call("list streams", st.list_streams, self._ids)
 
     async def mark_checked(self, keys: Sequence[StreamKey], now: float) -> None:
         """Record a successful status check of many streams in one transaction."""
@@ -128,7 +130,7 @@ class SqliteStateStore(OutboxMethods):
         if not ids:
             return set()
         return await self._call(
-            "known subset", st.known_subset, self._ids, (subscription, container_id), list(ids)
+            "known subset", kn.known_subset, self._ids, (subscription, container_id), list(ids)
         )
 
     async def known_bodies(
@@ -138,7 +140,7 @@ class SqliteStateStore(OutboxMethods):
         if not ids:
             return {}
         return await self._call(
-            "known bodies", st.known_bodies, self._ids, (subscription, container_id), list(ids)
+            "known bodies", kn.known_bodies, self._ids, (subscription, container_id), list(ids)
         )
 
     async def resync_seen_subset(
@@ -148,7 +150,7 @@ class SqliteStateStore(OutboxMethods):
         if not ids:
             return set()
         return await self._call(
-            "resync seen", st.resync_seen_subset, self._ids, (subscription, container_id),
+            "resync seen", kn.resync_seen_subset, self._ids, (subscription, container_id),
             list(ids),
         )
 
@@ -186,7 +188,7 @@ class SqliteStateStore(OutboxMethods):
         if add_ids and remove_ids and not set(add_ids).isdisjoint(remove_ids):
             raise ValueError("an id is both added and removed in one page")
         await self._call(
-            "commit page", st.commit_page, self._ids, (subscription, container_id),
+            "commit page", kn.commit_page, self._ids, (subscription, container_id),
             next_token=next_token, resync_cursor=resync_cursor, in_resync=in_resync,
             add_ids=list(add_ids), remove_ids=list(remove_ids), seen_ids=list(seen_ids),
             outbox=list(outbox), bodies=bodies or {}, filter_fingerprint=filter_fingerprint,
@@ -201,7 +203,7 @@ class SqliteStateStore(OutboxMethods):
         (None: the snapshot starts from the beginning), the reason, and the filter
         fingerprint when given. The sync token and the known set are untouched."""
         await self._call(
-            "begin resync", st.begin_resync, self._ids, (subscription, container_id), cursor,
+            "begin resync", kn.begin_resync, self._ids, (subscription, container_id), cursor,
             reason, filter_fingerprint,
         )
 
@@ -220,7 +222,7 @@ class SqliteStateStore(OutboxMethods):
         after: str | None = None
         while True:
             ids = await self._call(
-                "resync diff", st.resync_missing_batch, self._ids, key, after, batch
+                "resync diff", kn.resync_missing_batch, self._ids, key, after, batch
             )
             if not ids:
                 return
@@ -237,7 +239,7 @@ class SqliteStateStore(OutboxMethods):
         if new; an id already announced keeps one row with the newest body."""
         if items:
             await self._call(
-                "mark announced", st.mark_announced, self._ids, (subscription, container_id),
+                "mark announced", kn.mark_announced, self._ids, (subscription, container_id),
                 list(items),
             )
 
@@ -253,7 +255,7 @@ class SqliteStateStore(OutboxMethods):
         after: str | None = None
         while True:
             items = await self._call(
-                "announced diff", st.announced_missing_batch, self._ids, key, after, batch
+                "announced diff", kn.announced_missing_batch, self._ids, key, after, batch
             )
             if not items:
                 return

@@ -22,6 +22,7 @@ from types import TracebackType
 from typing import Any, Protocol, Self, TypeVar
 
 from notifier.errors import StateError
+from notifier.state import sqlite_known as kn
 from notifier.state import sqlite_streams as st
 from notifier.state.migrations import migrate
 
@@ -122,6 +123,11 @@ class SqliteConnection:
     def _close_sync(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
+            try:
+                kn.flush_staging(conn, self._ids)
+            except sqlite3.Error as exc:  # a restart then resumes from the written staging set
+                log.warning("state store %s: resync staging not written at close: %s",
+                            self.path, exc)
             try:
                 conn.execute("PRAGMA optimize")
             except sqlite3.Error as exc:  # best effort; closing matters more

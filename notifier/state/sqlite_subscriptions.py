@@ -50,14 +50,19 @@ def prune_streams(
         conn.executemany("DELETE FROM streams WHERE stream_id = ?", ((sid,) for sid in gone))
     for key in dropped:
         ids.drop(key)
+    for sid in gone:
+        ids.staging.drop(sid)
     return PruneResult(orphaned, kept, dropped)
 
 
 def forget_subscription(conn: sqlite3.Connection, ids: StreamIds, subscription: str) -> int:
     with transaction(conn):
-        cur = conn.execute("DELETE FROM streams WHERE subscription = ?", (subscription,))
+        rows = conn.execute("DELETE FROM streams WHERE subscription = ? RETURNING stream_id",
+                            (subscription,)).fetchall()
     ids.clear()
-    return cur.rowcount
+    for (sid,) in rows:
+        ids.staging.drop(int(sid))
+    return len(rows)
 
 
 def rename_subscription(conn: sqlite3.Connection, ids: StreamIds, old: str, new: str) -> int:

@@ -73,7 +73,7 @@ async def test_a_version_1_file_is_migrated_in_place_and_keeps_its_state(
 ) -> None:
     path = tmp_path / "state.db"
     _write_v1_file(path)
-    assert SCHEMA_VERSION == 4
+    assert SCHEMA_VERSION == 5
     async with SqliteStateStore(path) as store:
         state = await store.get_stream(SUB, CONT)
         assert state is not None
@@ -84,13 +84,13 @@ async def test_a_version_1_file_is_migrated_in_place_and_keeps_its_state(
         assert await _missing(store) == ["c"]
     conn = sqlite3.connect(path)
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 5
         (ddl,) = conn.execute(
             "SELECT sql FROM sqlite_schema WHERE name = 'announced'").fetchone()
         assert "WITHOUT ROWID" in ddl
     finally:
         conn.close()
-    async with SqliteStateStore(path) as store:  # reopening a v4 file migrates nothing
+    async with SqliteStateStore(path) as store:  # reopening a v5 file migrates nothing
         assert await _missing(store) == ["c"]
 
 

@@ -16,6 +16,7 @@ from notifier.simulator.config import Knobs
 from notifier.simulator.ids import fmt_uuid
 from notifier.source.models import Relationship, SyncPage
 from notifier.state.sqlite import SqliteStateStore
+from notifier.state.sqlite_keys import Staging
 from notifier.stream import StreamSpec
 from notifier.sync import StreamSyncer
 from tests.stateful_support import (
@@ -150,16 +151,24 @@ async def test_an_announced_creation_listed_as_current_and_deleted_in_one_batch(
 
 
 def corrupt(path: Path, column: str) -> None:
+    """Make the stored token or cursor one the service rejects for good. A resync resumes
+    from ``staged_cursor`` in a new process (how far its written staging set reaches), so a
+    rejected cursor is both."""
+    columns = ["resync_cursor", "staged_cursor"] if column == "resync_cursor" else [column]
     conn = sqlite3.connect(path)
     try:
         with conn:
-            conn.execute(f"UPDATE streams SET {column} = 'rejected-for-good'")
+            conn.execute("UPDATE streams SET "
+                         + ", ".join(f"{c} = 'rejected-for-good'" for c in columns))
     finally:
         conn.close()
 
 
-async def test_a_rejected_resync_cursor_falls_back_to_a_fresh_resync(tmp_path: Path) -> None:
+async def test_a_rejected_resync_cursor_falls_back_to_a_fresh_resync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Defect 3: a cursor the service rejects for good (400) used to be sent again forever."""
+    monkeypatch.setattr(Staging, "FLUSH_IDS", 1)  # every checkpoint saves a resumable cursor
     w = World(tmp_path)
     assert await w.drain()
     w.sim.create_relationships(C, 1)
@@ -243,12 +252,13 @@ async def test_deletions_found_by_an_overwrite_carry_both_entities(tmp_path: Pat
 
 
 async def test_a_page_delivered_after_a_saved_cursor_then_rejected_loses_no_deletion(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Found by the stateful tests: a resync page after the first saved cursor is delivered and
     the process dies before its checkpoint; the cursor is then rejected, so the fresh snapshot
     does not bring that page again. A relationship it announced and that is gone since must
     still get its deleted event."""
+    monkeypatch.setattr(Staging, "FLUSH_IDS", 1)  # every checkpoint saves a resumable cursor
     w = World(tmp_path)
     commits = 0
 

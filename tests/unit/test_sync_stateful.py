@@ -39,6 +39,7 @@ from notifier.errors import BadRequestError
 from notifier.simulator import SimState, SimulatorConfig
 from notifier.simulator.config import Knobs
 from notifier.simulator.ids import fmt_uuid
+from notifier.state.sqlite_keys import Staging
 from notifier.stream import StreamSpec
 from notifier.sync import StreamSyncer
 from tests.stateful_support import (
@@ -58,6 +59,7 @@ FILTERS: tuple[tuple[str, ...] | None, ...] = (None, (ASSET,), (ISSUE, PHOTO))
 CREATED = "com.autodesk.bim360.relationship.created"
 DELETED = "com.autodesk.bim360.relationship.deleted"
 SETTLE_ATTEMPTS = 8
+FLUSH_IDS = Staging.FLUSH_IDS
 
 
 @dataclass
@@ -123,13 +125,17 @@ class StreamMachine(RuleBasedStateMachine):
             if self.store is not None:
                 self.run(self.store.close())
             self.loop.close()
+            Staging.FLUSH_IDS = FLUSH_IDS
             shutil.rmtree(self.tmp, ignore_errors=True)
 
     # -- the world --------------------------------------------------------------------------------
 
     @initialize(seed=st.integers(0, 10_000), rels=st.integers(0, 6), page=st.integers(1, 3),
-                batch=st.sampled_from([1, 3]))
-    def start(self, seed: int, rels: int, page: int, batch: int) -> None:
+                batch=st.sampled_from([1, 3]), flush=st.sampled_from([1, 3, 100_000]))
+    def start(self, seed: int, rels: int, page: int, batch: int, flush: int) -> None:
+        # How many listed ids the store holds in memory before writing them (a crash loses
+        # them and the resync resumes from where the written ones reach).
+        Staging.FLUSH_IDS = flush
         self.sim = SimState(SimulatorConfig(containers=[C], relationships=rels, seed=seed,
                                             knobs=Knobs(page_size=page, rpm=0)))
         self.client = SimClient(self.sim, self.faults)
@@ -172,7 +178,8 @@ class StreamMachine(RuleBasedStateMachine):
                 conn.execute(
                     "UPDATE streams SET"
                     " sync_token = CASE WHEN sync_token IS NULL THEN NULL ELSE 'bad' END,"
-                    " resync_cursor = CASE WHEN resync_cursor IS NULL THEN NULL ELSE 'bad' END"
+                    " resync_cursor = CASE WHEN resync_cursor IS NULL THEN NULL ELSE 'bad' END,"
+                    " staged_cursor = CASE WHEN staged_cursor IS NULL THEN NULL ELSE 'bad' END"
                     " WHERE subscription = ? AND container_id = ?", (self.subs[sub].name, C))
         finally:
             conn.close()

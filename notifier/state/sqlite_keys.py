@@ -1,0 +1,133 @@
+"""Relationship ids as SQLite keys: 16 bytes for a UUID, and bulk membership queries.
+
+The service's relationship ids are UUIDs in canonical form (36 characters, lowercase). Stored as
+their 16 bytes they make the id B-trees about half as large, so more of them stays in SQLite's
+page cache and fewer pages are written per checkpoint. An id in any other form is stored as the
+text itself: the ``rel_id`` columns are declared BLOB (no type affinity), SQLite keeps TEXT and
+BLOB values apart, and each form decodes back to exactly the string it came from.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import chain
+from typing import Any, Literal
+
+RelKey = bytes | str
+IdTable = Literal["known", "resync_seen", "announced"]
+
+_CHUNK = 5_000  # bound parameters per IN list (SQLite allows 32,766)
+_ROWS = 1_000  # rows per multi-row INSERT
+
+
+def rel_key(rel_id: str) -> RelKey:
+    """The stored key of ``rel_id``: its 16 bytes for a canonical lowercase UUID, else itself."""
+    if (len(rel_id) == 36 and rel_id[8] == "-" and rel_id[13] == "-" and rel_id[18] == "-"
+            and rel_id[23] == "-"):
+        digits = rel_id.replace("-", "")
+        if len(digits) == 32:
+            try:
+                raw = bytes.fromhex(digits)
+            except ValueError:
+                return rel_id
+            if len(raw) == 16 and raw.hex() == digits:  # lowercase, no whitespace
+                return raw
+    return rel_id
+
+
+def rel_id(key: object) -> str:
+    """The relationship id a stored key stands for (the inverse of ``rel_key``)."""
+    if isinstance(key, bytes):
+        h = key.hex()
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    return str(key)
+
+
+def keyed(rel_ids: Iterable[str]) -> dict[RelKey, str]:
+    """Each id's key, mapped back to the id (duplicates collapse)."""
+    return {rel_key(r): r for r in rel_ids}
+
+
+def chunks(keys: Sequence[RelKey]) -> Iterator[Sequence[RelKey]]:
+    for start in range(0, len(keys), _CHUNK):
+        yield keys[start:start + _CHUNK]
+
+
+def present(conn: sqlite3.Connection, table: IdTable, sid: int, keys: Sequence[RelKey],
+            extra: str = "", index: str = "") -> list[RelKey]:
+    """Which of ``keys`` the stream's ``table`` holds (``extra``: more SQL conditions on the
+    row, ``index``: an INDEXED BY clause); one indexed query per few thousand keys."""
+    return [row[0] for row in rows_of(conn, table, sid, keys, "rel_id", extra, index)]
+
+
+def rows_of(conn: sqlite3.Connection, table: IdTable, sid: int, keys: Sequence[RelKey],
+            columns: str, extra: str = "", index: str = "") -> list[tuple[Any, ...]]:
+    """``columns`` of the stream's rows in ``table`` whose key is one of ``keys``."""
+    found: list[tuple[Any, ...]] = []
+    for part in chunks(keys):
+        marks = ",".join("?" * len(part))
+        found.extend(conn.execute(
+            f"SELECT {columns} FROM {table} {index} WHERE stream_id = ?"
+            f" AND rel_id IN ({marks}){extra}", (sid, *part)))
+    return found
+
+
+def delete_keys(conn: sqlite3.Connection, table: IdTable, sid: int, keys: Sequence[RelKey]
+                ) -> int:
+    """Delete the stream's rows of ``table`` whose key is one of ``keys``; how many."""
+    removed = 0
+    for part in chunks(keys):
+        removed += conn.execute(
+            f"DELETE FROM {table} WHERE stream_id = ? AND rel_id IN ({','.join('?' * len(part))})",
+            (sid, *part)).rowcount
+    return removed
+
+
+def insert_rows(conn: sqlite3.Connection, head: str, rows: Sequence[tuple[Any, ...]],
+                tail: str = "") -> int:
+    """``head`` (``INSERT ... VALUES``) with ``rows`` as multi-row VALUES lists, then ``tail``
+    (an upsert clause): one statement per thousand rows (executemany pays a Python round trip
+    per row); how many rows were written."""
+    if not rows:
+        return 0
+    one = "(" + ",".join("?" * len(rows[0])) + ")"
+    inserted = 0
+    for start in range(0, len(rows), _ROWS):
+        part = rows[start:start + _ROWS]
+        inserted += conn.execute(head + " " + ",".join([one] * len(part)) + tail,
+                                 list(chain.from_iterable(part))).rowcount
+    return inserted
+
+
+class Staging:
+    """The ids a resync listed since its staging set was last written, per stream id.
+
+    Staging every listed id durably page by page writes one B-tree page per id (random keys),
+    so ids are kept here and written in bulk, sorted, every ``FLUSH_IDS`` or so; the stream's
+    ``staged_cursor`` records how far the written set reaches. A crash loses what is held here,
+    and the resync then resumes from ``staged_cursor`` (listing those pages again) instead of
+    its last checkpoint. Entries are dropped only with their stream (never on a failed call):
+    an entry is exactly what was listed after ``staged_cursor`` in this process.
+    """
+
+    FLUSH_IDS = 100_000
+
+    def __init__(self) -> None:
+        self._held: dict[int, set[RelKey]] = {}
+
+    def __contains__(self, sid: int) -> bool:
+        return sid in self._held
+
+    def get(self, sid: int) -> set[RelKey] | None:
+        return self._held.get(sid)
+
+    def items(self) -> list[tuple[int, set[RelKey]]]:
+        return list(self._held.items())
+
+    def restart(self, sid: int) -> None:
+        """Everything listed so far is written (or the staging set is empty): hold nothing."""
+        self._held[sid] = set()
+
+    def drop(self, sid: int) -> None:
+        self._held.pop(sid, None)

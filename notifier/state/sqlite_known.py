@@ -1,0 +1,284 @@
+"""Synchronous SQL for known ids, checkpoints, resync staging and announcements.
+
+These functions run only on the store's worker thread; ``SqliteStateStore`` is their async face.
+Ids are stored as keys (``sqlite_keys``: 16 bytes for a UUID). The known set is a rowid table
+(rows, bodies included, appended in insertion order) keyed by (stream, id): only that key's
+compact index is written at random places, and membership queries read only it. A resync's
+staging set is held in memory and written in bulk (``sqlite_keys.Staging``); nothing
+proportional to a stream's known set is ever loaded.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Mapping, Sequence
+
+from notifier.state.base import Announcement, KnownRelationship, OutboxItem, StreamKey
+from notifier.state.sqlite_keys import (
+    RelKey,
+    delete_keys,
+    insert_rows,
+    keyed,
+    present,
+    rel_id,
+    rel_key,
+    rows_of,
+)
+from notifier.state.sqlite_outbox import insert_items
+from notifier.state.sqlite_streams import StreamIds
+from notifier.state.sqlite_tx import transaction
+
+
+def known_subset(conn: sqlite3.Connection, ids: StreamIds, key: StreamKey,
+                 rel_ids: Sequence[str]) -> set[str]:
+    sid = ids.find(conn, key)
+    if sid is None or not rel_ids:
+        return set()
+    by_key = keyed(rel_ids)
+    return {by_key[k] for k in present(conn, "known", sid, list(by_key))}
+
+
+def known_bodies(conn: sqlite3.Connection, ids: StreamIds, key: StreamKey,
+                 rel_ids: Sequence[str]) -> dict[str, bytes]:
+    sid = ids.find(conn, key)
+    if sid is None or not rel_ids:
+        return {}
+    by_key = keyed(rel_ids)
+    rows = rows_of(conn, "known", sid, list(by_key), "rel_id, body", " AND body IS NOT NULL")
+    return {by_key[k]: bytes(body) for k, body in rows}
+
+
+def resync_seen_subset(conn: sqlite3.Connection, ids: StreamIds, key: StreamKey,
+                       rel_ids: Sequence[str]) -> set[str]:
+    """Which of ``rel_ids`` the resync listed: held in memory, or written."""
+    sid = ids.find(conn, key)
+    if sid is None or not rel_ids:
+        return set()
+    by_key = keyed(rel_ids)
+    held = ids.staging.get(sid) or set()
+    out = {rid for k, rid in by_key.items() if k in held}
+    rest = [k for k in by_key if k not in held]
+    out.update(by_key[k] for k in present(conn, "resync_seen", sid, rest))
+    return out
+
+
+def commit_page(
+    conn: sqlite3.Connection,
+    ids: StreamIds,
+    key: StreamKey,
+    *,
+    next_token: str | None,
+    resync_cursor: str | None,
+    in_resync: bool,
+    add_ids: Sequence[str],
+    remove_ids: Sequence[str],
+    seen_ids: Sequence[str],
+    outbox: Sequence[OutboxItem],
+    bodies: Mapping[str, bytes],
+    filter_fingerprint: str | None,
+    changed: bool,
+    now: float,
+) -> None:
+    """Apply one checkpoint in one transaction; see SqliteStateStore.commit_page."""
+    staging = ids.staging
+    seen = [rel_key(r) for r in seen_ids]
+    flush: set[RelKey] | None = None
+    with transaction(conn):
+        sid = ids.ensure(conn, key)
+        removed = added = 0
+        gone = [rel_key(r) for r in remove_ids]
+        if gone:
+            removed = delete_keys(conn, "known", sid, gone)
+        new = [rel_key(r) for r in add_ids]
+        if new:
+            added = insert_rows(
+                conn, "INSERT OR IGNORE INTO known (stream_id, rel_id, body) VALUES",
+                [(sid, k, bodies.get(r)) for k, r in zip(new, add_ids, strict=True)])
+        staged: tuple[str | None] | tuple[()] = ()
+        if in_resync:
+            held = staging.get(sid)
+            if held is None or len(held) + len(seen) >= staging.FLUSH_IDS:
+                # Nothing held for this stream in this process (a resumed resync), or enough
+                # to write: the staging set now reaches this checkpoint's cursor.
+                flush = set(seen) if held is None else held | set(seen)
+                _write_staging(conn, sid, flush)
+                staged = (resync_cursor,)
+            if seen and bodies:
+                _fill_bodies(conn, sid, seen_ids, seen, bodies, set(new))
+            if new or gone:
+                # Now known (or announced deleted): no longer only possibly announced.
+                delete_keys(conn, "announced", sid, [*new, *gone])
+        else:
+            conn.execute("DELETE FROM resync_seen WHERE stream_id = ?", (sid,))
+            conn.execute("DELETE FROM announced WHERE stream_id = ?", (sid,))
+            staged = (None,)
+        insert_items(conn, outbox, now)
+        conn.execute(
+            "UPDATE streams SET"
+            " sync_token = coalesce(:token, sync_token),"
+            " filter_fingerprint = coalesce(:fingerprint, filter_fingerprint),"
+            " resync_reason = CASE WHEN :in_resync THEN resync_reason END,"
+            " token_updated_at = CASE WHEN :token IS NULL THEN token_updated_at ELSE :now END,"
+            " resync_cursor = :cursor, in_resync = :in_resync,"
+            " staged_cursor = CASE WHEN :staged THEN :cursor ELSE staged_cursor END,"
+            " known_count = known_count + :added - :removed,"
+            " last_changed_at = CASE WHEN :changed THEN :now ELSE last_changed_at END,"
+            " last_checked_at = :now, failures = 0,"
+            " quarantined_until = NULL, quarantine_reason = NULL"
+            " WHERE stream_id = :sid",
+            {
+                "token": next_token, "now": now, "cursor": resync_cursor,
+                "in_resync": in_resync, "added": added, "removed": removed,
+                "changed": changed, "sid": sid, "fingerprint": filter_fingerprint,
+                "staged": bool(staged),
+            },
+        )
+    # Committed: only now does the in-memory part of the staging set change.
+    if not in_resync:
+        staging.drop(sid)
+    elif flush is not None:
+        staging.restart(sid)
+    else:
+        held = staging.get(sid)
+        assert held is not None
+        held.update(seen)
+
+
+def _write_staging(conn: sqlite3.Connection, sid: int, keys: set[RelKey]) -> None:
+    """Insert ``keys`` in SQLite's order (text before blobs), so the insert walks the index
+    once instead of jumping around it."""
+    text = sorted(k for k in keys if isinstance(k, str))
+    blobs = sorted(k for k in keys if isinstance(k, bytes))
+    insert_rows(conn, "INSERT OR IGNORE INTO resync_seen (stream_id, rel_id) VALUES",
+                [(sid, k) for k in (*text, *blobs)])
+
+
+def _fill_bodies(conn: sqlite3.Connection, sid: int, seen_ids: Sequence[str],
+                 seen: Sequence[RelKey], bodies: Mapping[str, bytes],
+                 added: set[RelKey]) -> None:
+    """Give known ids a resync lists again the body they lack (ids known before bodies were
+    kept): found through the partial index of such ids, a write only where one is missing."""
+    by_key = {k: r for k, r in zip(seen, seen_ids, strict=True) if k not in added}
+    lacking = present(conn, "known", sid, list(by_key), " AND body IS NULL",
+                      index="INDEXED BY known_bodiless")
+    rows = [(bodies[by_key[k]], sid, k) for k in lacking if by_key[k] in bodies]
+    if rows:
+        conn.executemany(
+            "UPDATE known SET body = ? WHERE stream_id = ? AND rel_id = ? AND body IS NULL",
+            rows)
+
+
+def begin_resync(conn: sqlite3.Connection, ids: StreamIds, key: StreamKey, cursor: str | None,
+                 reason: str, filter_fingerprint: str | None) -> None:
+    with transaction(conn):
+        sid = ids.ensure(conn, key)
+        conn.execute("DELETE FROM resync_seen WHERE stream_id = ?", (sid,))
+        conn.execute(
+            "UPDATE streams SET in_resync = 1, resync_cursor = ?, staged_cursor = ?,"
+            " resync_reason = ?, filter_fingerprint = coalesce(?, filter_fingerprint)"
+            " WHERE stream_id = ?",
+            (cursor, cursor, reason, filter_fingerprint, sid),
+        )
+    ids.staging.restart(sid)
+
+
+def drop_staging(conn: sqlite3.Connection, ids: StreamIds,
+                 belongs: Callable[[StreamKey], bool]) -> None:
+    """Forget the held ids of the streams ``belongs`` picks (their state is about to be
+    replaced, e.g. restored from elsewhere; none of them may be draining)."""
+    for sid, _ in ids.staging.items():
+        row = conn.execute("SELECT subscription, container_id FROM streams WHERE stream_id = ?",
+                           (sid,)).fetchone()
+        if row is None or belongs((str(row[0]), str(row[1]))):
+            ids.staging.drop(sid)
+
+
+def flush_staging(conn: sqlite3.Connection, ids: StreamIds) -> None:
+    """Write every stream's held staging ids (at close: a restart then resumes from the last
+    checkpoint instead of the last written staging set)."""
+    for sid, held in ids.staging.items():
+        behind = conn.execute("SELECT in_resync AND staged_cursor IS NOT resync_cursor"
+                              " FROM streams WHERE stream_id = ?", (sid,)).fetchone()
+        if not held and not (behind and behind[0]):
+            continue
+        with transaction(conn):
+            _write_staging(conn, sid, held)
+            conn.execute("UPDATE streams SET staged_cursor = resync_cursor"
+                         " WHERE stream_id = ? AND in_resync", (sid,))
+        ids.staging.restart(sid)
+
+
+def resync_missing_batch(
+    conn: sqlite3.Connection, ids: StreamIds, key: StreamKey, after: str | None, batch: int
+) -> list[KnownRelationship]:
+    """Up to ``batch`` known ids greater than ``after`` that the resync has not listed, in
+    order, with their bodies.
+
+    Keyset pagination: each call is a fresh query, so removing returned ids between calls is
+    safe and memory stays proportional to ``batch``. The index alone is scanned (ids not in
+    the written staging set, then not held in memory); bodies are read for the result only.
+    """
+    sid = ids.find(conn, key)
+    if sid is None:
+        return []
+    held = ids.staging.get(sid) or set()
+    cursor: RelKey | None = None if after is None else rel_key(after)
+    missing: list[RelKey] = []
+    while len(missing) < batch:
+        rows = [k for (k,) in conn.execute(
+            "SELECT k.rel_id FROM known AS k WHERE k.stream_id = ?"
+            + ("" if cursor is None else " AND k.rel_id > ?")
+            + " AND NOT EXISTS (SELECT 1 FROM resync_seen AS s"
+            " WHERE s.stream_id = k.stream_id AND s.rel_id = k.rel_id)"
+            " ORDER BY k.rel_id LIMIT ?",
+            (sid, batch) if cursor is None else (sid, cursor, batch))]
+        missing.extend(k for k in rows if k not in held)
+        if len(rows) < batch:
+            break
+        cursor = rows[-1]
+    missing = missing[:batch]
+    bodies = dict(rows_of(conn, "known", sid, missing, "rel_id, body"))
+    return [KnownRelationship(rel_id(k), None if bodies[k] is None else bytes(bodies[k]))
+            for k in missing]
+
+
+def mark_announced(
+    conn: sqlite3.Connection, ids: StreamIds, key: StreamKey, items: Sequence[Announcement]
+) -> None:
+    """Record created events about to be published, in one transaction (the newest body wins)."""
+    with transaction(conn):
+        sid = ids.ensure(conn, key)
+        insert_rows(
+            conn, "INSERT INTO announced (stream_id, rel_id, created_on, raw) VALUES",
+            [(sid, rel_key(a.rel_id), a.created_on, a.raw) for a in items],
+            " ON CONFLICT (stream_id, rel_id) DO UPDATE SET"
+            " created_on = excluded.created_on, raw = excluded.raw")
+
+
+def announced_missing_batch(
+    conn: sqlite3.Connection, ids: StreamIds, key: StreamKey, after: str | None, batch: int
+) -> list[Announcement]:
+    """Up to ``batch`` announcements greater than ``after``, neither known nor listed by the
+    current resync, in id order (keyset pagination, as ``resync_missing_batch``)."""
+    sid = ids.find(conn, key)
+    if sid is None:
+        return []
+    held = ids.staging.get(sid) or set()
+    cursor: RelKey | None = None if after is None else rel_key(after)
+    out: list[Announcement] = []
+    while len(out) < batch:
+        rows = conn.execute(
+            "SELECT a.rel_id, a.created_on, a.raw FROM announced AS a WHERE a.stream_id = ?"
+            + ("" if cursor is None else " AND a.rel_id > ?")
+            + " AND NOT EXISTS (SELECT 1 FROM resync_seen AS s"
+            " WHERE s.stream_id = a.stream_id AND s.rel_id = a.rel_id)"
+            " AND NOT EXISTS (SELECT 1 FROM known AS k"
+            " WHERE k.stream_id = a.stream_id AND k.rel_id = a.rel_id)"
+            " ORDER BY a.rel_id LIMIT ?",
+            (sid, batch) if cursor is None else (sid, cursor, batch)).fetchall()
+        out.extend(Announcement(rel_id(k), str(created), bytes(raw))
+                   for k, created, raw in rows if k not in held)
+        if len(rows) < batch:
+            break
+        cursor = rows[-1][0]
+    return out[:batch]

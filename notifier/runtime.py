@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from notifier.core.planner import GroupPlan, Planner
-from notifier.core.schedule import ChangeRate
 from notifier.source.models import SyncStatusResponse
 from notifier.state.base import StreamKey, StreamState
 from notifier.stream import DrainResult, StreamSpec
@@ -66,10 +65,6 @@ class Group:
     container_id: str
     streams: list[StreamRuntime]
     plan: GroupPlan
-
-    @property
-    def rate(self) -> ChangeRate:
-        return self.plan.rate
 
     @property
     def interval(self) -> float:

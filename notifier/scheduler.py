@@ -161,7 +161,7 @@ class CredentialScheduler:
                 "budget too small for max_staleness: %d containers at %.1f status checks/min "
                 "take %.0fs per pass (max_staleness %.0fs); every container is still checked "
                 "in turn, about every %.0fs", len(self.groups), plan.checks_per_s * 60,
-                plan.full_pass, self._s.max_staleness, plan.full_pass,
+                plan.full_pass, self._s.max_staleness, plan.cap,
                 extra={"credential": self.name})
         elif plan.coverage == "regained":
             log.info("budget covers max_staleness again: a pass takes %.0fs (max_staleness "
@@ -217,10 +217,9 @@ class CredentialScheduler:
 
     async def _retune_loop(self) -> None:
         """Re-plan the intervals every few seconds while running."""
-        every = self._s.retune_seconds
         while not self._stop.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), every)
+                await asyncio.wait_for(self._stop.wait(), self.planner.retune_every())
             if self._stop.is_set():
                 return
             try:
@@ -264,27 +263,32 @@ class CredentialScheduler:
         # A drain's first checkpoint resets the failure count (the drain's result says so):
         # note who is failing now, so a recovery is logged whichever way it happens.
         failing = {id(s) for s in active if s.failures}
-        to_drain = [s for s in active if s.needs_drain]
+        forced = [s for s in active if s.needs_drain]  # first syncs, resyncs: not asked
         polled = [s for s in active if not s.needs_drain]
-        forced = len(to_drain)  # bootstraps and resyncs: not evidence of a change rate
-        checked: list[StreamRuntime] = []
-        chunk_size = max(1, self._s.status_chunk)
-        for start in range(0, len(polled), chunk_size):
-            outcome = await self._status(group, polled[start:start + chunk_size])
+        since = {id(s): s.last_checked for s in polled}
+        choice = self.planner.plan_check(
+            group.container_id, [(s.spec.key, s.last_checked) for s in polled], now)
+        due: list[StreamRuntime] = []
+        unchanged: list[StreamRuntime] = []
+        asked, chunk_size = [polled[i] for i in choice.status], max(1, self._s.status_chunk)
+        for start in range(0, len(asked), chunk_size):
+            outcome = await self._status(group, asked[start:start + chunk_size])
             if outcome is None:
                 return  # the whole group failed; logged; retried at its next turn
-            due, ok = outcome
-            to_drain.extend(due)
-            checked.extend(ok)
-        self._metrics.status_checked(self.name, len(polled))
-        if to_drain:
-            results = await asyncio.gather(*(self._drain(s) for s in to_drain))
-            # Streams whose syncStatus said "changes" and that delivered some feed the rate.
-            changed = sum(1 for ok, n in results[forced:] if ok and n)
-            checked.extend(s for s, (ok, _) in zip(to_drain, results, strict=True) if ok)
-            if changed:
-                self.planner.changes_found(group.container_id, now, changed)
+            due.extend(outcome[0])
+            unchanged.extend(outcome[1])
+        self._metrics.status_checked(self.name, len(asked))
+        drains = [*forced, *due, *(polled[i] for i in choice.direct)]
+        results = await asyncio.gather(*(self._drain(s, check=k >= len(forced) + len(due))
+                                         for k, s in enumerate(drains)))
         now = self._clock()
+        checked = [*unchanged, *(s for s, (ok, _) in zip(drains, results, strict=True) if ok)]
+        learnt = [(s, False) for s in unchanged] + [  # first syncs teach nothing of a rate
+            (s, bool(n) or k < len(due)) for k, (s, (ok, n)) in
+            enumerate(zip(drains[len(forced):], results[len(forced):], strict=True)) if ok]
+        for s, changed in learnt:
+            self.planner.observe(group.container_id, s.spec.key, now=now, since=since[id(s)],
+                                 changed=changed)
         if checked:
             self._checked.note([s.spec.key for s in checked], now)
             await self._flush_checked()
@@ -385,16 +389,22 @@ class CredentialScheduler:
                 await asyncio.wait_for(self._stop.wait(), wait)
         return not self._stop.is_set()
 
-    async def _drain(self, s: StreamRuntime) -> tuple[bool, int]:
-        self.planner.sync_pages_asked()
+    async def _drain(self, s: StreamRuntime, *, check: bool = False) -> tuple[bool, int]:
+        """Drain ``s``: (completed, events). With ``check`` the drain is its check (a direct
+        sync): the first page takes a check slot instead of counting as a sync page."""
+        if not check:
+            self.planner.sync_pages_asked()
+        elif not await self._pace():
+            return False, 0
         total = 0
         while True:  # one turn per slot: a long drain gives way to the others between turns
-            done, n, more = await self._drain_turn(s)
+            done, n, more = await self._drain_turn(s, check=check)
+            check = False
             total += n
             if not more or self._stop.is_set():
                 return done, total
 
-    async def _drain_turn(self, s: StreamRuntime) -> tuple[bool, int, bool]:
+    async def _drain_turn(self, s: StreamRuntime, *, check: bool) -> tuple[bool, int, bool]:
         """At most ``drain_turn_pages`` pages of ``s`` under one drain slot: (completed, events,
         whether the page bound ended the turn with more to come)."""
         turn = self._s.drain_turn_pages
@@ -404,7 +414,7 @@ class CredentialScheduler:
             try:
                 res = await self._syncer.drain(
                     self._client, s.spec, stop=self._stop, force_resync=s.force_resync,
-                    max_pages=turn,
+                    max_pages=turn, check=check,
                 )
             except NotifierError as exc:
                 await self.on_failure(s, exc)

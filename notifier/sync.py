@@ -92,6 +92,7 @@ class StreamSyncer(PageWriter):
         stop: asyncio.Event | None = None,
         force_resync: bool = False,
         max_pages: int | None = None,
+        check: bool = False,
     ) -> DrainResult:
         """Sync ``spec`` until the service reports no more data, checkpointing every batch.
 
@@ -102,6 +103,11 @@ class StreamSyncer(PageWriter):
         many sync pages: one *turn*. The next call resumes where it stopped (the stored token or
         resync cursor), so a long drain can give way to others between turns. A query
         subscription's search bootstrap is not split: it has no cursor to resume from.
+
+        With ``check`` the drain is the stream's check (the scheduler syncs it directly
+        instead of asking syncStatus): its first page is asked with the budget's ``status``
+        priority, like the syncStatus call it replaces. An empty page is checkpointed like any
+        other: its ``nextSyncToken`` is stored and the stream counts as checked.
         """
         sub, cid = spec.subscription, spec.container_id
         fingerprint = filter_fingerprint(spec.domains, spec.query)
@@ -139,8 +145,12 @@ class StreamSyncer(PageWriter):
                     await self._begin(spec, pos, fingerprint, result)
                     pos = replace(pos, begins_snapshot=False)
                 try:
-                    page = await client.sync(cid, pos.token,
-                                             spec.domains if pos.token is None else None)
+                    domains = spec.domains if pos.token is None else None
+                    if check:
+                        check = False
+                        page = await client.sync(cid, pos.token, domains, priority="status")
+                    else:
+                        page = await client.sync(cid, pos.token, domains)
                     _check_advances(pos.token, page)
                 except BadRequestError as exc:
                     if pos.token is None:

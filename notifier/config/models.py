@@ -128,8 +128,10 @@ class StateConfig(ConfigModel):
 class PollConfig(ConfigModel):
     """How often containers are checked and how the request budget is spent."""
 
-    interval: PositiveDuration = 30.0
-    max_staleness: PositiveDuration = 600.0
+    # The shortest time between two checks of one container (the busiest get it).
+    interval: PositiveDuration = 5.0
+    # The longest, when the budget covers it; unset: about two passes over every container.
+    max_staleness: PositiveDuration | None = None
     sync_concurrency: int = Field(4, ge=1)
     # A drain gives its slot to the next one in line after this many pages (it resumes from
     # its checkpoint): a few changes are never held behind a long resync.
@@ -140,7 +142,7 @@ class PollConfig(ConfigModel):
     scheduler: Literal["adaptive", "round_robin"] = "adaptive"
 
     def _enforce_staleness_not_below_interval(self) -> Problems:
-        if self.max_staleness < self.interval:
+        if self.max_staleness is not None and self.max_staleness < self.interval:
             return [(("max_staleness",), "must not be shorter than poll.interval")]
         return []
 

@@ -9,8 +9,10 @@ request:
   makes the guarantee hold: in ANY window ``(t - 60, t]`` at most ``rate_per_minute`` requests are
   granted, whatever the burst (a bucket alone allows ``burst + rate`` per window).
 
-``sync`` requests may not use the last ``reserve`` fraction of the window's capacity, so the
-scheduler's cheap ``status`` polls always find room. A 429 ``Retry-After`` pauses every request of
+``sync`` requests may not take more than ``1 - reserve`` of the window's capacity (counting sync
+grants only), so the scheduler's checks (``status``: syncStatus calls and the first page of a
+direct sync) always find room; checks may use the whole window (the scheduler paces them so
+that sync pages find room too). A 429 ``Retry-After`` pauses every request of
 the credential (``pause_until``).
 
 ``RequestBudget`` is the asyncio wrapper shared by every request of one credential: waiters are
@@ -77,6 +79,7 @@ class TokenBucket:
         self._tokens = float(burst)
         self._last: float | None = None
         self._grants: deque[float] = deque()
+        self._sync_grants: deque[float] = deque()
         self._paused_until = -math.inf
 
     def limit(self, priority: Priority) -> int:
@@ -99,16 +102,21 @@ class TokenBucket:
             waits.append(self._paused_until - now)
         if self._tokens + _EPSILON < 1.0:
             waits.append((1.0 - self._tokens) / self._refill_per_second)
-        limit = self._limits[priority]
-        if len(self._grants) >= limit:
-            # The grant that must leave the window before one more fits in it.
-            waits.append(self._grants[len(self._grants) - limit] + self.window - now)
+        for grants, limit in ((self._grants, self.rate_per_minute),
+                              (self._sync_grants, self._limits["sync"])):
+            if len(grants) >= limit:
+                # The grant that must leave the window before one more fits in it.
+                waits.append(grants[len(grants) - limit] + self.window - now)
+            if priority == "status":
+                break
         if waits:
             # Rounding can make a wait come out as 0 (or below) at an exact boundary; a refusal
             # must still read as a refusal.
             return max(*waits, _MIN_WAIT)
         self._tokens = max(0.0, self._tokens - 1.0)
         self._grants.append(now)
+        if priority == "sync":
+            self._sync_grants.append(now)
         return 0.0
 
     def _advance(self, now: float) -> float:
@@ -119,9 +127,9 @@ class TokenBucket:
             self._tokens = min(float(self.burst), self._tokens + elapsed * self._refill_per_second)
         self._last = now
         horizon = now - self.window
-        grants = self._grants
-        while grants and grants[0] <= horizon:
-            grants.popleft()
+        for grants in (self._grants, self._sync_grants):
+            while grants and grants[0] <= horizon:
+                grants.popleft()
         return now
 
 

@@ -1,45 +1,66 @@
-"""The scheduler's plan (pure): which container is due when, how often each one is checked, and
-how fast syncStatus calls may go. Every method takes ``now``; nothing here sleeps or does I/O.
+"""The scheduler's plan (pure): which container is due when, how often each one is checked, how
+(syncStatus or direct syncs, notifier.core.checks) and how fast checks may go. Every method
+takes ``now``; nothing here sleeps or does I/O.
 
 The plan is per credential. Its unit is a *group*: one container with every stream on it that
-uses the credential, checked by one syncStatus call (``cost`` calls when its tokens need more
-than one chunk). Groups wait in a due-queue; the most overdue one goes first, so when the budget
-is smaller than the work every group still gets its turn.
+uses the credential. Groups wait in a due-queue; the most overdue one goes first, so when the
+budget is smaller than the work every group still gets its turn.
 
-Budget: syncStatus calls are paced (``status_budget``) so that, with the sync pages being paid,
-they stay below the line above which the budget refuses sync pages; otherwise the checks alone
-would fill every window and no change found would ever be fetched. The adaptive policy re-plans
-every few seconds (``retune``): each group's interval follows its change rate (learnt from
-checks that found changes) within [interval, max_staleness], fitted to that pace. Round-robin
-keeps every interval at ``interval`` (stretched by the budget).
+Budget: checks (syncStatus calls and direct syncs' first pages) are paced (``status_budget``)
+so that, with the other sync pages being paid, the budget always has room for those pages.
+
+Adaptive policy. ``retune`` (every few seconds) fits every group's interval to the pace: the
+check frequency of a group is ∝ √(rate / cost) (which minimises the mean detection delay for
+a fixed number of requests), within [interval, cap]. The cap is ``max_staleness`` when the
+budget covers it; when it does not (or when ``QUIET_PASSES`` passes over every group are
+shorter) it is that many passes, so quiet groups wait at most about two passes and the rest of
+the budget goes to the groups that change. Groups left below the cap by the busy ones share
+what is left (their intervals shrink alike). Each check feeds its tokens' change rates
+(``observe``), and the group's interval follows at once, at the last retune's price: a group
+that turns busy is checked at its busy interval from the next check on. Each check goes the
+cheapest way in requests for its tokens' change probabilities (``plan_check``).
+Round-robin keeps every interval at ``interval`` (stretched by the budget) and always asks
+syncStatus first.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Literal
 
+from notifier.core.checks import (
+    CheckChoice,
+    TokenRate,
+    change_probability,
+    choose_check,
+    status_calls,
+)
 from notifier.core.schedule import (
-    ChangeRate,
     DueQueue,
     effective_interval,
+    interval_at,
     pass_seconds,
-    solve_intervals,
+    solve_price,
     status_budget,
 )
 
 Policy = Literal["adaptive", "round_robin"]
 BUSY_RATE_PER_S = 1.0 / 3600.0  # a group that changes more than about hourly counts as busy
-PRIOR_RATE_PER_S = 1.0 / 86400.0  # a group never seen changing is assumed to change daily
-PACE_SHARE = 0.95  # of what status may use without starving sync pages (see status_budget)
+PRIOR_RATE_PER_S = 1.0 / 86400.0  # a token never seen changing is assumed to change daily
+PACE_SHARE = 0.95  # of what checks may use without starving sync pages (see status_budget)
+QUIET_PASSES = 1.8  # the cap on any interval, in passes over every group (see module doc)
+CONCENTRATION = 1.0  # frequency ∝ (rate / cost) ** this
+PSEUDO_CAPS = 0.5  # quiet seconds assumed besides what checks covered, in caps
+HALF_LIFE_CAPS = 3.0  # memory of the change rates, in caps (unless rate_half_life is set)
 
 
 @dataclass(slots=True)
 class SchedulerSettings:
-    interval: float = 30.0
-    max_staleness: float = 600.0
+    interval: float = 5.0
+    max_staleness: float | None = None
+    """The longest interval, when the budget covers it; None: ``QUIET_PASSES`` passes."""
     status_chunk: int = 100
     quarantine_initial: float = 30.0
     quarantine_max: float = 1800.0
@@ -49,23 +70,15 @@ class SchedulerSettings:
     workers: int = 4
     drain_turn_pages: int | None = 50
     """Sync pages a drain may fetch per drain slot before it queues for the slot again."""
-    utilisation: float = 0.9
-    """Share of the status pace the adaptive plan fills (headroom keeps queues short)."""
+    utilisation: float = 1.0
+    """Share of the check pace the adaptive plan fills (headroom keeps queues short)."""
     rate_half_life: float | None = None
-    """Memory of the change-rate estimate; default six times ``max_staleness``."""
+    """Memory of the change-rate estimates; default three caps (see the module doc)."""
     rate_prior_per_s: float = PRIOR_RATE_PER_S
     retune_every: float | None = None
-    """Seconds between re-plans; default ``interval`` clamped to [1, 5]."""
+    """Seconds between re-plans; default a twentieth of a pass, within [1, 60]."""
     sync_rate_time_constant: float = 60.0
     """Seconds over which the estimate of sync pages paid per second averages."""
-
-    @property
-    def half_life(self) -> float:
-        return self.rate_half_life or 6.0 * self.max_staleness
-
-    @property
-    def retune_seconds(self) -> float:
-        return self.retune_every or min(5.0, max(1.0, self.interval))
 
 
 @dataclass(slots=True)
@@ -73,10 +86,16 @@ class GroupPlan:
     """One container's place in the plan."""
 
     container_id: str
-    cost: int  # syncStatus calls one check takes
-    rate: ChangeRate
+    cost: int  # syncStatus calls one check of every token by status takes
     interval: float
     last_checked: float | None = None  # when every stream of the group was last checked
+    streams: int = 1
+    tokens: dict[Hashable, TokenRate] = field(default_factory=dict)
+    requests: float = 0.0  # requests the last planned check took (its weight in the plan)
+    rate: float = 0.0  # changes per second of all its tokens, as of the last look
+
+    def __post_init__(self) -> None:
+        self.requests = self.requests or float(self.cost)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,10 +103,11 @@ class Replan:
     """What a ``retune`` decided, for the scheduler to report."""
 
     full_pass: float  # seconds one check of every group takes at the planned pace
-    checks_per_s: float  # syncStatus calls per second the plan spends
+    checks_per_s: float  # check requests per second the plan spends
     effective_interval: float | None  # what a full pass takes now (None: from passes instead)
     coverage: Literal["lost", "regained"] | None = None  # change in covering max_staleness
     pulled: bool = False  # some group is due sooner than before: wake the workers
+    cap: float = 0.0  # the longest interval planned (max_staleness, or QUIET_PASSES passes)
 
 
 class Planner:
@@ -96,9 +116,7 @@ class Planner:
     def __init__(self, settings: SchedulerSettings, groups: Mapping[str, int]) -> None:
         self.settings = settings
         self.groups: dict[str, GroupPlan] = {
-            cid: GroupPlan(cid, self._cost(n),
-                           ChangeRate(settings.half_life, settings.rate_prior_per_s),
-                           settings.interval)
+            cid: GroupPlan(cid, self._cost(n), settings.interval, streams=n)
             for cid, n in groups.items()
         }
         self._queue = DueQueue()
@@ -108,7 +126,10 @@ class Planner:
         self._covered: bool | None = None  # does the budget cover max_staleness for all?
         self._pace_per_s = status_budget(settings.requests_per_minute, settings.reserve, 0.0,
                                          PACE_SHARE)
-        self._next_slot = 0.0  # time of the next syncStatus slot (pacing)
+        self._next_slot = 0.0  # time of the next check slot (pacing)
+        self._price = 0.0  # of the last retune (see solve_price): 0 = everyone at interval
+        self._cap = max(settings.interval, settings.max_staleness or math.inf)
+        self._pass = pass_seconds([g.cost for g in self.groups.values()], self._pace_per_s)
 
     # -- the due-queue ---------------------------------------------------------------------
 
@@ -122,9 +143,7 @@ class Planner:
 
     def add_group(self, cid: str, streams: int, now: float) -> GroupPlan:
         """A container added at run time (hub discovery): planned like the others, due now."""
-        g = GroupPlan(cid, self._cost(streams),
-                      ChangeRate(self.settings.half_life, self.settings.rate_prior_per_s),
-                      self.settings.interval)
+        g = GroupPlan(cid, self._cost(streams), self.settings.interval, streams=streams)
         self.groups[cid] = g
         self._queue.schedule(cid, now)
         return g
@@ -132,7 +151,10 @@ class Planner:
     def resize_group(self, cid: str, streams: int, now: float | None = None) -> None:
         """``cid`` now has ``streams`` streams (its check's cost); with ``now``, due now (a
         stream added to it)."""
-        self.groups[cid].cost = self._cost(streams)
+        g = self.groups[cid]
+        g.cost = self._cost(streams)
+        g.streams = streams
+        g.requests = float(g.cost)
         if now is not None:
             self._queue.schedule(cid, now)
 
@@ -142,7 +164,7 @@ class Planner:
         self._queue.remove(cid)
 
     def _cost(self, streams: int) -> int:
-        return max(1, math.ceil(streams / max(1, self.settings.status_chunk)))
+        return max(1, status_calls(streams, self.settings.status_chunk))
 
     def pop_due(self, now: float) -> str | None:
         """The most overdue group whose time has come (off the queue until rescheduled)."""
@@ -174,18 +196,79 @@ class Planner:
         """Every stream of ``cid`` was checked successfully at ``now``."""
         self.groups[cid].last_checked = now
 
-    def changes_found(self, cid: str, now: float, streams: int) -> None:
-        """A check of ``cid`` found ``streams`` streams with changes (feeds its change rate)."""
-        self.groups[cid].rate.record(now, streams)
+    # -- how to check, and what checks teach -----------------------------------------------
+
+    def _learning(self) -> tuple[float, float, float]:
+        s = self.settings
+        return (s.rate_half_life or HALF_LIFE_CAPS * self._cap, s.rate_prior_per_s,
+                PSEUDO_CAPS * self._cap)
+
+    def plan_check(self, cid: str, tokens: Sequence[tuple[Hashable, float | None]],
+                   now: float) -> CheckChoice:
+        """How to check these tokens of ``cid`` (key, last checked): which by direct sync,
+        which by syncStatus. Round-robin asks syncStatus about all of them."""
+        g = self.groups[cid]
+        chunk = self.settings.status_chunk
+        if self.settings.policy == "round_robin" or not tokens:
+            n = len(tokens)
+            return CheckChoice((), tuple(range(n)), status_calls(n, chunk),
+                               float(status_calls(n, chunk)))
+        if len(g.tokens) > 2 * len(tokens) + 8:  # streams removed meanwhile: forget theirs
+            g.tokens = {k: g.tokens[k] for k, _ in tokens if k in g.tokens}
+        half_life, prior, pseudo = self._learning()
+        p = []
+        for key, since in tokens:
+            est = g.tokens.get(key)
+            rate = prior if est is None else est.estimate(now, half_life=half_life,
+                                                          prior=prior, pseudo=pseudo)
+            p.append(change_probability(rate, now - since if since is not None
+                                        else g.interval))
+        choice = choose_check(p, chunk)
+        g.requests = float(max(1, choice.requests))
+        return choice
+
+    def observe(self, cid: str, key: Hashable, *, now: float, since: float | None,
+                changed: bool) -> None:
+        """A check of token ``key`` of ``cid`` at ``now`` found changes or not; ``since`` is
+        the token's previous check (None: never, which teaches nothing about its rate)."""
+        g = self.groups.get(cid)
+        if g is None or self.settings.policy == "round_robin":
+            return
+        est = g.tokens.get(key)
+        if est is None:
+            if not changed:
+                return  # a token never seen changing is at the prior: nothing to learn
+            est = g.tokens[key] = TokenRate()
+        half_life, prior, pseudo = self._learning()
+        covered = 0.0 if since is None else now - since
+        if covered > 0 or changed:
+            est.observe(now, covered, changed, half_life=half_life, prior=prior, pseudo=pseudo)
+        if changed:
+            self._refresh(g, now)
+
+    def _refresh(self, g: GroupPlan, now: float) -> None:
+        """The group's rate and interval at the last retune's price (a busy group is checked
+        as one from its next check on, not from the next retune)."""
+        g.rate = self._group_rate(g, now)
+        g.interval = interval_at(self._price, _weight(g.rate, g.requests),
+                                 self.settings.interval, self._cap)
+
+    def _group_rate(self, g: GroupPlan, now: float) -> float:
+        """Changes per second of ``g``'s tokens (the prior for those never seen changing)."""
+        half_life, prior, pseudo = self._learning()
+        learnt = sum(t.estimate(now, half_life=half_life, prior=prior, pseudo=pseudo)
+                     for t in g.tokens.values())
+        return learnt + prior * max(0, g.streams - len(g.tokens))
 
     def is_busy(self, cid: str, now: float) -> bool:
-        return self.groups[cid].rate.rate(now) > BUSY_RATE_PER_S
+        return self._group_rate(self.groups[cid], now) > BUSY_RATE_PER_S
 
     # -- the budget ------------------------------------------------------------------------
 
     def sync_pages_asked(self, n: int = 1) -> None:
-        """``n`` sync pages were asked for. Demand, not completions: pages held back by status
-        checks still lower the status pace (completions alone would hide that)."""
+        """``n`` sync pages beyond the checks themselves were asked for (after syncStatus
+        said changes, more pages of a drain, first syncs). Demand, not completions: pages
+        held back by checks still lower the check pace (completions alone would hide that)."""
         self._sync_pages += n
 
     @property
@@ -195,11 +278,11 @@ class Planner:
 
     @property
     def status_pace_per_s(self) -> float:
-        """syncStatus calls per second allowed now (pacing keeps room for sync pages)."""
+        """Check requests per second allowed now (pacing keeps room for sync pages)."""
         return self._pace_per_s
 
     def status_checks_per_s(self) -> float:
-        """syncStatus calls per second the adaptive plan may spend now."""
+        """Check requests per second the adaptive plan may spend now."""
         return self._pace_per_s * self.settings.utilisation
 
     def start_interval(self) -> float:
@@ -207,8 +290,14 @@ class Planner:
         return effective_interval(len(self.groups), self.settings.interval,
                                   self._pace_per_s * 60.0)
 
+    def retune_every(self) -> float:
+        """Seconds until the next re-plan."""
+        every = self.settings.retune_every
+        return every if every is not None else min(60.0, max(1.0, self._pass / 20.0))
+
     def status_slot(self, now: float) -> float:
-        """Seconds to wait for the next syncStatus slot at the current pace (0: go now)."""
+        """Seconds to wait for the next check slot at the current pace (0: go now); every
+        check request (a syncStatus call, a direct sync) takes one."""
         slot = max(now, self._next_slot)
         self._next_slot = slot + 1.0 / max(self._pace_per_s, 1e-6)
         return slot - now
@@ -223,13 +312,10 @@ class Planner:
         self._sync_pages = 0
 
     def retune(self, now: float) -> Replan | None:
-        """Recompute the pace and each group's interval (None when there are no groups).
-
-        Adaptive: intervals ∝ 1/√rate within [interval, max_staleness], fitted to what the
-        budget leaves after the sync pages being paid. Groups whose interval got shorter are
-        brought forward at once (``pulled``). ``coverage`` says when the budget stops (or
-        starts again) covering every group within max_staleness.
-        """
+        """Recompute the pace, the cap and each group's interval (None when there are no
+        groups); see the module docstring. Groups whose interval got shorter are brought
+        forward at once (``pulled``). ``coverage`` says when the budget stops (or starts
+        again) covering every group within max_staleness."""
         s = self.settings
         groups = list(self.groups.values())
         if not groups:
@@ -239,33 +325,60 @@ class Planner:
         self._pace_per_s = status_budget(s.requests_per_minute, s.reserve, self._sync_per_s,
                                          PACE_SHARE)
         checks_per_s = self.status_checks_per_s()
+        costs = [g.cost for g in groups]
+        self._pass = pass_seconds(costs, self._pace_per_s)
         if s.policy == "round_robin":
             for g in groups:
                 g.interval = s.interval
-            return Replan(full_pass=pass_seconds([g.cost for g in groups], checks_per_s),
-                          checks_per_s=checks_per_s, effective_interval=None)
-        costs = [g.cost for g in groups]
-        intervals = solve_intervals([g.rate.rate(now) for g in groups], checks_per_s,
-                                    s.interval, s.max_staleness, costs=costs)
-        full_pass = pass_seconds(costs, checks_per_s)
+            return Replan(full_pass=self._pass, checks_per_s=checks_per_s,
+                          effective_interval=None, cap=s.interval)
+        lo = s.interval
+        covered = s.max_staleness is None or pass_seconds(costs, checks_per_s) <= s.max_staleness
+        for g in groups:
+            g.rate = self._group_rate(g, now)
+        self._cap = max(lo, QUIET_PASSES * self._round_robin_pass(groups, now))
+        if covered and s.max_staleness is not None:
+            self._cap = min(self._cap, max(lo, s.max_staleness))
+        weights = [g.requests for g in groups]
+        rates = [_weight(g.rate, w) for g, w in zip(groups, weights, strict=True)]
+        self._price = solve_price(rates, checks_per_s, lo, self._cap, weights)
         pulled = False
-        for g, iv in zip(groups, intervals, strict=True):
-            old, g.interval = g.interval, iv
+        longest = 0.0
+        for g, r in zip(groups, rates, strict=True):
+            g.interval = interval_at(self._price, r, lo, self._cap)
+            longest = max(longest, g.interval)
             due = self._queue.due_of(g.container_id)
-            if due is not None and g.last_checked is not None and iv < old:
-                new_due = g.last_checked + iv
-                if new_due < due:
+            if due is not None and g.last_checked is not None:
+                new_due = g.last_checked + g.interval
+                if new_due < due - 1e-9:
                     self._queue.schedule(g.container_id, new_due)
                     pulled = True
+        full_pass = pass_seconds(weights, checks_per_s)
         return Replan(full_pass=full_pass, checks_per_s=checks_per_s,
-                      effective_interval=max(*intervals, full_pass),
-                      coverage=self._coverage(full_pass, first=first), pulled=pulled)
+                      effective_interval=max(longest, full_pass),
+                      coverage=self._coverage(covered, first=first), pulled=pulled,
+                      cap=self._cap)
 
-    def _coverage(self, full_pass: float, *, first: bool) -> Literal["lost", "regained"] | None:
-        covered = full_pass <= self.settings.max_staleness
+    def _round_robin_pass(self, groups: Sequence[GroupPlan], now: float) -> float:
+        """What a round-robin pass would take at the current pace: one syncStatus call per
+        chunk of every group's tokens, and a sync page per token it finds changed."""
+        s = self.settings
+        idle_pace = status_budget(s.requests_per_minute, s.reserve, 0.0, PACE_SHARE)
+        cycle = pass_seconds([g.cost for g in groups], idle_pace)
+        syncs = sum(g.streams * change_probability(g.rate / max(1, g.streams), cycle)
+                    for g in groups)  # (a group's rate spread evenly over its tokens)
+        # Round-robin's own pace falls by the pages it pays: N / (share (R - syncs/pass)).
+        return cycle + syncs / max(s.requests_per_minute / 60.0, 1e-9)
+
+    def _coverage(self, covered: bool, *, first: bool) -> Literal["lost", "regained"] | None:
         if covered == self._covered:
             return None
         self._covered = covered
         if not covered:
             return "lost"
         return None if first else "regained"
+
+
+def _weight(rate: float, requests: float) -> float:
+    """What the interval solve takes as a group's rate: frequencies ∝ weight^½."""
+    return float((rate / max(requests, 1e-9)) ** (2 * CONCENTRATION))

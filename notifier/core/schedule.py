@@ -14,7 +14,9 @@ Round-robin checks every group at ``min_interval`` (stretched by the budget).
 
 from __future__ import annotations
 
+import bisect
 import heapq
+import itertools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -37,18 +39,18 @@ def effective_interval(groups: int, interval: float, status_per_minute: float) -
 def status_budget(
     requests_per_minute: float, reserve: float, sync_per_s: float, share: float = 0.95
 ) -> float:
-    """syncStatus calls per second the scheduler may make without starving sync pages.
+    """Checks per second (syncStatus calls and direct syncs' first pages) the scheduler may
+    make without starving sync pages.
 
-    Status checks and sync pages share one budget, and the budget grants a sync page only
-    while the window holds less than ``1 - reserve`` of its capacity, status included (the top
-    ``reserve`` is for status alone, so a burst of pages cannot starve the checks). The
-    converse needs pacing: status checks could fill the window on their own and no page would
-    ever get a slot. So status stays under that line by what sync is paying now, and falls back
-    to the reserve when sync needs more. ``share`` < 1 keeps headroom for sync bursts.
+    Checks and sync pages share one budget. The budget keeps the top ``reserve`` of every
+    window from sync pages (so a burst of pages cannot starve the checks), and grants a page
+    only while the window has room; checks could fill that room on their own, and then no
+    change found would ever be fetched. So checks stay under the whole budget by what sync is
+    paying now (``share`` < 1 keeps headroom for a burst of pages while the estimate catches
+    up), and keep at least the reserve when sync wants more.
     """
     per_s = requests_per_minute / 60.0
-    below_line = (1.0 - reserve) * per_s - max(0.0, sync_per_s)
-    return share * max(reserve * per_s, below_line)
+    return share * max(reserve * per_s, per_s - max(0.0, sync_per_s))
 
 
 def pass_seconds(costs: Sequence[float], checks_per_s: float) -> float:
@@ -58,28 +60,56 @@ def pass_seconds(costs: Sequence[float], checks_per_s: float) -> float:
     return sum(costs) / checks_per_s
 
 
-@dataclass(slots=True)
-class ChangeRate:
-    """An exponentially decayed count of checks that found changes, as a rate per second."""
+def interval_at(price: float, rate: float, lo: float, hi: float) -> float:
+    """The interval ``price / √rate`` within [lo, hi] (see ``solve_price``)."""
+    return min(hi, max(lo, price / math.sqrt(max(rate, 1e-12))))
 
-    half_life: float
-    prior_per_s: float
-    count: float = 0.0
-    updated_at: float | None = None
 
-    def _decay(self, now: float) -> None:
-        if self.updated_at is not None and now > self.updated_at:
-            self.count *= 0.5 ** ((now - self.updated_at) / self.half_life)
-        self.updated_at = now
+def solve_price(
+    rates: Sequence[float],
+    checks_per_s: float,
+    lo: float,
+    hi: float,
+    costs: Sequence[float] | None = None,
+) -> float:
+    """The ``price`` at which intervals ``interval_at(price, r, lo, hi)`` spend exactly
+    ``checks_per_s`` (each check of group i costing ``costs[i]``): 0 when everyone at ``lo``
+    fits, inf when not even everyone at ``hi`` does.
 
-    def record(self, now: float, changes: float = 1.0) -> None:
-        self._decay(now)
-        self.count += changes
+    Spending falls as the price rises: groups with √r ≥ price/lo are at ``lo``, those with
+    √r ≤ price/hi at ``hi``, the rest at price/√r. With the roots sorted and prefix sums of
+    the costs, each trial price costs two binary searches, so the plan of 10,000 groups is
+    solved in one sort.
+    """
+    n = len(rates)
+    if costs is not None and len(costs) != n:
+        raise ValueError("costs and rates must have the same length")
+    hi = max(lo, hi)
+    pairs = sorted((math.sqrt(max(r, 1e-12)),
+                    1.0 if costs is None else max(0.0, float(costs[i])))
+                   for i, r in enumerate(rates))
+    roots = [r for r, _ in pairs]
+    cum_w = [0.0, *itertools.accumulate(w for _, w in pairs)]
+    cum_ws = [0.0, *itertools.accumulate(w * r for r, w in pairs)]
+    if not pairs or cum_w[-1] / lo <= checks_per_s:
+        return 0.0
+    if cum_w[-1] / hi >= checks_per_s:
+        return math.inf
 
-    def rate(self, now: float) -> float:
-        self._decay(now)
-        # A decayed count with half-life H estimates rate * H / ln 2.
-        return self.prior_per_s + self.count * math.log(2) / self.half_life
+    def total(c: float) -> float:
+        at_hi = bisect.bisect_right(roots, c / hi)  # roots[:at_hi] at hi
+        at_lo = bisect.bisect_left(roots, c / lo)  # roots[at_lo:] at lo
+        return (cum_w[at_hi] / hi + (cum_ws[at_lo] - cum_ws[at_hi]) / c
+                + (cum_w[-1] - cum_w[at_lo]) / lo)
+
+    a, b = 0.0, hi * roots[-1]
+    for _ in range(60):
+        mid = (a + b) / 2
+        if mid <= 0 or total(mid) > checks_per_s:
+            a = mid
+        else:
+            b = mid
+    return b
 
 
 def solve_intervals(
@@ -91,35 +121,13 @@ def solve_intervals(
 ) -> list[float]:
     """Intervals ∝ 1/√rate, clamped, scaled so the total request rate fits the budget.
 
-    ``costs`` are the requests one check of each group takes (1 each by default: one syncStatus
-    call; a group with more tokens than fit in one call costs more). If even ``max_staleness``
-    for everyone exceeds the budget, every interval is ``max_staleness`` and the budget
-    stretches them in practice (the heap keeps it fair).
+    ``costs`` are the requests one check of each group takes (1 each by default). If even
+    ``max_staleness`` for everyone exceeds the budget, every interval is ``max_staleness``
+    and the budget stretches them in practice (the heap keeps it fair).
     """
-    n = len(rates)
-    if n == 0:
-        return []
     lo, hi = min_interval, max(min_interval, max_staleness)
-    roots = [math.sqrt(max(r, 1e-12)) for r in rates]
-    weights = [1.0] * n if costs is None else [max(0.0, float(c)) for c in costs]
-    if len(weights) != n:
-        raise ValueError("costs and rates must have the same length")
-
-    def total(c: float) -> float:
-        return sum(w / min(hi, max(lo, c / s)) for s, w in zip(roots, weights, strict=True))
-
-    if total(0.0) <= checks_per_s:  # everyone at the minimum interval fits
-        return [lo] * n
-    if total(math.inf) >= checks_per_s:  # not even the cap fits: cap for all
-        return [hi] * n
-    a, b = 0.0, hi * max(roots)
-    for _ in range(60):
-        mid = (a + b) / 2
-        if total(mid) > checks_per_s:
-            a = mid
-        else:
-            b = mid
-    return [min(hi, max(lo, b / s)) for s in roots]
+    price = solve_price(rates, checks_per_s, lo, hi, costs)
+    return [interval_at(price, r, lo, hi) for r in rates]
 
 
 @dataclass(order=True, slots=True)

@@ -132,8 +132,11 @@ class RelationshipClient:
         container_id: str,
         sync_token: str | None = None,
         domains: Sequence[str] | None = None,
+        *,
+        priority: Priority = "sync",
     ) -> SyncPage:
-        """One page of ``relationships:sync``; ``domains`` filters only a bootstrap (no token)."""
+        """One page of ``relationships:sync``; ``domains`` filters only a bootstrap (no token).
+        ``priority`` ``status``: the page is a check (see notifier.core.budget)."""
         body: dict[str, Any] = {}
         if sync_token is not None:
             body["syncToken"] = sync_token
@@ -143,7 +146,7 @@ class RelationshipClient:
             body["filters"] = {"domains": list(domains)}
         return await self._request(
             "sync", "POST", self._url(container_id, "relationships:sync"),
-            parse.parse_sync_page, json=body,
+            parse.parse_sync_page, json=body, priority=priority,
         )
 
     async def sync_status(

@@ -789,7 +789,7 @@ def test_defaults() -> None:
     assert cfg.state.path == Path("var/notifier.db")
     poll = cfg.poll
     assert (poll.interval, poll.max_staleness, poll.sync_concurrency, poll.status_chunk) == (
-        30.0, 600.0, 4, 100)
+        5.0, None, 4, 100)
     assert (poll.quarantine_backoff_initial, poll.quarantine_backoff_max) == (30.0, 1800.0)
     assert poll.scheduler == "adaptive"
     assert cfg.subscriptions[0].emit_initial is True

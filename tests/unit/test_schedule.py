@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 
 from notifier.core.schedule import (
-    ChangeRate,
     DueQueue,
     effective_interval,
     quarantine_delay,
@@ -48,13 +45,6 @@ def test_solve_intervals_spends_budget_on_busy_groups():
 def test_solve_intervals_caps_when_budget_too_small():
     assert solve_intervals([1.0] * 10, checks_per_s=0.001, min_interval=1,
                            max_staleness=60) == [60] * 10
-
-
-def test_change_rate_decays():
-    r = ChangeRate(half_life=100, prior_per_s=0.0)
-    r.record(0, 10)
-    assert r.rate(0) == pytest.approx(10 * math.log(2) / 100)
-    assert r.rate(100) == pytest.approx(5 * math.log(2) / 100)
 
 
 def test_due_queue_orders_and_reschedules():

@@ -7,9 +7,8 @@ from typing import Literal
 
 import pytest
 
-from notifier.core.planner import Planner, SchedulerSettings
+from notifier.core.planner import QUIET_PASSES, Planner, SchedulerSettings
 from notifier.core.schedule import (
-    ChangeRate,
     pass_seconds,
     solve_intervals,
     status_budget,
@@ -80,10 +79,10 @@ def test_costs_weigh_groups_that_need_several_status_calls():
 @pytest.mark.parametrize(
     ("rpm", "reserve", "sync_per_s", "expected"),
     [
-        (120, 0.2, 0.0, 0.95 * 1.6),  # status stays under the sync line: 80% of 2/s
-        (120, 0.2, 0.5, 0.95 * 1.1),  # ... by what sync is paying now
-        (120, 0.2, 5.0, 0.95 * 0.4),  # sync wants everything: status keeps the reserve
-        (2400, 0.1, 3.0, 0.95 * 33.0),
+        (120, 0.2, 0.0, 0.95 * 2.0),  # checks may use the whole budget (the reserve too)...
+        (120, 0.2, 0.5, 0.95 * 1.5),  # ... less what sync is paying now
+        (120, 0.2, 5.0, 0.95 * 0.4),  # sync wants everything: checks keep the reserve
+        (2400, 0.1, 3.0, 0.95 * 37.0),
         (60, 0.0, 0.0, 0.95 * 1.0),
     ],
 )
@@ -92,27 +91,15 @@ def test_status_budget(rpm, reserve, sync_per_s, expected):
 
 
 @pytest.mark.parametrize("sync_per_s", [0.0, 0.2, 1.0])
-def test_status_pace_leaves_sync_its_room_below_the_line(sync_per_s):
+def test_check_pace_leaves_sync_its_room_in_the_budget(sync_per_s):
     rpm, reserve = 120, 0.2
-    status = status_budget(rpm, reserve, sync_per_s)
-    line = (1 - reserve) * rpm / 60  # the budget grants sync pages only below this
-    assert status + sync_per_s < line or status == pytest.approx(0.95 * reserve * rpm / 60)
+    checks = status_budget(rpm, reserve, sync_per_s)
+    assert checks + sync_per_s < rpm / 60 or checks == pytest.approx(0.95 * reserve * rpm / 60)
 
 
 def test_pass_seconds():
     assert pass_seconds([1, 1, 2], 2.0) == 2.0
     assert pass_seconds([1], 0.0) == math.inf
-
-
-def test_change_rate_starts_at_the_prior_and_rises_with_changes():
-    r = ChangeRate(half_life=60, prior_per_s=1e-5)
-    assert r.rate(0) == pytest.approx(1e-5)
-    r.record(0)
-    r.record(10)
-    fresh = r.rate(10)
-    assert fresh > 100 * r.prior_per_s
-    faded = r.rate(10 + 600) - r.prior_per_s  # ten half-lives later
-    assert faded < (fresh - r.prior_per_s) / 1000
 
 
 # --- the planner's retune ------------------------------------------------------------------------
@@ -122,7 +109,7 @@ NOW = 1_000_000.0
 
 
 def _planner(policy: Literal["adaptive", "round_robin"] = "adaptive", n: int = 20,
-             rpm: int = 120, max_staleness: float = 600) -> Planner:
+             rpm: int = 120, max_staleness: float | None = 600) -> Planner:
     settings = SchedulerSettings(interval=5.0, max_staleness=max_staleness, policy=policy,
                                  requests_per_minute=rpm, reserve=0.2)
     return Planner(settings, dict.fromkeys(CIDS[:n], 1))
@@ -144,8 +131,8 @@ def test_retune_shortens_busy_groups_and_brings_them_forward():
     assert len(set(before.values())) == 1  # nobody has changed yet: all alike
     busy = CIDS[:3]
     for cid in busy:
-        for k in range(5):
-            plan.changes_found(cid, NOW - 60 * k, 1)
+        for k in range(5, 0, -1):
+            plan.observe(cid, "sub", now=NOW - 60 * k, since=NOW - 60 * k - 60, changed=True)
     replan = plan.retune(NOW)
     assert replan is not None
     assert replan.pulled
@@ -162,7 +149,7 @@ def test_retune_shortens_busy_groups_and_brings_them_forward():
 
 def test_round_robin_keeps_the_interval():
     plan = _planner("round_robin")
-    plan.changes_found(CIDS[0], NOW, 10)
+    plan.observe(CIDS[0], "sub", now=NOW, since=NOW - 5, changed=True)
     replan = plan.retune(NOW)
     assert replan is not None
     assert replan.effective_interval is None  # shown from passes
@@ -182,14 +169,19 @@ def test_sync_pages_paid_lower_the_status_plan():
 
 
 def test_a_budget_too_small_for_max_staleness_is_reported_once_with_the_stretched_pass():
-    # 20 containers at 1.2 status calls/min cannot each be checked every 60 s.
+    # 20 containers at 1.9 checks/min cannot each be checked every 60 s: the cap is
+    # QUIET_PASSES passes, leaving budget to the containers that change.
     plan = _planner(rpm=2, max_staleness=60)
     first, second = plan.retune(NOW), plan.retune(NOW + 1)
     assert first is not None
     assert second is not None
     assert (first.coverage, second.coverage) == ("lost", None)
-    assert {g.interval for g in plan.groups.values()} == {60.0}
-    assert first.effective_interval == pytest.approx(20 / plan.status_checks_per_s())
+    one_pass = 20 / plan.status_pace_per_s
+    # (a round-robin pass: one call each, and the sync pages the changes it finds call for)
+    assert QUIET_PASSES * one_pass <= first.cap <= QUIET_PASSES * one_pass * 1.02
+    # nobody changes: they share the whole budget alike, a pass each, within the cap
+    assert [g.interval for g in plan.groups.values()] == pytest.approx([one_pass] * 20)
+    assert first.effective_interval == pytest.approx(one_pass)
     assert first.effective_interval > 60
 
 
@@ -271,8 +263,8 @@ def test_idle_wait(due_in, wait):
 @pytest.mark.parametrize(
     ("rpm", "calls", "waits"),
     [
-        (120, 3, [0.0, 1 / 1.52, 2 / 1.52]),  # 95% of 80% of 2/s: 1.52 calls/s
-        (1200, 2, [0.0, 1 / 15.2]),
+        (120, 3, [0.0, 1 / 1.9, 2 / 1.9]),  # 95% of 2/s: 1.9 checks/s
+        (1200, 2, [0.0, 1 / 19.0]),
     ],
 )
 def test_status_calls_are_paced(rpm, calls, waits):

@@ -1,0 +1,109 @@
+"""How to check one container (pure): learn each token's change rate, and choose per check
+between syncStatus and direct syncs by what each costs in requests.
+
+The upstream budget counts requests, not tokens. A syncStatus call answers for up to
+``chunk`` tokens; every token it reports changed then costs one sync page more. A direct
+``sync`` costs one request and returns the changes at once (an empty one still hands back a
+fresh ``nextSyncToken``, stored like any checkpoint). With ``p`` the probability that a token
+changed since its last check, checking ``n`` tokens by status costs ``ceil(n / chunk) + Σp``
+requests on average, and syncing the ``k`` likeliest directly (status for the rest) costs
+``k + ceil((n - k) / chunk) + Σ_rest p``. ``choose_check`` takes the cheapest split; a tie goes
+to the direct syncs, which deliver one round trip sooner. A token whose ``p`` is below
+``min_direct`` is never synced directly: the saving would be below ``min_direct`` of a request,
+not worth a checkpoint write per check of a quiet container.
+
+The change rate of a token is a gamma-Poisson estimate with forgetting: changes found and the
+seconds the checks covered both decay with ``half_life``, so a token that turns busy is seen
+as busy from the first check that finds a change (rate ≈ 1 / what that check covered), and one
+that turns quiet fades within a few half-lives. A check that found a change counts the
+changes it most likely covered (``λτ / (1 - e^{-λτ})``, at least one): a busy token checked
+about once per change is not mistaken for a slower one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+MIN_DIRECT = 0.05  # direct sync only for a token at least this likely to have changed
+MAX_CHANGES_PER_CHECK = 20.0  # what one check that found changes may count for
+
+
+def status_calls(tokens: int, chunk: int) -> int:
+    """syncStatus calls needed for ``tokens`` tokens (0 for none)."""
+    return 0 if tokens <= 0 else math.ceil(tokens / max(1, chunk))
+
+
+def change_probability(rate_per_s: float, elapsed: float) -> float:
+    """Probability of at least one change in ``elapsed`` seconds at ``rate_per_s`` (Poisson)."""
+    return -math.expm1(-max(0.0, rate_per_s) * max(0.0, elapsed))
+
+
+@dataclass(frozen=True, slots=True)
+class CheckChoice:
+    """How one check goes: indices synced directly and indices asked by syncStatus."""
+
+    direct: tuple[int, ...]
+    status: tuple[int, ...]
+    requests: int  # requests of the check itself (status calls + direct syncs)
+    expected: float  # the same plus the sync pages status is expected to call for
+
+
+def choose_check(p: Sequence[float], chunk: int, *, min_direct: float = MIN_DIRECT
+                 ) -> CheckChoice:
+    """The cheapest way, in expected requests, to check tokens changed with probabilities
+    ``p`` (see the module docstring); status for everyone when ``min_direct`` > 1."""
+    n = len(p)
+    order = sorted(range(n), key=lambda i: -p[i])
+    rest = math.fsum(p)
+    best_k, best = 0, status_calls(n, chunk) + rest
+    for k in range(1, n + 1):
+        pi = p[order[k - 1]]
+        if pi < min_direct:
+            break
+        rest -= pi
+        cost = k + (status_calls(n - k, chunk) + max(0.0, rest) if k < n else 0.0)
+        if cost <= best + 1e-9:
+            best_k, best = k, cost
+    direct = tuple(sorted(order[:best_k]))
+    status = tuple(sorted(order[best_k:]))
+    return CheckChoice(direct, status, best_k + status_calls(n - best_k, chunk), best)
+
+
+@dataclass(slots=True)
+class TokenRate:
+    """One token's change rate, learnt from its checks (see the module docstring)."""
+
+    changes: float = 0.0  # decayed count of changes found
+    covered: float = 0.0  # decayed seconds the checks covered
+    updated_at: float | None = None
+
+    def _decay(self, now: float, half_life: float) -> None:
+        if self.updated_at is not None and now > self.updated_at and half_life > 0:
+            keep = 0.5 ** ((now - self.updated_at) / half_life)
+            self.changes *= keep
+            self.covered *= keep
+        if self.updated_at is None or now > self.updated_at:
+            self.updated_at = now
+
+    def estimate(self, now: float, *, half_life: float, prior: float, pseudo: float) -> float:
+        """Changes per second: the prior plus what the checks found over what they covered
+        (``pseudo`` seconds of quiet are assumed besides, so one lucky check is not a
+        certainty)."""
+        self._decay(now, half_life)
+        return prior + self.changes / (self.covered + max(pseudo, 1e-9))
+
+    def observe(self, now: float, covered: float, changed: bool, *, half_life: float,
+                prior: float, pseudo: float) -> None:
+        """A check at ``now`` covering the last ``covered`` seconds found changes or not."""
+        covered = max(0.0, covered)
+        found = 0.0
+        if changed:
+            lam_t = self.estimate(now, half_life=half_life, prior=prior,
+                                  pseudo=pseudo) * covered
+            found = 1.0 if lam_t < 1e-6 else min(MAX_CHANGES_PER_CHECK,
+                                                  max(1.0, lam_t / -math.expm1(-lam_t)))
+        self._decay(now, half_life)
+        self.changes += found
+        self.covered += covered

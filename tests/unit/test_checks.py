@@ -1,0 +1,201 @@
+"""How each check goes and what it teaches (notifier.core.checks, Planner.plan_check/observe):
+the cost choice between syncStatus and direct syncs, learning, forgetting, the staleness cap."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from notifier.core.checks import TokenRate, change_probability, choose_check, status_calls
+from notifier.core.planner import QUIET_PASSES, Planner, SchedulerSettings
+
+# --- the cost choice --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("p", "chunk", "direct", "requests", "expected"),
+    [
+        # one token: a direct sync (1 request) beats status-then-sync (1 + p)...
+        ([0.9], 100, (0,), 1, 1.0),
+        ([0.2], 100, (0,), 1, 1.0),
+        # ... unless the token is so quiet that the saving is not worth a checkpoint write
+        ([0.01], 100, (), 1, 1.01),
+        # three tokens that change together: three syncs beat one status and ~three syncs
+        ([0.9, 0.9, 0.9], 100, (0, 1, 2), 3, 3.0),
+        # one busy token among quiet ones: one status call is cheaper than syncing all...
+        ([0.9, 0.0, 0.0], 100, (), 1, 1.9),
+        # ... and a sure change costs the same either way: synced at once (a tie goes direct)
+        ([1.0, 0.0, 0.0], 100, (0,), 2, 2.0),
+        # more tokens than one call holds: syncing the likeliest saves a second call
+        ([0.3] + [0.0] * 100, 100, (0,), 2, 2.0),
+        ([0.0] * 101, 100, (), 2, 2.0),
+        ([], 100, (), 0, 0.0),
+    ],
+)
+def test_choose_check_takes_the_cheapest_split(p, chunk, direct, requests, expected):
+    choice = choose_check(p, chunk)
+    assert choice.direct == direct
+    assert sorted(choice.direct + choice.status) == list(range(len(p)))
+    assert choice.requests == requests
+    assert choice.expected == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(("tokens", "chunk", "calls"), [(0, 100, 0), (1, 100, 1), (100, 100, 1),
+                                                        (101, 100, 2), (5, 0, 5)])
+def test_status_calls(tokens, chunk, calls):
+    assert status_calls(tokens, chunk) == calls
+
+
+def test_change_probability():
+    assert change_probability(0.0, 100.0) == 0.0
+    assert change_probability(1 / 60, 60.0) == pytest.approx(1 - math.exp(-1))
+    assert change_probability(1.0, -5.0) == 0.0
+
+
+# --- learning and forgetting ------------------------------------------------------------------
+
+H, PRIOR, PSEUDO = 600.0, 1e-5, 60.0
+
+
+def _est(r: TokenRate, now: float) -> float:
+    return r.estimate(now, half_life=H, prior=PRIOR, pseudo=PSEUDO)
+
+
+def test_one_check_that_finds_a_change_makes_a_token_busy():
+    r = TokenRate()
+    assert _est(r, 0.0) == pytest.approx(PRIOR)
+    r.observe(300.0, 300.0, True, half_life=H, prior=PRIOR, pseudo=PSEUDO)
+    assert _est(r, 300.0) == pytest.approx(PRIOR + 1 / (300 + PSEUDO), rel=1e-2)  # 1 per 300 s
+
+
+def test_a_token_changing_at_every_check_is_not_underestimated():
+    # 1 change a second, checked every 3 s: every check finds "changed" (the count of changes
+    # in between is unknown); counting one per check would say a third of the truth.
+    r, naive = TokenRate(), TokenRate()
+    for k in range(1, 200):
+        r.observe(3.0 * k, 3.0, True, half_life=H, prior=PRIOR, pseudo=PSEUDO)
+        naive.observe(3.0 * k, 3.0, False, half_life=H, prior=PRIOR, pseudo=PSEUDO)
+        naive.changes += 1.0
+    assert _est(naive, 600.0) < 0.34
+    assert _est(r, 600.0) > 0.45
+
+
+def test_a_token_that_turns_quiet_is_forgotten_within_a_few_half_lives():
+    r = TokenRate()
+    for k in range(1, 61):  # busy for 10 minutes: about one change per check of 10 s
+        r.observe(10.0 * k, 10.0, True, half_life=H, prior=PRIOR, pseudo=PSEUDO)
+    busy = _est(r, 600.0)
+    t = 600.0
+    while t < 600.0 + 4 * H:  # then quiet, checked every minute
+        t += 60.0
+        r.observe(t, 60.0, False, half_life=H, prior=PRIOR, pseudo=PSEUDO)
+    assert _est(r, t) < busy / 20
+
+
+# --- the planner: how to check, what a check teaches, the staleness cap ----------------------
+
+CIDS = [f"00000000-0000-4000-8000-{n:012d}" for n in range(100)]
+NOW = 1_000_000.0
+
+
+def _planner(n: int = 100, **kw: object) -> Planner:
+    settings = SchedulerSettings(interval=5.0, requests_per_minute=120, reserve=0.2,
+                                 **kw)  # type: ignore[arg-type]
+    plan = Planner(settings, dict.fromkeys(CIDS[:n], 1))
+    for cid in CIDS[:n]:
+        plan.start(cid, NOW - 10, NOW)
+    plan.retune(NOW)
+    return plan
+
+
+def test_a_quiet_container_is_asked_by_status_a_busy_one_is_synced_directly():
+    plan = _planner()
+    quiet = plan.plan_check(CIDS[1], [("sub", NOW - 100)], NOW)
+    assert (quiet.direct, quiet.status) == ((), (0,))
+    plan.observe(CIDS[0], "sub", now=NOW, since=NOW - 100, changed=True)
+    busy = plan.plan_check(CIDS[0], [("sub", NOW)], NOW + 20)
+    assert (busy.direct, busy.status) == ((0,), ())
+
+
+def test_round_robin_always_asks_status_first():
+    plan = _planner(policy="round_robin")
+    plan.observe(CIDS[0], "sub", now=NOW, since=NOW - 100, changed=True)
+    choice = plan.plan_check(CIDS[0], [("sub", NOW)], NOW + 20)
+    assert (choice.direct, choice.status, choice.requests) == ((), (0,), 1)
+
+
+def test_a_container_is_treated_as_busy_from_the_check_that_found_its_first_change():
+    plan = _planner()
+    cid = CIDS[0]
+    before = plan.groups[cid].interval
+    assert not plan.is_busy(cid, NOW)
+    while plan.pop_due(NOW) is not None:  # every check under way
+        pass
+    plan.observe(cid, "sub", now=NOW, since=NOW - before, changed=True)
+    plan.reschedule(cid, started=NOW, now=NOW)
+    after = plan.groups[cid].interval
+    assert after == pytest.approx(5.0)  # the busiest get poll.interval
+    assert plan.due_of(cid) == pytest.approx(NOW + after)
+    assert after < before / 5
+    assert plan.is_busy(cid, NOW)
+
+
+def test_a_busy_container_that_turns_quiet_goes_back_to_the_quiet_interval():
+    plan = _planner()
+    cid, t = CIDS[0], NOW
+    for _ in range(20):  # busy: every check finds a change
+        plan.observe(cid, "sub", now=t + 5, since=t, changed=True)
+        t += 5
+    plan.retune(t)
+    assert plan.groups[cid].interval == pytest.approx(5.0)
+    while plan.groups[cid].interval < 0.9 * plan.groups[CIDS[50]].interval:
+        plan.retune(t)
+        plan.observe(cid, "sub", now=t + plan.groups[cid].interval, since=t, changed=False)
+        t += plan.groups[cid].interval
+        assert t < NOW + 20 * 3600, "never forgotten"
+    assert not plan.is_busy(cid, t + 3600)
+
+
+@pytest.mark.parametrize(
+    ("containers", "max_staleness", "cap"),
+    [
+        (100, None, "passes"),  # unset: about two round-robin passes
+        (100, 80.0, 80.0),  # set and covered by the budget: a hard bound
+        (100, 3600.0, "passes"),  # a looser bound than two passes: two passes
+        (1000, 300.0, "passes"),  # set but out of reach: two passes, logged as lost
+    ],
+)
+def test_the_staleness_cap(containers, max_staleness, cap):
+    plan = Planner(SchedulerSettings(interval=5.0, max_staleness=max_staleness),
+                   {f"c{i}": 1 for i in range(containers)})
+    replan = plan.retune(NOW)
+    assert replan is not None
+    one_pass = containers / plan.status_pace_per_s
+    if cap == "passes":
+        assert QUIET_PASSES * one_pass <= replan.cap <= QUIET_PASSES * one_pass * 1.01
+    else:
+        assert replan.cap == cap
+    assert replan.coverage == ("lost" if max_staleness == 300.0 else None)
+    for k in range(10):  # busy ones never push the quiet ones past the cap
+        plan.observe(f"c{k}", "sub", now=NOW, since=NOW - 60, changed=True)
+    replan = plan.retune(NOW + 1)  # type: ignore[assignment]
+    assert max(g.interval for g in plan.groups.values()) <= replan.cap + 1e-6
+    used = sum(g.requests / g.interval for g in plan.groups.values())
+    assert used <= plan.status_checks_per_s() * (1 + 1e-6) or (
+        max_staleness == 300.0 and all(g.interval == pytest.approx(replan.cap)
+                                       for g in list(plan.groups.values())[10:]))
+
+
+def test_quiet_containers_share_what_the_busy_ones_leave():
+    plan = _planner()
+    quiet_before = plan.groups[CIDS[50]].interval
+    for k in range(2):
+        plan.observe(CIDS[k], "sub", now=NOW, since=NOW - 60, changed=True)
+    plan.retune(NOW + 1)
+    busy = [plan.groups[c].interval for c in CIDS[:2]]
+    quiet = [plan.groups[c].interval for c in CIDS[2:]]
+    assert max(busy) < min(quiet) / 5
+    assert len(set(quiet)) == 1  # alike...
+    assert quiet[0] > quiet_before  # ... a little less often than when nobody was busy...
+    assert quiet[0] < plan.retune(NOW + 2).cap  # type: ignore[union-attr]  # ... not at the cap

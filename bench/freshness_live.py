@@ -17,8 +17,8 @@ run ends: detection latency (the change's time in the simulator's ground truth â
 to the sink) p50/p99 for busy and quiet containers; the worst gap between two successful checks of
 a quiet container (and the typical gap of the round-robin run: its cycle); 429s (simulator stats).
 
-    python bench/freshness.py                       # defaults: 1,000 containers, K=20, ~6 min
-    python bench/freshness.py --containers 200 --duration 60 --warmup 20   # a quick look
+    python bench/freshness_live.py                  # defaults: 1,000 containers, K=20, ~6 min
+    python bench/freshness_live.py --containers 200 --duration 60 --warmup 20   # a quick look
 """
 
 from __future__ import annotations

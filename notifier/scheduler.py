@@ -1,14 +1,12 @@
-"""The loop: take the most overdue container, check it with syncStatus, drain what changed.
+"""The loop: take the most overdue container, check it (syncStatus or direct syncs), drain.
 
 One ``CredentialScheduler`` per credential (each has its own request budget). Its work unit is a
-*group*: one container with every stream (subscription) on it that uses this credential, so one
-syncStatus call (chunked if long) covers all their tokens. What is due when, how often and how
-fast is the planner's business (notifier.core.planner, pure); this module runs workers that
-follow it, talks to the service, the syncer and the store, and reports. Streams without a token
-(first sync) or in the middle of a resync are drained without asking. What a failure means for
-a stream is data on its error class (``on_failure``): a stream that fails in a way retrying will
-not fix (rejected token, malformed page, container gone or forbidden) is quarantined with a
-growing backoff; the rest carry on.
+*group*: one container with every stream on it that uses this credential. What is due when, how
+each check goes, how often and how fast is the planner's business (notifier.core.planner,
+pure); this module runs workers that follow it, talks to the service, the syncer and the
+store, and reports. Streams without a token or mid-resync are drained without asking. What a
+failure means for a stream is data on its error class (``on_failure``): one that retrying will
+not fix (rejected token, malformed page, container gone) is quarantined with a growing backoff.
 """
 
 from __future__ import annotations
@@ -114,12 +112,10 @@ class CredentialScheduler:
         self.retune()
         eff = self.planner.start_interval()
         if eff > self._s.interval * 1.05 and self._s.policy == "round_robin":
-            log.warning(
-                "budget too small for the interval: %d containers at %.0f status checks/min "
-                "take %.0fs per pass (configured %.0fs)",
-                len(self.groups), self.planner.status_pace_per_s * 60.0, eff, self._s.interval,
-                extra={"credential": self.name},
-            )
+            log.warning("budget too small for the interval: %d containers at %.0f checks/min "
+                        "take %.0fs per pass (configured %.0fs)", len(self.groups),
+                        self.planner.status_pace_per_s * 60.0, eff, self._s.interval,
+                        extra={"credential": self.name})
         self._metrics.effective_interval(self.name, eff)
 
     async def add_streams(self, specs: Sequence[StreamSpec]) -> None:
@@ -156,17 +152,13 @@ class CredentialScheduler:
         if plan is None or plan.effective_interval is None:
             return
         self._metrics.effective_interval(self.name, plan.effective_interval)
-        if plan.coverage == "lost":
-            log.warning(
-                "budget too small for max_staleness: %d containers at %.1f status checks/min "
-                "take %.0fs per pass (max_staleness %.0fs); every container is still checked "
-                "in turn, about every %.0fs", len(self.groups), plan.checks_per_s * 60,
-                plan.full_pass, self._s.max_staleness, plan.cap,
-                extra={"credential": self.name})
-        elif plan.coverage == "regained":
-            log.info("budget covers max_staleness again: a pass takes %.0fs (max_staleness "
-                     "%.0fs)", plan.full_pass, self._s.max_staleness,
-                     extra={"credential": self.name})
+        if plan.coverage is not None:
+            lost = plan.coverage == "lost"
+            log.log(logging.WARNING if lost else logging.INFO, "budget %s max_staleness "
+                    "(%.0fs): %d containers at %.1f checks/min take %.0fs per pass; each is "
+                    "checked at least every %.0fs", "too small for" if lost else "covers again",
+                    self._s.max_staleness, len(self.groups), plan.checks_per_s * 60,
+                    plan.full_pass, plan.cap, extra={"credential": self.name})
         if plan.pulled and not self._stop.is_set():
             self._wake.set()
             self._wake.clear()
@@ -268,8 +260,7 @@ class CredentialScheduler:
         since = {id(s): s.last_checked for s in polled}
         choice = self.planner.plan_check(
             group.container_id, [(s.spec.key, s.last_checked) for s in polled], now)
-        due: list[StreamRuntime] = []
-        unchanged: list[StreamRuntime] = []
+        due, unchanged = list[StreamRuntime](), list[StreamRuntime]()
         asked, chunk_size = [polled[i] for i in choice.status], max(1, self._s.status_chunk)
         for start in range(0, len(asked), chunk_size):
             outcome = await self._status(group, asked[start:start + chunk_size])
@@ -284,8 +275,8 @@ class CredentialScheduler:
         now = self._clock()
         checked = [*unchanged, *(s for s, (ok, _) in zip(drains, results, strict=True) if ok)]
         learnt = [(s, False) for s in unchanged] + [  # first syncs teach nothing of a rate
-            (s, bool(n) or k < len(due)) for k, (s, (ok, n)) in
-            enumerate(zip(drains[len(forced):], results[len(forced):], strict=True)) if ok]
+            (s, bool(n) or s in due) for k, (s, (ok, n)) in
+            enumerate(zip(drains, results, strict=True)) if ok and k >= len(forced)]
         for s, changed in learnt:
             self.planner.observe(group.container_id, s.spec.key, now=now, since=since[id(s)],
                                  changed=changed)
@@ -390,8 +381,7 @@ class CredentialScheduler:
         return not self._stop.is_set()
 
     async def _drain(self, s: StreamRuntime, *, check: bool = False) -> tuple[bool, int]:
-        """Drain ``s``: (completed, events). With ``check`` the drain is its check (a direct
-        sync): the first page takes a check slot instead of counting as a sync page."""
+        """(completed, events); with ``check`` a direct sync: its first page is the check."""
         if not check:
             self.planner.sync_pages_asked()
         elif not await self._pace():

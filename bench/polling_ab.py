@@ -1,0 +1,65 @@
+"""The idle pass and start-up of two checkouts, alternating, on one seeded state (issue 16).
+
+CPU figures on a shared VM move by up to 2x with the load of other work, so a change is judged
+by the ratio to a baseline measured in the same run: one simulator and one seeded state (the
+state a bootstrap leaves, see polling_cost.seed_state), then the idle pass (``run --once``,
+every container checked once, nothing changed) of each checkout in turn, ``--rounds`` times.
+Each checkout runs its own ``bench/common.py`` child, so its own code is measured. Prints pass
+and start-up CPU per run and the best of each.
+
+    python bench/polling_ab.py --size 10000x10000 --rounds 2 BASELINE_CHECKOUT .
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import polling_cost
+from common import fresh_dir, machine, note, simulator, table
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--size", type=polling_cost.parse_sizes, default="10000x10000",
+                   help="SUBSCRIPTIONSxCONTAINERS")
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("checkouts", nargs="+", type=Path, help="roots of the checkouts to compare")
+    args = p.parse_args()
+    [(subs, conts)] = args.size
+    roots = [c.resolve() for c in args.checkouts]
+    work = fresh_dir(Path(tempfile.mkdtemp(prefix="bench-ab-")) / f"{subs}x{conts}")
+    print(f"# polling_ab: {machine()}")
+    rows = []
+    with simulator(containers=conts, relationships=2, seed=8) as sim:
+        cfg = polling_cost.build_config(sim, subs, work)
+        note(f"seeding {subs:,} streams")
+        polling_cost.seed_state(sim, cfg)
+        (work / "config.json").write_text(json.dumps(cfg))
+        for i in range(args.rounds):
+            for root in roots:
+                report = work / "report.json"
+                subprocess.run([sys.executable, str(root / "bench" / "common.py"), "notifier",
+                                str(work / "config.json"), str(report)], cwd=root, check=True,
+                               env=dict(os.environ, PYTHONPATH=str(root)),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                rep = json.loads(report.read_text())
+                rows.append([i + 1, str(root), rep["cpu_pass"], rep["cpu_startup"],
+                             round(os.getloadavg()[0], 1)])
+                note(f"round {i + 1} {root}: pass {rep['cpu_pass']:.2f} CPU-s, start-up "
+                     f"{rep['cpu_startup']:.2f}")
+    print(table(["round", "checkout", "idle pass CPU s", "start-up CPU s", "load"], rows))
+    for root in roots:
+        mine = [r for r in rows if r[1] == str(root)]
+        print(f"{root}: best idle pass {min(r[2] for r in mine):.2f} CPU-s, "
+              f"best start-up {min(r[3] for r in mine):.2f} CPU-s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

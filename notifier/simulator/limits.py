@@ -7,6 +7,7 @@ from collections import Counter, deque
 from typing import Any
 
 WINDOW = 60.0
+SNAPSHOTS_KEPT = 10_000  # entries of Stats.snapshots_finished (the latest)
 
 
 class SlidingWindowLimiter:
@@ -57,6 +58,9 @@ class Stats:
         self.unauthorized = 0
         self.sync_filters_ignored = 0
         self.sync_status_tokens = 0
+        # (container, query key, watermark) of each snapshot whose last page was served: what
+        # a test needs to tell which relationships a resync could list (those alive at it).
+        self.snapshots_finished: deque[tuple[str, str, int]] = deque(maxlen=SNAPSHOTS_KEPT)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -70,4 +74,5 @@ class Stats:
             "unauthorized": self.unauthorized,
             "sync_filters_ignored": self.sync_filters_ignored,
             "sync_status_tokens": self.sync_status_tokens,
+            "snapshots_finished": len(self.snapshots_finished),
         }

@@ -94,6 +94,7 @@ def _snapshot(state: SimState, c: Container, user: str, q: Query, at: int, curso
         raise bad_field("syncToken", f"The sync token is not valid: {exc}.") from None
     if nxt is None:
         following = SyncToken(c.id, user, q, at)
+        state.stats.snapshots_finished.append((c.id, q.key, at))
     else:
         following = SyncToken(c.id, user, q, at, SNAPSHOT, nxt, None, overwrite)
     return {"current": {"data": [render(r, "alive") for r in rels]},

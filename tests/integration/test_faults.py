@@ -26,6 +26,7 @@ import pytest
 
 from notifier.simulator import Simulator
 from notifier.simulator.malformed import INVENTED_PREFIX
+from notifier.simulator.query import Query
 from tests.integration.fault_support import (
     ASSET,
     ISSUE,
@@ -280,7 +281,12 @@ async def test_overwrite_resyncs_during_changes_emit_only_real_diffs(tmp_path: P
     """The retention horizon moves four times while changes flow; each time, right before the
     move (with no request served in between), some known relationships are deleted, some are
     created, and some are created and deleted again. Each overwrite resync must report exactly
-    the first two as snapshot events, never the third, and never re-announce what was known."""
+    the first two as snapshot events, never the third, and never re-announce what was known.
+
+    The background changes go on meanwhile, and may delete one of the new relationships before
+    the resync's snapshot is taken: then it is lost history like the third kind (the service no
+    longer lists it), so a creation is required where it was alive at the watermark of the
+    snapshot that finished the resync (the simulator records it)."""
     rng = random.Random(SEED + 3)
     subs: list[dict[str, Any]] = [
         {"name": "all-a", "credential": "sim", "container_id": A, "sinks": ["archive"]},
@@ -294,6 +300,7 @@ async def test_overwrite_resyncs_during_changes_emit_only_real_diffs(tmp_path: P
     plain = {A: "all-a", B: "all-b"}
     gone: dict[str, set[str]] = {A: set(), B: set()}
     new: dict[str, set[str]] = {A: set(), B: set()}
+    moves: dict[str, list[tuple[int, set[str]]]] = {A: [], B: []}  # (horizon, created before)
     ephemeral: dict[str, set[str]] = {A: set(), B: set()}
     async with Simulator(secret_sim_config([A, B], relationships=50, page_size=5)) as sim:
         cfg = config_for(tmp_path, sim, subs)
@@ -315,11 +322,12 @@ async def test_overwrite_resyncs_during_changes_emit_only_real_diffs(tmp_path: P
                     alive = truth(sim, subs).get((name, cid), set())
                     known = sorted(delivered.get((name, cid), set()) & alive)
                     gone[cid] |= set(sim.state.delete_relationships(cid, rng.sample(known, 3)))
-                    new[cid] |= set(sim.state.create_relationships(cid, 3))
+                    made = set(sim.state.create_relationships(cid, 3))
+                    new[cid] |= made
                     brief = sim.state.create_relationships(cid, 2)
                     assert sim.state.delete_relationships(cid, brief) == brief
                     ephemeral[cid] |= set(brief)
-                    sim.state.move_retention_horizon(cid)
+                    moves[cid].append((sim.state.move_retention_horizon(cid), made))
                 os.kill(notifier.proc.pid, signal.SIGCONT)
             await stop_changes(sim)
             await wait_for(lambda: caught_up(sim, subs, jsonl_events(tmp_path)), 30,
@@ -331,11 +339,26 @@ async def test_overwrite_resyncs_during_changes_emit_only_real_diffs(tmp_path: P
         # the brief relationships below are exactly that case.
         assert_delivery(sim, subs, events, since_start=start, since_caught=None, what="jsonl")
         assert duplicates(events) == 0, "an overwrite re-announced a known relationship"
+        everything = Query.everything().key
+        lost = 0
         for cid, name in plain.items():
             mine = [e for e in events if e["data"]["subscription"] == name]
             created = {e["subject"] for e in mine if e["type"] == CREATED and e["snapshot"]}
             deleted = {e["subject"] for e in mine if e["type"] == DELETED and e["snapshot"]}
-            assert new[cid] <= created, f"{name}: creations found by an overwrite not reported"
+            deleted_at = {c["id"]: c["seq"] for c in sim.state.ground_truth(cid)["changes"]
+                          if c["kind"] == "deleted"}
+            finished = [at for c, key, at in sim.state.stats.snapshots_finished
+                        if c == cid and key == everything]  # only the plain stream's query
+            must: set[str] = set()
+            for horizon, made in moves[cid]:
+                # The first snapshot finished after the move lists everything alive at its
+                # watermark (an attempt cut by the next move may have listed some already).
+                at = next((w for w in finished if w >= horizon), None)
+                assert at is not None, f"{name}: no resync finished after the move to {horizon}"
+                must |= {r for r in made if deleted_at.get(r, at + 1) > at}
+            lost += len(new[cid] - must)
+            assert must <= created, f"{name}: creations found by an overwrite not reported: " \
+                f"{sorted(must - created)}"
             assert gone[cid] <= deleted, f"{name}: deletions found by an overwrite not reported"
         for e in events:
             assert e["subject"] not in ephemeral[e["data"]["containerId"]], \
@@ -347,7 +370,7 @@ async def test_overwrite_resyncs_during_changes_emit_only_real_diffs(tmp_path: P
         assert resyncs >= len(streams(subs)), f"only {resyncs} overwrite resyncs"
         print(f"{len(events)} events, {resyncs} overwrite resyncs, "
               f"{sum(map(len, gone.values()))} deletions and {sum(map(len, new.values()))} "
-              f"creations found by resyncs")
+              f"creations found by resyncs ({lost} deleted again before the resync's snapshot)")
 
 
 # --- 5. webhook receiver outage plus random failures -------------------------------------------

@@ -11,7 +11,7 @@ from notifier.simulator import SimState, SimulatorConfig, syncing
 from notifier.simulator.bodies import ApiError
 from notifier.simulator.config import Knobs
 from notifier.simulator.model import Container
-from notifier.simulator.query import search_query
+from notifier.simulator.query import Query, search_query
 
 C = "5d0c2a3e-3b1f-4b8e-9a51-0d3c1f6f7a10"
 USER = "u1"
@@ -237,6 +237,24 @@ def test_a_horizon_move_mid_snapshot_restarts_it_from_the_start():
     assert again["overwrite"] is True
     assert ids_of(again, "current")[0] == listed[1]
     assert listed[0] not in ids_of(again, "current")
+
+
+def test_finished_snapshots_are_recorded_with_their_watermark():
+    st = make_state(1, page_size=2, relationships=3)
+    c = st.container(C)
+    first = syncing.sync(st, c, USER, {})
+    st.create_relationships(C, 1)
+    assert list(st.stats.snapshots_finished) == []  # not finished: nothing yet
+    second = syncing.sync(st, c, USER, {"syncToken": first["nextSyncToken"]})
+    assert second["moreData"] is False
+    everything = Query.everything().key
+    assert list(st.stats.snapshots_finished) == [(C, everything, 3)]  # as of its watermark
+    st.move_retention_horizon(C)
+    again = syncing.sync(st, c, USER, {"syncToken": second["nextSyncToken"]})
+    while again["moreData"]:
+        again = syncing.sync(st, c, USER, {"syncToken": again["nextSyncToken"]})
+    assert list(st.stats.snapshots_finished) == [(C, everything, 3), (C, everything, 4)]
+    assert st.stats.to_json()["snapshots_finished"] == 2
 
 
 def test_snapshot_deletions_knob_lists_the_ranges_tombstones():

@@ -9,6 +9,7 @@ written by another release adds what it can and never injects SQL.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections.abc import Sequence
 from typing import Any
@@ -17,10 +18,46 @@ from notifier.cluster.capture import Table, set_capture
 from notifier.cluster.records import RowKey, decode_key, decode_row
 
 
-def _stream_id(conn: sqlite3.Connection, sub: str, cid: str, ids: dict[tuple[str, str], int]
-               ) -> int:
+class _Batch:
+    """Consecutive statements with the same SQL run as one executemany (order is kept)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self._sql: str | None = None
+        self._params: list[Sequence[Any]] = []
+
+    def add(self, sql: str, params: Sequence[Any]) -> None:
+        if sql != self._sql:
+            self.flush()
+            self._sql = sql
+        self._params.append(params)
+
+    def flush(self) -> None:
+        if self._sql is not None and self._params:
+            self.conn.executemany(self._sql, self._params)
+        self._sql, self._params = None, []
+
+
+def _quoted(names: Sequence[str]) -> str:
+    return ", ".join(f'"{c}"' for c in names)
+
+
+@functools.lru_cache(maxsize=256)
+def _upsert_sql(table: str, names: tuple[str, ...], stream: bool) -> str:
+    marks = ", ".join("?" * len(names))
+    if not stream:
+        return f'INSERT OR REPLACE INTO "{table}" ({_quoted(names)}) VALUES ({marks})'
+    sets = ", ".join(f'"{c}" = excluded."{c}"' for c in names
+                     if c not in ("subscription", "container_id"))
+    return (f"INSERT INTO streams ({_quoted(names)}) VALUES ({marks}) ON CONFLICT "
+            f"(subscription, container_id) DO {'UPDATE SET ' + sets if sets else 'NOTHING'}")
+
+
+def _stream_id(batch: _Batch, sub: str, cid: str, ids: dict[tuple[str, str], int]) -> int:
     sid = ids.get((sub, cid))
     if sid is None:
+        batch.flush()  # a pending delete of this stream must not remove the row made here
+        conn = batch.conn
         conn.execute("INSERT OR IGNORE INTO streams (subscription, container_id) VALUES (?, ?)",
                      (sub, cid))
         row = conn.execute("SELECT stream_id FROM streams WHERE subscription = ? AND "
@@ -29,42 +66,32 @@ def _stream_id(conn: sqlite3.Connection, sub: str, cid: str, ids: dict[tuple[str
     return sid
 
 
-def _upsert(conn: sqlite3.Connection, t: Table, key: RowKey, row: dict[str, Any],
+def _upsert(batch: _Batch, t: Table, key: RowKey, row: dict[str, Any],
             ids: dict[tuple[str, str], int]) -> None:
     cols = {k: v for k, v in row.items() if k in t.columns and k != "stream_id"}
     if t.kind == "stream":
         cols.update(subscription=key.subscription, container_id=key.container_id)
-        names = list(cols)
-        sets = ", ".join(f'"{c}" = excluded."{c}"' for c in names
-                         if c not in ("subscription", "container_id"))
-        conn.execute(
-            f'INSERT INTO streams ({", ".join(f"{chr(34)}{c}{chr(34)}" for c in names)}) '
-            f'VALUES ({", ".join("?" * len(names))}) ON CONFLICT (subscription, container_id) '
-            f"DO {'UPDATE SET ' + sets if sets else 'NOTHING'}", [cols[c] for c in names])
-        return
-    if t.kind == "child":
+    elif t.kind == "child":
         assert key.subscription is not None
         assert key.container_id is not None
-        cols["stream_id"] = _stream_id(conn, key.subscription, key.container_id, ids)
-    names = list(cols)
-    conn.execute(
-        f'INSERT OR REPLACE INTO "{t.name}" ({", ".join(f"{chr(34)}{c}{chr(34)}" for c in names)})'
-        f' VALUES ({", ".join("?" * len(names))})', [cols[c] for c in names])
+        cols["stream_id"] = _stream_id(batch, key.subscription, key.container_id, ids)
+    names = tuple(cols)
+    batch.add(_upsert_sql(t.name, names, t.kind == "stream"), [cols[c] for c in names])
 
 
-def _delete(conn: sqlite3.Connection, t: Table, key: RowKey,
+def _delete(batch: _Batch, t: Table, key: RowKey,
             ids: dict[tuple[str, str], int]) -> None:
     if t.kind == "stream":
         ids.pop((str(key.subscription), str(key.container_id)), None)
-        conn.execute("DELETE FROM streams WHERE subscription = ? AND container_id = ?",
-                     (key.subscription, key.container_id))
+        batch.add("DELETE FROM streams WHERE subscription = ? AND container_id = ?",
+                  (key.subscription, key.container_id))
     elif t.kind == "child":
-        conn.execute(
+        batch.add(
             f'DELETE FROM "{t.name}" WHERE "{t.ident}" = ? AND stream_id = (SELECT stream_id '
             "FROM streams WHERE subscription = ? AND container_id = ?)",
             (key.ident, key.subscription, key.container_id))
     else:
-        conn.execute(f'DELETE FROM "{t.name}" WHERE credential = ?', (key.ident,))
+        batch.add(f'DELETE FROM "{t.name}" WHERE credential = ?', (key.ident,))
 
 
 def apply_records(conn: sqlite3.Connection, tables: dict[str, Table],
@@ -72,6 +99,7 @@ def apply_records(conn: sqlite3.Connection, tables: dict[str, Table],
     """Apply ``records`` (key, value) in one transaction, uncaptured; how many were rows."""
     applied = 0
     ids: dict[tuple[str, str], int] = {}  # stream ids met in this batch
+    batch = _Batch(conn)
     conn.execute("BEGIN IMMEDIATE")
     try:
         set_capture(conn, False)
@@ -82,10 +110,11 @@ def apply_records(conn: sqlite3.Connection, tables: dict[str, Table],
                 continue  # a probe, or a table this release does not have
             row = decode_row(raw_value)
             if row is None:
-                _delete(conn, t, key, ids)
+                _delete(batch, t, key, ids)
             else:
-                _upsert(conn, t, key, row, ids)
+                _upsert(batch, t, key, row, ids)
             applied += 1
+        batch.flush()
         set_capture(conn, True)
         conn.execute("COMMIT")
     except BaseException:

@@ -170,3 +170,27 @@ def test_cluster_metrics_exist_from_the_start_with_their_contract_names() -> Non
     assert value("notifier_cluster_restore_records_total") == 10
     assert value("notifier_cluster_restore_seconds_count") == 1
     assert value("notifier_cluster_owned_partitions") == 3
+
+
+async def test_a_stream_tombstone_then_rows_of_a_new_stream_apply_in_order(
+        tmp_path: Path) -> None:
+    """Records apply in topic order even when batched: a stream dropped and then written
+    again keeps only what came after its tombstone."""
+    from notifier.cluster.records import encode_key, encode_row
+
+    def rec(table: str, ident: str | None, row: dict[str, Any] | None) -> tuple[bytes, Any]:
+        return encode_key(RowKey(table, "a", "c1", ident)), encode_row(row)
+
+    async with SqliteStateStore(tmp_path / "s.db") as store:
+        tables = await store._call("install", capture.install)
+        await store._call("apply", apply_records, tables, [
+            rec("streams", None, {"sync_token": "old", "known_count": 1}),
+            rec("known", "r1", {"rel_id": "r1"}),
+            rec("streams", None, None),
+            rec("known", "r2", {"rel_id": "r2"}),
+            rec("streams", None, {"sync_token": "new", "known_count": 1}),
+        ])
+        assert await store.known_subset("a", "c1", ["r1", "r2"]) == {"r2"}
+        state = await store.get_stream("a", "c1")
+        assert state is not None
+        assert state.sync_token == "new"

@@ -33,6 +33,7 @@ from aiokafka.errors import KafkaError, ProducerFenced
 from notifier.cluster.capture import Pending
 from notifier.cluster_metrics import ClusterMetrics
 from notifier.errors import PartitionLostError, SinkError
+from notifier.sinks.kafka_abandon import abandon_pending, missing_internals
 from notifier.sinks.kafka_records import Headers, Record, group_by_partition
 from notifier.sinks.kafka_txn import current_transaction
 
@@ -229,8 +230,12 @@ class PartitionTxn:
             clean = self.state == "active" and not self._in_txn
             if self.state == "active":
                 self.state = "lost"
+        if not clean and not missing_internals(self._producer):
+            with contextlib.suppress(Exception):  # fail (and mark seen) what it still holds
+                await abandon_pending(self._producer, 1.0)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._producer.stop(), self._timeout)
+        _retrieve_waiter(self._producer)
         return clean
 
 
@@ -243,6 +248,14 @@ def _raise_if_fatal(producer: AIOKafkaProducer) -> None:
     waiter = manager.wait_for_transaction_end()
     reason = waiter.exception() if waiter is not None and waiter.done() else None
     raise reason if isinstance(reason, KafkaError) else ProducerFenced()
+
+
+def _retrieve_waiter(producer: AIOKafkaProducer) -> None:
+    """Mark the reason a fenced producer keeps as seen (else asyncio logs it at exit)."""
+    manager = producer._txn_manager
+    waiter = None if manager is None else manager.wait_for_transaction_end()
+    if waiter is not None and waiter.done() and not waiter.cancelled():
+        waiter.exception()
 
 
 def _consume(fut: asyncio.Future[Any]) -> None:

@@ -13,8 +13,8 @@ import functools
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from contextlib import AsyncExitStack
+from collections.abc import Callable, Mapping
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from typing import Protocol, runtime_checkable
 
 import aiohttp
@@ -249,7 +249,7 @@ class App:
         await ensure_state_topic(self.config.cluster, options)
 
         async def start_work(names: list[str], txn: PartitionTxn) -> list[CredentialScheduler]:
-            probes = {n: functools.partial(txn.probe, probe_key(n)) for n in names}
+            probes = {n: functools.partial(txn.refresh_guard, probe_key(n)) for n in names}
             clients = self._build_clients(session, store, probes)
             schedulers = self._build_schedulers(clients, sinks, store, syncer)
             for s in schedulers:
@@ -306,7 +306,8 @@ class App:
         await asyncio.gather(*(close(n, s) for n, s in reversed(list(sinks.items()))))
 
     def _build_clients(self, session: aiohttp.ClientSession, store: StateStore,
-                       probes: Mapping[str, Callable[[], Awaitable[None]]] | None = None,
+                       probes: Mapping[str, Callable[[], AbstractAsyncContextManager[None]]]
+                       | None = None,
                        ) -> dict[str, RelationshipClient]:
         """Clients of every credential, or (cluster mode) of those in ``probes``, each
         refreshing only once its probe proved the partition is still owned."""
@@ -319,7 +320,7 @@ class App:
             observer = self.metrics.client_observer(cred.name)
             tokens = token_provider(cfg, cred, session, store,
                                     RefreshRecorder(store, self.metrics),
-                                    before_refresh=None if probes is None else probes[cred.name])
+                                    refresh_guard=None if probes is None else probes[cred.name])
             self._tokens[cred.name] = tokens  # hub discovery shares them (one rotation)
             budget = RequestBudget(int(cred.requests_per_minute), reserve=cred.reserve,
                                    name=cred.name)

@@ -10,7 +10,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +40,8 @@ DM_DEADLINE_SECONDS = 120.0
 
 def token_provider(config: Config, cred: CredentialConfig, session: aiohttp.ClientSession,
                    store: Any, observer: RefreshObserver | None = None, *,
-                   before_refresh: Callable[[], Awaitable[None]] | None = None) -> TokenProvider:
+                   refresh_guard: Callable[[], AbstractAsyncContextManager[None]] | None = None,
+                   ) -> TokenProvider:
     """The credential's access tokens; refresh tokens rotate through ``store`` (a credential
     without a configured refresh token uses only what ``notifier auth login`` stored)."""
     if cred.access_token is not None:
@@ -54,7 +56,7 @@ def token_provider(config: Config, cred: CredentialConfig, session: aiohttp.Clie
         seed_refresh_token=seed,
         store=store,
         observer=observer,
-        before_refresh=before_refresh,
+        refresh_guard=refresh_guard,
     )
 
 

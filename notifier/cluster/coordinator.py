@@ -222,13 +222,13 @@ class Coordinator(ConsumerRebalanceListener):  # type: ignore[misc]
             for t in late:
                 t.cancel()
             await asyncio.gather(*owned.tasks, return_exceptions=True)
-        if self._store.txns.get(p) is owned.txn:
-            self._store.txns.pop(p, None)
-        if owned.txn is not None:
+        if owned.txn is not None:  # a refresh under way still stores its rotated token
             clean = await owned.txn.close()
             if clean and owned.restored and not (await self._store.take_pending(p)).seqs:
                 with contextlib.suppress(Exception):  # no offset: restored next time
                     self._current[p] = await self._end_offset(p)
+        if self._store.txns.get(p) is owned.txn:
+            self._store.txns.pop(p, None)
         self._metrics.owned(len(self._owned))
 
     async def _end_offset(self, p: int) -> int:

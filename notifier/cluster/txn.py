@@ -70,7 +70,10 @@ class PartitionTxn:
         self._in_txn = False
         self._futures: list[asyncio.Future[Any]] = []
         self.state = "active"  # "active", "broken" (restore first) or "lost" (fenced, revoked)
-        self._closing = False
+        self._closing = False  # no scope starts any more
+        self._no_refresh = False  # no refresh starts any more
+        self._refreshes = 0
+        self._refreshes_done = asyncio.Event()
 
     # -- scopes -----------------------------------------------------------------------------
 
@@ -221,10 +224,33 @@ class PartitionTxn:
         async with self.scope():
             await self.send_records(self._topic, [(key, b"{}", [])], partition=self.partition)
 
+    @asynccontextmanager
+    async def refresh_guard(self, key: bytes) -> AsyncIterator[None]:
+        """Around a refresh-token refresh: first prove ownership (``probe``), then keep the
+        partition until the refresh is over, so a rotated token is stored (committed) before
+        the partition is given up; a spent token is never left unrecorded."""
+        if self._no_refresh:
+            raise PartitionLostError(f"work partition {self.partition} is being given up",
+                                     sink="cluster")
+        self._refreshes += 1
+        self._refreshes_done.clear()
+        try:
+            await self.probe(key)
+            yield
+        finally:
+            self._refreshes -= 1
+            if not self._refreshes:
+                self._refreshes_done.set()
+
     async def close(self) -> bool:
-        """Give the partition up: no scope starts after this; the producer is stopped once the
-        scope in progress has ended. True if every scope committed (the cache matches the
-        topic, as far as this replica wrote it)."""
+        """Give the partition up: no scope starts after this (refreshes under way may still
+        store their rotated token, within the commit timeout); the producer is stopped once
+        the scope in progress has ended. True if every scope committed (the cache matches
+        the topic, as far as this replica wrote it)."""
+        self._no_refresh = True
+        if self._refreshes:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._refreshes_done.wait(), self._timeout)
         self._closing = True
         async with self._lock:  # waits for a scope in progress
             clean = self.state == "active" and not self._in_txn

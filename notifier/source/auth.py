@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import random
 import re
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -124,11 +126,11 @@ class RefreshingTokenProvider:
         backoff_cap: float = 10.0,
         observer: RefreshObserver | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        before_refresh: Callable[[], Awaitable[None]] | None = None,
+        refresh_guard: Callable[[], AbstractAsyncContextManager[None]] | None = None,
     ) -> None:
-        """``before_refresh`` runs before every refresh and may refuse it by raising (cluster
-        mode: prove this replica still owns the credential, so a fenced one never spends the
-        refresh token)."""
+        """``refresh_guard`` is entered around every refresh and may refuse it by raising
+        (cluster mode: prove this replica still owns the credential, so a fenced one never
+        spends the refresh token, and keep the partition until the rotated token is stored)."""
         if max_attempts < 1:
             raise ValueError("max_attempts must be >= 1")
         self.name = name
@@ -146,7 +148,7 @@ class RefreshingTokenProvider:
         self._backoff = (backoff_base, backoff_cap)
         self._observer = observer
         self._sleep = sleep
-        self._before_refresh = before_refresh
+        self._refresh_guard = refresh_guard
         self._refresh_token: str | None = None  # loaded from the store on first use
         self._access: str | None = None
         self._renew_at = 0.0
@@ -186,13 +188,18 @@ class RefreshingTokenProvider:
     # -- the refresh ----------------------------------------------------------------------------
 
     async def _refresh(self) -> str:
-        if self._before_refresh is not None:
-            try:
-                await self._before_refresh()
-            except NotifierError as exc:
-                raise CredentialUnavailableError(
-                    f"credential {self.name!r}: not refreshed: {exc}", credential=self.name,
-                ) from None
+        async with contextlib.AsyncExitStack() as stack:
+            if self._refresh_guard is not None:
+                try:
+                    await stack.enter_async_context(self._refresh_guard())
+                except NotifierError as exc:
+                    raise CredentialUnavailableError(
+                        f"credential {self.name!r}: not refreshed: {exc}",
+                        credential=self.name,
+                    ) from None
+            return await self._refresh_now()
+
+    async def _refresh_now(self) -> str:
         refresh_token = await self._current_refresh_token()
         started = self._clock()
         attempt = 0

@@ -1,6 +1,11 @@
 """Cluster mode with rotating refresh tokens: every refresh's new refresh token is committed to
 the state topic before its access token is used, so when the owner of the credential is
-SIGKILLed the replica that takes over refreshes with the newest token, never a spent one."""
+SIGKILLed the replica that takes over refreshes with the newest token it could know of.
+
+A SIGKILL that lands after the token endpoint answered and before the rotated token was
+committed loses that token, in cluster mode as with a single process (tests/integration/
+test_faults.py): the next refresh then presents the one just spent, which the service's
+rotation grace accepts once. So at most one such reuse per kill, and never an invalid_grant."""
 
 from __future__ import annotations
 
@@ -37,7 +42,8 @@ async def test_the_new_owner_refreshes_with_the_rotated_token(tmp_path: Path,
     subs = [{"name": "both", "credential": "sim", "container_ids": containers,
              "sinks": ["events"]}]
     async with Simulator(secret_sim_config(containers, relationships=20, static_token=False,
-                                           access_token_lifetime=2.0)) as sim:
+                                           access_token_lifetime=2.0,
+                                           rotation_grace=True)) as sim:
         replicas = []
         for name in ("one", "two"):
             cfg = cluster.config(sim, tmp_path / name)
@@ -79,8 +85,8 @@ async def test_the_new_owner_refreshes_with_the_rotated_token(tmp_path: Path,
             assert await other.stop() == 0
 
     counters = sim.state.auth.counters
-    assert counters.invalid_grants == 0, "no replica ever presented a spent refresh token"
-    assert counters.replays == 0
+    assert counters.invalid_grants == 0, "the new owner never lost the credential"
+    assert counters.replays <= 1, "a spent token is presented at most once, after the kill"
     assert "invalid_grant" not in other.output()
     events = await cluster.events()
     assert_delivery(sim, subs, events, since_start=start, since_caught=caught, what="refresh")

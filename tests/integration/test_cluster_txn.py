@@ -4,6 +4,7 @@ nothing once a newer owner has initialised the same transactional.id."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Sequence
 
@@ -146,3 +147,30 @@ async def test_a_failed_scope_aborts_and_marks_a_touched_cache_broken(
     assert registry.get_sample_value("notifier_cluster_transactions_total",
                                      {"outcome": "aborted"}) == 1
     assert await read_topic(kafka_bootstrap, events, isolation_level="read_committed") == []
+
+
+@pytest.mark.timeout(60)
+async def test_giving_up_waits_for_a_refresh_to_store_its_rotated_token(
+        kafka_bootstrap: str) -> None:
+    tag = uuid.uuid4().hex[:10]
+    state = f"txn-{tag}.state"
+    await topics(kafka_bootstrap, state)
+    rows = Rows()
+    txn = await owner(kafka_bootstrap, f"txn-{tag}.0", state, rows,
+                      ClusterMetrics(CollectorRegistry()), [])
+    spent = asyncio.Event()
+    closing: asyncio.Task[bool] | None = None
+    async with txn.refresh_guard(b'{"probe":"sim"}'):  # the probe commits: still the owner
+        closing = asyncio.create_task(txn.close())  # the partition is revoked meanwhile
+        await asyncio.sleep(0.2)
+        assert not closing.done(), "the partition is kept while the refresh runs"
+        spent.set()  # the token endpoint rotated the token: store it
+        async with txn.scope():
+            rows.write(b'["refresh_tokens",null,null,"sim"]', b"rotated")
+    assert await closing is True
+    with pytest.raises(PartitionLostError):
+        async with txn.refresh_guard(b'{"probe":"sim"}'):
+            pass
+    keys = [r.key for r in await read_topic(kafka_bootstrap, state,
+                                            isolation_level="read_committed")]
+    assert keys == [b'{"probe":"sim"}', b'["refresh_tokens",null,null,"sim"]']

@@ -25,7 +25,6 @@ from notifier.cluster.partitions import assign_credential, work_map
 from notifier.cluster.records import probe_key
 from notifier.cluster.store import ClusterStore
 from notifier.cluster.syncer import ClusterSyncer
-from notifier.cluster.topic import client_options, ensure_state_topic
 from notifier.cluster.txn import PartitionTxn
 from notifier.config import Config
 from notifier.core.budget import RequestBudget
@@ -68,6 +67,7 @@ class _ClosesWithin(Protocol):
 
     async def close_within(self, within: float) -> None: ...
 
+RefreshGuard = Callable[[], AbstractAsyncContextManager[None]]
 METRICS_TICK_SECONDS = 5.0
 # Sync pages that arrive back to back share one publish and one checkpoint (at most this many,
 # about 1,000 relationships): most of a page's cost is its durable transaction.
@@ -245,8 +245,6 @@ class App:
         """Cluster mode: the coordinator starts the schedulers of the partitions this replica
         is assigned (restored first) and stops them when they move (notifier.cluster)."""
         assert self.config.cluster is not None
-        options = client_options(self.config.cluster)
-        await ensure_state_topic(self.config.cluster, options)
 
         async def start_work(names: list[str], txn: PartitionTxn) -> list[CredentialScheduler]:
             probes = {n: functools.partial(txn.refresh_guard, probe_key(n)) for n in names}
@@ -256,8 +254,8 @@ class App:
                 await s.load()
             return schedulers
 
-        self.coordinator = Coordinator(self.config.cluster, options, store,
-                                       self.metrics.cluster, start_work)
+        self.coordinator = Coordinator(self.config.cluster, store, self.metrics.cluster,
+                                       start_work)
         log.info("notifier %s started: cluster mode, group %s, %d credentials, %d sinks",
                  __version__, self.config.cluster.group, len(self.config.credentials),
                  len(sinks))
@@ -306,11 +304,10 @@ class App:
         await asyncio.gather(*(close(n, s) for n, s in reversed(list(sinks.items()))))
 
     def _build_clients(self, session: aiohttp.ClientSession, store: StateStore,
-                       probes: Mapping[str, Callable[[], AbstractAsyncContextManager[None]]]
-                       | None = None,
+                       probes: Mapping[str, RefreshGuard] | None = None,
                        ) -> dict[str, RelationshipClient]:
         """Clients of every credential, or (cluster mode) of those in ``probes``, each
-        refreshing only once its probe proved the partition is still owned."""
+        refreshing only inside its guard (the partition is still owned, and kept meanwhile)."""
         cfg = self.config
         clients: dict[str, RelationshipClient] = {}
         self._tokens: dict[str, TokenProvider] = {}

@@ -20,13 +20,13 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
 from notifier.cluster.restore import read_partition
 from notifier.cluster.store import ClusterStore
+from notifier.cluster.topic import client_options, ensure_state_topic
 from notifier.cluster.txn import PartitionTxn
 from notifier.cluster_metrics import ClusterMetrics
 from notifier.config.cluster import ClusterConfig
@@ -52,10 +52,10 @@ class Owned:
 class Coordinator(ConsumerRebalanceListener):  # type: ignore[misc]
     """Runs the owned partitions of one replica (see the module doc)."""
 
-    def __init__(self, cfg: ClusterConfig, client_options: dict[str, Any], store: ClusterStore,
-                 metrics: ClusterMetrics, start_work: StartWork) -> None:
+    def __init__(self, cfg: ClusterConfig, store: ClusterStore, metrics: ClusterMetrics,
+                 start_work: StartWork) -> None:
         self._cfg = cfg
-        self._options = client_options
+        self._options = client_options(cfg)
         self._store = store
         self._metrics = metrics
         self._start_work = start_work
@@ -79,6 +79,7 @@ class Coordinator(ConsumerRebalanceListener):  # type: ignore[misc]
     async def run(self, stop: asyncio.Event) -> None:
         """Take part in the group until ``stop``; then give everything up and leave."""
         cfg = self._cfg
+        await ensure_state_topic(cfg, self._options)
         consumer = AIOKafkaConsumer(
             **self._options, group_id=cfg.group, enable_auto_commit=False,
             auto_offset_reset="latest", isolation_level="read_committed",

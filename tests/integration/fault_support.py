@@ -262,6 +262,16 @@ def caught_up(sim: Simulator, subs: Subs, events: Sequence[Mapping[str, Any]]) -
     return live(events) == truth(sim, subs)
 
 
+def lag(sim: Simulator, subs: Subs, events: Sequence[Mapping[str, Any]]) -> str:
+    """Per stream that is not caught up: how many live relationships are missing from the
+    replay and how many it holds that are gone (a stream far behind, or one stuck)."""
+    got, want = live(events), truth(sim, subs)
+    return "; ".join(
+        f"{key}: {len(want.get(key, set()) - got.get(key, set()))} missing, "
+        f"{len(got.get(key, set()) - want.get(key, set()))} extra"
+        for key in sorted(set(got) | set(want)) if got.get(key) != want.get(key)) or "none"
+
+
 def assert_delivery(sim: Simulator, subs: Subs, events: Sequence[Mapping[str, Any]], *,
                     since_start: Mapping[str, int], since_caught: Mapping[str, int] | None,
                     what: str = "") -> None:

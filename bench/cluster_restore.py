@@ -9,8 +9,8 @@ token, N known ids with the bodies the store keeps), all in the credential's wor
   own SQL (as bench/overwrite.py does) and its rows are written to the state topic, one record
   per row as a fully compacted topic holds them, with the cluster code's own row encoding
   (``notifier.cluster.capture``/``records``), streamed by an idempotent producer;
-- ``--seed import``: the same file moved with ``notifier state import`` instead (at the time of
-  writing it holds every row in memory: more than 10 GB for 1M relationships);
+- ``--seed import``: the same file moved with ``notifier state import`` instead (it streams
+  the rows in batches; before it did, it held every row in memory: more than 10 GB for 1M);
 - ``--seed bootstrap``: replica A bootstraps the container itself (N events and the state in
   the same transactions; the topic then also holds the bootstrap's intermediate records until
   Kafka compacts them), then stops.

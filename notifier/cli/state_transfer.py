@@ -7,6 +7,8 @@ import argparse
 import asyncio
 import shutil
 import sqlite3
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
@@ -60,7 +62,8 @@ def _import(config: Config, source: Path, force: bool, out: TextIO, err: TextIO)
         print(f"notifier state: no state file at {source}", file=err)
         return 2
     if config.cluster is not None:
-        n = asyncio.run(import_state(config, source, force=force))
+        n = asyncio.run(import_state(config, source, force=force,
+                                     progress=_progress(err, time.monotonic)))
         print(f"imported {n} row(s) from {source} into {config.cluster.state_topic}; "
               "replicas restore them when they (re)take their partitions", file=out)
         return 0
@@ -76,3 +79,17 @@ def _import(config: Config, source: Path, force: bool, out: TextIO, err: TextIO)
     print(f"imported {source} as {target}", file=out)
     return 0
 
+
+
+def _progress(err: TextIO, clock: Callable[[], float],
+              every: float = 5.0) -> Callable[[int], None]:
+    """Tell ``err`` how many rows an import has sent, at most once per ``every`` seconds."""
+    last = clock()
+
+    def report(sent: int) -> None:
+        nonlocal last
+        if clock() - last >= every:
+            last = clock()
+            print(f"notifier state: {sent} row(s) sent so far", file=err, flush=True)
+
+    return report

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator
+from itertools import islice
 from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
@@ -29,6 +31,11 @@ from notifier.errors import NotifierError
 from notifier.state.sqlite import SqliteStateStore
 
 log = logging.getLogger(__name__)
+
+IMPORT_BATCH_ROWS = 10_000
+# A partition's whole import is one transaction: allow the broker's default maximum
+# (transaction.max.timeout.ms, 15 minutes) rather than the producer's 60 s.
+IMPORT_TRANSACTION_TIMEOUT_MS = 900_000
 
 
 async def export_state(config: Config, out: Path) -> int:
@@ -59,9 +66,19 @@ async def topic_records(config: Config) -> int:
         await consumer.stop()
 
 
-async def import_state(config: Config, source: Path, *, force: bool = False) -> int:
-    """Write every row of the SQLite state file ``source`` to the state topic; how many."""
+async def import_state(config: Config, source: Path, *, force: bool = False,
+                       batch_rows: int = IMPORT_BATCH_ROWS,
+                       progress: Callable[[int], None] | None = None) -> int:
+    """Write every row of the SQLite state file ``source`` to the state topic; how many.
+
+    Streams: at most ``batch_rows`` rows are read from the file at a time, sent, and
+    acknowledged by Kafka before the next batch is read; ``progress`` is told the running
+    total after each batch. Each partition's rows still go in one transaction (opened on the
+    partition's first row, committed after the last batch), so a failed import leaves nothing
+    of it visible to a read_committed reader."""
     assert config.cluster is not None
+    if batch_rows < 1:
+        raise ValueError("batch_rows must be at least 1")
     cfg = config.cluster
     options = client_options(cfg)
     await ensure_state_topic(cfg, options)
@@ -69,33 +86,76 @@ async def import_state(config: Config, source: Path, *, force: bool = False) -> 
         raise NotifierError(f"the state topic {cfg.state_topic!r} already holds state: "
                             "import is for a cluster's first start (--force merges anyway)")
     work = work_map(config)
-    by_partition: dict[int, list[tuple[bytes, bytes | None]]] = {}
-    skipped = 0
+    producers: dict[int, AIOKafkaProducer] = {}
+    sent = skipped = 0
+    read_all = False
     async with SqliteStateStore(source) as store:
         tables = await store._call("read tables", capture.tables_of)
-        rows = await store._call("read rows", lambda c: list(capture.all_rows(c, tables)))
-    for key, row in rows:
-        p = capture.row_partition(work, tables, key)
-        if p is None:
-            skipped += 1
-            continue
-        by_partition.setdefault(p, []).append((encode_key(key), encode_row(row)))
+        rows = await store._call("read rows", lambda c: iter(capture.all_rows(c, tables)))
+        try:
+            while batch := await store._call("read rows",
+                                             lambda _c: list(islice(rows, batch_rows))):
+                pending = []
+                for key, row in batch:
+                    p = capture.row_partition(work, tables, key)
+                    if p is None:
+                        skipped += 1
+                        continue
+                    producer = producers.get(p) or await _begin(producers, options, cfg.group, p)
+                    pending.append(await producer.send(cfg.state_topic, key=encode_key(key),
+                                                       value=encode_row(row), partition=p))
+                del batch
+                await asyncio.gather(*pending)  # acknowledged: the next batch may be read
+                sent += len(pending)
+                log.info("state import: %d rows sent", sent)
+                if progress is not None:
+                    progress(sent)
+            read_all = True
+        finally:
+            await store._call("close rows", lambda _c: _close(rows))
+            await _finish(producers, commit=read_all)
     if skipped:
         log.warning("%d rows of subscriptions missing from the configuration not imported",
                     skipped)
-    await asyncio.gather(*(_write(options, cfg.group, cfg.state_topic, p, records)
-                           for p, records in by_partition.items()))
-    return sum(len(r) for r in by_partition.values())
+    return sent
 
 
-async def _write(options: dict[str, object], group: str, topic: str, partition: int,
-                 records: Sequence[tuple[bytes, bytes | None]]) -> None:
+async def _begin(producers: dict[int, AIOKafkaProducer], options: dict[str, Any], group: str,
+                 partition: int) -> AIOKafkaProducer:
+    """The partition's transactional producer (fencing its replica), in an open transaction."""
     producer = AIOKafkaProducer(**options, acks="all", enable_idempotence=True,
-                                transactional_id=f"{group}.{partition}")
-    await producer.start()
+                                transactional_id=f"{group}.{partition}",
+                                transaction_timeout_ms=IMPORT_TRANSACTION_TIMEOUT_MS)
     try:
-        async with producer.transaction():
-            for key, value in records:
-                await producer.send(topic, key=key, value=value, partition=partition)
-    finally:
+        await producer.start()
+        await producer.begin_transaction()
+    except BaseException:
         await producer.stop()
+        raise
+    producers[partition] = producer
+    return producer
+
+
+async def _finish(producers: dict[int, AIOKafkaProducer], *, commit: bool) -> None:
+    """Commit (or abort, for an import that failed) each partition's transaction; stop every
+    producer."""
+    error: BaseException | None = None
+    while producers:
+        _, producer = producers.popitem()
+        try:
+            if commit and error is None:
+                await producer.commit_transaction()
+            else:
+                await producer.abort_transaction()
+        except BaseException as exc:  # the rest are aborted, every producer stopped
+            error = error or exc
+        finally:
+            await producer.stop()
+    if error is not None:
+        raise error
+
+
+def _close(rows: Iterator[Any]) -> None:
+    close = getattr(rows, "close", None)
+    if close is not None:
+        close()  # a generator resets the connection's row factory

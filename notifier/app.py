@@ -256,6 +256,7 @@ class App:
 
         self.coordinator = Coordinator(self.config.cluster, store, self.metrics.cluster,
                                        start_work)
+        self.health.add_check("cluster", self.coordinator.joined.is_set)  # Kafka reached
         log.info("notifier %s started: cluster mode, group %s, %d credentials, %d sinks",
                  __version__, self.config.cluster.group, len(self.config.credentials),
                  len(sinks))

@@ -26,7 +26,7 @@ from aiokafka.errors import KafkaError
 
 from notifier.cluster.restore import read_partition
 from notifier.cluster.store import ClusterStore
-from notifier.cluster.topic import client_options, ensure_state_topic
+from notifier.cluster.topic import KafkaUnreachable, client_options, ensure_state_topic
 from notifier.cluster.txn import PartitionTxn
 from notifier.cluster_metrics import ClusterMetrics
 from notifier.config.cluster import ClusterConfig
@@ -36,6 +36,7 @@ from notifier.scheduler import CredentialScheduler
 log = logging.getLogger(__name__)
 
 STOP_WAIT = 3.0  # seconds in-flight pages get to finish when a partition is given up
+CONNECT_BACKOFF = (1.0, 30.0)  # seconds between attempts to reach Kafka at start: first, most
 StartWork = Callable[[list[str], PartitionTxn], Awaitable[list[CredentialScheduler]]]
 
 
@@ -79,7 +80,8 @@ class Coordinator(ConsumerRebalanceListener):  # type: ignore[misc]
     async def run(self, stop: asyncio.Event) -> None:
         """Take part in the group until ``stop``; then give everything up and leave."""
         cfg = self._cfg
-        await ensure_state_topic(cfg, self._options)
+        if not await self._reach_kafka(stop):
+            return
         consumer = AIOKafkaConsumer(
             **self._options, group_id=cfg.group, enable_auto_commit=False,
             auto_offset_reset="latest", isolation_level="read_committed",
@@ -107,6 +109,23 @@ class Coordinator(ConsumerRebalanceListener):  # type: ignore[misc]
             if self._offsets is not None:
                 await self._offsets.stop()
             self._metrics.owned(0)
+
+    async def _reach_kafka(self, stop: asyncio.Event) -> bool:
+        """Ensure the state topic, retrying with backoff while Kafka is unreachable (a replica
+        may start before its brokers); False if ``stop`` came first."""
+        delay = CONNECT_BACKOFF[0]
+        attempt = 0
+        while not stop.is_set():
+            attempt += 1
+            try:
+                await ensure_state_topic(self._cfg, self._options)
+                return True
+            except KafkaUnreachable as exc:
+                log.warning("%s (attempt %d); retrying in %.0fs", exc, attempt, delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            delay = min(delay * 2, CONNECT_BACKOFF[1])
+        return False
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         mine = [tp.partition for tp in revoked if tp.partition in self._owned]

@@ -28,6 +28,10 @@ def client_options(cfg: ClusterConfig) -> dict[str, Any]:
     return opts
 
 
+class KafkaUnreachable(NotifierError):
+    """Kafka did not answer (a replica starting keeps trying; the CLI reports it)."""
+
+
 async def ensure_state_topic(cfg: ClusterConfig, options: dict[str, Any]) -> None:
     """Create the state topic (compacted, ``work_partitions`` partitions) if it is missing;
     NotifierError if it exists with another partition count or cannot be created."""
@@ -56,7 +60,7 @@ async def ensure_state_topic(cfg: ClusterConfig, options: dict[str, Any]) -> Non
                 f"is {cfg.work_partitions}: they must match (a credential's state lives in its "
                 "partition)")
     except KafkaError as err:
-        raise NotifierError(f"cluster: cannot reach kafka at "
+        raise KafkaUnreachable(f"cluster: cannot reach kafka at "
                             f"{','.join(cfg.bootstrap_servers)}: {type(err).__name__}") from None
     finally:
         await admin.close()

@@ -34,6 +34,7 @@ from notifier.cluster.capture import Pending
 from notifier.cluster_metrics import ClusterMetrics
 from notifier.errors import PartitionLostError, SinkError
 from notifier.sinks.kafka_abandon import abandon_pending, missing_internals
+from notifier.sinks.kafka_errors import describe, retrieve
 from notifier.sinks.kafka_records import Headers, Record, group_by_partition
 from notifier.sinks.kafka_txn import current_transaction
 
@@ -100,7 +101,7 @@ class PartitionTxn:
                     await self._fail(exc)
                     raise PartitionLostError(
                         f"work partition {self.partition}: transaction not committed: "
-                        f"{_describe(exc)}", sink="cluster") from exc
+                        f"{describe(exc)}", sink="cluster") from exc
                 except BaseException as exc:
                     await self._fail(exc)
                     raise
@@ -126,7 +127,7 @@ class PartitionTxn:
                 await self._send(topic, records, partition)
         except (KafkaError, TimeoutError, OSError) as exc:
             raise SinkError(f"kafka transaction of work partition {self.partition}: "
-                            f"{_describe(exc)}", sink="cluster") from exc
+                            f"{describe(exc)}", sink="cluster") from exc
 
     async def _send(self, topic: str, records: Sequence[StateRecord],
                     partition: int | None) -> None:
@@ -200,7 +201,7 @@ class PartitionTxn:
             return
         if self.state == "active" and await self._cache_touched():
             log.warning("work partition %d: transaction not committed (%s): restoring the "
-                        "partition from the state topic", self.partition, _describe(exc))
+                        "partition from the state topic", self.partition, describe(exc))
             self.state = "broken"
             self._on_broken(self.partition)
 
@@ -212,7 +213,7 @@ class PartitionTxn:
 
     def _settle_futures(self) -> None:
         for fut in self._futures:
-            fut.add_done_callback(_consume)
+            fut.add_done_callback(retrieve)
         self._futures.clear()
 
     # -- ownership --------------------------------------------------------------------------
@@ -282,13 +283,3 @@ def _retrieve_waiter(producer: AIOKafkaProducer) -> None:
     waiter = None if manager is None else manager.wait_for_transaction_end()
     if waiter is not None and waiter.done() and not waiter.cancelled():
         waiter.exception()
-
-
-def _consume(fut: asyncio.Future[Any]) -> None:
-    if not fut.cancelled():
-        fut.exception()
-
-
-def _describe(err: BaseException) -> str:
-    text = str(err)
-    return f"{type(err).__name__}: {text}" if text else type(err).__name__

@@ -30,6 +30,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 from notifier.core.events import Event
 from notifier.errors import SinkConfigError, SinkError
 from notifier.sinks.kafka_abandon import TESTED_AIOKAFKA, abandon_pending, missing_internals
+from notifier.sinks.kafka_errors import describe, retrieve
 from notifier.sinks.kafka_records import (
     ContentMode,
     KeyField,
@@ -175,7 +176,7 @@ class KafkaSink:
             # aiokafka only logs why it could not bootstrap: find the cause (TLS, SASL) again.
             cause = await explain_connect_failure(
                 self.bootstrap_servers, self._client_options, per_server=self._request_timeout)
-            self._down_reason = cause or _describe(err)
+            self._down_reason = cause or describe(err)
             raise SinkError(f"cannot connect to kafka at {servers}: {self._down_reason}",
                             sink=self.name) from None
         self._check_internals(producer)
@@ -239,13 +240,13 @@ class KafkaSink:
                 return
             failure = first
         for fut in futures:  # retrieve late outcomes so none is reported as never retrieved
-            fut.add_done_callback(_consume)
+            fut.add_done_callback(retrieve)
         if isinstance(failure, TimeoutError):
             reason = f"not acknowledged within {self.delivery_timeout:.1f}s"
         elif isinstance(failure, _BrokerUnreachable):
             reason = str(failure)
         else:
-            reason = _describe(failure)
+            reason = describe(failure)
         log.warning("kafka sink %s: publish of %d events failed: %s", self.name, len(events),
                     reason)
         if producer is self._producer:
@@ -364,7 +365,7 @@ class KafkaSink:
             await asyncio.wait_for(producer.stop(), max(0.1, deadline - loop.time()))
         except (KafkaError, OSError, TimeoutError) as err:
             log.warning("kafka sink %s: producer not stopped cleanly within %.1fs: %s",
-                        self.name, within, _describe(err))
+                        self.name, within, describe(err))
             with contextlib.suppress(KafkaError, OSError, TimeoutError):  # drop its connections
                 await asyncio.wait_for(producer.client.close(), 1.0)
 
@@ -399,13 +400,3 @@ def default_replication(brokers: int) -> int:
 
 class _BrokerUnreachable(Exception):
     """No bootstrap server accepts connections."""
-
-
-def _consume(fut: asyncio.Future[Any]) -> None:
-    if not fut.cancelled():
-        fut.exception()
-
-
-def _describe(err: BaseException) -> str:
-    text = str(err)
-    return f"{type(err).__name__}: {text}" if text else type(err).__name__

@@ -20,6 +20,7 @@ from aiokafka.conn import create_conn
 from aiokafka.errors import KafkaConnectionError, KafkaError, SaslAuthenticationFailed
 
 from notifier.config.kafka_security import KafkaSecurity
+from notifier.sinks.kafka_errors import describe
 
 
 class _ConnectErrorFilter(logging.Filter):
@@ -112,9 +113,9 @@ async def _try(host: str, port: int, opts: dict[str, Any]) -> str | None:
             alert = await _tls_alert(host, port, context)
             if alert is not None:
                 return alert
-        return _describe(err)
+        return describe(err)
     except (KafkaError, OSError) as err:
-        return _describe(err)
+        return describe(err)
     conn.close()
     return None
 
@@ -172,8 +173,3 @@ def _ssl_reason(err: BaseException) -> str:
 def _broker_message(err: KafkaError) -> str:
     text = str(err)
     return text.split(": ", 1)[1] if text.startswith("[Error") and ": " in text else text
-
-
-def _describe(err: BaseException) -> str:
-    text = str(err)
-    return f"{type(err).__name__}: {text}" if text else type(err).__name__

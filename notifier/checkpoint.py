@@ -219,6 +219,12 @@ class PageWriter:
                              deleted_on=None, raw=orjson.loads(a.raw))
                 for a in gone
             ]
+            if pos.reason == "filter":
+                # Announced under the old filter: one that left the filter is forgotten like
+                # a known one (a created-deleted pair would report a live one deleted).
+                rels = [r for r in rels
+                        if matches_domains(r.raw.get("entities"), spec.domains) is True
+                        and spec.query is None]
             events = (
                 vanished_announced(subscription=sub, container_id=cid, relationships=rels,
                                    seen_at=rfc3339(now), project_name=spec.project_name)
@@ -227,8 +233,8 @@ class PageWriter:
             # None of them is known; listing them as removed settles (forgets) their
             # announcements.
             ids = [a.rel_id for a in gone]
-            await self._settle(spec, token, events, result, remove_ids=ids, created=len(ids),
-                               deleted=len(ids), now=now)
+            await self._settle(spec, token, events, result, remove_ids=ids,
+                               created=len(rels), deleted=len(rels), now=now)
             changed = True
         now = self._clock()
         await self._store.commit_page(

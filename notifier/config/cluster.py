@@ -9,32 +9,23 @@ are ``KafkaSecurity``'s, as for the Kafka sink.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
-from pydantic import BeforeValidator, Field, WithJsonSchema
+from pydantic import Field, WithJsonSchema
 
 from notifier.config.kafka_security import KafkaSecurity
-from notifier.config.types import HostPort, NonEmpty, PositiveDuration
-
-KAFKA_NAME_PATTERN = r"^[A-Za-z0-9._-]{1,249}$"
-
-
-def _split_commas(value: Any) -> Any:
-    return [s.strip() for s in value.split(",") if s.strip()] if isinstance(value, str) else value
+from notifier.config.types import (
+    KAFKA_NAME_PATTERN,
+    BootstrapServers,
+    NonEmpty,
+    PositiveDuration,
+)
 
 
 class ClusterConfig(KafkaSecurity):
     """Where the replicas meet (``bootstrap_servers``, ``group``) and keep their state."""
 
-    bootstrap_servers: Annotated[
-        list[HostPort],
-        BeforeValidator(_split_commas),
-        Field(min_length=1),
-        WithJsonSchema(
-            {"anyOf": [{"type": "string", "description": "host:port[,host:port...]"},
-                       {"type": "array", "items": {"type": "string"}, "minItems": 1}]}
-        ),
-    ]
+    bootstrap_servers: BootstrapServers
     group: Annotated[str, Field(pattern=KAFKA_NAME_PATTERN), WithJsonSchema({"type": "string"})]
     state_topic: Annotated[
         str, Field(pattern=KAFKA_NAME_PATTERN), WithJsonSchema({"type": "string"})

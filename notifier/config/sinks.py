@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args
+from typing import Annotated, Literal, Union, get_args
 
 from pydantic import BeforeValidator, Field, SecretStr, WithJsonSchema
 
 from notifier.config.base import ConfigModel, Problems, one_of
 from notifier.config.kafka_security import KafkaSecurity
 from notifier.config.types import (
+    KAFKA_NAME_PATTERN,
+    BootstrapServers,
     HeaderValue,
-    HostPort,
     HttpUrl,
     Name,
     NonEmpty,
@@ -25,11 +26,6 @@ from notifier.core.retry_schedule import DEFAULT_RETRY_SCHEDULE
 from notifier.durations import ByteSize, Duration
 
 KIB = 1024
-KAFKA_TOPIC_PATTERN = r"^[A-Za-z0-9._-]{1,249}$"
-
-
-def _split_commas(value: Any) -> Any:
-    return [s.strip() for s in value.split(",") if s.strip()] if isinstance(value, str) else value
 
 
 def _codec_available(codec: str) -> bool:
@@ -43,17 +39,9 @@ class KafkaSinkConfig(KafkaSecurity):
 
     name: Name
     type: Literal["kafka"] = "kafka"
-    bootstrap_servers: Annotated[
-        list[HostPort],
-        BeforeValidator(_split_commas),
-        Field(min_length=1),
-        WithJsonSchema(
-            {"anyOf": [{"type": "string", "description": "host:port[,host:port...]"},
-                       {"type": "array", "items": {"type": "string"}, "minItems": 1}]}
-        ),
-    ]
+    bootstrap_servers: BootstrapServers
     topic: Annotated[
-        str, Field(pattern=KAFKA_TOPIC_PATTERN), WithJsonSchema({"type": "string"})
+        str, Field(pattern=KAFKA_NAME_PATTERN), WithJsonSchema({"type": "string"})
     ]
     key: Literal["relationship", "container"] = "relationship"
     content_mode: Literal["binary", "structured"] = "binary"

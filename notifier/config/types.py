@@ -252,3 +252,23 @@ def header_lines(value: Any, info: ValidationInfo) -> Any:
 
 # A header value is a secret (often an Authorization): never shown in reprs or messages.
 HeaderValue = Annotated[SecretStr, AfterValidator(_check_header_value)]
+
+
+KAFKA_NAME_PATTERN = r"^[A-Za-z0-9._-]{1,249}$"
+"""What Kafka accepts as a topic (or, here, group) name."""
+
+
+def _split_commas(value: Any) -> Any:
+    return [s.strip() for s in value.split(",") if s.strip()] if isinstance(value, str) else value
+
+
+BootstrapServers = Annotated[
+    list[HostPort],
+    BeforeValidator(_split_commas),
+    Field(min_length=1),
+    WithJsonSchema(
+        {"anyOf": [{"type": "string", "description": "host:port[,host:port...]"},
+                   {"type": "array", "items": {"type": "string"}, "minItems": 1}]}
+    ),
+]
+"""Kafka bootstrap servers: ``host:port`` items, or one comma-separated string."""

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
@@ -35,7 +34,8 @@ from notifier.cluster_metrics import ClusterMetrics
 from notifier.errors import PartitionLostError, SinkError
 from notifier.sinks.kafka_abandon import abandon_pending, missing_internals
 from notifier.sinks.kafka_errors import describe, retrieve
-from notifier.sinks.kafka_records import Headers, Record, group_by_partition
+from notifier.sinks.kafka_records import Headers, Record
+from notifier.sinks.kafka_send import send_batches
 from notifier.sinks.kafka_txn import current_transaction
 
 log = logging.getLogger(__name__)
@@ -133,24 +133,8 @@ class PartitionTxn:
                     partition: int | None) -> None:
         producer = self._producer
         await self._begin()
-        if partition is None:
-            known = producer.client.cluster.partitions_for_topic(topic)
-            if not known:
-                known = await producer.partitions_for(topic)
-            by_partition = group_by_partition(cast(Sequence[Record], records), sorted(known))
-        else:
-            by_partition = {partition: cast(list[Record], list(records))}
-        now_ms = int(time.time() * 1000)
-        for p, group in by_partition.items():
-            batch = producer.create_batch()
-            for k, value, headers in group:
-                if batch.append(timestamp=now_ms, key=k, value=value, headers=headers) is None:
-                    batch.close()
-                    self._futures.append(await producer.send_batch(batch, topic, partition=p))
-                    batch = producer.create_batch()
-                    batch.append(timestamp=now_ms, key=k, value=value, headers=headers)
-            batch.close()
-            self._futures.append(await producer.send_batch(batch, topic, partition=p))
+        await send_batches(producer, topic, cast(Sequence[Record], records), self._futures,
+                           partition=partition)
 
     async def _begin(self) -> None:
         if not self._in_txn:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, Self
 
@@ -36,7 +35,6 @@ from notifier.sinks.kafka_records import (
     KeyField,
     Record,
     build_records,
-    group_by_partition,
 )
 from notifier.sinks.kafka_security import (
     KafkaSecurityError,
@@ -44,6 +42,7 @@ from notifier.sinks.kafka_security import (
     explain_connect_failure,
     quiet_aiokafka_connect_errors,
 )
+from notifier.sinks.kafka_send import send_batches
 
 if TYPE_CHECKING:
     from notifier.config.sinks import KafkaSinkConfig
@@ -258,21 +257,7 @@ class KafkaSink:
                        futures: list[asyncio.Future[Any]]) -> None:
         """Hand ``records`` to ``producer`` as one closed batch per partition and size limit,
         then wait until every batch is acknowledged or failed."""
-        partitions = producer.client.cluster.partitions_for_topic(self.topic)
-        if not partitions:
-            partitions = await producer.partitions_for(self.topic)
-        by_partition = group_by_partition(records, sorted(partitions))
-        now_ms = int(time.time() * 1000)
-        for p, group in by_partition.items():
-            batch = producer.create_batch()
-            for k, value, headers in group:
-                if batch.append(timestamp=now_ms, key=k, value=value, headers=headers) is None:
-                    batch.close()
-                    futures.append(await producer.send_batch(batch, self.topic, partition=p))
-                    batch = producer.create_batch()
-                    batch.append(timestamp=now_ms, key=k, value=value, headers=headers)
-            batch.close()
-            futures.append(await producer.send_batch(batch, self.topic, partition=p))
+        await send_batches(producer, self.topic, records, futures)
         await asyncio.wait(futures)
 
     async def _while_reachable(self, work: Coroutine[Any, Any, None]) -> None:

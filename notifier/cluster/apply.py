@@ -14,7 +14,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from notifier.cluster.capture import Table, set_capture
+from notifier.cluster.capture import Table, uncaptured
 from notifier.cluster.records import RowKey, decode_key, decode_row
 
 
@@ -100,9 +100,7 @@ def apply_records(conn: sqlite3.Connection, tables: dict[str, Table],
     applied = 0
     ids: dict[tuple[str, str], int] = {}  # stream ids met in this batch
     batch = _Batch(conn)
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        set_capture(conn, False)
+    with uncaptured(conn):
         for raw_key, raw_value in records:
             key = decode_key(raw_key) if raw_key is not None else None
             t = tables.get(key.table) if key is not None else None
@@ -115,10 +113,4 @@ def apply_records(conn: sqlite3.Connection, tables: dict[str, Table],
                 _upsert(batch, t, key, row, ids)
             applied += 1
         batch.flush()
-        set_capture(conn, True)
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
     return applied

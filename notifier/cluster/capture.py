@@ -12,7 +12,8 @@ primary-key column) and every table keyed by ``credential``; other tables are no
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -156,6 +157,22 @@ def set_capture(conn: sqlite3.Connection, enabled: bool) -> None:
     conn.execute("UPDATE temp.cluster_capture SET enabled = ?", (1 if enabled else 0,))
 
 
+@contextmanager
+def uncaptured(conn: sqlite3.Connection) -> Iterator[None]:
+    """One transaction whose writes are not captured (restoring or wiping the cache: the topic
+    is the truth); rolled back, capture included, if the body fails."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        set_capture(conn, False)
+        yield
+        set_capture(conn, True)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
 def wipe(conn: sqlite3.Connection, tables: dict[str, Table], partition: int,
          partition_of: PartitionOf, credentials: Iterable[str]) -> None:
     """Drop the partition's rows from the cache (not captured: the topic is the truth)."""
@@ -164,21 +181,13 @@ def wipe(conn: sqlite3.Connection, tables: dict[str, Table], partition: int,
         if partition_of(RowKey("streams", sub, cid, None)) == partition
     ]
     creds = list(credentials)
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        set_capture(conn, False)
+    with uncaptured(conn):
         conn.executemany("DELETE FROM streams WHERE subscription = ? AND container_id = ?",
                          streams)
         for t in tables.values():
             if t.kind == "credential":
                 conn.executemany(f'DELETE FROM "{t.name}" WHERE credential = ?',
                                  [(c,) for c in creds])
-        set_capture(conn, True)
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
     rows = conn.execute("SELECT seq, tbl, sub, cid, k FROM temp.cluster_pending").fetchall()
     delete_pending(conn, [r[0] for r in rows
                           if partition_of(RowKey(r[1], r[2], r[3], r[4])) == partition])

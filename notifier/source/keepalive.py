@@ -12,8 +12,9 @@ encodings (none is asked for).
 Errors are ``notifier.errors`` types, as ``source.http.map_transport_errors`` gives for
 aiohttp: a timeout, refused or dropped connection, TLS failure or malformed response is a
 retriable ``TransportError``; a body over the size limit is a ``ProtocolError``. A kept-alive
-connection the server closed while it was idle is noticed when it is taken (or when the
-request on it gets no answer at all), and the request goes once more on a new connection.
+connection the server closed while it was idle is noticed when it is taken and replaced
+before anything is sent. A request that got no answer at all is never sent again here (the
+server may have counted it): the client's retry, which pays the budget again, decides.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ class Response:
 
 
 class _Dropped(Exception):
-    """A reused connection gave no answer at all: the server had closed it while idle."""
+    """The connection gave no answer at all (closed by the server, perhaps while idle)."""
 
 
 class _Malformed(ValueError):
@@ -122,16 +123,13 @@ class KeepAlivePool:
             raise TransportError("connection pool closed", endpoint=endpoint)
         try:
             async with asyncio.timeout(seconds):
-                conn = self._take()
-                if conn is not None:
-                    try:
-                        return await self._exchange(conn, head + body, endpoint, max_body)
-                    except _Dropped:
-                        pass  # the server closed it while idle: once more on a new one
-                conn = await self._connect(endpoint)
+                conn = self._take() or await self._connect(endpoint)
                 try:
                     return await self._exchange(conn, head + body, endpoint, max_body)
                 except _Dropped:
+                    # Not sent again here: the server may have taken the request before it
+                    # closed, and every request must be paid for in the budget. The client's
+                    # retry (which acquires the budget again) decides.
                     raise TransportError("server closed the connection without answering",
                                          endpoint=endpoint) from None
         except TimeoutError:

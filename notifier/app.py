@@ -93,6 +93,8 @@ class App:
         self._clock = clock
         self._stop = asyncio.Event()
         self._started_at = clock()
+        # One set of drain slots for the process (in cluster mode also across partitions).
+        self._drain_slots = asyncio.Semaphore(max(1, config.poll.sync_concurrency))
         self.schedulers: list[CredentialScheduler] = []
         self.server: MetricsServer | None = None
         self.store: SqliteStateStore | None = None  # open while running
@@ -366,7 +368,6 @@ class App:
                           sinks: Mapping[str, Sink], store: StateStore,
                           syncer: StreamSyncer) -> list[CredentialScheduler]:
         poll = self.config.poll
-        drain_slots = asyncio.Semaphore(max(1, poll.sync_concurrency))
         creds = {c.name: c for c in self.config.credentials}
         out = []
         hub_credentials = {sub.credential_names[0] for sub in self.config.hub_subscriptions}
@@ -386,7 +387,7 @@ class App:
             )
             out.append(CredentialScheduler(
                 name, clients[name], specs, store=store, syncer=syncer, settings=settings,
-                drain_slots=drain_slots, metrics=self.metrics, clock=self._clock,
+                drain_slots=self._drain_slots, metrics=self.metrics, clock=self._clock,
                 started_at=self._started_at, guard=self.store_guard,
             ))
         return out

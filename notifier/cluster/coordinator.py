@@ -21,12 +21,17 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
 from notifier.cluster.restore import read_partition
 from notifier.cluster.store import ClusterStore
-from notifier.cluster.topic import KafkaUnreachable, client_options, ensure_state_topic
+from notifier.cluster.topic import (
+    KafkaUnreachable,
+    client_options,
+    ensure_state_topic,
+    start_partition_producer,
+)
 from notifier.cluster.txn import PartitionTxn
 from notifier.cluster_metrics import ClusterMetrics
 from notifier.config.cluster import ClusterConfig
@@ -153,13 +158,7 @@ class Coordinator(ConsumerRebalanceListener):  # type: ignore[misc]
         cfg = self._cfg
         restoring = False
         try:
-            producer = AIOKafkaProducer(**self._options, acks="all", enable_idempotence=True,
-                                        transactional_id=f"{cfg.group}.{p}")
-            try:
-                await producer.start()  # init_transactions: fences a former owner
-            except BaseException:
-                await producer.stop()
-                raise
+            producer = await start_partition_producer(self._options, cfg.group, p)
             owned.txn = PartitionTxn(p, producer, store=self._store,
                                      state_topic=cfg.state_topic, metrics=self._metrics,
                                      on_broken=self._broken, commit_timeout=cfg.request_timeout)

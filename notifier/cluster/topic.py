@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
@@ -64,3 +65,18 @@ async def ensure_state_topic(cfg: ClusterConfig, options: dict[str, Any]) -> Non
                             f"{','.join(cfg.bootstrap_servers)}: {type(err).__name__}") from None
     finally:
         await admin.close()
+
+
+async def start_partition_producer(options: dict[str, Any], group: str, partition: int,
+                                   **extra: Any) -> AIOKafkaProducer:
+    """The work partition's transactional producer, started: its ``transactional.id`` is the
+    partition's (``{group}.{partition}``), so starting it fences any former owner (a replica,
+    or an import)."""
+    producer = AIOKafkaProducer(**options, acks="all", enable_idempotence=True,
+                                transactional_id=f"{group}.{partition}", **extra)
+    try:
+        await producer.start()  # init_transactions
+    except BaseException:
+        await producer.stop()
+        raise
+    return producer

@@ -23,9 +23,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from notifier.cluster import capture
 from notifier.cluster.partitions import work_map
 from notifier.cluster.records import encode_key, encode_row
-from notifier.cluster.restore import read_partition
+from notifier.cluster.restore import read_all
 from notifier.cluster.store import ClusterStore
-from notifier.cluster.topic import client_options, ensure_state_topic
+from notifier.cluster.topic import client_options, ensure_state_topic, start_partition_producer
 from notifier.config import Config
 from notifier.errors import NotifierError
 from notifier.state.sqlite import SqliteStateStore
@@ -43,11 +43,9 @@ async def export_state(config: Config, out: Path) -> int:
     assert config.cluster is not None
     options = client_options(config.cluster)
     await ensure_state_topic(config.cluster, options)
-    total = 0
     async with ClusterStore(out, work_map(config)) as store:
-        for p in range(config.cluster.work_partitions):
-            total += await read_partition(options, config.cluster.state_topic, p, store.apply)
-    return total
+        return await read_all(options, config.cluster.state_topic,
+                              config.cluster.work_partitions, store.apply)
 
 
 async def topic_records(config: Config) -> int:
@@ -123,11 +121,9 @@ async def import_state(config: Config, source: Path, *, force: bool = False,
 async def _begin(producers: dict[int, AIOKafkaProducer], options: dict[str, Any], group: str,
                  partition: int) -> AIOKafkaProducer:
     """The partition's transactional producer (fencing its replica), in an open transaction."""
-    producer = AIOKafkaProducer(**options, acks="all", enable_idempotence=True,
-                                transactional_id=f"{group}.{partition}",
-                                transaction_timeout_ms=IMPORT_TRANSACTION_TIMEOUT_MS)
+    producer = await start_partition_producer(
+        options, group, partition, transaction_timeout_ms=IMPORT_TRANSACTION_TIMEOUT_MS)
     try:
-        await producer.start()
         await producer.begin_transaction()
     except BaseException:
         await producer.stop()

@@ -14,23 +14,20 @@ import logging
 import signal
 import time
 from collections.abc import Callable, Mapping
-from contextlib import AbstractAsyncContextManager, AsyncExitStack
-from typing import Protocol, runtime_checkable
+from contextlib import AsyncExitStack
 
 import aiohttp
 
 from notifier import __version__
+from notifier.assembly import Assembly
 from notifier.cluster.coordinator import Coordinator
-from notifier.cluster.partitions import assign_credential, work_map
+from notifier.cluster.partitions import work_map
 from notifier.cluster.records import probe_key
 from notifier.cluster.store import ClusterStore
 from notifier.cluster.syncer import ClusterSyncer
 from notifier.cluster.txn import PartitionTxn
 from notifier.config import Config
-from notifier.core.budget import RequestBudget
-from notifier.core.planner import SchedulerSettings
-from notifier.discovery import token_provider
-from notifier.errors import NotifierError, SinkError, StateLockedError
+from notifier.errors import NotifierError, StateLockedError
 from notifier.gc_policy import RunGC
 from notifier.housekeeping import drain_outboxes, prune_orphans
 from notifier.hub_runtime import HubStreams
@@ -38,18 +35,14 @@ from notifier.metrics import Metrics
 from notifier.runtime import Freshness, Progress
 from notifier.scheduler import CredentialScheduler
 from notifier.server import HealthState, MetricsServer
+from notifier.sink_lifecycle import close_sinks, start_sinks
 from notifier.sinks.base import Sink, split_sinks
-from notifier.sinks.factory import build_sink
-from notifier.source.auth import TokenProvider
-from notifier.source.client import RelationshipClient
-from notifier.source.credential_log import RefreshRecorder
 from notifier.source.http import USER_AGENT, create_session
 from notifier.source.keepalive import KeepAlivePool
 from notifier.state.base import StateStore
 from notifier.state.lock import StateLock
 from notifier.state.sqlite import SqliteStateStore
 from notifier.store_guard import StoreGuard
-from notifier.stream import StreamSpec
 from notifier.sync import StreamSyncer
 
 log = logging.getLogger(__name__)
@@ -58,16 +51,6 @@ log = logging.getLogger(__name__)
 # what they leave unused goes to the sinks too).
 SINK_CLOSE_SHARE = 0.5
 SINK_CLOSE_MAX = 10.0
-SINK_CLOSE_MIN = 0.5  # even a shutdown that overran gives each sink this long to close
-
-
-@runtime_checkable
-class _ClosesWithin(Protocol):
-    """A sink that can close itself within a given time (the Kafka sink)."""
-
-    async def close_within(self, within: float) -> None: ...
-
-RefreshGuard = Callable[[], AbstractAsyncContextManager[None]]
 METRICS_TICK_SECONDS = 5.0
 # Sync pages that arrive back to back share one publish and one checkpoint (at most this many,
 # about 1,000 relationships): most of a page's cost is its durable transaction.
@@ -92,13 +75,11 @@ class App:
         self._sink_overrides = dict(sink_overrides or {})
         self._clock = clock
         self._stop = asyncio.Event()
-        self._started_at = clock()
-        # One set of drain slots for the process (in cluster mode also across partitions).
-        self._drain_slots = asyncio.Semaphore(max(1, config.poll.sync_concurrency))
+        self.assembly = Assembly(config, metrics=self.metrics, guard=self.store_guard,
+                                 clock=clock)
         self.schedulers: list[CredentialScheduler] = []
         self.server: MetricsServer | None = None
         self.store: SqliteStateStore | None = None  # open while running
-        self._keepalive: KeepAlivePool | None = None  # syncStatus's lean path, while running
         self.ready = asyncio.Event()
         self._shutdown_deadline: float | None = None  # loop time by which the sinks are closed
         self.coordinator: Coordinator | None = None  # cluster mode
@@ -157,7 +138,7 @@ class App:
             session = await stack.enter_async_context(
                 create_session(timeout=cfg.source.timeout)
             )
-            self._keepalive = await stack.enter_async_context(
+            self.assembly.keepalive = await stack.enter_async_context(
                 KeepAlivePool(cfg.source.base_url, user_agent=USER_AGENT))
             sinks = await self._start_sinks(stack, store)
             self.health.sinks_started()
@@ -169,7 +150,7 @@ class App:
                 return await self._run_cluster(store, session, sinks, ClusterSyncer(
                     store, metrics=self.metrics, clock=self._clock,
                     batch_pages=SYNC_BATCH_PAGES))
-            clients = self._build_clients(session, store)
+            clients = self.assembly.build_clients(session, store)
             _, outbox_sinks = split_sinks(sinks.values())
 
             def wake_outbox() -> None:
@@ -178,9 +159,9 @@ class App:
 
             syncer = StreamSyncer(store, metrics=self.metrics, clock=self._clock,
                                   on_outbox=wake_outbox, batch_pages=SYNC_BATCH_PAGES)
-            self.schedulers = self._build_schedulers(clients, sinks, store, syncer)
+            self.schedulers = self.assembly.build_schedulers(clients, sinks, store, syncer)
             self.hubs = HubStreams(cfg, {s.name: s for s in self.schedulers}, sinks=sinks,
-                                   store=store, tokens=self._tokens, session=session,
+                                   store=store, tokens=self.assembly.tokens, session=session,
                                    metrics=self.metrics, clock=self._clock)
             await self.hubs.start(wait_all=once)
             if not once:
@@ -250,8 +231,8 @@ class App:
 
         async def start_work(names: list[str], txn: PartitionTxn) -> list[CredentialScheduler]:
             probes = {n: functools.partial(txn.refresh_guard, probe_key(n)) for n in names}
-            clients = self._build_clients(session, store, probes)
-            schedulers = self._build_schedulers(clients, sinks, store, syncer)
+            clients = self.assembly.build_clients(session, store, probes)
+            schedulers = self.assembly.build_schedulers(clients, sinks, store, syncer)
             for s in schedulers:
                 await s.load()
             return schedulers
@@ -274,123 +255,13 @@ class App:
     async def _start_sinks(self, stack: AsyncExitStack, store: StateStore) -> dict[str, Sink]:
         sinks: dict[str, Sink] = {}
         stack.push_async_callback(self._close_sinks, sinks)  # also those started before a failure
-        cluster = self.config.cluster is not None
-        for sc in self.config.sinks:
-            sink = self._sink_overrides.get(sc.name) or build_sink(sc, store, self.metrics,
-                                                                   transactional=cluster)
-            try:
-                await sink.__aenter__()
-            except SinkError as exc:
-                raise NotifierError(f"sink {sc.name!r} cannot start: {exc}") from exc
-            sinks[sc.name] = sink
+        await start_sinks(self.config, store, self.metrics, self._sink_overrides, sinks)
         return sinks
 
     async def _close_sinks(self, sinks: Mapping[str, Sink]) -> None:
-        """Close every sink at once, within what is left of the shutdown (a Kafka producer
-        facing a dead broker would otherwise take minutes); a sink that overruns is abandoned."""
         loop = asyncio.get_running_loop()
-        deadline = self._shutdown_deadline or loop.time() + self.config.shutdown_timeout
-        within = max(SINK_CLOSE_MIN, deadline - loop.time())
-
-        async def close(name: str, sink: Sink) -> None:
-            try:
-                if isinstance(sink, _ClosesWithin):  # bounds itself, closing what it holds
-                    await asyncio.wait_for(sink.close_within(within), within + 2)
-                else:
-                    await asyncio.wait_for(sink.__aexit__(None, None, None), within)
-            except TimeoutError:
-                log.warning("sink %s did not close within %.1fs of the shutdown's time left; "
-                            "abandoned", name, within, extra={"sink": name})
-            except Exception:
-                log.exception("sink %s failed to close", name, extra={"sink": name})
-
-        await asyncio.gather(*(close(n, s) for n, s in reversed(list(sinks.items()))))
-
-    def _build_clients(self, session: aiohttp.ClientSession, store: StateStore,
-                       probes: Mapping[str, RefreshGuard] | None = None,
-                       ) -> dict[str, RelationshipClient]:
-        """Clients of every credential, or (cluster mode) of those in ``probes``, each
-        refreshing only inside its guard (the partition is still owned, and kept meanwhile)."""
-        cfg = self.config
-        clients: dict[str, RelationshipClient] = {}
-        self._tokens: dict[str, TokenProvider] = {}
-        for cred in cfg.credentials:
-            if probes is not None and cred.name not in probes:
-                continue
-            observer = self.metrics.client_observer(cred.name)
-            tokens = token_provider(cfg, cred, session, store,
-                                    RefreshRecorder(store, self.metrics),
-                                    refresh_guard=None if probes is None else probes[cred.name])
-            self._tokens[cred.name] = tokens  # hub discovery shares them (one rotation)
-            budget = RequestBudget(int(cred.requests_per_minute), reserve=cred.reserve,
-                                   name=cred.name)
-            self.metrics.budget_configured(cred.name, cred.requests_per_minute)
-            clients[cred.name] = RelationshipClient(
-                session,
-                base_url=cfg.source.base_url,
-                credential_name=cred.name,
-                tokens=tokens,
-                budget=budget,
-                region=cfg.source.region,
-                timeout=cfg.source.timeout,
-                max_attempts=cfg.source.max_attempts,
-                concurrency=cfg.source.concurrency,
-                observer=observer,
-                max_response_bytes=cfg.source.max_response_bytes,
-                keepalive=self._keepalive,
-            )
-        return clients
-
-    def specs(self, sinks: Mapping[str, Sink]) -> dict[str, list[StreamSpec]]:
-        """Every stream of the config, by the credential that will poll it."""
-        out: dict[str, list[StreamSpec]] = {c.name: [] for c in self.config.credentials}
-        # Subscriptions by the 100,000 name the same few credentials and sinks: one tuple each.
-        cred_sets: dict[tuple[str, ...], tuple[str, ...]] = {}
-        sink_sets: dict[tuple[str, ...], tuple[Sink, ...]] = {}
-        for sub in self.config.subscriptions:
-            creds = tuple(sub.credential_names)
-            creds = cred_sets.setdefault(creds, creds)
-            names = tuple(sub.sinks)
-            if names not in sink_sets:
-                sink_sets[names] = tuple(sinks[n] for n in names)
-            domains = tuple(sub.domains) if sub.domains else None
-            query = sub.query.as_params() if sub.query is not None else None
-            for cid in sub.containers:
-                spec = StreamSpec(
-                    subscription=sub.name, container_id=cid, credentials=creds,
-                    sinks=sink_sets[names], domains=domains, query=query,
-                    emit_initial=sub.emit_initial,
-                )
-                out[assign_credential(cid, creds)].append(spec)
-        return out
-
-    def _build_schedulers(self, clients: Mapping[str, RelationshipClient],
-                          sinks: Mapping[str, Sink], store: StateStore,
-                          syncer: StreamSyncer) -> list[CredentialScheduler]:
-        poll = self.config.poll
-        creds = {c.name: c for c in self.config.credentials}
-        out = []
-        hub_credentials = {sub.credential_names[0] for sub in self.config.hub_subscriptions}
-        for name, specs in self.specs(sinks).items():
-            if (not specs and name not in hub_credentials) or name not in clients:
-                continue
-            cred = creds[name]
-            settings = SchedulerSettings(
-                interval=poll.interval, max_staleness=poll.max_staleness,
-                status_chunk=poll.status_chunk,
-                quarantine_initial=poll.quarantine_backoff_initial,
-                quarantine_max=poll.quarantine_backoff_max,
-                policy=poll.scheduler,
-                requests_per_minute=cred.requests_per_minute, reserve=cred.reserve,
-                workers=max(2, self.config.source.concurrency),
-                drain_turn_pages=poll.drain_pages_per_turn,
-            )
-            out.append(CredentialScheduler(
-                name, clients[name], specs, store=store, syncer=syncer, settings=settings,
-                drain_slots=self._drain_slots, metrics=self.metrics, clock=self._clock,
-                started_at=self._started_at, guard=self.store_guard,
-            ))
-        return out
+        await close_sinks(sinks, self._shutdown_deadline
+                          or loop.time() + self.config.shutdown_timeout)
 
     async def _tick(self, sinks: Mapping[str, Sink]) -> None:
         """Periodic gauges: freshness, quarantine, sink health, readiness."""

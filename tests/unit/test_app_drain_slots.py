@@ -27,10 +27,9 @@ def test_schedulers_built_in_rounds_share_the_drain_slots(tmp_path: Path) -> Non
     })
     app = App(config)
     sinks: dict[str, Any] = {"out": object()}
-    first = app._build_schedulers(cast(Any, {"a": object()}), sinks, cast(Any, object()),
-                                  cast(Any, object()))
-    second = app._build_schedulers(cast(Any, {"b": object()}), sinks, cast(Any, object()),
-                                   cast(Any, object()))
+    build = app.assembly.build_schedulers
+    first = build(cast(Any, {"a": object()}), sinks, cast(Any, object()), cast(Any, object()))
+    second = build(cast(Any, {"b": object()}), sinks, cast(Any, object()), cast(Any, object()))
     assert [s.name for s in first] == ["a"]
     assert [s.name for s in second] == ["b"]
     assert first[0]._drain_slots is second[0]._drain_slots

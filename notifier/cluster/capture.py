@@ -2,17 +2,20 @@
 
 Installed on the store's connection when it opens in cluster mode: TEMP triggers (never stored
 in the file) on the captured tables note the natural key of every inserted, updated or deleted
-row in ``temp.cluster_pending``, inside the writing transaction. The cluster layer then reads
-the current rows of those keys (``take_pending``: a missing row is a tombstone) and ships them
-in the owning partition's Kafka transaction. The triggers are generated from the schema found
-at open: ``streams``, every table with a ``stream_id`` column (keyed by the stream and its other
-primary-key column) and every table keyed by ``credential``; other tables are not captured.
+row in ``temp.cluster_pending``, with its work partition (computed in the trigger by a function
+registered on the connection), inside the writing transaction. The cluster layer then reads
+the current rows of one partition's keys (``take_pending``, through an index on the partition:
+a missing row is a tombstone) and ships them in that partition's Kafka transaction. The
+triggers are generated from the schema found at open: ``streams``, every table with a
+``stream_id`` column (keyed by the stream and its other primary-key column) and every table
+keyed by ``credential``; other tables are not captured.
 """
 
 from __future__ import annotations
 
+import functools
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -20,8 +23,6 @@ from typing import Any
 from notifier.cluster.partitions import WorkMap
 from notifier.cluster.records import RowKey, encode_key, encode_row
 from notifier.errors import StateError
-
-PartitionOf = Callable[[RowKey], int | None]
 
 
 @dataclass(frozen=True)
@@ -53,30 +54,47 @@ def tables_of(conn: sqlite3.Connection) -> dict[str, Table]:
     return out
 
 
-def install(conn: sqlite3.Connection) -> dict[str, Table]:
-    """Create the pending table and the triggers; returns the captured tables."""
+def install(conn: sqlite3.Connection, work: WorkMap) -> dict[str, Table]:
+    """Create the pending table and the triggers (rows go to their partition in ``work``);
+    returns the captured tables."""
     tables = tables_of(conn)
+    conn.create_function("cluster_stream_partition", 2,
+                         functools.lru_cache(maxsize=4096)(work.of_stream), deterministic=True)
+    conn.create_function("cluster_credential_partition", 1,
+                         functools.lru_cache(maxsize=1024)(work.of_credential),
+                         deterministic=True)
     conn.execute("CREATE TEMP TABLE IF NOT EXISTS cluster_pending ("
-                 "seq INTEGER PRIMARY KEY, tbl TEXT NOT NULL, sub, cid, k)")
+                 "seq INTEGER PRIMARY KEY, p INTEGER, tbl TEXT NOT NULL, sub, cid, k)")
+    conn.execute("CREATE INDEX IF NOT EXISTS temp.cluster_pending_p ON cluster_pending (p, seq)")
     conn.execute("CREATE TEMP TABLE IF NOT EXISTS cluster_capture (enabled INTEGER NOT NULL)")
     conn.execute("DELETE FROM temp.cluster_capture")
     conn.execute("INSERT INTO temp.cluster_capture VALUES (1)")
     when = "WHEN (SELECT enabled FROM temp.cluster_capture)"
     for t in tables.values():
         for op, row in (("INSERT", "NEW"), ("UPDATE", "NEW"), ("DELETE", "OLD")):
+            insert = "INSERT INTO cluster_pending (p, tbl, sub, cid, k)"
             if t.kind == "stream":
-                body = (f"INSERT INTO cluster_pending (tbl, sub, cid, k) VALUES "
-                        f"('{t.name}', {row}.subscription, {row}.container_id, NULL);")
+                body = (f"{insert} VALUES (cluster_stream_partition({row}.subscription, "
+                        f"{row}.container_id), '{t.name}', {row}.subscription, "
+                        f"{row}.container_id, NULL);")
             elif t.kind == "child":
-                body = (f"INSERT INTO cluster_pending (tbl, sub, cid, k) SELECT '{t.name}', "
-                        f"s.subscription, s.container_id, {row}.\"{t.ident}\" FROM main.streams"
-                        f" AS s WHERE s.stream_id = {row}.stream_id;")
+                body = _child_trigger(t, row)
             else:
-                body = (f"INSERT INTO cluster_pending (tbl, sub, cid, k) VALUES "
-                        f"('{t.name}', NULL, NULL, {row}.credential);")
+                body = (f"{insert} VALUES (cluster_credential_partition({row}.credential), "
+                        f"'{t.name}', NULL, NULL, {row}.credential);")
             conn.execute(f'CREATE TEMP TRIGGER IF NOT EXISTS "cluster_{t.name}_{op.lower()}" '
                          f'AFTER {op} ON main."{t.name}" {when} BEGIN {body} END')
     return tables
+
+
+def _child_trigger(t: Table, row: str) -> str:
+    """The trigger statement noting a child row's key."""
+    column = t.ident
+    where = f"s.stream_id = {row}.stream_id"
+    return ("INSERT INTO cluster_pending (p, tbl, sub, cid, k) SELECT "
+            "cluster_stream_partition(s.subscription, s.container_id), "
+            f"'{t.name}', s.subscription, s.container_id, {row}.\"{column}\" "
+            f"FROM main.streams AS s WHERE {where};")
 
 
 def row_partition(work: WorkMap, tables: dict[str, Table], key: RowKey) -> int | None:
@@ -90,7 +108,8 @@ def row_partition(work: WorkMap, tables: dict[str, Table], key: RowKey) -> int |
     return work.of_stream(key.subscription, key.container_id)
 
 
-def _read_row(conn: sqlite3.Connection, t: Table, key: RowKey) -> dict[str, Any] | None:
+def _value(conn: sqlite3.Connection, t: Table, key: RowKey) -> bytes | None:
+    """The record value of ``key``: its row, None if there is none."""
     conn.row_factory = sqlite3.Row
     try:
         if t.kind == "stream":
@@ -109,48 +128,35 @@ def _read_row(conn: sqlite3.Connection, t: Table, key: RowKey) -> dict[str, Any]
         conn.row_factory = None
     if row is None:
         return None
-    return {k: row[k] for k in row.keys() if k != "stream_id"}  # noqa: SIM118 (sqlite3.Row)
+    return encode_row({k: row[k] for k in row.keys() if k != "stream_id"})  # noqa: SIM118
 
 
 @dataclass
 class Pending:
-    """What ``take_pending`` found for one partition: records to ship, seqs to delete after."""
+    """What ``take_pending`` found for one partition: records to ship, and the last captured
+    write they cover (0: none), to forget once they are committed."""
 
     records: list[tuple[bytes, bytes | None]]
-    seqs: list[int]
+    upto: int
 
 
-def take_pending(conn: sqlite3.Connection, tables: dict[str, Table], partition: int,
-                 partition_of: PartitionOf) -> Pending:
-    """The current rows (or tombstones) of the keys written since the last ship, of
-    ``partition`` only; keys of no partition (a subscription no longer configured) are
-    dropped."""
-    rows = conn.execute("SELECT seq, tbl, sub, cid, k FROM temp.cluster_pending ORDER BY seq"
-                        ).fetchall()
-    latest: dict[RowKey, int] = {}
-    seqs: list[int] = []
-    orphans: list[int] = []
-    for seq, tbl, sub, cid, k in rows:
-        key = RowKey(tbl, sub, cid, k)
-        p = partition_of(key)
-        if p is None:
-            orphans.append(seq)
-        elif p == partition:
-            latest.pop(key, None)
-            latest[key] = seq  # shipped in the order of each key's last write
-            seqs.append(seq)
-    if orphans:
-        delete_pending(conn, orphans)
-    records = [(encode_key(key), encode_row(_read_row(conn, tables[key.table], key)))
-               for key in latest]
-    return Pending(records, seqs)
+def take_pending(conn: sqlite3.Connection, tables: dict[str, Table], partition: int
+                 ) -> Pending:
+    """The current rows (or tombstones) of the keys of ``partition`` written since the last
+    ship, in the order of each key's last write; keys of no partition (a subscription no longer
+    configured) are dropped."""
+    conn.execute("DELETE FROM temp.cluster_pending WHERE p IS NULL")
+    rows = conn.execute(
+        "SELECT tbl, sub, cid, k, max(seq) AS last FROM temp.cluster_pending WHERE p = ? "
+        "GROUP BY tbl, sub, cid, k ORDER BY last", (partition,)).fetchall()
+    records = [(encode_key(key), _value(conn, tables[key.table], key))
+               for key in (RowKey(tbl, sub, cid, k) for tbl, sub, cid, k, _ in rows)]
+    return Pending(records, max((r[4] for r in rows), default=0))
 
 
-def delete_pending(conn: sqlite3.Connection, seqs: Sequence[int]) -> None:
-    for i in range(0, len(seqs), 500):
-        chunk = seqs[i:i + 500]
-        conn.execute(f"DELETE FROM temp.cluster_pending WHERE seq IN "
-                     f"({','.join('?' * len(chunk))})", chunk)
+def delete_pending(conn: sqlite3.Connection, partition: int, upto: int) -> None:
+    """Forget the partition's captured writes up to ``upto`` (they are committed)."""
+    conn.execute("DELETE FROM temp.cluster_pending WHERE p = ? AND seq <= ?", (partition, upto))
 
 
 def set_capture(conn: sqlite3.Connection, enabled: bool) -> None:
@@ -174,23 +180,17 @@ def uncaptured(conn: sqlite3.Connection) -> Iterator[None]:
 
 
 def wipe(conn: sqlite3.Connection, tables: dict[str, Table], partition: int,
-         partition_of: PartitionOf, credentials: Iterable[str]) -> None:
+         credentials: Iterable[str]) -> None:
     """Drop the partition's rows from the cache (not captured: the topic is the truth)."""
-    streams = [
-        (sub, cid) for sub, cid in conn.execute("SELECT subscription, container_id FROM streams")
-        if partition_of(RowKey("streams", sub, cid, None)) == partition
-    ]
     creds = list(credentials)
     with uncaptured(conn):
-        conn.executemany("DELETE FROM streams WHERE subscription = ? AND container_id = ?",
-                         streams)
+        conn.execute("DELETE FROM streams WHERE cluster_stream_partition(subscription, "
+                     "container_id) = ?", (partition,))
         for t in tables.values():
             if t.kind == "credential":
                 conn.executemany(f'DELETE FROM "{t.name}" WHERE credential = ?',
                                  [(c,) for c in creds])
-    rows = conn.execute("SELECT seq, tbl, sub, cid, k FROM temp.cluster_pending").fetchall()
-    delete_pending(conn, [r[0] for r in rows
-                          if partition_of(RowKey(r[1], r[2], r[3], r[4])) == partition])
+    conn.execute("DELETE FROM temp.cluster_pending WHERE p = ?", (partition,))
 
 
 def all_rows(conn: sqlite3.Connection, tables: dict[str, Table]

@@ -243,7 +243,7 @@ class Coordinator(ConsumerRebalanceListener):  # type: ignore[misc]
             await asyncio.gather(*owned.tasks, return_exceptions=True)
         if owned.txn is not None:  # a refresh under way still stores its rotated token
             clean = await owned.txn.close()
-            if clean and owned.restored and not (await self._store.take_pending(p)).seqs:
+            if clean and owned.restored and not (await self._store.take_pending(p)).upto:
                 with contextlib.suppress(Exception):  # no offset: restored next time
                     self._current[p] = await self._end_offset(p)
         if self._store.txns.get(p) is owned.txn:

@@ -21,7 +21,6 @@ from notifier.cluster import capture
 from notifier.cluster.apply import apply_records
 from notifier.cluster.capture import Pending, Table
 from notifier.cluster.partitions import WorkMap
-from notifier.cluster.records import RowKey
 from notifier.cluster.txn import PartitionTxn
 from notifier.errors import PartitionLostError, StateError
 from notifier.state.base import PruneResult, StreamKey
@@ -42,10 +41,7 @@ class ClusterStore(SqliteStateStore):
 
     async def open(self) -> None:
         await super().open()
-        self._tables = await self._call("install change capture", capture.install)
-
-    def partition_of(self, key: RowKey) -> int | None:
-        return capture.row_partition(self.work, self._tables, key)
+        self._tables = await self._call("install change capture", capture.install, self.work)
 
     # -- scopes -----------------------------------------------------------------------------
 
@@ -72,10 +68,10 @@ class ClusterStore(SqliteStateStore):
 
     async def take_pending(self, partition: int) -> Pending:
         return await self._call("read captured rows", capture.take_pending, self._tables,
-                                partition, self.partition_of)
+                                partition)
 
-    async def delete_pending(self, seqs: Sequence[int]) -> None:
-        await self._call("forget shipped rows", capture.delete_pending, list(seqs))
+    async def delete_pending(self, partition: int, upto: int) -> None:
+        await self._call("forget shipped rows", capture.delete_pending, partition, upto)
 
     async def wipe_partition(self, partition: int) -> None:
         """Drop the partition's rows from the cache, before a restore (with the resync ids the
@@ -83,7 +79,7 @@ class ClusterStore(SqliteStateStore):
         await self._call("drop held resync ids", drop_staging, self._ids,
                          lambda key: self.work.of_stream(*key) == partition)
         await self._call("wipe partition", capture.wipe, self._tables, partition,
-                         self.partition_of, self.work.credentials_in(partition))
+                         self.work.credentials_in(partition))
         self._ids.clear()
 
     async def apply(self, records: Sequence[tuple[bytes | None, bytes | None]]) -> int:

@@ -50,7 +50,7 @@ class PendingRows(Protocol):
 
     async def take_pending(self, partition: int) -> Pending: ...
 
-    async def delete_pending(self, seqs: Sequence[int]) -> None: ...
+    async def delete_pending(self, partition: int, upto: int) -> None: ...
 
 
 class PartitionTxn:
@@ -154,8 +154,8 @@ class PartitionTxn:
         self._in_txn = False
         self._settle_futures()
         self._metrics.transaction("committed")
-        if pending.seqs:
-            await self._store.delete_pending(pending.seqs)
+        if pending.upto:
+            await self._store.delete_pending(self.partition, pending.upto)
 
     async def _fail(self, exc: BaseException) -> None:
         """After a failed scope: abort; a cache that ran ahead is restored, a fenced producer
@@ -191,7 +191,7 @@ class PartitionTxn:
 
     async def _cache_touched(self) -> bool:
         try:
-            return bool((await self._store.take_pending(self.partition)).seqs)
+            return bool((await self._store.take_pending(self.partition)).upto)
         except Exception:  # the store cannot even answer: restore to be safe
             return True
 

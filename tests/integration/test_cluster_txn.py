@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Sequence
 
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -35,10 +34,11 @@ class Rows:
         self.pending.append((self._seq, key, value))
 
     async def take_pending(self, partition: int) -> Pending:
-        return Pending([(k, v) for _, k, v in self.pending], [s for s, _, _ in self.pending])
+        return Pending([(k, v) for _, k, v in self.pending],
+                       max((s for s, _, _ in self.pending), default=0))
 
-    async def delete_pending(self, seqs: Sequence[int]) -> None:
-        self.pending = [p for p in self.pending if p[0] not in set(seqs)]
+    async def delete_pending(self, partition: int, upto: int) -> None:
+        self.pending = [p for p in self.pending if p[0] > upto]
 
 
 async def topics(bootstrap: str, *names: str) -> None:

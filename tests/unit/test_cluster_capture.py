@@ -76,17 +76,18 @@ async def test_captured_records_rebuild_the_same_rows(
     monkeypatch.setattr(Staging, "FLUSH_IDS", 1)
     src, dst = tmp_path / "src.db", tmp_path / "dst.db"
     async with SqliteStateStore(src) as store:
-        tables = await store._call("install", capture.install)
+        tables = await store._call("install", capture.install, WORK)
         await _writes(store)
         records: list[tuple[bytes, bytes | None]] = []
         for p in range(WORK.partitions):
-            pending = await store._call("take", capture.take_pending, tables, p, part)
+            pending = await store._call("take", capture.take_pending, tables, p)
             for key, _ in pending.records:
                 decoded = decode_key(key)
                 assert decoded is not None
                 assert part(decoded) == p, "a partition ships only its own rows"
             records += pending.records
-            await store._call("delete", capture.delete_pending, pending.seqs)
+            await store._call("delete", capture.delete_pending, p,
+                              pending.upto)
         left = await store._call("left", lambda c: c.execute(
             "SELECT count(*) FROM temp.cluster_pending").fetchone()[0])
         assert left == 0
@@ -100,7 +101,7 @@ async def test_captured_records_rebuild_the_same_rows(
     assert all("stream_id" not in (decode_row(v) or {}) for _, v in records)
 
     async with SqliteStateStore(dst) as store:
-        tables = await store._call("install", capture.install)
+        tables = await store._call("install", capture.install, WORK)
         # In compaction's order a child may come before its stream: apply streams last.
         ordered = sorted(records, key=lambda r: b'["streams"' in r[0])
         await store._call("apply", apply_records, tables,
@@ -114,16 +115,16 @@ async def test_captured_records_rebuild_the_same_rows(
 async def test_wipe_drops_only_the_partitions_rows(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     async with SqliteStateStore(path) as store:
-        tables = await store._call("install", capture.install)
+        tables = await store._call("install", capture.install, WORK)
         await _writes(store)
         pa = WORK.of_stream("a", "c1")
         assert pa != WORK.of_stream("b", "c2"), "the fixture spreads the two credentials"
-        await store._call("wipe", capture.wipe, tables, pa, part, WORK.credentials_in(pa))
+        await store._call("wipe", capture.wipe, tables, pa, WORK.credentials_in(pa))
         store._ids.clear()
         streams = await store.list_streams()
         assert [s.key for s in streams] == [("b", "c2")]
         assert await store.load_refresh_token("alice", "fp") is None
-        pending = await store._call("take", capture.take_pending, tables, pa, part)
+        pending = await store._call("take", capture.take_pending, tables, pa)
         assert pending.records == [], "what was pending for the wiped partition is dropped"
 
 
@@ -182,7 +183,7 @@ async def test_a_stream_tombstone_then_rows_of_a_new_stream_apply_in_order(
         return encode_key(RowKey(table, "a", "c1", ident)), encode_row(row)
 
     async with SqliteStateStore(tmp_path / "s.db") as store:
-        tables = await store._call("install", capture.install)
+        tables = await store._call("install", capture.install, WORK)
         await store._call("apply", apply_records, tables, [
             rec("streams", None, {"sync_token": "old", "known_count": 1}),
             rec("known", "r1", {"rel_id": "r1"}),
@@ -194,3 +195,31 @@ async def test_a_stream_tombstone_then_rows_of_a_new_stream_apply_in_order(
         state = await store.get_stream("a", "c1")
         assert state is not None
         assert state.sync_token == "new"
+
+
+async def test_rows_of_an_unconfigured_subscription_are_dropped_not_shipped(
+        tmp_path: Path) -> None:
+    """The trigger files every write under its partition; a stream of no configured
+    subscription has none, and its writes are forgotten at the next take."""
+    async with SqliteStateStore(tmp_path / "s.db") as store:
+        tables = await store._call("install", capture.install, WORK)
+        await store.commit_page("gone", "c9", next_token="t", resync_cursor=None,
+                                in_resync=False, add_ids=["r1"], remove_ids=[], changed=True,
+                                now=1.0)
+        await store.commit_page("a", "c1", next_token="t", resync_cursor=None,
+                                in_resync=False, add_ids=["r1"], remove_ids=[], changed=True,
+                                now=1.0)
+        pa = WORK.of_stream("a", "c1")
+        assert pa is not None
+        others = [p for p in range(WORK.partitions) if p != pa]
+        for p in others:
+            taken = await store._call("take", capture.take_pending, tables, p)
+            assert taken.records == []
+            assert taken.upto == 0
+        mine = await store._call("take", capture.take_pending, tables, pa)
+        assert {decode_key(k) for k, _ in mine.records} == {
+            RowKey("streams", "a", "c1", None), RowKey("known", "a", "c1", "r1")}
+        await store._call("delete", capture.delete_pending, pa, mine.upto)
+        left = await store._call("left", lambda c: c.execute(
+            "SELECT count(*) FROM temp.cluster_pending").fetchone()[0])
+        assert left == 0

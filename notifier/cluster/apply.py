@@ -68,7 +68,7 @@ def _stream_id(batch: _Batch, sub: str, cid: str, ids: dict[tuple[str, str], int
 
 def _upsert(batch: _Batch, t: Table, key: RowKey, row: dict[str, Any],
             ids: dict[tuple[str, str], int]) -> None:
-    cols = {k: v for k, v in row.items() if k in t.columns and k != "stream_id"}
+    cols = {k: v for k, v in row.items() if k in t.columns and k not in t.local}
     if t.kind == "stream":
         cols.update(subscription=key.subscription, container_id=key.container_id)
     elif t.kind == "child":

@@ -7,8 +7,9 @@ registered on the connection), inside the writing transaction. The cluster layer
 the current rows of one partition's keys (``take_pending``, through an index on the partition:
 a missing row is a tombstone) and ships them in that partition's Kafka transaction. The
 triggers are generated from the schema found at open: ``streams``, every table with a
-``stream_id`` column (keyed by the stream and its other primary-key column) and every table
-keyed by ``credential``; other tables are not captured.
+``stream_id`` column (keyed by the stream and its other primary-key column, or, for a table
+with a local row id such as the outbox, the other column of its unique (stream_id, column)
+index) and every table keyed by ``credential``; other tables are not captured.
 """
 
 from __future__ import annotations
@@ -31,6 +32,17 @@ class Table:
     kind: str  # "stream", "child" (has stream_id) or "credential"
     ident: str | None  # the key column besides the stream (children, credentials)
     columns: frozenset[str]
+    local: frozenset[str] = frozenset({"stream_id"})  # surrogate keys: never shipped
+
+
+def _unique_stream_key(conn: sqlite3.Connection, name: str) -> str | None:
+    """The other column of a (full) unique index on (stream_id, one column), if any."""
+    for _, index, unique, _, partial in conn.execute(f'PRAGMA main.index_list("{name}")'):
+        if unique and not partial:
+            cols = [str(r[2]) for r in conn.execute(f'PRAGMA main.index_info("{index}")')]
+            if len(cols) == 2 and cols[0] == "stream_id":
+                return cols[1]
+    return None
 
 
 def tables_of(conn: sqlite3.Connection) -> dict[str, Table]:
@@ -43,12 +55,18 @@ def tables_of(conn: sqlite3.Connection) -> dict[str, Table]:
         pk = [str(r[1]) for r in sorted(info, key=lambda r: int(r[5])) if int(r[5]) > 0]
         if name == "streams":
             out[name] = Table(name, "stream", None, cols)
-        elif "stream_id" in cols:
+        elif "stream_id" in cols and "stream_id" in pk:
             rest = [c for c in pk if c != "stream_id"]
             if len(rest) != 1:
                 raise StateError(f"cluster mode cannot capture table {name}: its primary key "
                                  "is not (stream_id, one column)")
             out[name] = Table(name, "child", rest[0], cols)
+        elif "stream_id" in cols:  # a local row id, and a key unique within the stream
+            ident = _unique_stream_key(conn, name)
+            if ident is None:
+                raise StateError(f"cluster mode cannot capture table {name}: no unique key "
+                                 "(stream_id, one column)")
+            out[name] = Table(name, "child", ident, cols, frozenset({"stream_id", *pk}))
         elif pk == ["credential"]:
             out[name] = Table(name, "credential", "credential", cols)
     return out
@@ -128,7 +146,7 @@ def _value(conn: sqlite3.Connection, t: Table, key: RowKey) -> bytes | None:
         conn.row_factory = None
     if row is None:
         return None
-    return encode_row({k: row[k] for k in row.keys() if k != "stream_id"})  # noqa: SIM118
+    return encode_row({k: row[k] for k in row.keys() if k not in t.local})  # noqa: SIM118
 
 
 @dataclass
@@ -186,6 +204,9 @@ def wipe(conn: sqlite3.Connection, tables: dict[str, Table], partition: int,
     with uncaptured(conn):
         conn.execute("DELETE FROM streams WHERE cluster_stream_partition(subscription, "
                      "container_id) = ?", (partition,))
+        for t in tables.values():  # rows a deleted stream leaves behind (outbox: SET NULL)
+            if t.kind == "child" and t.local != {"stream_id"}:
+                conn.execute(f'DELETE FROM "{t.name}" WHERE stream_id IS NULL')
         for t in tables.values():
             if t.kind == "credential":
                 conn.executemany(f'DELETE FROM "{t.name}" WHERE credential = ?',
@@ -209,7 +230,7 @@ def all_rows(conn: sqlite3.Connection, tables: dict[str, Table]
                         f'SELECT t.*, s.subscription AS "_sub", s.container_id AS "_cid" '
                         f'FROM "{t.name}" AS t JOIN streams AS s USING (stream_id)'):
                     values = {k: row[k] for k in row.keys()  # noqa: SIM118
-                              if k not in ("stream_id", "_sub", "_cid")}
+                              if k not in t.local and k not in ("_sub", "_cid")}
                     yield RowKey(t.name, row["_sub"], row["_cid"], row[t.ident]), values
             else:
                 for row in conn.execute(f'SELECT * FROM "{t.name}"'):

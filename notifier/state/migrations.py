@@ -162,7 +162,27 @@ _V5 = (
     "UPDATE streams SET staged_cursor = resync_cursor",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5)
+_V6 = (
+    # Outbox rows hang off their stream and carry a key that names them on every replica
+    # (cluster mode ships them, with their delivery marks, through the state topic, where the
+    # local row_id means nothing): (stream_id, seq), seq counting up per stream. It also orders
+    # a relationship's events within the stream (row_id order is local to one file). A stream
+    # that is forgotten leaves its rows behind, as before (SET NULL). Rows of earlier versions
+    # find their stream from the event they hold and keep their row_id as seq.
+    "ALTER TABLE outbox ADD COLUMN stream_id INTEGER"
+    " REFERENCES streams (stream_id) ON DELETE SET NULL",
+    "ALTER TABLE outbox ADD COLUMN seq INTEGER",
+    "UPDATE outbox SET seq = row_id, stream_id = (SELECT s.stream_id FROM streams AS s"
+    " WHERE json_valid(CAST(outbox.payload AS TEXT))"
+    " AND s.subscription = json_extract(CAST(outbox.payload AS TEXT), '$.data.subscription')"
+    " AND s.container_id = json_extract(CAST(outbox.payload AS TEXT), '$.data.containerId'))",
+    "CREATE UNIQUE INDEX outbox_stream_seq ON outbox (stream_id, seq)",
+    "DROP INDEX outbox_pending_key",
+    "CREATE INDEX outbox_pending_key ON outbox (sink, ordering_key, stream_id, seq)"
+    " WHERE status = 'pending'",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
 """MIGRATIONS[i] takes the schema from version i to version i + 1."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

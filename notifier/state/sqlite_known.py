@@ -112,7 +112,7 @@ def commit_page(
             conn.execute("DELETE FROM resync_seen WHERE stream_id = ?", (sid,))
             conn.execute("DELETE FROM announced WHERE stream_id = ?", (sid,))
             staged = (None,)
-        insert_items(conn, outbox, now)
+        insert_items(conn, outbox, now, sid)
         conn.execute(
             "UPDATE streams SET"
             " sync_token = coalesce(:token, sync_token),"

@@ -29,32 +29,46 @@ def _row(r: Sequence[Any]) -> OutboxRow:
     )
 
 
-def insert_items(conn: sqlite3.Connection, items: Sequence[OutboxItem], now: float) -> None:
-    """Queue ``items`` as pending, due at once (call inside the checkpoint's transaction)."""
+def insert_items(conn: sqlite3.Connection, items: Sequence[OutboxItem], now: float,
+                 stream_id: int) -> None:
+    """Queue ``items`` of the stream as pending, due at once, each with the stream's next
+    ``seq`` (call inside the checkpoint's transaction)."""
     if items:
+        (last,) = conn.execute("SELECT coalesce(max(seq), 0) FROM outbox WHERE stream_id = ?",
+                               (stream_id,)).fetchone()
         conn.executemany(
             "INSERT INTO outbox (sink, event_id, ordering_key, payload, event_time, created_at,"
-            " enqueued_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            " enqueued_at, next_attempt_at, stream_id, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 (i.sink, i.event_id, i.ordering_key, i.payload, i.event_time, i.created_at,
-                 now, i.created_at)
-                for i in items
+                 now, i.created_at, stream_id, int(last) + n)
+                for n, i in enumerate(items, 1)
             ),
         )
 
 
-def fetch_due(conn: sqlite3.Connection, sink: str, now: float, limit: int) -> list[OutboxRow]:
-    """Pending rows due by ``now``, oldest first, at most one per ordering key: the key's
-    oldest pending row. A later row of a key is never returned while an earlier one is pending,
-    even if the earlier one is not due yet."""
+def fetch_due(conn: sqlite3.Connection, sink: str, now: float, limit: int,
+              partitions: Sequence[int] | None = None) -> list[OutboxRow]:
+    """Pending rows due by ``now``, oldest first, at most one per ordering key and stream: its
+    oldest pending row (by ``seq``). A later row is never returned while an earlier one is
+    pending, even if the earlier one is not due yet. With ``partitions`` (cluster mode, the
+    connection has ``cluster_stream_partition``): only rows of streams in those partitions."""
+    served = ""
+    params: list[Any] = [sink, now]
+    if partitions is not None:
+        served = (" AND o.stream_id IN (SELECT s.stream_id FROM streams AS s"
+                  " WHERE s.stream_id = o.stream_id AND cluster_stream_partition("
+                  "s.subscription, s.container_id) IN (SELECT value FROM json_each(?)))")
+        params.append(json_list(partitions))
     rows = conn.execute(
         f"SELECT {_ROW_COLUMNS} FROM outbox AS o INDEXED BY outbox_pending_order"
         " WHERE o.sink = ? AND o.status = 'pending' AND o.next_attempt_at <= ?"
+        f"{served}"
         " AND NOT EXISTS (SELECT 1 FROM outbox AS p INDEXED BY outbox_pending_key"
-        "   WHERE p.sink = o.sink AND p.status = 'pending'"
-        "   AND p.ordering_key = o.ordering_key AND p.row_id < o.row_id)"
+        "   WHERE p.sink = o.sink AND p.status = 'pending' AND p.ordering_key = o.ordering_key"
+        "   AND p.stream_id IS o.stream_id AND p.seq < o.seq)"
         " ORDER BY o.row_id LIMIT ?",
-        (sink, now, limit),
+        (*params, limit),
     ).fetchall()
     return [_row(r) for r in rows]
 
@@ -185,7 +199,8 @@ def dlq_replay(
             f" dead_at = NULL, dead_reason = NULL WHERE status = 'dead'{where}"
             " AND NOT EXISTS (SELECT 1 FROM outbox AS later"
             "   WHERE later.sink = o.sink AND later.ordering_key = o.ordering_key"
-            "   AND later.row_id > o.row_id AND later.status = 'delivered')",
+            "   AND later.stream_id IS o.stream_id AND later.seq > o.seq"
+            "   AND later.status = 'delivered')",
             params,
         ).rowcount
 
@@ -194,13 +209,16 @@ def redeliver(
     conn: sqlite3.Connection, sink: str, since: float, until: float, now: float
 ) -> int:
     """Queue a new pending copy of every original delivered row of ``sink`` created in
-    [since, until), in their original order; copies are never themselves copied again."""
+    [since, until), in their original order (each after every row of its stream); copies are
+    never themselves copied again."""
     with transaction(conn):
+        (top,) = conn.execute("SELECT coalesce(max(seq), 0) FROM outbox").fetchone()
         return conn.execute(
             "INSERT INTO outbox (sink, event_id, ordering_key, payload, event_time, created_at,"
-            " enqueued_at, next_attempt_at, origin_row_id)"
-            " SELECT sink, event_id, ordering_key, payload, event_time, created_at, ?, ?, row_id"
+            " enqueued_at, next_attempt_at, origin_row_id, stream_id, seq)"
+            " SELECT sink, event_id, ordering_key, payload, event_time, created_at, ?, ?, row_id,"
+            " stream_id, ? + row_id"
             " FROM outbox WHERE sink = ? AND status = 'delivered' AND origin_row_id IS NULL"
             " AND created_at >= ? AND created_at < ? ORDER BY row_id",
-            (now, now, sink, since, until),
+            (now, now, int(top), sink, since, until),
         ).rowcount

@@ -18,14 +18,7 @@ import time
 from collections.abc import Callable, Sequence, Set
 
 from notifier.core.planner import Planner, SchedulerSettings
-from notifier.errors import (
-    BadRequestError,
-    CredentialError,
-    NotifierError,
-    ProtocolError,
-    StateError,
-    UpstreamError,
-)
+from notifier.errors import NotifierError, StateError
 from notifier.failures import FailurePolicy
 from notifier.metrics import Metrics
 from notifier.runtime import (
@@ -38,11 +31,11 @@ from notifier.runtime import (
     StreamRuntime,
     add_streams,
     freshness,
-    match_status,
     remove_streams,
 )
 from notifier.source.client import RelationshipClient
 from notifier.state.base import StateStore, StreamKey
+from notifier.status_calls import StatusCalls
 from notifier.store_guard import StoreGuard
 from notifier.stream import StreamSpec
 from notifier.sync import StreamSyncer
@@ -92,6 +85,7 @@ class CredentialScheduler:
         self.stats = PassStats()
         self._failures = FailurePolicy(name, store=store, metrics=metrics, settings=settings,
                                        clock=clock, stats=self.stats)
+        self._status = StatusCalls(name, client, self._failures, self._pace)
         self.cycles_done = 0
         self._inflight = 0
         self._checked = CheckTimes()
@@ -263,7 +257,7 @@ class CredentialScheduler:
         due, unchanged = list[StreamRuntime](), list[StreamRuntime]()
         asked, chunk_size = [polled[i] for i in choice.status], max(1, self._s.status_chunk)
         for start in range(0, len(asked), chunk_size):
-            outcome = await self._status(group, asked[start:start + chunk_size])
+            outcome = await self._status.ask(group, asked[start:start + chunk_size])
             if outcome is None:
                 return  # the whole group failed; logged; retried at its next turn
             due.extend(outcome[0])
@@ -314,58 +308,6 @@ class CredentialScheduler:
             log.info("a pass over %d containers took %.0fs (interval %.0fs): the request "
                      "budget stretches the interval", len(self.groups), elapsed,
                      self._s.interval, extra={"credential": self.name})
-
-    async def _status(
-        self, group: Group, chunk: list[StreamRuntime]
-    ) -> tuple[list[StreamRuntime], list[StreamRuntime]] | None:
-        items = [(s.token or "", str(i)) for i, s in enumerate(chunk)]
-        if not await self._pace():
-            return None
-        try:
-            resp = await self._client.sync_status(group.container_id, items)
-        except (BadRequestError, ProtocolError) as exc:
-            # One bad token (or one malformed result) spoils the whole answer: split the batch
-            # so the others go on, down to the culprit, which recovers by a resync.
-            return await self._split_status(group, chunk, exc)
-        except (UpstreamError, CredentialError) as exc:
-            if exc.container_wide:
-                for s in chunk:
-                    await self.on_failure(s, exc)
-            elif exc.needs_operator:
-                log.error("%s", exc, extra={"credential": self.name})
-            else:
-                log.warning("syncStatus failed for container %s: %s", group.container_id, exc,
-                            extra={"credential": self.name, "container": group.container_id})
-            return None
-        answer = match_status(resp, len(chunk))
-        for idx, why in answer.rejected:
-            await self.on_failure(chunk[idx], BadRequestError(why, endpoint="syncStatus"))
-        if answer.answered < len(chunk):
-            log.warning("syncStatus answered %d of %d tokens; the rest are retried later",
-                        answer.answered, len(chunk),
-                        extra={"credential": self.name, "container": group.container_id})
-        return [chunk[i] for i in answer.due], [chunk[i] for i in answer.ok]
-
-    async def _split_status(
-        self, group: Group, chunk: list[StreamRuntime], exc: Exception
-    ) -> tuple[list[StreamRuntime], list[StreamRuntime]] | None:
-        """A syncStatus batch rejected as a whole (400) or answered with a malformed result:
-        ask for each half separately; a single culprit is quarantined and resyncs."""
-        if len(chunk) == 1:
-            s = chunk[0]
-            s.force_resync = True
-            await self._failures.quarantine(s, "bad_token", exc)
-            return [], []
-        mid = len(chunk) // 2
-        due: list[StreamRuntime] = []
-        ok: list[StreamRuntime] = []
-        for half in (chunk[:mid], chunk[mid:]):
-            outcome = await self._status(group, half)
-            if outcome is None:
-                return None
-            due.extend(outcome[0])
-            ok.extend(outcome[1])
-        return due, ok
 
     async def _pace(self) -> bool:
         """Wait for this syncStatus call's slot; False if stopped meanwhile.

@@ -30,7 +30,7 @@ from notifier.core.stream_state import (
 from notifier.metrics import Metrics
 from notifier.publisher import Publisher
 from notifier.source.models import Relationship
-from notifier.state.base import Announcement, KnownRelationship, StateStore
+from notifier.state.base import Announcement, StateStore
 from notifier.stream import DrainResult, StreamSpec
 
 log = logging.getLogger("notifier.sync")
@@ -43,13 +43,19 @@ def rfc3339(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
-def _still_matches(known: KnownRelationship, spec: StreamSpec) -> bool:
-    """After a filter change: whether a known relationship still falls within the filter
-    (so that its absence is a deletion), from its stored body (False when unknown)."""
-    if spec.query is not None or known.body is None:
+def _within(spec: StreamSpec, fingerprint: str, listed_under: str | None,
+            body: bytes | None) -> bool:
+    """After a filter change: whether a relationship the new snapshot did not list falls
+    within the new filter, so that its absence is a deletion (else it may only have left the
+    filter). Listed (or announced) under this very filter, it matched it and still does: a
+    filter's matching depends only on the relationship's entities and creation time, which
+    never change. Otherwise a domains filter is checked against the stored body; a query
+    cannot be evaluated here (False)."""
+    if listed_under == fingerprint:
+        return True
+    if spec.query is not None or body is None:
         return False
-    entities = orjson.loads(known.body).get("entities")
-    return matches_domains(entities, spec.domains) is True
+    return matches_domains(orjson.loads(body).get("entities"), spec.domains) is True
 
 
 class _Bodies(Mapping[str, bytes]):
@@ -117,7 +123,7 @@ class PageWriter:
             seen_at=rfc3339(now),
         )
         if resync and announce:
-            await self._announce(spec, d.events)
+            await self._announce(spec, d.events, fingerprint)
         outbox = await self._publisher.publish(d.events, direct=spec.direct,
                                                outbox=spec.outbox)
         changed = bool(d.add_ids or d.remove_ids or d.events)
@@ -128,8 +134,9 @@ class PageWriter:
             next_token=None if resync else next_token,
             resync_cursor=next_token if resync else None, in_resync=resync,
             add_ids=d.add_ids, remove_ids=d.remove_ids, seen_ids=d.seen_ids,
-            outbox=outbox, bodies=_Bodies(current),
-            filter_fingerprint=fingerprint, changed=changed, now=now,
+            outbox=outbox, bodies=_Bodies(current), filter_fingerprint=fingerprint,
+            listed_under=fingerprint if spec.query is not None else None,
+            changed=changed, now=now,
         )
         result.committed(now, token=None if resync else next_token, in_resync=resync)
         self._after_commit(d.events, result, outboxed=bool(outbox), created=d.created,
@@ -147,15 +154,17 @@ class PageWriter:
         stored = await self._store.known_bodies(spec.subscription, spec.container_id, bare)
         return [with_stored_body(r, stored[r.id]) if r.id in stored else r for r in deleted]
 
-    async def _announce(self, spec: StreamSpec, events: Sequence[Event]) -> None:
-        """Durably note the created events of a resync page before any leaves (see module doc).
+    async def _announce(self, spec: StreamSpec, events: Sequence[Event],
+                        fingerprint: str | None) -> None:
+        """Durably note the created events of a resync page, and the filter they go out under,
+        before any leaves (see module doc).
 
         Outbox sinks receive nothing before the checkpoint, so only direct sinks need it.
         """
         if not spec.direct:
             return
         items = [
-            Announcement(e.subject, e.time, orjson.dumps(e.data["relationship"]))
+            Announcement(e.subject, e.time, orjson.dumps(e.data["relationship"]), fingerprint)
             for e in events if e.kind is ChangeKind.CREATED
         ]
         if items:
@@ -183,10 +192,11 @@ class PageWriter:
         """Deleted events for known ids the resync did not list, created and deleted events
         for announced ones it did not list, then the final token.
 
-        After a filter change, a known id the new snapshot did not list has either left the
-        filter (forgotten without an event) or been deleted (a deleted event): its stored body
-        tells which for a domains filter; a query's matching cannot be told here, so there
-        every such id is forgotten.
+        After a filter change, a known or announced id the new snapshot did not list has
+        either left the filter (forgotten without an event) or been deleted (reported): see
+        ``_within``. A known id a query listed before, or one announced under the new filter
+        (by an attempt of this resync that never checkpointed), is reported; a query's
+        matching of any other cannot be told here, so it is forgotten.
         """
         sub, cid = spec.subscription, spec.container_id
         forgotten = 0
@@ -197,7 +207,8 @@ class PageWriter:
             now = self._clock()
             deletions = batch
             if pos.reason == "filter":
-                deletions = [k for k in batch if _still_matches(k, spec)]
+                deletions = [k for k in batch
+                             if _within(spec, fingerprint, k.filter_fingerprint, k.body)]
                 forgotten += len(batch) - len(deletions)
             events = (
                 missing_deletions(subscription=sub, container_id=cid, missing=deletions,
@@ -212,19 +223,20 @@ class PageWriter:
             log.info("filter change: %d relationship(s) no longer match the filter and are "
                      "forgotten (no deleted events)", forgotten,
                      extra={"subscription": sub, "container": cid})
-        async for gone in self._store.iter_announced_missing(sub, cid, ANNOUNCED_BATCH):
+        async for announced in self._store.iter_announced_missing(sub, cid, ANNOUNCED_BATCH):
             now = self._clock()
+            gone = announced
+            if pos.reason == "filter":
+                # Announced under another filter, one that left the new one is forgotten like a
+                # known one (a created-deleted pair would report a live one deleted); announced
+                # under this one, it is gone: reported.
+                gone = [a for a in announced
+                        if _within(spec, fingerprint, a.filter_fingerprint, a.raw)]
             rels = [
                 Relationship(id=a.rel_id, created_on=a.created_on, is_deleted=False,
                              deleted_on=None, raw=orjson.loads(a.raw))
                 for a in gone
             ]
-            if pos.reason == "filter":
-                # Announced under the old filter: one that left the filter is forgotten like
-                # a known one (a created-deleted pair would report a live one deleted).
-                rels = [r for r in rels
-                        if matches_domains(r.raw.get("entities"), spec.domains) is True
-                        and spec.query is None]
             events = (
                 vanished_announced(subscription=sub, container_id=cid, relationships=rels,
                                    seen_at=rfc3339(now), project_name=spec.project_name)
@@ -232,7 +244,7 @@ class PageWriter:
             )
             # None of them is known; listing them as removed settles (forgets) their
             # announcements.
-            ids = [a.rel_id for a in gone]
+            ids = [a.rel_id for a in announced]
             await self._settle(spec, token, events, result, remove_ids=ids,
                                created=len(rels), deleted=len(rels), now=now)
             changed = True

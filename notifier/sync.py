@@ -120,20 +120,21 @@ class StreamSyncer(PageWriter):
                      extra={"subscription": sub, "container": cid})
         emit = spec.emit_initial or not pos.first_sync
 
-        if pos.token is None and spec.query is not None:
-            await self._begin(spec, pos, fingerprint, result)
-            token = await self._bootstrap_query(client, spec, result, emit=emit, stop=stop,
-                                                fingerprint=fingerprint)
-            if token is None:
-                return result
-            # The search pages were the whole snapshot: close the resync on the query's token,
-            # so what sync reports from here on is ordinary change (snapshot: false).
-            await self._finish_resync(spec, pos, token, result, emit=emit, changed=True,
-                                      fingerprint=fingerprint)
-            pos = pos.finished(token)
-
         carried: SyncPage | None = None  # fetched, but it starts a snapshot: next batch
         while True:
+            if pos.token is None and spec.query is not None and carried is None:
+                # A query's snapshot is its search (a bootstrap, a filter change, a token the
+                # service rejected): sync without a token would list the whole container.
+                await self._begin(spec, pos, fingerprint, result)
+                token = await self._bootstrap_query(client, spec, result, emit=emit,
+                                                    stop=stop, fingerprint=fingerprint)
+                if token is None:
+                    return result
+                # The search pages were the whole snapshot: close the resync on the query's
+                # token, so what sync reports from here on is ordinary change (snapshot: false).
+                await self._finish_resync(spec, pos, token, result, emit=emit, changed=True,
+                                          fingerprint=fingerprint)
+                pos = pos.finished(token)
             if stop is not None and stop.is_set():
                 return result
             if max_pages is not None and result.pages >= max_pages:

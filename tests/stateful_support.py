@@ -21,9 +21,10 @@ from notifier.errors import BadRequestError
 from notifier.metrics import Metrics
 from notifier.simulator import SimState, syncing
 from notifier.simulator.bodies import ApiError
+from notifier.simulator.query import search_query
 from notifier.sinks.memory import MemorySink
 from notifier.source.models import SearchPage, SyncPage
-from notifier.source.parse import parse_sync_page
+from notifier.source.parse import parse_search_page, parse_sync_page
 from notifier.state.base import Announcement
 from notifier.state.sqlite import SqliteStateStore
 from notifier.state.sqlite_keys import Staging
@@ -122,12 +123,16 @@ class SimClient:
         self.calls = 0
         self.script = {k: list(v) for k, v in script.items()}
 
-    async def sync(self, container_id: str, token: str | None = None,
-                   domains: Sequence[str] | None = None) -> SyncPage:
+    def _call(self) -> None:
+        """A request begins: this drain's scripted actions for it run, then an await point."""
         self.calls += 1
         for action in self.script.pop(self.calls, []):
             action()
         self.faults.point()
+
+    async def sync(self, container_id: str, token: str | None = None,
+                   domains: Sequence[str] | None = None) -> SyncPage:
+        self._call()
         body: dict[str, Any] = {}
         if token is not None:
             body["syncToken"] = token
@@ -142,6 +147,16 @@ class SimClient:
         self.faults.point()
         return page
 
-    async def search(self, container_id: str, query: Any, continuation: str | None = None
-                     ) -> SearchPage:
-        raise NotImplementedError("the stateful tests use domain filters only")
+    async def search(self, container_id: str, query: Mapping[str, str],
+                     continuation: str | None = None) -> SearchPage:
+        self._call()
+        try:
+            answer = syncing.query_page(
+                self.sim, self.sim.container(container_id), USER, search_query(query),
+                syncing.page_limit(self.sim, None), continuation)
+        except ApiError as err:
+            raise BadRequestError(str(err.body.get("detail") or err.body), endpoint="search",
+                                  status=err.status) from None
+        page = parse_search_page(orjson.dumps(answer))
+        self.faults.point()
+        return page

@@ -162,8 +162,8 @@ def missing_deletions(
     (both entities) with ``isDeleted: true``, and the time the deletion was noticed.
     """
     events = []
-    for rel_id, body in missing:
-        rel = deleted_body(rel_id, body)
+    for known in missing:
+        rel = deleted_body(known.rel_id, known.body)
         events.append(
             build_event(
                 subscription=subscription,

@@ -78,10 +78,12 @@ class StreamState:
 
 class KnownRelationship(NamedTuple):
     """A known id with the last body seen (the relationship JSON without isDeleted/deletedOn;
-    None for ids known before bodies were kept)."""
+    None for ids known before bodies were kept), and the fingerprint of the query filter that
+    listed it (None: listed under a domains filter, or not recorded)."""
 
     rel_id: str
     body: bytes | None
+    filter_fingerprint: str | None = None
 
 
 class PruneResult(NamedTuple):
@@ -110,12 +112,14 @@ class Announcement:
     """A relationship whose created event a resync page is about to publish.
 
     Recorded before the publish and dropped by the page's checkpoint, so that after a crash in
-    between the store still knows the created event may have gone out.
+    between the store still knows the created event may have gone out, and under which filter
+    (``filter_fingerprint``; None when not recorded).
     """
 
     rel_id: str
     created_on: str
     raw: bytes = field(repr=False)  # the relationship JSON as the API sent it
+    filter_fingerprint: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,13 +250,15 @@ class StateStore(Protocol):
         outbox: Sequence[OutboxItem] = (),
         bodies: Mapping[str, bytes] | None = None,
         filter_fingerprint: str | None = None,
+        listed_under: str | None = None,
         changed: bool,
         now: float,
     ) -> None:
         """The checkpoint: every change of one page in one durable transaction. During a
         resync it also forgets the announcements of ``add_ids`` and ``remove_ids``. ``bodies``
-        are stored with the added ids (and with seen ones that have none yet);
-        ``filter_fingerprint``, when given, replaces the stored one."""
+        are stored with the added ids (and with seen ones that have none yet), and so is
+        ``listed_under`` (the fingerprint of the query filter that listed them, see
+        ``KnownRelationship``); ``filter_fingerprint``, when given, replaces the stored one."""
         ...
 
     async def mark_announced(

@@ -182,7 +182,20 @@ _V6 = (
     " WHERE status = 'pending'",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
+_V7 = (
+    # The filter (fingerprint, as streams.filter_fingerprint) an announcement was made under:
+    # at the end of a filter resync, an announced relationship the new snapshot did not list
+    # is reported deleted if it was announced under that same filter (it matched it, so it is
+    # gone); under another one it may only have left the filter. NULL before this version.
+    "ALTER TABLE announced ADD COLUMN filter_fingerprint TEXT",
+    # The query filter (fingerprint) that listed a known id: a search query's matching is a
+    # fixed property of a relationship, so one missing from a later snapshot of that query is
+    # gone, not out of the filter. NULL under a domains filter (the body tells) and for ids
+    # known before this version.
+    "ALTER TABLE known ADD COLUMN filter_fingerprint TEXT",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7)
 """MIGRATIONS[i] takes the schema from version i to version i + 1."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -168,6 +168,7 @@ class SqliteStateStore(OutboxMethods):
         outbox: Sequence[OutboxItem] = (),
         bodies: Mapping[str, bytes] | None = None,
         filter_fingerprint: str | None = None,
+        listed_under: str | None = None,
         changed: bool,
         now: float,
     ) -> None:
@@ -178,9 +179,9 @@ class SqliteStateStore(OutboxMethods):
         and ``in_resync`` as given (and ``filter_fingerprint`` when given), stamp
         last_checked_at (and last_changed_at if ``changed``), reset failures and any
         quarantine. ``bodies`` (JSON, by id) are stored with ``add_ids``, and with
-        ``seen_ids`` that are known without one. Creates the stream if new. Raises
-        ValueError, before touching anything, on an id both added and removed or on
-        ``seen_ids`` outside a resync."""
+        ``seen_ids`` that are known without one; ``listed_under`` with ``add_ids``. Creates
+        the stream if new. Raises ValueError, before touching anything, on an id both added
+        and removed or on ``seen_ids`` outside a resync."""
         if not in_resync and seen_ids:
             raise ValueError("seen_ids are only recorded during a resync (in_resync=True)")
         if not in_resync and resync_cursor is not None:
@@ -192,7 +193,7 @@ class SqliteStateStore(OutboxMethods):
             next_token=next_token, resync_cursor=resync_cursor, in_resync=in_resync,
             add_ids=list(add_ids), remove_ids=list(remove_ids), seen_ids=list(seen_ids),
             outbox=list(outbox), bodies=bodies or {}, filter_fingerprint=filter_fingerprint,
-            changed=changed, now=now,
+            listed_under=listed_under, changed=changed, now=now,
         )
 
     async def begin_resync(
@@ -236,7 +237,7 @@ class SqliteStateStore(OutboxMethods):
     ) -> None:
         """Record, in one fsync'd transaction, the created events a resync page is about to
         publish; its checkpoint (or the end of the resync) forgets them. Creates the stream
-        if new; an id already announced keeps one row with the newest body."""
+        if new; an id already announced keeps one row with the newest body and filter."""
         if items:
             await self._call(
                 "mark announced", kn.mark_announced, self._ids, (subscription, container_id),

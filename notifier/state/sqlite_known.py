@@ -76,6 +76,7 @@ def commit_page(
     outbox: Sequence[OutboxItem],
     bodies: Mapping[str, bytes],
     filter_fingerprint: str | None,
+    listed_under: str | None,
     changed: bool,
     now: float,
 ) -> None:
@@ -92,8 +93,9 @@ def commit_page(
         new = [rel_key(r) for r in add_ids]
         if new:
             added = insert_rows(
-                conn, "INSERT OR IGNORE INTO known (stream_id, rel_id, body) VALUES",
-                [(sid, k, bodies.get(r)) for k, r in zip(new, add_ids, strict=True)])
+                conn, "INSERT OR IGNORE INTO known (stream_id, rel_id, body, filter_fingerprint)"
+                " VALUES",
+                [(sid, k, bodies.get(r), listed_under) for k, r in zip(new, add_ids, strict=True)])
         staged: tuple[str | None] | tuple[()] = ()
         if in_resync:
             held = staging.get(sid)
@@ -237,9 +239,10 @@ def resync_missing_batch(
             break
         cursor = rows[-1]
     missing = missing[:batch]
-    bodies = dict(rows_of(conn, "known", sid, missing, "rel_id, body"))
-    return [KnownRelationship(rel_id(k), None if bodies[k] is None else bytes(bodies[k]))
-            for k in missing]
+    found = {k: (body, fp) for k, body, fp in rows_of(conn, "known", sid, missing,
+                                                       "rel_id, body, filter_fingerprint")}
+    return [KnownRelationship(rel_id(k), None if body is None else bytes(body), fp)
+            for k in missing for body, fp in (found[k],)]
 
 
 def mark_announced(
@@ -249,10 +252,12 @@ def mark_announced(
     with transaction(conn):
         sid = ids.ensure(conn, key)
         insert_rows(
-            conn, "INSERT INTO announced (stream_id, rel_id, created_on, raw) VALUES",
-            [(sid, rel_key(a.rel_id), a.created_on, a.raw) for a in items],
-            " ON CONFLICT (stream_id, rel_id) DO UPDATE SET"
-            " created_on = excluded.created_on, raw = excluded.raw")
+            conn, "INSERT INTO announced (stream_id, rel_id, created_on, raw, filter_fingerprint)"
+            " VALUES",
+            [(sid, rel_key(a.rel_id), a.created_on, a.raw, a.filter_fingerprint)
+             for a in items],
+            " ON CONFLICT (stream_id, rel_id) DO UPDATE SET created_on = excluded.created_on,"
+            " raw = excluded.raw, filter_fingerprint = excluded.filter_fingerprint")
 
 
 def announced_missing_batch(
@@ -268,7 +273,8 @@ def announced_missing_batch(
     out: list[Announcement] = []
     while len(out) < batch:
         rows = conn.execute(
-            "SELECT a.rel_id, a.created_on, a.raw FROM announced AS a WHERE a.stream_id = ?"
+            "SELECT a.rel_id, a.created_on, a.raw, a.filter_fingerprint FROM announced AS a"
+            " WHERE a.stream_id = ?"
             + ("" if cursor is None else " AND a.rel_id > ?")
             + " AND NOT EXISTS (SELECT 1 FROM resync_seen AS s"
             " WHERE s.stream_id = a.stream_id AND s.rel_id = a.rel_id)"
@@ -276,8 +282,8 @@ def announced_missing_batch(
             " WHERE k.stream_id = a.stream_id AND k.rel_id = a.rel_id)"
             " ORDER BY a.rel_id LIMIT ?",
             (sid, batch) if cursor is None else (sid, cursor, batch)).fetchall()
-        out.extend(Announcement(rel_id(k), str(created), bytes(raw))
-                   for k, created, raw in rows if k not in held)
+        out.extend(Announcement(rel_id(k), str(created), bytes(raw), fp)
+                   for k, created, raw, fp in rows if k not in held)
         if len(rows) < batch:
             break
         cursor = rows[-1][0]

@@ -106,6 +106,19 @@ async def test_mark_announced_is_on_disk_when_it_returns(tmp_path: Path) -> None
         assert _rows(path) == [("a", "2026-02-02T00:00:00Z"), ("b", "2026-01-01T00:00:00Z")]
 
 
+async def test_an_announcement_keeps_the_filter_it_was_last_made_under(tmp_path: Path) -> None:
+    async with SqliteStateStore(tmp_path / "state.db") as store:
+        await store.begin_resync(SUB, CONT)
+        a, b = _ann("a"), _ann("b")
+        await store.mark_announced(SUB, CONT, [
+            Announcement(a.rel_id, a.created_on, a.raw, "f1"), b])
+        got = [x async for batch in store.iter_announced_missing(SUB, CONT) for x in batch]
+        assert [(x.rel_id, x.filter_fingerprint) for x in got] == [("a", "f1"), ("b", None)]
+        await store.mark_announced(SUB, CONT, [Announcement(a.rel_id, a.created_on, a.raw, "f2")])
+        got = [x async for batch in store.iter_announced_missing(SUB, CONT) for x in batch]
+        assert [(x.rel_id, x.filter_fingerprint) for x in got] == [("a", "f2"), ("b", None)]
+
+
 async def test_mark_announced_survives_a_process_that_dies_without_closing(
     tmp_path: Path,
 ) -> None:

@@ -41,9 +41,22 @@ async def test_bodies_are_kept_with_known_ids_and_returned_with_the_missing(
         await commit(store, resync_cursor="k", in_resync=True, seen_ids=["c", "a"],
                      bodies={"c": body("c"), "a": b'{"id":"a","other":1}'})
         missing = [k async for batch in store.iter_resync_missing(SUB, CONT) for k in batch]
-        assert missing == [("b", body("b"))]
+        assert missing == [("b", body("b"), None)]
         assert await store.known_bodies(SUB, CONT, ["a", "c"]) == {
             "a": body("a"), "c": body("c")}
+
+
+async def test_known_ids_keep_the_query_that_listed_them(tmp_path: Path) -> None:
+    """``listed_under`` is stored with the ids a page adds (not with ids already known), and
+    comes back with the missing ones at the end of a resync."""
+    async with SqliteStateStore(tmp_path / "s.db") as store:
+        await commit(store, next_token="t0", add_ids=["a", "b"], listed_under="q1")
+        await commit(store, next_token="t1", add_ids=["b", "c"], listed_under="q2")
+        await commit(store, next_token="t2", add_ids=["d"])
+        await store.begin_resync(SUB, CONT)
+        missing = [k async for batch in store.iter_resync_missing(SUB, CONT) for k in batch]
+        assert [(k.rel_id, k.filter_fingerprint) for k in missing] == [
+            ("a", "q1"), ("b", "q1"), ("c", "q2"), ("d", None)]
 
 
 async def test_filter_fingerprint_and_resync_reason_are_part_of_the_stream_state(

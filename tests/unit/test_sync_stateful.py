@@ -3,12 +3,15 @@
 Hypothesis drives random interleavings of creations, deletions, retention-horizon moves (also
 in the middle of a drain, so in the middle of a resync), snapshot pages that carry deletions,
 crashes at any await point of a drain (the drain is abandoned, the store reopened), rejected
-tokens (a 400 once, or for good), filter changes and subscription renames. The consumer is a
-sink that keeps everything it ever accepted. After every step: per relationship, created comes
-before deleted; a repeated change carries the same event id; every deleted event names both
-entities. After a settling drain, and at the end: replaying the delivered events gives exactly
-the simulator's live relationships for the subscription's filter (on a filter change the
-consumer drops what no longer matches, as documented: no deleted events for those).
+tokens (a 400 once, or for good), filter changes (between domains filters and search queries)
+and subscription renames. The consumer is a sink that keeps everything it ever accepted. After
+every step: per relationship, created comes before deleted; a repeated change carries the same
+event id; every deleted event names both entities. After a settling drain, and at the end:
+replaying the delivered events gives exactly the simulator's live relationships for the
+subscription's filter (on a filter change the consumer drops what no longer matches, as
+documented: no deleted events for those; after a change to a query, a relationship deleted in
+the moments of the change is forgotten like one that left the filter, unless its created event
+went out under that query).
 
 The default profile keeps the run short for CI; ``--hypothesis-profile=long`` explores much
 more (see tests/conftest.py and the README).
@@ -39,6 +42,7 @@ from notifier.errors import BadRequestError
 from notifier.simulator import SimState, SimulatorConfig
 from notifier.simulator.config import Knobs
 from notifier.simulator.ids import fmt_uuid
+from notifier.simulator.query import search_query
 from notifier.state.sqlite_keys import Staging
 from notifier.stream import StreamSpec
 from notifier.sync import StreamSyncer
@@ -55,7 +59,31 @@ C = "5d0c2a3e-3b1f-4b8e-9a51-0d3c1f6f7a10"
 ASSET = "autodesk-bim360-asset"
 ISSUE = "autodesk-bim360-issue"
 PHOTO = "autodesk-construction-photo"
-FILTERS: tuple[tuple[str, ...] | None, ...] = (None, (ASSET,), (ISSUE, PHOTO))
+
+
+@dataclass(frozen=True)
+class Query:
+    """A search-query filter (the API's parameter names), as a subscription's ``query``."""
+
+    params: tuple[tuple[str, str], ...]
+
+    def matches(self, ends: tuple[str, str]) -> bool:
+        """As a consumer tells it from an event's two entities (domain criteria only)."""
+        q = dict(self.params)
+
+        def ok(key: str, domain: str) -> bool:
+            return key not in q or q[key] == domain
+
+        a, b = ends
+        return (ok("domain", a) and ok("withDomain", b)) or (ok("domain", b)
+                                                             and ok("withDomain", a))
+
+
+Filter = tuple[str, ...] | Query | None
+Q_ASSET = Query((("domain", ASSET),))
+Q_ISSUE = Query((("domain", ISSUE),))
+Q_ASSET_ISSUE = Query((("domain", ASSET), ("withDomain", ISSUE)))
+FILTERS: tuple[Filter, ...] = (None, (ASSET,), (ISSUE, PHOTO), Q_ASSET, Q_ISSUE, Q_ASSET_ISSUE)
 CREATED = "com.autodesk.bim360.relationship.created"
 DELETED = "com.autodesk.bim360.relationship.deleted"
 SETTLE_ATTEMPTS = 8
@@ -66,21 +94,30 @@ FLUSH_IDS = Staging.FLUSH_IDS
 class Sub:
     logical: str
     name: str
-    domains: tuple[str, ...] | None
+    filt: Filter
     force: bool = False  # the scheduler's answer to a 400: a forced resync next time
     renames: int = 0
-    applied: tuple[str, ...] | None = None  # the filter of the last finished resync
+    applied: Filter = None  # the filter of the last finished resync
     # A drain ran against a filter other than ``applied`` (its created events reached the
     # consumer even if that resync never finished): the next finished resync is a filter
     # change for the consumer, even if the filter is back to ``applied`` by then.
     strayed: bool = False
 
     def __post_init__(self) -> None:
-        self.applied = self.domains
+        self.applied = self.filt
 
 
-def _matches(domains: tuple[str, ...] | None, entity_domains: set[str]) -> bool:
-    return domains is None or bool(entity_domains & set(domains))
+def _matches(filt: Filter, ends: tuple[str, str]) -> bool:
+    """Whether a relationship with entities in these two domains falls within ``filt``."""
+    if isinstance(filt, Query):
+        return filt.matches(ends)
+    return filt is None or bool(set(ends) & set(filt))
+
+
+def _fingerprint(filt: Filter) -> str:
+    if isinstance(filt, Query):
+        return filter_fingerprint(None, dict(filt.params))
+    return filter_fingerprint(filt, None)
 
 
 class StreamMachine(RuleBasedStateMachine):
@@ -98,8 +135,10 @@ class StreamMachine(RuleBasedStateMachine):
         self.store: FaultyStore | None = None
         self.subs = {"alpha": Sub("alpha", "alpha", None), "beta": Sub("beta", "beta", (ASSET,))}
         self.logical_of = {"alpha": "alpha", "beta": "beta"}
-        # Filter changes as the consumer sees them: (events delivered before it, sub, filter).
-        self.markers: list[tuple[int, str, tuple[str, ...] | None]] = []
+        # Filter changes as the consumer sees them: (events delivered before it, sub, filter,
+        # relationships forgotten there although they may match: see ``forgiven``).
+        self.markers: list[tuple[int, str, Filter, set[str]]] = []
+        self.published_under: list[Filter] = []  # per delivered event: its drain's filter
         self.batch_pages = 1
 
     # -- plumbing -------------------------------------------------------------------------------
@@ -117,8 +156,10 @@ class StreamMachine(RuleBasedStateMachine):
                                    batch_pages=self.batch_pages, batch_seconds=3600.0)
 
     def spec(self, s: Sub) -> StreamSpec:
+        query = dict(s.filt.params) if isinstance(s.filt, Query) else None
+        domains = None if isinstance(s.filt, Query) else s.filt
         return StreamSpec(subscription=s.name, container_id=C, credentials=("stateful",),
-                          sinks=(self.sink,), domains=s.domains)
+                          sinks=(self.sink,), domains=domains, query=query)
 
     def teardown(self) -> None:
         try:
@@ -188,9 +229,9 @@ class StreamMachine(RuleBasedStateMachine):
         finally:
             conn.close()
 
-    @rule(sub=st.sampled_from(["alpha", "beta"]), domains=st.sampled_from(FILTERS))
-    def change_filter(self, sub: str, domains: tuple[str, ...] | None) -> None:
-        self.subs[sub].domains = domains
+    @rule(sub=st.sampled_from(["alpha", "beta"]), filt=st.sampled_from(FILTERS))
+    def change_filter(self, sub: str, filt: Filter) -> None:
+        self.subs[sub].filt = filt
 
     def note_filter(self, s: Sub) -> None:
         """When a resync against a changed filter has finished, the relationships that no
@@ -198,10 +239,24 @@ class StreamMachine(RuleBasedStateMachine):
         assert self.store is not None
         st_ = self.run(self.store.get_stream(s.name, C))
         if (st_ is not None and st_.phase == "incremental"
-                and (s.applied != s.domains or s.strayed)
-                and st_.filter_fingerprint == filter_fingerprint(s.domains, None)):
-            self.markers.append((len(self.sink.events), s.logical, s.domains))
-            s.applied, s.strayed = s.domains, False
+                and (s.applied != s.filt or s.strayed)
+                and st_.filter_fingerprint == _fingerprint(s.filt)):
+            self.markers.append((len(self.sink.events), s.logical, s.filt, self.forgiven(s)))
+            s.applied, s.strayed = s.filt, False
+
+    def forgiven(self, s: Sub) -> set[str]:
+        """After a change to a query (which the notifier cannot evaluate), the relationships
+        gone upstream that are forgotten although they may match it (as documented): those
+        whose last created event went out under another filter. One whose created event went
+        out under this query was listed by it: its absence is a deletion, reported."""
+        if not isinstance(s.filt, Query):
+            return set()
+        last: dict[str, Filter] = {}
+        for i, e in self.events_of(s.logical):
+            if e.type == CREATED:
+                last[e.subject] = self.published_under[i]
+        live = self.truth(None)
+        return {rid for rid, filt in last.items() if filt != s.filt and rid not in live}
 
     @rule(sub=st.sampled_from(["alpha", "beta"]))
     def rename(self, sub: str) -> None:
@@ -242,13 +297,16 @@ class StreamMachine(RuleBasedStateMachine):
         incremental and found nothing: a snapshot ends at its own watermark, so the drain
         after it may still have changes to bring)."""
         assert self.store is not None
-        s.strayed = s.strayed or s.domains != s.applied
+        s.strayed = s.strayed or s.filt != s.applied
         before = self.run(self.store.get_stream(s.name, C))
         try:
             res = self.run(self.syncer.drain(self.client, self.spec(s), force_resync=s.force))
         except BadRequestError:
             s.force = True  # quarantined; the next drain is a forced resync
             return False
+        finally:
+            gap = len(self.sink.events) - len(self.published_under)
+            self.published_under.extend([s.filt] * gap)
         if not res.completed:
             return False
         s.force = False
@@ -267,34 +325,38 @@ class StreamMachine(RuleBasedStateMachine):
                 break
         else:
             raise AssertionError(f"{s.logical}: no drain completed in {SETTLE_ATTEMPTS} tries")
-        truth = self.truth(s.domains)
+        truth = self.truth(s.filt)
         replay = self.replay(s.logical)
         assert replay == truth, (
             f"{s.logical}: missing {sorted(truth - replay)}, invented {sorted(replay - truth)}")
 
     # -- what the consumer saw ---------------------------------------------------------------
 
-    def truth(self, domains: tuple[str, ...] | None) -> set[str]:
+    def truth(self, filt: Filter) -> set[str]:
+        """The live relationships within ``filt``, as the simulator tells them (a query
+        through the simulator's own matching)."""
         c = self.sim.container(C)
-        return {fmt_uuid(r.uid) for r in c.by_id.values()
-                if not r.dseq and _matches(domains, {r.a[0], r.b[0]})}
+        match = (search_query(dict(filt.params)).matches if isinstance(filt, Query)
+                 else lambda r: _matches(filt, (r.a[0], r.b[0])))
+        return {fmt_uuid(r.uid) for r in c.by_id.values() if not r.dseq and match(r)}
 
     def events_of(self, logical: str) -> list[tuple[int, Any]]:
         return [(i, e) for i, e in enumerate(self.sink.events)
                 if self.logical_of[e.subscription] == logical]
 
     def replay(self, logical: str) -> set[str]:
-        live: dict[str, set[str]] = {}
-        markers = [(i, d) for i, sub, d in self.markers if sub == logical]
+        live: dict[str, tuple[str, str]] = {}
+        markers = [(i, f, gone) for i, sub, f, gone in self.markers if sub == logical]
         for i, e in [*self.events_of(logical), (len(self.sink.events), None)]:
             while markers and markers[0][0] <= i:
-                _, domains = markers.pop(0)
-                live = {rid: doms for rid, doms in live.items() if _matches(domains, doms)}
+                _, filt, gone = markers.pop(0)
+                live = {rid: ends for rid, ends in live.items()
+                        if _matches(filt, ends) and rid not in gone}
             if e is None:
                 break
             if e.type == CREATED:
-                rel = e.data["relationship"]
-                live[e.subject] = {ent["domain"] for ent in rel["entities"]}
+                a, b = (ent["domain"] for ent in e.data["relationship"]["entities"])
+                live[e.subject] = (a, b)
             else:
                 live.pop(e.subject, None)
         return set(live)
@@ -340,12 +402,12 @@ def test_announced_relationship_that_left_the_filter_is_forgotten() -> None:
         m.delete(n=1)
         m.drain(sub="alpha", crash_at=None, script=[(2, "create")])
         m.drain(sub="beta", crash_at=6, script=[(5, "create"), (4, "create"), (1, "horizon")])
-        m.change_filter(sub="beta", domains=(ISSUE, PHOTO))
+        m.change_filter(sub="beta", filt=(ISSUE, PHOTO))
         m.create(n=2)
         m.create(n=1)
         m.drain(sub="beta", crash_at=35,
                 script=[(2, "create"), (2, "horizon"), (5, "create")])
-        m.change_filter(sub="beta", domains=(ASSET,))
+        m.change_filter(sub="beta", filt=(ASSET,))
         m.created_before_deleted_and_stable_ids()
     finally:
         m.teardown()

@@ -411,3 +411,25 @@ def test_announced_relationship_that_left_the_filter_is_forgotten() -> None:
         m.created_before_deleted_and_stable_ids()
     finally:
         m.teardown()
+
+
+def test_created_under_the_new_query_then_deleted_is_reported_deleted() -> None:
+    """Found by the long profile (shrunk): alpha's filter changes between two queries; the
+    filter resync publishes created R and dies before its checkpoint; beta's drain deletes R
+    upstream; the restarted resync does not list R. R went out created under the new query: it
+    must be reported deleted. Was: every announcement of a query filter resync was forgotten
+    (created R, never deleted R)."""
+    m = StreamMachine()
+    try:
+        m.start(seed=2, page=3, rels=0, flush=1, batch=1)
+        m.create(n=3)
+        m.change_filter(sub="alpha", filt=Q_ASSET)
+        m.create(n=2)
+        m.drain(sub="beta", crash_at=17, script=[(1, "create")])
+        m.settle(sub="alpha")
+        m.change_filter(sub="alpha", filt=Q_ISSUE)
+        m.drain(sub="alpha", crash_at=12, script=[])
+        m.drain(sub="beta", crash_at=None, script=[(1, "create"), (2, "create"), (1, "delete")])
+        m.created_before_deleted_and_stable_ids()
+    finally:
+        m.teardown()

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from notifier.state.base import Announcement, KnownRelationship, OutboxItem, StreamKey
 from notifier.state.sqlite_keys import (
+    IdTable,
     RelKey,
     delete_keys,
     insert_rows,
@@ -83,19 +85,21 @@ def commit_page(
     """Apply one checkpoint in one transaction; see SqliteStateStore.commit_page."""
     staging = ids.staging
     seen = [rel_key(r) for r in seen_ids]
+    gone = [rel_key(r) for r in remove_ids]
+    new = [rel_key(r) for r in add_ids]
+    # Serialised (``bodies`` may serialise lazily) before the write transaction opens.
+    added_bodies = [bodies.get(r) for r in add_ids]
     flush: set[RelKey] | None = None
     with transaction(conn):
         sid = ids.ensure(conn, key)
         removed = added = 0
-        gone = [rel_key(r) for r in remove_ids]
         if gone:
             removed = delete_keys(conn, "known", sid, gone)
-        new = [rel_key(r) for r in add_ids]
         if new:
             added = insert_rows(
                 conn, "INSERT OR IGNORE INTO known (stream_id, rel_id, body, filter_fingerprint)"
                 " VALUES",
-                [(sid, k, bodies.get(r), listed_under) for k, r in zip(new, add_ids, strict=True)])
+                [(sid, k, body, listed_under) for k, body in zip(new, added_bodies, strict=True)])
         staged: tuple[str | None] | tuple[()] = ()
         if in_resync:
             held = staging.get(sid)
@@ -105,9 +109,10 @@ def commit_page(
                 flush = set(seen) if held is None else held | set(seen)
                 _write_staging(conn, sid, flush)
                 staged = (resync_cursor,)
-            if seen and bodies:
+            # Each bulk lookup only if the stream has rows it could find (one index probe).
+            if seen and bodies and _any(conn, _BODILESS, sid):
                 _fill_bodies(conn, sid, seen_ids, seen, bodies, set(new))
-            if new or gone:
+            if (new or gone) and _any(conn, _ANNOUNCED, sid):
                 # Now known (or announced deleted): no longer only possibly announced.
                 delete_keys(conn, "announced", sid, [*new, *gone])
         else:
@@ -144,6 +149,14 @@ def commit_page(
         held = staging.get(sid)
         assert held is not None
         held.update(seen)
+
+
+_BODILESS = "SELECT 1 FROM known INDEXED BY known_bodiless WHERE stream_id = ? AND body IS NULL"
+_ANNOUNCED = "SELECT 1 FROM announced WHERE stream_id = ?"
+
+
+def _any(conn: sqlite3.Connection, query: str, sid: int) -> bool:
+    return conn.execute(query + " LIMIT 1", (sid,)).fetchone() is not None
 
 
 def _write_staging(conn: sqlite3.Connection, sid: int, keys: set[RelKey]) -> None:
@@ -210,35 +223,43 @@ def flush_staging(conn: sqlite3.Connection, ids: StreamIds) -> None:
         ids.staging.restart(sid)
 
 
+def _unlisted(conn: sqlite3.Connection, ids: StreamIds, sid: int, after: str | None,
+              batch: int, table: IdTable, columns: str, extra: str = "") -> list[Any]:
+    """Up to ``batch`` rows (``columns`` of ``table``, the key first) whose id is greater than
+    ``after`` and that the resync has not listed, in id order.
+
+    Keyset pagination: each call is a fresh query, so removing returned ids between calls is
+    safe and memory stays proportional to ``batch``. The written staging set is excluded in
+    SQL (``extra`` may exclude more), then the ids held in memory.
+    """
+    held = ids.staging.get(sid) or set()
+    cursor: RelKey | None = None if after is None else rel_key(after)
+    out: list[Any] = []
+    while len(out) < batch:
+        rows = conn.execute(
+            f"SELECT {columns} FROM {table} AS t WHERE t.stream_id = ?"
+            + ("" if cursor is None else " AND t.rel_id > ?")
+            + " AND NOT EXISTS (SELECT 1 FROM resync_seen AS s"
+            " WHERE s.stream_id = t.stream_id AND s.rel_id = t.rel_id)"
+            + extra + " ORDER BY t.rel_id LIMIT ?",
+            (sid, batch) if cursor is None else (sid, cursor, batch)).fetchall()
+        out.extend(r for r in rows if r[0] not in held)
+        if len(rows) < batch:
+            break
+        cursor = rows[-1][0]
+    return out[:batch]
+
+
 def resync_missing_batch(
     conn: sqlite3.Connection, ids: StreamIds, key: StreamKey, after: str | None, batch: int
 ) -> list[KnownRelationship]:
     """Up to ``batch`` known ids greater than ``after`` that the resync has not listed, in
-    order, with their bodies.
-
-    Keyset pagination: each call is a fresh query, so removing returned ids between calls is
-    safe and memory stays proportional to ``batch``. The index alone is scanned (ids not in
-    the written staging set, then not held in memory); bodies are read for the result only.
-    """
+    order, with their bodies (``_unlisted``: the index alone is scanned; bodies are read for
+    the result only)."""
     sid = ids.find(conn, key)
     if sid is None:
         return []
-    held = ids.staging.get(sid) or set()
-    cursor: RelKey | None = None if after is None else rel_key(after)
-    missing: list[RelKey] = []
-    while len(missing) < batch:
-        rows = [k for (k,) in conn.execute(
-            "SELECT k.rel_id FROM known AS k WHERE k.stream_id = ?"
-            + ("" if cursor is None else " AND k.rel_id > ?")
-            + " AND NOT EXISTS (SELECT 1 FROM resync_seen AS s"
-            " WHERE s.stream_id = k.stream_id AND s.rel_id = k.rel_id)"
-            " ORDER BY k.rel_id LIMIT ?",
-            (sid, batch) if cursor is None else (sid, cursor, batch))]
-        missing.extend(k for k in rows if k not in held)
-        if len(rows) < batch:
-            break
-        cursor = rows[-1]
-    missing = missing[:batch]
+    missing = [k for (k,) in _unlisted(conn, ids, sid, after, batch, "known", "t.rel_id")]
     found = {k: (body, fp) for k, body, fp in rows_of(conn, "known", sid, missing,
                                                        "rel_id, body, filter_fingerprint")}
     return [KnownRelationship(rel_id(k), None if body is None else bytes(body), fp)
@@ -264,27 +285,13 @@ def announced_missing_batch(
     conn: sqlite3.Connection, ids: StreamIds, key: StreamKey, after: str | None, batch: int
 ) -> list[Announcement]:
     """Up to ``batch`` announcements greater than ``after``, neither known nor listed by the
-    current resync, in id order (keyset pagination, as ``resync_missing_batch``)."""
+    current resync, in id order (``_unlisted``)."""
     sid = ids.find(conn, key)
     if sid is None:
         return []
-    held = ids.staging.get(sid) or set()
-    cursor: RelKey | None = None if after is None else rel_key(after)
-    out: list[Announcement] = []
-    while len(out) < batch:
-        rows = conn.execute(
-            "SELECT a.rel_id, a.created_on, a.raw, a.filter_fingerprint FROM announced AS a"
-            " WHERE a.stream_id = ?"
-            + ("" if cursor is None else " AND a.rel_id > ?")
-            + " AND NOT EXISTS (SELECT 1 FROM resync_seen AS s"
-            " WHERE s.stream_id = a.stream_id AND s.rel_id = a.rel_id)"
-            " AND NOT EXISTS (SELECT 1 FROM known AS k"
-            " WHERE k.stream_id = a.stream_id AND k.rel_id = a.rel_id)"
-            " ORDER BY a.rel_id LIMIT ?",
-            (sid, batch) if cursor is None else (sid, cursor, batch)).fetchall()
-        out.extend(Announcement(rel_id(k), str(created), bytes(raw), fp)
-                   for k, created, raw, fp in rows if k not in held)
-        if len(rows) < batch:
-            break
-        cursor = rows[-1][0]
-    return out[:batch]
+    rows = _unlisted(conn, ids, sid, after, batch, "announced",
+                     "t.rel_id, t.created_on, t.raw, t.filter_fingerprint",
+                     " AND NOT EXISTS (SELECT 1 FROM known AS k"
+                     " WHERE k.stream_id = t.stream_id AND k.rel_id = t.rel_id)")
+    return [Announcement(rel_id(k), str(created), bytes(raw), fp)
+            for k, created, raw, fp in rows]

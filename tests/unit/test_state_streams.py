@@ -59,6 +59,42 @@ async def test_known_ids_keep_the_query_that_listed_them(tmp_path: Path) -> None
             ("a", "q1"), ("b", "q1"), ("c", "q2"), ("d", None)]
 
 
+class _Serialising(dict[str, bytes]):
+    """Bodies that note whether the store's connection was inside a transaction when asked."""
+
+    def __init__(self, store: SqliteStateStore, items: dict[str, bytes]) -> None:
+        super().__init__(items)
+        self.store = store
+        self.in_transaction: list[bool] = []
+
+    def get(self, key: str, default: bytes | None = None) -> bytes | None:  # type: ignore[override]
+        assert self.store._conn is not None
+        self.in_transaction.append(self.store._conn.in_transaction)
+        return super().get(key, default)
+
+
+async def test_a_resync_checkpoint_serialises_bodies_before_its_transaction_and_skips_lookups(
+    tmp_path: Path,
+) -> None:
+    """A page's bodies are serialised before the write transaction opens (it holds the write
+    lock), and a resync page runs the bulk lookups for bodiless known ids and announcements
+    only when the stream has any."""
+    async with SqliteStateStore(tmp_path / "s.db") as store:
+        await commit(store, next_token="t0", add_ids=["a"], bodies={"a": body("a")})
+        await store.begin_resync(SUB, CONT)
+        statements: list[str] = []
+        await store._call("trace", lambda conn: conn.set_trace_callback(statements.append))
+        bodies = _Serialising(store, {"a": body("a"), "b": body("b")})
+        await commit(store, resync_cursor="k", in_resync=True, add_ids=["b"],
+                     seen_ids=["a", "b"], bodies=bodies)
+        await store._call("trace", lambda conn: conn.set_trace_callback(None))
+        assert any("INSERT OR IGNORE INTO known" in q for q in statements)
+        assert bodies.in_transaction == [False]
+        bulk = [q for q in statements if " IN (" in q]
+        assert not [q for q in bulk if "known_bodiless" in q or "announced" in q], bulk
+        assert await store.known_bodies(SUB, CONT, ["b"]) == {"b": body("b")}
+
+
 async def test_filter_fingerprint_and_resync_reason_are_part_of_the_stream_state(
     tmp_path: Path,
 ) -> None:

@@ -99,6 +99,70 @@ def murmur2(data: bytes) -> int:
     return h ^ (h >> 15)
 
 
+_LANES_MIN = 16  # fewer keys of one length are hashed one by one
+_LANES_MAX = 4096  # keys hashed together at most (ints of 32 KiB)
+
+
+def murmur2_many(keys: Iterable[bytes]) -> dict[bytes, int]:
+    """``murmur2`` of each distinct key in ``keys``: keys of equal length (relationship ids all
+    have 36 bytes) are hashed together by ``_murmur2_lanes``, about six times as fast."""
+    by_length: dict[int, list[bytes]] = {}
+    for k in dict.fromkeys(keys):
+        group = by_length.get(len(k))
+        if group is None:
+            by_length[len(k)] = [k]
+        else:
+            group.append(k)
+    out: dict[bytes, int] = {}
+    for length, group in by_length.items():
+        if len(group) < _LANES_MIN:
+            out.update((k, murmur2(k)) for k in group)
+            continue
+        for start in range(0, len(group), _LANES_MAX):
+            part = group[start:start + _LANES_MAX]
+            out.update(zip(part, _murmur2_lanes(part, length), strict=True))
+    return out
+
+
+def _murmur2_lanes(keys: Sequence[bytes], length: int) -> tuple[int, ...]:
+    """``murmur2`` of many keys of ``length`` bytes at once, in one Python int per step.
+
+    Key i's 32-bit state lives in bits [64i, 64i + 32) of the int ("lane" i); the 32 bits above
+    it absorb what spills over. A product of a lane and a 32-bit constant fits in 64 bits, so
+    one multiplication of the int multiplies every lane, and masking with ``mask`` keeps each
+    lane's low 32 bits; a right shift moves a lane's neighbour into its upper half only, which
+    the next mask clears before anything multiplies it. Words are gathered into lanes with
+    strided byte slices (C speed). Equal to ``murmur2`` for every key (see the unit tests).
+    """
+    n = len(keys)
+    data = b"".join(keys)
+    width = 8 * n
+    ones = int.from_bytes(b"\x01\0\0\0\0\0\0\0" * n, "little")
+    mask = _MASK * ones
+
+    def gather(offset: int, count: int) -> int:
+        """The int whose lane i holds the ``count`` bytes of key i at ``offset`` (LE)."""
+        lanes = bytearray(width)
+        for b in range(count):
+            lanes[b::8] = data[offset + b::length]
+        return int.from_bytes(lanes, "little")
+
+    m = _M
+    h = (0x9747B28C ^ length) * ones
+    words = length >> 2
+    for w in range(words):
+        k = (gather(4 * w, 4) * m) & mask
+        k = (((k ^ (k >> 24)) & mask) * m) & mask
+        h = ((h * m) & mask) ^ k
+    tail = length & 3
+    if tail:
+        h = ((h ^ gather(4 * words, tail)) * m) & mask
+    h = (h ^ (h >> 13)) & mask
+    h = (h * m) & mask
+    h = (h ^ (h >> 15)) & mask
+    return struct.unpack(f"<{n}Q", h.to_bytes(width, "little"))
+
+
 def partition_for(key: bytes, partitions: Sequence[int]) -> int:
     """The partition the Java client's default partitioner picks for ``key`` (sorted ids)."""
     return partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
@@ -110,13 +174,12 @@ def group_by_partition(
     """``records`` grouped by ``partition_for`` their key (``partitions``: the sorted partition
     ids), each group in the records' order."""
     n = len(partitions)
+    records = list(records)
+    where = {k: partitions[(h & 0x7FFFFFFF) % n]
+             for k, h in murmur2_many(rec[0] for rec in records).items()}
     by_partition: dict[int, list[Record]] = {}
-    hashes: dict[bytes, int] = {}  # keys repeat across a page: hash each once
     for rec in records:
-        k = rec[0]
-        p = hashes.get(k)
-        if p is None:
-            p = hashes[k] = partitions[(murmur2(k) & 0x7FFFFFFF) % n]
+        p = where[rec[0]]
         group = by_partition.get(p)
         if group is None:
             by_partition[p] = [rec]

@@ -21,6 +21,7 @@ from notifier.sinks.kafka_records import (
     build_records,
     group_by_partition,
     murmur2,
+    murmur2_many,
     partition_for,
 )
 from notifier.source.models import Relationship
@@ -114,6 +115,18 @@ def test_murmur2_matches_the_java_client_and_aiokafka():
     for n in [*range(70), 255, 256, 300]:
         data = rnd.randbytes(n)
         assert murmur2(data) == aiokafka_murmur2(data)
+
+
+def test_murmur2_many_equals_murmur2_key_by_key():
+    rnd = random.Random(11)
+    # Every tail length, groups below and above the vectorised threshold and beyond one chunk,
+    # keys of all-ones bytes (the largest products), duplicates and mixed lengths in one call.
+    keys = [rnd.randbytes(n) for n in range(70) for _ in range(rnd.choice([1, 3, 17, 40]))]
+    keys += [b"\xff" * 36] * 3 + [rnd.randbytes(36) for _ in range(5000)]
+    keys += [b"", b"\xff" * 37, str(rnd.random()).encode()]
+    hashes = murmur2_many(keys)
+    assert hashes == {k: murmur2(k) for k in keys}
+    assert murmur2_many([]) == {}
 
 
 def test_partition_for_is_stable_and_spreads_keys():

@@ -43,7 +43,7 @@ from notifier.core.stream_state import (
 from notifier.errors import BadRequestError, ProtocolError
 from notifier.metrics import Metrics
 from notifier.source.client import RelationshipClient
-from notifier.source.models import Relationship, SyncPage
+from notifier.source.models import SyncPage
 from notifier.state.base import StateStore
 from notifier.stream import DrainResult, StreamSpec
 
@@ -120,9 +120,11 @@ class StreamSyncer(PageWriter):
                      extra={"subscription": sub, "container": cid})
         emit = spec.emit_initial or not pos.first_sync
 
-        carried: SyncPage | None = None  # fetched, but it starts a snapshot: next batch
+        # Fetched pages not yet committed: they start a snapshot (an overwrite, a restart),
+        # or follow such a page in the batch that found it. They open the next batch.
+        carried: list[SyncPage] = []
         while True:
-            if pos.token is None and spec.query is not None and carried is None:
+            if pos.token is None and spec.query is not None and not carried:
                 # A query's snapshot is its search (a bootstrap, a filter change, a token the
                 # service rejected): sync without a token would list the whole container.
                 await self._begin(spec, pos, fingerprint, result)
@@ -139,8 +141,8 @@ class StreamSyncer(PageWriter):
                 return result
             if max_pages is not None and result.pages >= max_pages:
                 return result  # this turn is over; the next resumes from the checkpoint
-            if carried is not None:
-                page, carried = carried, None
+            if carried:
+                page = carried.pop(0)
             else:
                 if pos.begins_snapshot:
                     await self._begin(spec, pos, fingerprint, result)
@@ -161,49 +163,68 @@ class StreamSyncer(PageWriter):
                                 extra={"subscription": sub, "container": cid})
                     pos = pos.rejected()
                     continue
+            # Whether the first page may restart the snapshot (asked with a cursor of it).
+            first_may_restart = pos.resync and pos.token is not None
             if page.overwrite and not pos.resync:
                 log.info("overwrite: resyncing stream against its known ids",
                          extra={"subscription": sub, "container": cid})
                 pos = pos.overwrite()
                 await self._begin(spec, pos, fingerprint, result)
                 pos = replace(pos, begins_snapshot=False)
-            elif pos.resync and pos.token is not None and await self._restarts(spec, page, ()):
-                log.info("the service started the snapshot over: resyncing from its beginning",
-                         extra={"subscription": sub, "container": cid})
-                pos = pos.restarted()
-                await self._begin(spec, pos, fingerprint, result)
-                pos = replace(pos, begins_snapshot=False)
-            self._count_page(client, page, result)
-            current, deleted = page.current, page.deleted
             # Pages that follow quickly join this one: one diff, one publish, one checkpoint.
             # The joined pages are diffed as one page (the same id in both lists is a creation
             # and a deletion within the window), so nothing changes but the checkpoints' count.
-            # A page that starts a snapshot (an overwrite, a restart) is kept for the next batch.
-            started, joined = time.monotonic(), 1
-            while (page.more_data and joined < self._batch_pages
-                   and (max_pages is None or result.pages < max_pages)
+            # A page that starts a snapshot (an overwrite, a restart) opens the next batch.
+            pages = [page]
+            listed = {r.id for r in page.current} if pos.resync else set()
+            started = time.monotonic()
+            while (page.more_data and len(pages) < self._batch_pages
+                   and (max_pages is None or result.pages + len(pages) < max_pages)
                    and time.monotonic() - started < self._batch_seconds
                    and not (stop is not None and stop.is_set())):
-                try:
-                    nxt = await client.sync(cid, page.next_sync_token, None)
-                    _check_advances(page.next_sync_token, nxt)
-                except BadRequestError:
-                    break  # asked again, alone, after this batch's checkpoint
+                if carried:
+                    nxt = carried.pop(0)
+                else:
+                    try:
+                        nxt = await client.sync(cid, page.next_sync_token, None)
+                        _check_advances(page.next_sync_token, nxt)
+                    except BadRequestError:
+                        break  # asked again, alone, after this batch's checkpoint
                 if (nxt.overwrite and not pos.resync) or (
-                        pos.resync and await self._restarts(spec, nxt, current)):
-                    carried = nxt
+                        pos.resync and not listed.isdisjoint(r.id for r in nxt.current)):
+                    carried.insert(0, nxt)
                     break
-                self._count_page(client, nxt, result)
-                if joined == 1:
-                    current, deleted = list(current), list(deleted)
-                current.extend(nxt.current)
-                deleted.extend(nxt.deleted)
-                page, joined = nxt, joined + 1
+                if pos.resync:
+                    listed.update(r.id for r in nxt.current)
+                pages.append(nxt)
+                page = nxt
+            if pos.resync:
+                # One look at the ids committed pages of this snapshot listed, for the whole
+                # batch: the first page listing one of them starts the snapshot over.
+                restart = await self._restart_at(spec, pages, first=first_may_restart)
+                if restart == 0:
+                    log.info("the service started the snapshot over: resyncing from its "
+                             "beginning", extra={"subscription": sub, "container": cid})
+                    pos = pos.restarted()
+                    await self._begin(spec, pos, fingerprint, result)
+                    pos = replace(pos, begins_snapshot=False)
+                elif restart is not None:
+                    carried[0:0] = pages[restart:]  # the restart opens the next batch
+                    del pages[restart:]
+                    page = pages[-1]
+            current, deleted = pages[0].current, pages[0].deleted
+            if len(pages) > 1:
+                current, deleted = list(current), list(deleted)
+                for joined in pages[1:]:
+                    current.extend(joined.current)
+                    deleted.extend(joined.deleted)
+            for counted in pages:
+                self._count_page(client, counted, result)
             changed = await self._apply(spec, current, deleted, result, resync=pos.resync,
                                         emit=emit, next_token=page.next_sync_token,
                                         announce=pos.resync, fingerprint=fingerprint)
             pos = pos.checkpoint(page.next_sync_token)
-            if page.more_data or carried is not None:
+            if page.more_data or carried:
                 continue
             if pos.resync:
                 await self._finish_resync(spec, pos, page.next_sync_token, result, emit=emit,
@@ -220,17 +241,23 @@ class StreamSyncer(PageWriter):
                                        filter_fingerprint=fingerprint)
         result.in_resync = True
 
-    async def _restarts(self, spec: StreamSpec, page: SyncPage,
-                        batch: Sequence[Relationship]) -> bool:
-        """Whether a snapshot page lists an id the current snapshot already listed (in a
-        committed page, or earlier in the batch in hand): the service started it over."""
-        ids = [r.id for r in page.current]
+    async def _restart_at(self, spec: StreamSpec, pages: Sequence[SyncPage], *,
+                          first: bool) -> int | None:
+        """The index of the first of ``pages`` (a batch of one snapshot, none repeating an id
+        of an earlier one) listing an id that committed pages of the current snapshot already
+        listed: the service started it over there. The first page counts only if ``first``
+        (it was asked with a cursor of this snapshot); a restart at the first page makes the
+        rest of the batch belong to the new snapshot, which has listed nothing yet."""
+        ids = [r.id for p in pages[0 if first else 1:] for r in p.current]
         if not ids:
-            return False
-        if batch and not {r.id for r in batch}.isdisjoint(ids):
-            return True
-        return bool(await self._store.resync_seen_subset(spec.subscription,
-                                                         spec.container_id, ids))
+            return None
+        seen = await self._store.resync_seen_subset(spec.subscription, spec.container_id, ids)
+        if not seen:
+            return None
+        for i, p in enumerate(pages):
+            if (i > 0 or first) and not seen.isdisjoint(r.id for r in p.current):
+                return i
+        return None  # unreachable: every id asked is in one of the pages
 
     def _count_page(self, client: RelationshipClient, page: SyncPage, result: DrainResult
                     ) -> None:

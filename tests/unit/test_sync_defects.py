@@ -150,6 +150,44 @@ async def test_an_announced_creation_listed_as_current_and_deleted_in_one_batch(
         (CREATED, "x"), (CREATED, "x"), (DELETED, "x")]
 
 
+async def test_a_restart_found_in_a_joined_page_opens_the_next_batch(tmp_path: Path) -> None:
+    """The pages of a batch are checked against the snapshot's committed ids together, after
+    joining: a joined page that repeats a committed id is cut off with the pages after it,
+    the pages before it are committed, and it starts the snapshot over as the next batch's
+    first page (its followers joining it)."""
+    w = World(tmp_path, batch_pages=2)
+    pages = ScriptedClient({
+        None: SyncPage([rel("a")], [], True, False, "c1"),
+        "c1": SyncPage([rel("b")], [], True, False, "c2"),  # batch 1: a, b committed
+        "c2": SyncPage([rel("c")], [], True, False, "c3"),  # batch 2 opens with c ...
+        "c3": SyncPage([rel("a")], [], True, False, "c4"),  # ... a again: the restart
+        "c4": SyncPage([rel("d")], [], False, False, "w1"),
+    })
+    seen_calls: list[int] = []
+
+    class Counting(SqliteStateStore):
+        async def resync_seen_subset(self, subscription: str, container_id: str,
+                                     ids: Sequence[str]) -> set[str]:
+            seen_calls.append(len(ids))
+            return await super().resync_seen_subset(subscription, container_id, ids)
+
+    async with Counting(w.path) as store:
+        syncer = StreamSyncer(store, metrics=quiet_metrics(), batch_pages=2,
+                              batch_seconds=3600.0)
+        res = await syncer.drain(pages, w.spec())
+        st = await store.get_stream("s", C)
+    assert res.completed
+    assert res.pages == 5
+    assert [(e.type, e.subject) for e in w.sink.events] == [
+        (CREATED, "a"), (CREATED, "b"), (CREATED, "c"), (CREATED, "d"),
+        (DELETED, "b"), (DELETED, "c")]
+    assert st is not None
+    assert (st.sync_token, st.known_count) == ("w1", 2)
+    # One look per batch: [b] (batch 1; its first page began the snapshot), [c, a] (batch 2,
+    # cut at a), [a, d] (batch 3: a restarts the snapshot, d joins the new one)
+    assert seen_calls == [1, 2, 2]
+
+
 def corrupt(path: Path, column: str) -> None:
     """Make the stored token or cursor one the service rejects for good. A resync resumes
     from ``staged_cursor`` in a new process (how far its written staging set reaches), so a

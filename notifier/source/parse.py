@@ -98,7 +98,10 @@ def _optional(obj: dict[str, Any], key: str, kind: type, endpoint: str, where: s
     return value
 
 
-def _relationship(item: Any, endpoint: str, where: str) -> Relationship:
+def _relationship(item: Any, endpoint: str, where: str, index: int | None = None
+                  ) -> Relationship:
+    """``item`` as a Relationship; ``where[index]`` names it in an error (the path is built
+    only then: this runs for every relationship of every page)."""
     # Fast path, inlined: required fields with the right types, two well-formed entities.
     if type(item) is dict:
         rid = item.get("id")
@@ -132,7 +135,7 @@ def _relationship(item: Any, endpoint: str, where: str) -> Relationship:
                     break
             else:
                 return Relationship(rid, created_on, is_deleted, deleted_on, item)
-    _explain_relationship(item, endpoint, where)
+    _explain_relationship(item, endpoint, where if index is None else f"{where}[{index}]")
 
 
 def _explain_relationship(item: Any, endpoint: str, where: str) -> NoReturn:
@@ -161,7 +164,7 @@ def _explain_relationship(item: Any, endpoint: str, where: str) -> NoReturn:
 
 def _relationships(value: Any, endpoint: str, where: str) -> list[Relationship]:
     items = _array(value, endpoint, where)
-    return [_relationship(item, endpoint, f"{where}[{i}]") for i, item in enumerate(items)]
+    return [_relationship(item, endpoint, where, i) for i, item in enumerate(items)]
 
 
 def parse_relationship(body: bytes, endpoint: str = "get") -> Relationship:
@@ -174,7 +177,7 @@ def parse_relationship_list(body: bytes, endpoint: str = "batch") -> list[Relati
     data = loads(body, endpoint)
     if type(data) is not list:
         _fail(endpoint, "", f"expected an array, got {_describe(data)}")
-    return [_relationship(item, endpoint, f"[{i}]") for i, item in enumerate(data)]
+    return [_relationship(item, endpoint, "", i) for i, item in enumerate(data)]
 
 
 def parse_sync_page(body: bytes, endpoint: str = "sync") -> SyncPage:

@@ -11,7 +11,7 @@ settings (acks=all, idempotent, linger 5 ms, 1 MiB batches) sending the very rec
 wrote (read back from its topic: same keys, values, headers, count) to a fresh topic with the
 same partition count, with ``send()`` per record and every future awaited at the end; its CPU is
 measured the same way, in its own process, over the sending only. Goal: notifier events/CPU-s at
-least 0.5 of the baseline's.
+least 0.6 of the baseline's (issue 16), in the median of the paired runs.
 
     python bench/kafka_throughput.py [--relationships 100000] [--repeat 2] [--profile]
 """
@@ -54,7 +54,7 @@ from common import (
 PARTITIONS = 3
 LINGER_MS = 5
 MAX_BATCH = 1024 * 1024
-GOAL = 0.5
+GOAL = 0.6  # issue 16 (issue 8 asked for 0.5)
 
 Record = tuple[bytes, bytes, list[tuple[str, bytes]]]
 
@@ -182,6 +182,7 @@ def main() -> int:
           f"runs each; {machine()}")
     rows: list[list[Any]] = []
     best: dict[str, tuple[float, float]] = {}
+    paired: dict[str, list[float]] = {}  # each notifier run against the raw run after it
     sizes = ""
     with kafka_broker() as bootstrap, simulator(containers=1, relationships=n, seed=4,
                                                 log_path=work / "simulator.log") as sim:
@@ -222,6 +223,7 @@ def main() -> int:
                 rows.append([f"{mode}: raw producer #{i + 1}", b["sent"], b["cpu"],
                              b["cpu"] - b["user"], b["wall"], beps, mib(b["vmhwm_kib"])])
             best[mode] = (max(notifier_eps), max(baseline_eps))
+            paired[mode] = [a / b for a, b in zip(notifier_eps, baseline_eps, strict=True)]
             if args.profile:
                 print_profile(args.profile, work, f"{mode}0")
     print(f"records ({sizes} on average): {PARTITIONS} partitions, acks=all, idempotent, "
@@ -233,7 +235,9 @@ def main() -> int:
         ratio = best_n / best_b
         print(f"{mode}: best notifier {best_n:,.0f} events/CPU-s, best raw producer "
               f"{best_b:,.0f} events/CPU-s: ratio {ratio:.2f} (goal >= {GOAL}: "
-              f"{'met' if ratio >= GOAL else 'MISSED'})")
+              f"{'met' if ratio >= GOAL else 'MISSED'}); median of the {len(paired[mode])} "
+              f"paired runs' ratios {statistics.median(paired[mode]):.2f} "
+              f"({', '.join(f'{r:.2f}' for r in paired[mode])})")
     return 0
 
 

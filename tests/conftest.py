@@ -3,7 +3,10 @@ the event contract checked on every event an in-memory sink accepts."""
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -47,3 +50,31 @@ def memory_sink_events_keep_the_contract(monkeypatch: pytest.MonkeyPatch) -> Ite
     monkeypatch.setattr(MemorySink, "publish", checked)
     yield
     assert not broken, "events broke the contract:\n" + "\n".join(broken[:20])
+
+
+def _notifier_children() -> list[int]:
+    """This process's children that run ``python -m notifier`` (Linux; none where /proc does not
+    list children)."""
+    found = []
+    for listing in Path("/proc/self/task").glob("*/children"):
+        for pid in listing.read_text().split():
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if argv[1:3] == [b"-m", b"notifier"]:
+                found.append(int(pid))
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_notifier_process_outlives_its_test() -> Iterator[None]:
+    """A test that fails half-way (a deadline passed on a loaded machine) may not have stopped
+    the notifier processes it started: they are killed here, so they neither load the machine
+    for the rest of the run nor write into a finished test's files."""
+    yield
+    for pid in _notifier_children():
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

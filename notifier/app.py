@@ -142,21 +142,21 @@ class App:
                 KeepAlivePool(cfg.source.base_url, user_agent=USER_AGENT))
             sinks = await self._start_sinks(stack, store)
             self.health.sinks_started()
-            if isinstance(store, ClusterStore):  # schedulers start as partitions are assigned
-                if once:
-                    log.error("--once is not available in cluster mode")
-                    return 2
-                run_gc.started()  # partitions' schedulers are built later, as assigned
-                return await self._run_cluster(store, session, sinks, ClusterSyncer(
-                    store, metrics=self.metrics, clock=self._clock,
-                    batch_pages=SYNC_BATCH_PAGES))
-            clients = self.assembly.build_clients(session, store)
             _, outbox_sinks = split_sinks(sinks.values())
 
             def wake_outbox() -> None:
                 for s in outbox_sinks:
                     s.notify()
 
+            if isinstance(store, ClusterStore):  # schedulers start as partitions are assigned
+                if once:
+                    log.error("--once is not available in cluster mode")
+                    return 2
+                run_gc.started()  # partitions' schedulers are built later, as assigned
+                return await self._run_cluster(store, session, sinks, ClusterSyncer(
+                    store, metrics=self.metrics, clock=self._clock, on_outbox=wake_outbox,
+                    batch_pages=SYNC_BATCH_PAGES), wake_outbox)
+            clients = self.assembly.build_clients(session, store)
             syncer = StreamSyncer(store, metrics=self.metrics, clock=self._clock,
                                   on_outbox=wake_outbox, batch_pages=SYNC_BATCH_PAGES)
             self.schedulers = self.assembly.build_schedulers(clients, sinks, store, syncer)
@@ -224,9 +224,11 @@ class App:
         return crashed
 
     async def _run_cluster(self, store: ClusterStore, session: aiohttp.ClientSession,
-                           sinks: Mapping[str, Sink], syncer: StreamSyncer) -> int:
+                           sinks: Mapping[str, Sink], syncer: StreamSyncer,
+                           wake_outbox: Callable[[], None]) -> int:
         """Cluster mode: the coordinator starts the schedulers of the partitions this replica
-        is assigned (restored first) and stops them when they move (notifier.cluster)."""
+        is assigned (restored first) and stops them when they move (notifier.cluster); the
+        webhook dispatchers deliver the outbox rows of the partitions it owns."""
         assert self.config.cluster is not None
 
         async def start_work(names: list[str], txn: PartitionTxn) -> list[CredentialScheduler]:
@@ -235,6 +237,7 @@ class App:
             schedulers = self.assembly.build_schedulers(clients, sinks, store, syncer)
             for s in schedulers:
                 await s.load()
+            wake_outbox()  # the restored partition's pending rows
             return schedulers
 
         self.coordinator = Coordinator(self.config.cluster, store, self.metrics.cluster,

@@ -7,7 +7,8 @@
 Times are RFC 3339 (``2024-05-01T12:00:00Z``), ``now``, or a duration back from now (``2h``,
 ``30m``, ``1d``). Windows are half open, [since, until), on the time an event was queued in the
 outbox. These commands only change the state file: a running notifier picks the rows up within
-its dispatcher's poll interval, and so does the next start. ``--json`` prints JSON lines.
+its dispatcher's poll interval, and so does the next start. ``--json`` prints JSON lines. In
+cluster mode ``dlq list`` reads the state topic; replay and redeliver are refused.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,7 +26,7 @@ import orjson
 
 from notifier.config import Config, WebhookSinkConfig, load_config
 from notifier.durations import parse_duration
-from notifier.errors import ConfigError, StateError
+from notifier.errors import ConfigError, NotifierError, StateError
 from notifier.state.base import OutboxRow
 from notifier.state.sqlite import SqliteStateStore
 
@@ -129,6 +131,8 @@ def webhooks_main(
     if since is not None and until is not None and since >= until:
         print("notifier webhooks: --since must be before --until", file=err)
         return 2
+    if config.cluster is not None:
+        return _cluster_main(args, config, sinks, since, until, now, out, err)
     path = Path(config.state.path)
     if not path.exists():
         print(f"notifier webhooks: no state file at {path}", file=err)
@@ -136,6 +140,32 @@ def webhooks_main(
     try:
         return asyncio.run(_run(args, path, sinks, since, until, now, out))
     except StateError as exc:
+        print(f"notifier webhooks: {exc}", file=err)
+        return 1
+
+
+def _cluster_main(
+    args: argparse.Namespace, config: Config, sinks: list[str], since: float | None,
+    until: float | None, now: float, out: TextIO, err: TextIO,
+) -> int:
+    """Cluster mode: the dead letters as the state topic holds them (a replica's file is only
+    a cache of its own partitions); replay and redeliver are refused."""
+    if args.webhooks_command != "dlq" or args.dlq_command != "list":
+        print("notifier webhooks: dlq replay and redeliver are not available in cluster mode: "
+              "the outbox lives in the state topic, and only the replica that owns a row's "
+              "work partition may change it (dlq list works)", file=err)
+        return 2
+    from notifier.cluster.transfer import export_state  # Kafka only when needed
+
+    async def listed() -> int:
+        with tempfile.TemporaryDirectory(prefix="notifier-webhooks-") as tmp:
+            copy = Path(tmp) / "state.db"
+            await export_state(config, copy)
+            return await _run(args, copy, sinks, since, until, now, out)
+
+    try:
+        return asyncio.run(listed())
+    except NotifierError as exc:  # the state topic could not be read
         print(f"notifier webhooks: {exc}", file=err)
         return 1
 

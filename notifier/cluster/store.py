@@ -4,7 +4,8 @@
 and each writing method wrapped in the scope of the work partition it writes (its stream's or
 credential's, notifier.cluster.partitions), so the rows it changes reach the state topic in
 that partition's transaction before the method returns. A partition this replica does not own
-(or is restoring) refuses writes with PartitionLostError. Reads are the SQLite store's.
+(or is restoring) refuses writes with PartitionLostError. Reads are the SQLite store's, but for
+the webhook outbox's (notifier.cluster.outbox: only rows of owned partitions).
 Operations that move state between streams (forget, rename, prune) are refused: in cluster
 mode the state lives in the topic, not in this file.
 """
@@ -20,6 +21,7 @@ from typing import Any
 from notifier.cluster import capture
 from notifier.cluster.apply import apply_records
 from notifier.cluster.capture import Pending, Table
+from notifier.cluster.outbox import ClusterOutbox
 from notifier.cluster.partitions import WorkMap
 from notifier.cluster.txn import PartitionTxn
 from notifier.errors import PartitionLostError, StateError
@@ -29,7 +31,7 @@ from notifier.state.sqlite_base import StoreObserver
 from notifier.state.sqlite_known import drop_staging
 
 
-class ClusterStore(SqliteStateStore):
+class ClusterStore(ClusterOutbox, SqliteStateStore):
     """``async with ClusterStore(path, work)``: the local cache of the owned partitions."""
 
     def __init__(self, path: str | Path, work: WorkMap, *, busy_timeout: float = 10.0,
@@ -63,6 +65,17 @@ class ClusterStore(SqliteStateStore):
 
     def _credential_scope(self, credential: str) -> contextlib.AbstractAsyncContextManager[None]:
         return self._scope(self.work.of_credential(credential), f"credential {credential}")
+
+    # -- the outbox's view of ownership (notifier.cluster.outbox) -------------------------------
+
+    def _stream_partition(self, subscription: str, container_id: str) -> int | None:
+        return self.work.of_stream(subscription, container_id)
+
+    def _partition_scope(self, partition: int) -> contextlib.AbstractAsyncContextManager[None]:
+        return self._scope(partition, f"outbox of work partition {partition}")
+
+    def _owned_partitions(self, *, idle: bool) -> list[int]:
+        return [p for p, txn in self.txns.items() if txn.serving and not (idle and txn.busy)]
 
     # -- the cluster's own calls --------------------------------------------------------------
 

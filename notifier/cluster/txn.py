@@ -76,6 +76,16 @@ class PartitionTxn:
         self._refreshes = 0
         self._refreshes_done = asyncio.Event()
 
+    @property
+    def serving(self) -> bool:
+        """Owned, restored and not being given up: its outbox rows may be delivered."""
+        return self.state == "active" and not self._closing
+
+    @property
+    def busy(self) -> bool:
+        """A scope is open: rows it wrote to the cache are not committed yet."""
+        return self._lock.locked()
+
     # -- scopes -----------------------------------------------------------------------------
 
     @asynccontextmanager

@@ -18,7 +18,6 @@ from notifier.config.sinks import (
     KafkaSinkConfig,
     SinkConfig,
     StdoutSinkConfig,
-    WebhookSinkConfig,
 )
 from notifier.config.types import (
     BaseUrl,
@@ -353,7 +352,8 @@ class Config(ConfigModel):
 
     def _enforce_cluster_sinks(self) -> Problems:
         """In cluster mode, every sink must be reachable from every replica and take part in
-        the partition's Kafka transaction: local files (jsonl, stdout) cannot."""
+        the partition's Kafka transaction: local files (jsonl, stdout) cannot. Webhook sinks
+        deliver from the outbox, which the state topic carries (notifier.cluster.outbox)."""
         if self.cluster is None:
             return []
         problems: Problems = []
@@ -363,9 +363,6 @@ class Config(ConfigModel):
                 problems.append((("sinks", i, "type"), (
                     f"a {sink.type} sink writes a local file of one replica: not available in "
                     "cluster mode (use a kafka sink)")))
-            elif isinstance(sink, WebhookSinkConfig):
-                problems.append((("sinks", i, "type"), (
-                    "webhook sinks are not supported in cluster mode yet (use a kafka sink)")))
             elif isinstance(sink, KafkaSinkConfig) and set(sink.bootstrap_servers) != servers:
                 problems.append((("sinks", i, "bootstrap_servers"), (
                     "in cluster mode a kafka sink writes in the state topic's transactions: "

@@ -29,6 +29,11 @@ A state store failure (locked, disk full, I/O error) pauses the dispatcher with 
 backoff (its poll interval doubling up to 30 s); the rows stay pending, and a delivery that
 could not be recorded goes out again (receivers deduplicate on the event ``id``).
 
+In cluster mode the store hands the dispatcher only rows of the work partitions this replica
+owns, and records each outcome in the partition's Kafka transaction (notifier.cluster.outbox): a
+new owner resumes the rows, their attempts and dead letters, and delivers again, under the same
+``webhook-id``, a call whose outcome could not be recorded before its partition moved.
+
 A circuit breaker per endpoint stops calls to an endpoint that keeps failing: while open no call
 is made and no attempt is spent; after ``reset_after`` a single probe decides.
 
@@ -53,7 +58,7 @@ from notifier.config import WebhookSinkConfig
 from notifier.core.backoff import backoff_ceiling
 from notifier.core.circuit import CircuitBreaker, CircuitState
 from notifier.core.retry_schedule import next_delay, parse_retry_after
-from notifier.errors import NotifierError, SinkError
+from notifier.errors import NotifierError, PartitionLostError, SinkError
 from notifier.metrics import Metrics
 from notifier.sinks.signing import SigningKey
 from notifier.sinks.webhook_http import Outcome, WebhookClient, check_url, signing_keys
@@ -284,6 +289,9 @@ class WebhookSink:
             seconds = time.monotonic() - started
             await self._settle(rows, outcome, seconds)
             self._store_failures = 0
+        except PartitionLostError as exc:  # cluster mode: the rows' partition moved meanwhile
+            log.info("webhook sink %s: outcome of a call not recorded (%s); the partition's new "
+                     "owner delivers its rows again, with the same webhook-id", self.name, exc)
         except NotifierError as exc:  # the store failed: the rows stay pending and come back
             self._store_failed("recording a delivery", exc)
         except Exception:

@@ -45,9 +45,11 @@ def test_a_kafka_sink_on_another_cluster_is_refused() -> None:
                for p in found), found
 
 
-def test_webhooks_are_refused_for_now() -> None:
-    found = problems(clustered(kafka(), webhook()))
-    assert any("sinks[1].type" in p and "webhook" in p for p in found), found
+def test_webhook_sinks_are_accepted_in_cluster_mode() -> None:
+    cfg = config_from_data(clustered(kafka(), webhook()), environ={})
+    assert [s.type for s in cfg.sinks] == ["kafka", "webhook"]
+    alone = config_from_data(clustered(webhook()), environ={})  # no kafka sink at all
+    assert alone.cluster is not None
 
 
 @pytest.mark.parametrize(("field", "value", "fragment"), [

@@ -18,7 +18,8 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from notifier.app import App, assign_credential
+from notifier.app import App
+from notifier.cluster.partitions import assign_credential
 from notifier.config import config_from_data
 from notifier.core.budget import DEFAULT_BURST, RequestBudget
 from notifier.core.planner import SchedulerSettings

@@ -82,6 +82,14 @@ def state_main(args: argparse.Namespace, *, stdout: TextIO | None = None,
         from notifier.cli.state_transfer import transfer_main  # Kafka only when needed
 
         return transfer_main(config, args, out, err)
+    if config.cluster is not None:
+        print(f"notifier state {args.state_command}: not available in cluster mode: the state "
+              f"lives in the state topic {config.cluster.state_topic!r}, not in a replica's "
+              "cache file. Stop the replicas, `notifier state export --out FILE`, run this "
+              "command on FILE (a configuration without `cluster:` whose state.path is FILE), "
+              "then `notifier state import --in FILE` into a new, empty state topic "
+              "(see docs/cluster.md)", file=err)
+        return 2
     path = Path(config.state.path)
     if not path.exists():
         print(f"notifier state: no state file at {path}", file=err)

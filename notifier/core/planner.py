@@ -184,17 +184,21 @@ class Planner:
                    quarantined_until: Iterable[float] = ()) -> None:
         """Next check ``interval`` after this one started (its duration is not added on);
         when every stream of the group is quarantined, not before the first one is free."""
-        if self._queue.due_of(cid) is not None:
-            return
-        due = started + self.groups[cid].interval
+        g = self.groups.get(cid)
+        if g is None or self._queue.due_of(cid) is not None:
+            return  # removed while its check was in flight, or already planned
+        due = started + g.interval
         until = list(quarantined_until)
         if until and all(t > now for t in until):
             due = max(due, min(until))
         self._queue.schedule(cid, due)
 
     def checked(self, cid: str, now: float) -> None:
-        """Every stream of ``cid`` was checked successfully at ``now``."""
-        self.groups[cid].last_checked = now
+        """Every stream of ``cid`` was checked successfully at ``now`` (nothing if the group
+        was removed meanwhile: a project retired while its check was in flight)."""
+        g = self.groups.get(cid)
+        if g is not None:
+            g.last_checked = now
 
     # -- how to check, and what checks teach -----------------------------------------------
 

@@ -280,3 +280,16 @@ def test_status_calls_are_paced(rpm, calls, waits):
 def test_a_group_costs_one_call_per_chunk_of_tokens(streams, chunk, cost):
     plan = Planner(SchedulerSettings(status_chunk=chunk), {CIDS[0]: streams})
     assert plan.groups[CIDS[0]].cost == cost
+
+
+def test_a_group_removed_while_its_check_is_in_flight_is_not_brought_back() -> None:
+    """A hub project retired while its check runs: the check's end is told to the planner
+    (observed, checked, rescheduled) without error, and the group stays gone."""
+    plan = _planner(n=2)
+    plan.remove_group(CIDS[0])
+    plan.observe(CIDS[0], "token", now=NOW, since=NOW - 5, changed=True)
+    plan.checked(CIDS[0], NOW)
+    plan.reschedule(CIDS[0], started=NOW - 1, now=NOW)
+    assert CIDS[0] not in plan.groups
+    assert plan.due_of(CIDS[0]) is None
+    assert CIDS[1] in plan.groups

@@ -230,13 +230,23 @@ class App:
         is assigned (restored first) and stops them when they move (notifier.cluster); the
         webhook dispatchers deliver the outbox rows of the partitions it owns."""
         assert self.config.cluster is not None
+        discovery: set[asyncio.Task[None]] = set()  # of hub subscriptions, while owned
 
         async def start_work(names: list[str], txn: PartitionTxn) -> list[CredentialScheduler]:
             probes = {n: functools.partial(txn.refresh_guard, probe_key(n)) for n in names}
             clients = self.assembly.build_clients(session, store, probes)
             schedulers = self.assembly.build_schedulers(clients, sinks, store, syncer)
+            # The partition's hub subscriptions: seeded from the restored streams, discovered
+            # until their scheduler stops (the partition moves).
+            hubs = HubStreams(self.config, {s.name: s for s in schedulers}, sinks=sinks,
+                              store=store, tokens=self.assembly.tokens, session=session,
+                              metrics=self.metrics, clock=self._clock)
+            await hubs.start()
             for s in schedulers:
                 await s.load()
+            for task in hubs.tasks():
+                discovery.add(task)
+                task.add_done_callback(discovery.discard)
             wake_outbox()  # the restored partition's pending rows
             return schedulers
 
@@ -250,8 +260,9 @@ class App:
         try:
             await self.coordinator.run(self._stop)
         finally:
-            tick.cancel()
-            await asyncio.gather(tick, return_exceptions=True)
+            for t in (tick, *discovery):
+                t.cancel()
+            await asyncio.gather(tick, *discovery, return_exceptions=True)
         log.info("stopped")
         return 0
 

@@ -70,6 +70,8 @@ class HubStreams:
         self.watchers: list[HubWatcher] = []
         for sub in config.hub_subscriptions:
             cred = sub.credential_names[0]
+            if cred not in schedulers:  # cluster mode: its work partition is not ours
+                continue
             if cred not in clients:
                 clients[cred] = projects_client(config, cred, session, tokens[cred],
                                                 metrics.client_observer(cred))
@@ -99,9 +101,11 @@ class HubStreams:
         await asyncio.gather(*(w.discover(give_up_after) for w in first))
         self.save_status()
 
-    def tasks(self, stop: asyncio.Event) -> list[asyncio.Task[None]]:
-        """The discovery loops, one per hub subscription."""
-        return [asyncio.create_task(w.run(stop, self.save_status), name=f"hub-{w.sub.name}")
+    def tasks(self, stop: asyncio.Event | None = None) -> list[asyncio.Task[None]]:
+        """The discovery loops, one per hub subscription, until ``stop`` (None: until its
+        credential's scheduler is stopped, as in cluster mode when its partition moves)."""
+        return [asyncio.create_task(w.run(stop or self._scheduler(w).stopping,
+                                          self.save_status), name=f"hub-{w.sub.name}")
                 for w in self.watchers]
 
     def save_status(self) -> None:
@@ -133,9 +137,12 @@ class HubStreams:
                                               for s in self._schedulers.values()))
 
     async def _mark_orphans(self) -> None:
-        """Retired streams become orphans (kept for the retention); re-added ones stop being."""
+        """Retired streams become orphans (kept for the retention); re-added ones stop being.
+        Only the hub subscriptions' streams: a subscription missing from the configuration is
+        the start's business (notifier.housekeeping.prune_orphans)."""
         keep = {r.spec.key for s in self._schedulers.values() for r in s.streams}
         res = await self._store.prune_streams(
-            keep, now=self._clock(), retention=self._config.state.orphan_retention)
+            keep, now=self._clock(), retention=self._config.state.orphan_retention,
+            subscriptions={w.sub.name for w in self.watchers})
         if res.dropped:
             log.info("forgot %d orphaned stream(s) past the orphan retention", len(res.dropped))

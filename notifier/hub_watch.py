@@ -37,6 +37,7 @@ from notifier.errors import (
     ForbiddenError,
     NotFoundError,
     NotifierError,
+    PartitionLostError,
     ProtocolError,
     RateLimitedError,
     ServerError,
@@ -125,7 +126,7 @@ class HubWatcher:
         changes = diff(self.known, after)
         try:
             await self._apply(self, changes)
-        except StateError as exc:  # the list stays: the same changes are applied next time
+        except (StateError, PartitionLostError) as exc:  # the list stays: applied next time
             self._failed(exc)
             return False
         self.known = after

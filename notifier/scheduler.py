@@ -159,6 +159,11 @@ class CredentialScheduler:
 
     def stop(self) -> None:
         self._stop.set()
+
+    @property
+    def stopping(self) -> asyncio.Event:
+        """Set by ``stop()``: what runs alongside the scheduler (hub discovery) ends with it."""
+        return self._stop
         self._wake.set()
 
     async def run(self, *, once: bool = False, progress: Progress | None = None) -> None:

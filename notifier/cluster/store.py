@@ -13,6 +13,7 @@ mode the state lives in the topic, not in this file.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -149,9 +150,27 @@ class ClusterStore(ClusterOutbox, SqliteStateStore):
     async def forget_stream(self, subscription: str, container_id: str) -> bool:
         raise StateError(_NOT_HERE)
 
-    async def prune_streams(self, keep: set[StreamKey], *, now: float,
-                            retention: float) -> PruneResult:
-        raise StateError(_NOT_HERE)
+    async def prune_streams(self, keep: set[StreamKey], *, now: float, retention: float,
+                            subscriptions: set[str] | None = None) -> PruneResult:
+        """Hub retirement (``subscriptions``: the hub subscriptions' streams): retired streams
+        are marked orphaned and re-added ones un-marked, in their partition's scope, so a new
+        owner seeds the same list; they are not dropped after the retention (their state stays
+        in the topic). Pruning every subscription (the start's orphans) is refused."""
+        if subscriptions is None:
+            raise StateError(_NOT_HERE)
+        by_partition: dict[int, set[str]] = {}
+        for st in await self.list_streams():
+            p = self.work.of_stream(st.subscription, st.container_id)
+            if st.subscription in subscriptions and p is not None:
+                by_partition.setdefault(p, set()).add(st.subscription)
+        result = PruneResult([], [], [])
+        for p, subs in by_partition.items():
+            async with self._scope(p, "hub retirement"):
+                res = await super().prune_streams(keep, now=now, retention=math.inf,
+                                                  subscriptions=subs)
+            result.orphaned.extend(res.orphaned)
+            result.kept.extend(res.kept)
+        return result
 
     async def forget_subscription(self, subscription: str) -> int:
         raise StateError(_NOT_HERE)

@@ -367,11 +367,6 @@ class Config(ConfigModel):
                 problems.append((("sinks", i, "bootstrap_servers"), (
                     "in cluster mode a kafka sink writes in the state topic's transactions: "
                     "it must use the same Kafka cluster (bootstrap_servers) as cluster")))
-        for i, sub in enumerate(self.subscriptions):
-            if sub.hub_id is not None:
-                problems.append((("subscriptions", i, "hub_id"), (
-                    "hub subscriptions are not supported in cluster mode yet: list the "
-                    "container ids")))
         return problems
 
     @property

@@ -211,10 +211,12 @@ class StateStore(Protocol):
     async def forget_stream(self, subscription: str, container_id: str) -> bool: ...
 
     async def prune_streams(
-        self, keep: set[StreamKey], *, now: float, retention: float
+        self, keep: set[StreamKey], *, now: float, retention: float,
+        subscriptions: set[str] | None = None,
     ) -> PruneResult:
         """Mark streams not in ``keep`` orphaned (from ``now``), un-orphan those in it, and
-        drop the orphans older than ``retention`` seconds."""
+        drop the orphans older than ``retention`` seconds (``subscriptions``: only streams of
+        these)."""
         ...
 
     async def forget_subscription(self, subscription: str) -> int:

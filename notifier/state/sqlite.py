@@ -99,13 +99,16 @@ class SqliteStateStore(OutboxMethods):
         )
 
     async def prune_streams(
-        self, keep: set[StreamKey], *, now: float, retention: float
+        self, keep: set[StreamKey], *, now: float, retention: float,
+        subscriptions: set[str] | None = None,
     ) -> PruneResult:
         """Streams not in ``keep`` (subscriptions missing from the config) are marked orphaned
         from ``now``, and dropped once orphaned for ``retention`` seconds; streams in ``keep``
-        stop being orphans. One transaction."""
+        stop being orphans (``subscriptions``: only streams of these are looked at). One
+        transaction."""
         return await self._call(
-            "prune streams", subs.prune_streams, self._ids, set(keep), now, retention
+            "prune streams", subs.prune_streams, self._ids, set(keep), now, retention,
+            subscriptions
         )
 
     async def forget_subscription(self, subscription: str) -> int:

@@ -17,7 +17,7 @@ from notifier.state.sqlite_tx import transaction
 
 def prune_streams(
     conn: sqlite3.Connection, ids: StreamIds, keep: set[StreamKey], now: float,
-    retention: float,
+    retention: float, subscriptions: set[str] | None = None,
 ) -> PruneResult:
     orphaned: list[StreamKey] = []
     kept: list[StreamKey] = []
@@ -31,6 +31,8 @@ def prune_streams(
         gone: list[int] = []
         for sid, sub, cont, since in rows:
             key = (str(sub), str(cont))
+            if subscriptions is not None and key[0] not in subscriptions:
+                continue
             if key in keep:
                 if since is not None:
                     back.append(sid)

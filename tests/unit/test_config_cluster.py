@@ -61,3 +61,13 @@ def test_webhook_sinks_are_accepted_in_cluster_mode() -> None:
 def test_bad_cluster_fields_are_named(field: str, value: Any, fragment: str) -> None:
     found = problems(clustered(kafka(), **{field: value}))
     assert any(fragment in p for p in found), found
+
+
+def test_hub_subscriptions_are_accepted_in_cluster_mode() -> None:
+    data = clustered(kafka())
+    sub = data["subscriptions"][0]
+    sub.pop("container_id", None)
+    sub.pop("container_ids", None)
+    sub["hub_id"] = "b.0f8a3c52-6d1e-4b7a-9c2e-5a1b3d4e6f70"
+    cfg = config_from_data(data, environ={})
+    assert [s.hub_id for s in cfg.hub_subscriptions] == [sub["hub_id"]]

@@ -1,0 +1,97 @@
+"""Hub subscriptions in cluster mode, on a real Kafka broker against the simulator's hubs: only
+the replica that owns the hub credential's work partition discovers the hub, and what it
+persists (the discovered projects' streams, the retired ones marked orphaned) is in the state
+topic, so after a SIGKILL the new owner carries on: no project is bootstrapped twice (a
+read_committed consumer sees every change exactly once), projects added or removed after the
+failover are picked up or retired, and the retirement is in the topic."""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from notifier.cluster.transfer import export_state
+from notifier.config import load_config
+from notifier.state.sqlite import SqliteStateStore
+from tests.integration.cluster_support import Cluster
+from tests.integration.fault_support import assert_no_traceback
+from tests.integration.hub_support import HUB, SUB, hub_config, hub_simulator
+from tests.integration.main_job_support import wait_for
+from tests.integration.replica_support import ClusterSettings, Replica, Replicas
+
+pytestmark = pytest.mark.kafka
+
+
+def per_project(events: list[dict[str, Any]]) -> Counter[str]:
+    return Counter(e["data"]["containerId"] for e in events)
+
+
+def owns_the_hub(replica: Replica) -> bool:
+    return "running: 1 credential(s)" in replica.output()
+
+
+@pytest.mark.timeout(180)
+async def test_the_hub_owner_dies_and_the_new_owner_carries_on(tmp_path: Path,
+                                                                kafka_bootstrap: str) -> None:
+    cluster = Cluster(kafka_bootstrap)
+    settings = ClusterSettings(bootstrap=kafka_bootstrap, group=cluster.group,
+                               state_topic=cluster.state_topic)
+    async with hub_simulator() as sim:
+        sim.hubs.add_hub(HUB, "Acme")
+        a = sim.hubs.add_project(HUB, "Tower A", relationships=3)[2:]
+        b = sim.hubs.add_project(HUB, "Tower B", relationships=2)[2:]
+        data = hub_config(tmp_path, sim, sinks=["events"])
+        data["sinks"] = [{"name": "events", "type": "kafka", "bootstrap_servers": kafka_bootstrap,
+                          "topic": cluster.events_topic}]
+        replicas = Replicas.create(tmp_path, settings, data, 2)
+
+        async def delivered(want: dict[str, int]) -> bool:
+            got = per_project(await cluster.events())
+            return all(got[cid] >= n for cid, n in want.items())
+
+        try:
+            await replicas.start()
+            await wait_for(lambda: delivered({a: 3, b: 2}), 60, "the hub's projects bootstrapped",
+                           interval=0.5)
+            owner = next(r for r in replicas.members if owns_the_hub(r))
+            other = next(r for r in replicas.members if r is not owner)
+            assert "hub subscription" not in other.output(), "only the owner discovers the hub"
+            await owner.kill()
+            c = sim.hubs.add_project(HUB, "Tower C", relationships=4)[2:]
+            sim.state.create_relationships(a, 2)
+            sim.hubs.remove_projects(HUB, ["b." + b])
+            await wait_for(lambda: delivered({a: 5, c: 4}), 60,
+                           "the new owner polling the old and the new projects", interval=0.5)
+            await wait_for(lambda: owns_the_hub(other), 5, "the survivor owning the hub")
+            state = tmp_path / "exported.db"
+
+            async def retired_in_topic() -> bool:
+                state.unlink(missing_ok=True)
+                await export_state(load_config(other.config), state)
+                async with SqliteStateStore(state) as store:
+                    st = await store.get_stream(SUB, b)
+                return st is not None and st.orphaned_at is not None
+
+            await wait_for(retired_in_topic, 30, "the retirement of Tower B in the state topic",
+                           interval=1.0)
+            await replicas.stop_all()
+        except BaseException:
+            print(replicas.output(), file=sys.stderr)
+            await replicas.kill_all()
+            raise
+    events = await cluster.events()
+    counts = Counter(e["id"] for e in events)
+    assert [i for i, n in counts.items() if n > 1] == [], "a change delivered twice"
+    assert per_project(events) == {a: 5, b: 2, c: 4}
+    assert {e["data"]["projectName"] for e in events if e["data"]["containerId"] == c} == {
+        "Tower C"}
+    async with SqliteStateStore(state) as store:
+        live = await store.get_stream(SUB, a)
+    assert live is not None
+    assert live.orphaned_at is None
+    for r in replicas.members:
+        assert_no_traceback(r.output())

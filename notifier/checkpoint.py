@@ -105,7 +105,6 @@ class PageWriter:
         resync: bool,
         emit: bool,
         next_token: str | None,
-        announce: bool = True,
         fingerprint: str | None = None,
     ) -> bool:
         """Diff, publish and checkpoint one page; returns whether anything changed."""
@@ -122,8 +121,7 @@ class PageWriter:
             current=current, deleted=deleted, known=known, resync=resync, emit=emit,
             seen_at=rfc3339(now),
         )
-        if resync and announce:
-            await self._announce(spec, d.events, fingerprint)
+        await self._announce(spec, d.events, fingerprint)
         outbox = await self._publisher.publish(d.events, direct=spec.direct,
                                                outbox=spec.outbox)
         changed = bool(d.add_ids or d.remove_ids or d.events)
@@ -156,8 +154,10 @@ class PageWriter:
 
     async def _announce(self, spec: StreamSpec, events: Sequence[Event],
                         fingerprint: str | None) -> None:
-        """Durably note the created events of a resync page, and the filter they go out under,
-        before any leaves (see module doc).
+        """Durably note the created events of a page, and the filter they go out under, before
+        any leaves (see notifier.sync's doc). An incremental page needs it too: after a crash
+        before its checkpoint, its token may be rejected, and the fresh snapshot that replaces
+        the page no longer lists a relationship deleted since.
 
         Outbox sinks receive nothing before the checkpoint, so only direct sinks need it.
         """

@@ -9,12 +9,13 @@ are joined (up to that many, within ``batch_seconds``) and diffed, published and
 one: the per-page costs (a durable transaction, a broker round trip) are paid once per batch;
 a crash redelivers at most one batch. Bootstrap (no token) and ``overwrite`` resyncs are *resync*
 drains: the store stages every id the service lists and, once the last page is in, the known ids
-that were not listed become deleted events. Every page of a resync records its created
-events as *announced* before publishing them to direct sinks (the checkpoint forgets them
-again), because a crash in between may be followed by a different snapshot (none saved yet, a
-cursor rejected, a snapshot the service restarts): an announced relationship that the new
-snapshot no longer lists is then announced again and deleted when the resync ends. A stop
-request between pages abandons the drain without checkpointing anything unfinished.
+that were not listed become deleted events. Every page records its created events as
+*announced* before publishing them to direct sinks (the checkpoint forgets them again), because
+a crash in between may be followed by a different snapshot instead of the same page again (none
+saved yet, a token or cursor rejected, a snapshot the service restarts): an announced
+relationship that the new snapshot no longer lists is then announced again and deleted when the
+resync ends. A stop request between pages abandons the drain without checkpointing anything
+unfinished.
 
 The drain is a loop over the stream's state machine (``notifier.core.stream_state``): where it
 starts (bootstrap, incremental, resume, forced, filter changed) and what moves it (overwrite,
@@ -222,7 +223,7 @@ class StreamSyncer(PageWriter):
                 self._count_page(client, counted, result)
             changed = await self._apply(spec, current, deleted, result, resync=pos.resync,
                                         emit=emit, next_token=page.next_sync_token,
-                                        announce=pos.resync, fingerprint=fingerprint)
+                                        fingerprint=fingerprint)
             pos = pos.checkpoint(page.next_sync_token)
             if page.more_data or carried:
                 continue

@@ -14,8 +14,9 @@ stopped) is, per stream:
   - ``incremental``: ``sync_token`` is the watermark of the last committed change;
   - ``resync``: a snapshot is being listed (bootstrap, overwrite, rejected token, or a filter
     change: ``resync_reason``); ``resync_cursor`` continues it, or None to start it over;
-    ``resync_seen`` (the ids it listed so far) and ``announced`` (created events of pages
-    before its first saved cursor, see ``Announcement``) belong to it. A store may hold listed
+    ``resync_seen`` (the ids it listed so far) and ``announced`` (created events of its
+    pages, and of an incremental page cut by a crash before its checkpoint, that may have
+    gone out: see ``Announcement``) belong to it. A store may hold listed
     ids in memory and write them in bulk: ``resync_cursor`` is then, for a new process, where
     the written ids reach (pages after it are listed again, their ids already known);
 
@@ -109,7 +110,7 @@ class OutboxItem:
 
 @dataclass(frozen=True, slots=True)
 class Announcement:
-    """A relationship whose created event a resync page is about to publish.
+    """A relationship whose created event a page is about to publish.
 
     Recorded before the publish and dropped by the page's checkpoint, so that after a crash in
     between the store still knows the created event may have gone out, and under which filter

@@ -238,7 +238,7 @@ class SqliteStateStore(OutboxMethods):
     async def mark_announced(
         self, subscription: str, container_id: str, items: Sequence[Announcement]
     ) -> None:
-        """Record, in one fsync'd transaction, the created events a resync page is about to
+        """Record, in one fsync'd transaction, the created events a page is about to
         publish; its checkpoint (or the end of the resync) forgets them. Creates the stream
         if new; an id already announced keeps one row with the newest body and filter."""
         if items:

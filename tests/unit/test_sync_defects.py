@@ -319,3 +319,30 @@ async def test_a_page_delivered_after_a_saved_cursor_then_rejected_loses_no_dele
     assert await w.drain()
     assert await w.drain()
     assert replay(w.sink) == truth(w.sim)
+
+
+async def test_an_incremental_page_delivered_then_its_token_rejected_loses_no_deletion(
+    tmp_path: Path,
+) -> None:
+    """Found by the stateful tests: an incremental page is delivered and the process dies
+    before its checkpoint; the stored token is then rejected, so a fresh snapshot replaces the
+    page, and a relationship it created, deleted since, is not in that snapshot. Its created
+    event went out: it must get its deleted event. Was: only resync pages were announced."""
+    w = World(tmp_path)
+    assert await w.drain()
+    made = w.sim.create_relationships(C, 2)
+
+    class DiesAtItsCheckpoint(FaultyStore):
+        async def commit_page(self, *args: Any, **kwargs: Any) -> None:
+            raise Crash("killed after the publish, before the checkpoint")
+
+    async with DiesAtItsCheckpoint(w.path, w.faults) as store:
+        with pytest.raises(Crash):
+            await StreamSyncer(store, metrics=quiet_metrics()).drain(w.client, w.spec())
+    assert [(e.type, e.subject) for e in w.sink.events[-2:]] == [(CREATED, r) for r in made]
+    w.sim.delete_relationships(C, made[:1])
+    w.sim.knobs.reject_sync_tokens += 1
+    assert await w.drain()
+    assert replay(w.sink) == truth(w.sim)
+    assert [e.type for e in w.sink.events if e.subject == made[0]] == [
+        CREATED, CREATED, DELETED]

@@ -433,3 +433,30 @@ def test_created_under_the_new_query_then_deleted_is_reported_deleted() -> None:
         m.created_before_deleted_and_stable_ids()
     finally:
         m.teardown()
+
+
+def test_an_incremental_creation_whose_token_is_then_rejected_is_not_lost() -> None:
+    """Found by the long profile (shrunk): alpha's incremental drain publishes the page that
+    creates R and dies before its checkpoint; the stored token is then rejected, so a fresh
+    snapshot replaces that page, and R, deleted meanwhile, is not in it. R went out created: it
+    must be reported deleted. Was: only resync pages were announced, so nothing remembered R."""
+    m = StreamMachine()
+    try:
+        m.start(seed=1443, flush=1, page=2, rels=1, batch=1)
+        m.drain(sub="alpha", crash_at=30, script=[(5, "create"), (1, "delete")])
+        m.create(n=3)
+        m.drain(sub="beta", crash_at=None, script=[(1, "create"), (5, "create")])
+        m.create(n=3)
+        # Dies after publishing the fourth page (R), before its checkpoint (the example was
+        # found at point 21; the page's announcement adds two await points to each page).
+        m.drain(sub="alpha", crash_at=29, script=[])
+        m.reject_next_token()
+        m.reject_next_token()
+        m.delete(n=2)
+        m.drain(sub="alpha", crash_at=10, script=[(4, "delete")])
+        m.delete(n=1)
+        m.delete(n=1)
+        m.delete(n=2)
+        m.created_before_deleted_and_stable_ids()
+    finally:
+        m.teardown()

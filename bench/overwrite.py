@@ -76,6 +76,7 @@ def seed_state(sim: SimProcess, cfg: dict[str, Any], container: str) -> int:
                 resync_cursor=None, in_resync=False, add_ids=batch,
                 remove_ids=[], seen_ids=[], outbox=[],
                 bodies={rid: seed_body(rid) for rid in batch}, filter_fingerprint=None,
+                listed_under=None,
                 changed=True, now=now)
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:

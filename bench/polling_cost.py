@@ -112,7 +112,7 @@ def seed_state(sim: SimProcess, cfg: dict[str, Any]) -> float:
     import sqlite3
 
     from notifier.core.stream_state import filter_fingerprint
-    from notifier.state import sqlite_streams
+    from notifier.state import sqlite_known, sqlite_streams
     from notifier.state.sqlite import SqliteStateStore
 
     t0 = time.monotonic()
@@ -132,10 +132,11 @@ def seed_state(sim: SimProcess, cfg: dict[str, Any]) -> float:
         fingerprint = filter_fingerprint(None, None)  # no domains, no query
         for sub in cfg["subscriptions"]:
             token, live = seeds[sub["container_id"]]
-            sqlite_streams.commit_page(
+            sqlite_known.commit_page(
                 conn, ids, (sub["name"], sub["container_id"]), next_token=token,
                 resync_cursor=None, in_resync=False, add_ids=live, remove_ids=[], seen_ids=[],
-                outbox=[], bodies={}, filter_fingerprint=fingerprint, changed=True, now=now)
+                outbox=[], bodies={}, filter_fingerprint=fingerprint, listed_under=None,
+                changed=True, now=now)
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         conn.close()

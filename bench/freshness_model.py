@@ -217,9 +217,10 @@ class Model:
     def _worker(self) -> Step:
         planner, chunk = self.planner, max(1, self.settings.status_chunk)
         while True:
-            cid = planner.pop_due(self.now)
+            slot_in = planner.slot_in(self.now)
+            cid = planner.pop_due(self.now, early=slot_in <= 0)
             if cid is None:
-                yield ("idle", planner.idle_wait(self.now))
+                yield ("idle", planner.idle_wait(self.now, slot_in))
                 continue
             started = self.now
             streams = self.streams[cid]
@@ -247,9 +248,10 @@ class Model:
                 self.run.follow_syncs += 1
                 self._deliver(cid, streams[i])
                 outcome[i] = True
-            for i, changed in outcome.items():
+            planner.learn(cid, [(i, streams[i].last_checked, changed)
+                                for i, changed in outcome.items()], self.now)
+            for i in outcome:
                 s = streams[i]
-                planner.observe(cid, i, now=self.now, since=s.last_checked, changed=changed)
                 s.gaps.append(self.now - s.last_checked)
                 s.last_checked = self.now
             planner.checked(cid, self.now)

@@ -13,7 +13,8 @@ from collections.abc import Callable, Iterable, Set
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from notifier.core.planner import GroupPlan, Planner
+from notifier.core.plan_queue import GroupPlan
+from notifier.core.planner import Planner
 from notifier.source.models import SyncStatusResponse
 from notifier.state.base import StreamKey, StreamState
 from notifier.stream import DrainResult, StreamSpec

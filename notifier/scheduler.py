@@ -220,11 +220,13 @@ class CredentialScheduler:
 
     async def _worker(self) -> None:
         while not self._stop.is_set():
-            now = self._clock()
-            cid = self.planner.pop_due(now)
+            now = self._clock()  # a free check slot may take a group early (Planner.pop_due)
+            slot_in = self.planner.slot_in(asyncio.get_running_loop().time())
+            cid = self.planner.pop_due(now, early=slot_in <= 0)
             if cid is None:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.planner.idle_wait(now))
+                    await asyncio.wait_for(self._wake.wait(),
+                                           self.planner.idle_wait(now, slot_in))
                 continue
             group = self.groups.get(cid)
             if group is None:
@@ -273,12 +275,12 @@ class CredentialScheduler:
                                          for k, s in enumerate(drains)))
         now = self._clock()
         checked = [*unchanged, *(s for s, (ok, _) in zip(drains, results, strict=True) if ok)]
+        said_changed = {id(s) for s in due}
         learnt = [(s, False) for s in unchanged] + [  # first syncs teach nothing of a rate
-            (s, bool(n) or s in due) for k, (s, (ok, n)) in
+            (s, bool(n) or id(s) in said_changed) for k, (s, (ok, n)) in
             enumerate(zip(drains, results, strict=True)) if ok and k >= len(forced)]
-        for s, changed in learnt:
-            self.planner.observe(group.container_id, s.spec.key, now=now, since=since[id(s)],
-                                 changed=changed)
+        self.planner.learn(group.container_id, [(s.spec.key, since[id(s)], changed)
+                                                for s, changed in learnt], now)
         if checked:
             self._checked.note([s.spec.key for s in checked], now)
             await self._flush_checked()
@@ -333,17 +335,19 @@ class CredentialScheduler:
             self.planner.sync_pages_asked()
         elif not await self._pace():
             return False, 0
-        total = 0
+        total, counted = 0, 1  # pages of the turn counted already: the first (check or asked)
         while True:  # one turn per slot: a long drain gives way to the others between turns
-            done, n, more = await self._drain_turn(s, check=check)
-            check = False
+            done, n, more = await self._drain_turn(s, check=check, counted=counted)
+            check, counted = False, 0
             total += n
             if not more or self._stop.is_set():
                 return done, total
 
-    async def _drain_turn(self, s: StreamRuntime, *, check: bool) -> tuple[bool, int, bool]:
+    async def _drain_turn(self, s: StreamRuntime, *, check: bool, counted: int
+                          ) -> tuple[bool, int, bool]:
         """At most ``drain_turn_pages`` pages of ``s`` under one drain slot: (completed, events,
-        whether the page bound ended the turn with more to come)."""
+        whether the page bound ended the turn with more to come); its pages but ``counted``
+        are told to the planner as sync pages paid."""
         turn = self._s.drain_turn_pages
         async with self._drain_slots:
             if self._stop.is_set() or s.retired:
@@ -356,7 +360,7 @@ class CredentialScheduler:
             except NotifierError as exc:
                 await self.on_failure(s, exc)
                 return False, 0, False
-            self.planner.sync_pages_asked(max(0, res.pages - 1))
+            self.planner.sync_pages_asked(max(0, res.pages - counted))
             s.drained(res)
             self.stats.events += res.created + res.deleted
             more = not res.completed and turn is not None and res.pages >= turn

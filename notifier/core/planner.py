@@ -3,22 +3,24 @@
 takes ``now``; nothing here sleeps or does I/O.
 
 The plan is per credential. Its unit is a *group*: one container with every stream on it that
-uses the credential. Groups wait in a due-queue; the most overdue one goes first, so when the
-budget is smaller than the work every group still gets its turn.
+uses the credential. Groups wait in a due-queue (notifier.core.plan_queue); the most overdue
+one goes first, so when the budget is smaller than the work every group still gets its turn.
 
 Budget: checks (syncStatus calls and direct syncs' first pages) are paced (``status_budget``)
-so that, with the other sync pages being paid, the budget always has room for those pages.
+so that, with the other sync pages being paid, the budget always has room for those pages. A
+check slot that no group is due for goes to the group planned below the cap that is due next
+(``pop_due(early=True)``): the plan spends the whole pace only on average, due times bunch.
 
 Adaptive policy. ``retune`` (every few seconds) fits every group's interval to the pace: the
-check frequency of a group is ∝ √(rate / cost) (which minimises the mean detection delay for
-a fixed number of requests), within [interval, cap]. The cap is ``max_staleness`` when the
-budget covers it; when it does not (or when ``QUIET_PASSES`` passes over every group are
-shorter) it is that many passes, so quiet groups wait at most about two passes and the rest of
-the budget goes to the groups that change. Groups left below the cap by the busy ones share
-what is left (their intervals shrink alike). Each check feeds its tokens' change rates
-(``observe``), and the group's interval follows at once, at the last retune's price: a group
-that turns busy is checked at its busy interval from the next check on. Each check goes the
-cheapest way in requests for its tokens' change probabilities (``plan_check``).
+check frequency of a group is ∝ (rate / cost) ** ``CONCENTRATION``, within [interval, cap]. The
+cap is ``max_staleness`` when the budget covers it; when it does not (or when ``QUIET_PASSES``
+passes over every group are shorter) it is that many passes, so quiet groups wait at most
+about two passes and the rest of the budget goes to the groups that change. Groups left below
+the cap by the busy ones share what is left (their intervals shrink alike). Each check feeds
+its tokens' change rates (``learn``), and the group's interval follows at once, at the last
+retune's price: a group that turns busy is checked at its busy interval from the next check
+on. Each check goes the cheapest way in requests for its tokens' change probabilities
+(``plan_check``). Groups never seen changing are planned by kind (see plan_queue).
 Round-robin keeps every interval at ``interval`` (stretched by the budget) and always asks
 syncStatus first.
 """
@@ -27,7 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 from notifier.core.checks import (
@@ -37,8 +39,8 @@ from notifier.core.checks import (
     choose_check,
     status_calls,
 )
+from notifier.core.plan_queue import GroupPlan, Kind, PlanQueue
 from notifier.core.schedule import (
-    DueQueue,
     effective_interval,
     interval_at,
     pass_seconds,
@@ -51,7 +53,9 @@ BUSY_RATE_PER_S = 1.0 / 3600.0  # a group that changes more than about hourly co
 PRIOR_RATE_PER_S = 1.0 / 86400.0  # a token never seen changing is assumed to change daily
 PACE_SHARE = 0.95  # of what checks may use without starving sync pages (see status_budget)
 QUIET_PASSES = 1.8  # the cap on any interval, in passes over every group (see module doc)
-CONCENTRATION = 1.0  # frequency ∝ (rate / cost) ** this
+# Frequency ∝ (rate / cost) ** this: 0.5 minimises the mean delay for known rates; learnt rates
+# are noisy, and 1 made busy checks irregular (jumping after each change found).
+CONCENTRATION = 0.75
 PSEUDO_CAPS = 0.5  # quiet seconds assumed besides what checks covered, in caps
 HALF_LIFE_CAPS = 3.0  # memory of the change rates, in caps (unless rate_half_life is set)
 
@@ -81,23 +85,6 @@ class SchedulerSettings:
     """Seconds over which the estimate of sync pages paid per second averages."""
 
 
-@dataclass(slots=True)
-class GroupPlan:
-    """One container's place in the plan."""
-
-    container_id: str
-    cost: int  # syncStatus calls one check of every token by status takes
-    interval: float
-    last_checked: float | None = None  # when every stream of the group was last checked
-    streams: int = 1
-    tokens: dict[Hashable, TokenRate] = field(default_factory=dict)
-    requests: float = 0.0  # requests the last planned check took (its weight in the plan)
-    rate: float = 0.0  # changes per second of all its tokens, as of the last look
-
-    def __post_init__(self) -> None:
-        self.requests = self.requests or float(self.cost)
-
-
 @dataclass(frozen=True, slots=True)
 class Replan:
     """What a ``retune`` decided, for the scheduler to report."""
@@ -119,7 +106,7 @@ class Planner:
             cid: GroupPlan(cid, self._cost(n), settings.interval, streams=n)
             for cid, n in groups.items()
         }
-        self._queue = DueQueue()
+        self._queue = PlanQueue()
         self._sync_pages = 0  # sync pages asked for since the last retune
         self._sync_per_s = 0.0  # their smoothed rate
         self._retuned_at: float | None = None
@@ -138,14 +125,13 @@ class Planner:
         group at once), the longest unchecked first."""
         g = self.groups[cid]
         g.last_checked = last_checked
-        self._queue.schedule(cid, now if last_checked is None else min(now, last_checked
-                                                                        + g.interval))
+        self._schedule(g, now if last_checked is None else min(now, last_checked + g.interval))
 
     def add_group(self, cid: str, streams: int, now: float) -> GroupPlan:
         """A container added at run time (hub discovery): planned like the others, due now."""
         g = GroupPlan(cid, self._cost(streams), self.settings.interval, streams=streams)
         self.groups[cid] = g
-        self._queue.schedule(cid, now)
+        self._schedule(g, now)
         return g
 
     def resize_group(self, cid: str, streams: int, now: float | None = None) -> None:
@@ -156,7 +142,7 @@ class Planner:
         g.streams = streams
         g.requests = float(g.cost)
         if now is not None:
-            self._queue.schedule(cid, now)
+            self._schedule(g, now)
 
     def remove_group(self, cid: str) -> None:
         """A container no longer polled: out of the plan and the queue."""
@@ -166,16 +152,29 @@ class Planner:
     def _cost(self, streams: int) -> int:
         return max(1, status_calls(streams, self.settings.status_chunk))
 
-    def pop_due(self, now: float) -> str | None:
-        """The most overdue group whose time has come (off the queue until rescheduled)."""
-        cid = self._queue.pop_due(now)
-        assert cid is None or isinstance(cid, str)
-        return cid
+    def _schedule(self, g: GroupPlan, due: float) -> None:
+        self._queue.schedule(g.container_id, due, below_cap=self.settings.policy == "adaptive"
+                             and g.interval < self._cap * (1 - 1e-9))
 
-    def idle_wait(self, now: float) -> float:
-        """How long a worker with nothing due may sleep (woken early when plans move)."""
-        nxt = self._queue.next_due()
-        return 1.0 if nxt is None else min(max(nxt - now, 0.01), 5.0)
+    def pop_due(self, now: float, *, early: bool = False) -> str | None:
+        """The most overdue group whose time has come (off the queue until rescheduled).
+
+        With ``early`` (the caller holds a free check slot: ``slot_in`` is 0) and nothing
+        due, the group planned below the cap that is due next, if it was last checked at
+        least ``interval`` ago: a slot nobody is due for would be lost (the plan spends the
+        whole pace only on average: due times bunch). Groups at the cap never go early: what
+        is left goes where the plan puts more than the cap."""
+        def ready(cid: str) -> bool:
+            last = self.groups[cid].last_checked
+            return last is None or last + self.settings.interval <= now
+
+        return self._queue.pop(now, ready if early else None)
+
+    def idle_wait(self, now: float, slot_in: float | None = None) -> float:
+        """How long a worker with nothing due may sleep (woken early when plans move); with
+        ``slot_in`` (seconds to the next free check slot), no longer than that when a group
+        could go early then."""
+        return self._queue.idle_wait(now, slot_in)
 
     def due_of(self, cid: str) -> float | None:
         return self._queue.due_of(cid)
@@ -191,7 +190,7 @@ class Planner:
         until = list(quarantined_until)
         if until and all(t > now for t in until):
             due = max(due, min(until))
-        self._queue.schedule(cid, due)
+        self._schedule(g, due)
 
     def checked(self, cid: str, now: float) -> None:
         """Every stream of ``cid`` was checked successfully at ``now`` (nothing if the group
@@ -235,19 +234,29 @@ class Planner:
                 changed: bool) -> None:
         """A check of token ``key`` of ``cid`` at ``now`` found changes or not; ``since`` is
         the token's previous check (None: never, which teaches nothing about its rate)."""
+        self.learn(cid, [(key, since, changed)], now)
+
+    def learn(self, cid: str, outcomes: Iterable[tuple[Hashable, float | None, bool]],
+              now: float) -> None:
+        """What one check of ``cid`` at ``now`` found, per token: (key, previous check,
+        changed); the group's rate and interval follow once, for all of them."""
         g = self.groups.get(cid)
         if g is None or self.settings.policy == "round_robin":
             return
-        est = g.tokens.get(key)
-        if est is None:
-            if not changed:
-                return  # a token never seen changing is at the prior: nothing to learn
-            est = g.tokens[key] = TokenRate()
         half_life, prior, pseudo = self._learning()
-        covered = 0.0 if since is None else now - since
-        if covered > 0 or changed:
-            est.observe(now, covered, changed, half_life=half_life, prior=prior, pseudo=pseudo)
-        if changed:
+        learnt = False
+        for key, since, changed in outcomes:
+            est = g.tokens.get(key)
+            if est is None:
+                if not changed:
+                    continue  # a token never seen changing is at the prior: nothing to learn
+                est = g.tokens[key] = TokenRate()
+            covered = 0.0 if since is None else now - since
+            if covered > 0 or changed:
+                est.observe(now, covered, changed, half_life=half_life, prior=prior,
+                            pseudo=pseudo)
+                learnt = True
+        if learnt:
             self._refresh(g, now)
 
     def _refresh(self, g: GroupPlan, now: float) -> None:
@@ -260,12 +269,16 @@ class Planner:
     def _group_rate(self, g: GroupPlan, now: float) -> float:
         """Changes per second of ``g``'s tokens (the prior for those never seen changing)."""
         half_life, prior, pseudo = self._learning()
+        if not g.tokens:
+            return prior * g.streams
         learnt = sum(t.estimate(now, half_life=half_life, prior=prior, pseudo=pseudo)
                      for t in g.tokens.values())
         return learnt + prior * max(0, g.streams - len(g.tokens))
 
     def is_busy(self, cid: str, now: float) -> bool:
-        return self._group_rate(self.groups[cid], now) > BUSY_RATE_PER_S
+        """Whether ``cid`` changes more than about hourly, as of its last check or re-plan
+        (``now`` is not needed: the rate is kept, not recomputed per call)."""
+        return self.groups[cid].rate > BUSY_RATE_PER_S
 
     # -- the budget ------------------------------------------------------------------------
 
@@ -306,6 +319,10 @@ class Planner:
         self._next_slot = slot + 1.0 / max(self._pace_per_s, 1e-6)
         return slot - now
 
+    def slot_in(self, now: float) -> float:
+        """Seconds until the next check slot is free (0: one is free now)."""
+        return max(0.0, self._next_slot - now)
+
     def _observe_sync_rate(self, now: float) -> None:
         last, self._retuned_at = self._retuned_at, now
         if last is None or now <= last:
@@ -338,39 +355,54 @@ class Planner:
                           effective_interval=None, cap=s.interval)
         lo = s.interval
         covered = s.max_staleness is None or pass_seconds(costs, checks_per_s) <= s.max_staleness
+        # Groups never seen changing are all alike but for their size: planned by kind.
+        prior = s.rate_prior_per_s
+        learnt: list[GroupPlan] = []
+        plain: dict[Kind, int] = {}  # groups at the prior: how many of each kind
         for g in groups:
-            g.rate = self._group_rate(g, now)
-        self._cap = max(lo, QUIET_PASSES * self._round_robin_pass(groups, now))
-        if covered and s.max_staleness is not None:
-            self._cap = min(self._cap, max(lo, s.max_staleness))
-        weights = [g.requests for g in groups]
-        rates = [_weight(g.rate, w) for g, w in zip(groups, weights, strict=True)]
-        self._price = solve_price(rates, checks_per_s, lo, self._cap, weights)
+            if g.tokens:
+                g.rate = self._group_rate(g, now)
+                learnt.append(g)
+            else:
+                g.rate = prior * g.streams
+                plain[g.kind] = plain.get(g.kind, 0) + 1
+        self._cap = max(lo, QUIET_PASSES * self._round_robin_pass(costs, learnt, plain))
+        hard = covered and s.max_staleness is not None
+        if hard:
+            self._cap = min(self._cap, max(lo, s.max_staleness or math.inf))
+        cap = self._cap
+        rates = [_weight(g.rate, g.requests) for g in learnt]
+        kinds = list(plain)
+        rates += [_weight(prior * k, req) for k, req in kinds]
+        weights = [g.requests for g in learnt] + [req * plain[(k, req)] for k, req in kinds]
+        self._price = price = solve_price(rates, checks_per_s, lo, cap, weights)
+        place = self._queue.place
         pulled = False
-        longest = 0.0
-        for g, r in zip(groups, rates, strict=True):
-            g.interval = interval_at(self._price, r, lo, self._cap)
-            longest = max(longest, g.interval)
-            due = self._queue.due_of(g.container_id)
-            if due is not None and g.last_checked is not None:
-                new_due = g.last_checked + g.interval
-                if new_due < due - 1e-9:
-                    self._queue.schedule(g.container_id, new_due)
-                    pulled = True
+        for g, r in zip(learnt, rates, strict=False):
+            pulled = place(g, interval_at(price, r, lo, cap), cap=cap, hard=hard) or pulled
+        by_kind = {kind: interval_at(price, r, lo, cap)
+                   for kind, r in zip(kinds, rates[len(learnt):], strict=True)}
+        plain_groups = (g for g in groups if not g.tokens)
+        pulled = self._queue.place_kinds(plain_groups, by_kind, cap=cap, hard=hard) or pulled
+        longest = max(interval_at(price, r, lo, cap) for r in rates)
         full_pass = pass_seconds(weights, checks_per_s)
         return Replan(full_pass=full_pass, checks_per_s=checks_per_s,
                       effective_interval=max(longest, full_pass),
                       coverage=self._coverage(covered, first=first), pulled=pulled,
                       cap=self._cap)
 
-    def _round_robin_pass(self, groups: Sequence[GroupPlan], now: float) -> float:
+    def _round_robin_pass(self, costs: Sequence[float], learnt: Sequence[GroupPlan],
+                          plain: Mapping[Kind, int]) -> float:
         """What a round-robin pass would take at the current pace: one syncStatus call per
-        chunk of every group's tokens, and a sync page per token it finds changed."""
+        chunk of every group's tokens, and a sync page per token it finds changed (a group's
+        rate spread evenly over its tokens; ``plain``: the groups at the prior, by kind)."""
         s = self.settings
         idle_pace = status_budget(s.requests_per_minute, s.reserve, 0.0, PACE_SHARE)
-        cycle = pass_seconds([g.cost for g in groups], idle_pace)
-        syncs = sum(g.streams * change_probability(g.rate / max(1, g.streams), cycle)
-                    for g in groups)  # (a group's rate spread evenly over its tokens)
+        cycle = pass_seconds(costs, idle_pace)
+        syncs = math.fsum(g.streams * change_probability(g.rate / max(1, g.streams), cycle)
+                          for g in learnt)
+        prior = s.rate_prior_per_s
+        syncs += sum(n * k * change_probability(prior, cycle) for (k, _), n in plain.items())
         # Round-robin's own pace falls by the pages it pays: N / (share (R - syncs/pass)).
         return cycle + syncs / max(s.requests_per_minute / 60.0, 1e-9)
 
@@ -384,5 +416,5 @@ class Planner:
 
 
 def _weight(rate: float, requests: float) -> float:
-    """What the interval solve takes as a group's rate: frequencies ∝ weight^½."""
+    """The solve's rate of a group: frequency ∝ weight^½ = (rate / requests)^CONCENTRATION."""
     return float((rate / max(requests, 1e-9)) ** (2 * CONCENTRATION))

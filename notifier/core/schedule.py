@@ -85,9 +85,10 @@ def solve_price(
     if costs is not None and len(costs) != n:
         raise ValueError("costs and rates must have the same length")
     hi = max(lo, hi)
-    pairs = sorted((math.sqrt(max(r, 1e-12)),
-                    1.0 if costs is None else max(0.0, float(costs[i])))
-                   for i, r in enumerate(rates))
+    summed: dict[float, float] = {}  # groups alike (most are: never seen changing) as one
+    for r, c in zip(rates, costs if costs is not None else [1.0] * n, strict=True):
+        summed[r] = summed.get(r, 0.0) + max(0.0, float(c))
+    pairs = sorted((math.sqrt(max(r, 1e-12)), w) for r, w in summed.items())
     roots = [r for r, _ in pairs]
     cum_w = [0.0, *itertools.accumulate(w for _, w in pairs)]
     cum_ws = [0.0, *itertools.accumulate(w * r for r, w in pairs)]
@@ -112,24 +113,6 @@ def solve_price(
     return b
 
 
-def solve_intervals(
-    rates: Sequence[float],
-    checks_per_s: float,
-    min_interval: float,
-    max_staleness: float,
-    costs: Sequence[float] | None = None,
-) -> list[float]:
-    """Intervals ∝ 1/√rate, clamped, scaled so the total request rate fits the budget.
-
-    ``costs`` are the requests one check of each group takes (1 each by default). If even
-    ``max_staleness`` for everyone exceeds the budget, every interval is ``max_staleness``
-    and the budget stretches them in practice (the heap keeps it fair).
-    """
-    lo, hi = min_interval, max(min_interval, max_staleness)
-    price = solve_price(rates, checks_per_s, lo, hi, costs)
-    return [interval_at(price, r, lo, hi) for r in rates]
-
-
 @dataclass(order=True, slots=True)
 class _Entry:
     due: float
@@ -152,16 +135,27 @@ class DueQueue:
     def schedule(self, key: object, due: float) -> None:
         old = self._entries.get(key)
         if old is not None:
+            if old.due == due:
+                return
             old.live = False
         self._seq += 1
         entry = _Entry(due, self._seq, key)
         self._entries[key] = entry
         heapq.heappush(self._heap, entry)
+        self._compact()
 
     def remove(self, key: object) -> None:
         old = self._entries.pop(key, None)
         if old is not None:
             old.live = False
+            self._compact()
+
+    def _compact(self) -> None:
+        """Drop the dead entries once they outnumber the live ones (rescheduling leaves one
+        behind each time): the heap stays within twice the keys."""
+        if len(self._heap) > 2 * len(self._entries) + 64:
+            self._heap = [e for e in self._heap if e.live]
+            heapq.heapify(self._heap)
 
     def _clean(self) -> None:
         while self._heap and not self._heap[0].live:
@@ -170,6 +164,11 @@ class DueQueue:
     def next_due(self) -> float | None:
         self._clean()
         return self._heap[0].due if self._heap else None
+
+    def peek(self) -> object | None:
+        """The key due first, left in place (None when empty)."""
+        self._clean()
+        return self._heap[0].key if self._heap else None
 
     def pop_due(self, now: float) -> object | None:
         """The most overdue key whose time has come, or None."""

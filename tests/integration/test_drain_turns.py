@@ -10,6 +10,7 @@ import pytest
 
 from notifier.app import App
 from notifier.config import config_from_data
+from notifier.core.planner import Planner
 from notifier.simulator import Simulator
 from tests.integration.main_job_support import (
     base_config,
@@ -28,7 +29,8 @@ BIG = 3000
 
 
 @pytest.mark.timeout(120)
-async def test_a_small_change_is_not_held_behind_a_long_drain(tmp_path: Path) -> None:
+async def test_a_small_change_is_not_held_behind_a_long_drain(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     subs = [{"name": "big", "credential": "sim", "container_id": A, "sinks": ["archive"]},
             {"name": "small", "credential": "sim", "container_id": B, "sinks": ["archive"]}]
     out = tmp_path / "events.jsonl"
@@ -38,6 +40,14 @@ async def test_a_small_change_is_not_held_behind_a_long_drain(tmp_path: Path) ->
         raw = out.read_bytes() if out.exists() else b""
         return raw.count(b'"subscription":"%s"' % sub.encode())
 
+    asked = [0]  # sync pages the planner was told of (they lower the check pace)
+    told = Planner.sync_pages_asked
+
+    def count_pages(self: Planner, n: int = 1) -> None:
+        asked[0] += n
+        told(self, n)
+
+    monkeypatch.setattr(Planner, "sync_pages_asked", count_pages)
     # 300 pages of 10 at 20 ms each: the big bootstrap takes several seconds.
     async with Simulator(sim_config([A, B], relationships=0, page_size=10,
                                     latency=0.02)) as sim:
@@ -63,3 +73,5 @@ async def test_a_small_change_is_not_held_behind_a_long_drain(tmp_path: Path) ->
     check_stream_invariants(events)
     assert replay(events) == truth
     assert count("big") == BIG  # turns resume where they stopped: nothing twice
+    # Every page of the bootstrap's 60 turns is paid from the budget, and told as such.
+    assert asked[0] >= BIG // 10

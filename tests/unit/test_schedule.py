@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from notifier.core.schedule import (
     DueQueue,
     effective_interval,
     quarantine_delay,
-    solve_intervals,
 )
 
 
@@ -28,25 +29,6 @@ def test_effective_interval(groups, interval, per_min, expected):
     assert effective_interval(groups, interval, per_min) == pytest.approx(expected)
 
 
-def test_solve_intervals_all_fit_at_minimum():
-    assert solve_intervals([0.1, 0.0, 5.0], checks_per_s=100, min_interval=1,
-                           max_staleness=60) == [1, 1, 1]
-
-
-def test_solve_intervals_spends_budget_on_busy_groups():
-    rates = [1.0] * 10 + [1e-5] * 90
-    iv = solve_intervals(rates, checks_per_s=2.0, min_interval=1, max_staleness=600)
-    used = sum(1 / i for i in iv)
-    assert used == pytest.approx(2.0, rel=1e-3)
-    assert max(iv[:10]) < min(iv[10:])
-    assert all(1 <= i <= 600 for i in iv)
-
-
-def test_solve_intervals_caps_when_budget_too_small():
-    assert solve_intervals([1.0] * 10, checks_per_s=0.001, min_interval=1,
-                           max_staleness=60) == [60] * 10
-
-
 def test_due_queue_orders_and_reschedules():
     q = DueQueue()
     q.schedule("a", 5)
@@ -59,3 +41,15 @@ def test_due_queue_orders_and_reschedules():
     assert q.pop_due(100) == "a"
     assert q.pop_due(100) == "b"
     assert len(q) == 0
+
+
+def test_due_queue_stays_small_under_rescheduling():
+    q = DueQueue()
+    for k in range(10):
+        q.schedule(k, float(k))
+    for r in range(1000):  # every reschedule leaves a dead entry behind
+        q.schedule(r % 10, 100.0 + r)
+    assert len(q) == 10
+    assert len(q._heap) <= 2 * len(q) + 64
+    assert q.peek() == 0  # 0 was last rescheduled at 1090, the earliest of the last ten
+    assert [q.pop_due(math.inf) for _ in range(10)] == list(range(10))

@@ -9,10 +9,19 @@ import pytest
 
 from notifier.core.planner import QUIET_PASSES, Planner, SchedulerSettings
 from notifier.core.schedule import (
+    interval_at,
     pass_seconds,
-    solve_intervals,
+    solve_price,
     status_budget,
 )
+
+
+def solve_intervals(rates: list[float], checks_per_s: float, min_interval: float,
+                    max_staleness: float, costs: list[float] | None = None) -> list[float]:
+    """The planner's intervals for these rates: ``solve_price``, then ``interval_at``."""
+    lo, hi = min_interval, max(min_interval, max_staleness)
+    price = solve_price(rates, checks_per_s, lo, hi, costs)
+    return [interval_at(price, r, lo, hi) for r in rates]
 
 
 def _used(intervals: list[float], costs: list[float] | None = None) -> float:

@@ -70,26 +70,29 @@ class PlanQueue:
     def due_of(self, cid: str) -> float | None:
         return self._due.due_of(cid)
 
-    def pop(self, now: float, early: Callable[[str], bool] | None = None) -> str | None:
-        """The most overdue group whose time has come; with ``early`` and nothing due, the
-        group below the cap due next, if ``early`` allows it. Off both queues."""
+    def pop(self, now: float, ready_at: Callable[[str], float] | None = None) -> str | None:
+        """The most overdue group whose time has come; with ``ready_at`` and nothing due, the
+        group below the cap due next, if it may go early by now. Off both queues."""
         cid = self._due.pop_due(now)
-        if cid is None and early is not None:
+        if cid is None and ready_at is not None:
             head = self._early.peek()
-            if head is not None and early(str(head)):
+            if head is not None and ready_at(str(head)) <= now:
                 self._due.remove(head)
                 cid = head
         if cid is not None:
             self._early.remove(cid)
         return None if cid is None else str(cid)
 
-    def idle_wait(self, now: float, slot_in: float | None) -> float:
+    def idle_wait(self, now: float, slot_in: float | None,
+                  ready_at: Callable[[str], float]) -> float:
         """How long a worker with nothing due may sleep; with ``slot_in`` (seconds to the
-        next free check slot), no longer than that when a group could go early then."""
+        next free check slot), no longer than until the group below the cap due next may go
+        early (``ready_at``) and a slot is free."""
         nxt = self._due.next_due()
         wait = 1.0 if nxt is None else min(max(nxt - now, 0.01), 5.0)
-        if slot_in is not None and len(self._early):
-            wait = min(wait, max(slot_in, 0.01))
+        head = self._early.peek() if slot_in is not None else None
+        if slot_in is not None and head is not None:
+            wait = min(wait, max(slot_in, ready_at(str(head)) - now, 0.01))
         return wait
 
     def place(self, g: GroupPlan, iv: float, *, cap: float, hard: bool) -> bool:

@@ -160,21 +160,21 @@ class Planner:
         """The most overdue group whose time has come (off the queue until rescheduled).
 
         With ``early`` (the caller holds a free check slot: ``slot_in`` is 0) and nothing
-        due, the group planned below the cap that is due next, if it was last checked at
-        least ``interval`` ago: a slot nobody is due for would be lost (the plan spends the
-        whole pace only on average: due times bunch). Groups at the cap never go early: what
-        is left goes where the plan puts more than the cap."""
-        def ready(cid: str) -> bool:
-            last = self.groups[cid].last_checked
-            return last is None or last + self.settings.interval <= now
-
-        return self._queue.pop(now, ready if early else None)
+        due, the group planned below the cap that is due next, if checked ``interval`` ago or
+        more: a slot nobody is due for would be lost (the plan spends the pace only on
+        average: due times bunch). Groups at the cap never go early."""
+        return self._queue.pop(now, self._ready_at if early else None)
 
     def idle_wait(self, now: float, slot_in: float | None = None) -> float:
         """How long a worker with nothing due may sleep (woken early when plans move); with
-        ``slot_in`` (seconds to the next free check slot), no longer than that when a group
-        could go early then."""
-        return self._queue.idle_wait(now, slot_in)
+        ``slot_in`` (seconds to the next free check slot), no longer than until a group may
+        go early."""
+        return self._queue.idle_wait(now, slot_in, self._ready_at)
+
+    def _ready_at(self, cid: str) -> float:
+        """When ``cid`` may go early: ``interval`` after its last check."""
+        last = self.groups[cid].last_checked
+        return -math.inf if last is None else last + self.settings.interval
 
     def due_of(self, cid: str) -> float | None:
         return self._queue.due_of(cid)

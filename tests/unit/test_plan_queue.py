@@ -61,14 +61,16 @@ def test_a_group_checked_less_than_the_interval_ago_does_not_go_early():
     assert plan.pop_due(NOW + 5, early=True) in BUSY
 
 
-def test_a_worker_with_a_free_slot_to_come_sleeps_no_longer_than_that():
+def test_a_worker_with_a_free_slot_to_come_sleeps_until_a_group_may_go_early():
     plan = _planner(1000)
     _check_all(plan, NOW)
     _busy(plan, BUSY, NOW)
     plan.retune(NOW)
     _check_all(plan, NOW)
-    assert plan.idle_wait(NOW + 1, slot_in=0.5) == pytest.approx(0.5)
-    assert plan.idle_wait(NOW + 1) > 0.5  # without a slot to fill: until the next due
+    assert plan.idle_wait(NOW + 6, slot_in=0.5) == pytest.approx(0.5)
+    assert plan.idle_wait(NOW + 6) > 0.5  # without a slot to fill: until the next due
+    # checked a second ago: not before poll.interval (5 s) is over, whatever the slot
+    assert plan.idle_wait(NOW + 1, slot_in=0.0) == pytest.approx(4.0)
 
 
 def _dues(plan: Planner) -> dict[str, float]:

@@ -11,21 +11,25 @@ private broker on its own port that the test may stop and restart; stopped after
 The session broker is the one named by ``KAFKA_BOOTSTRAP`` if set; otherwise ``scripts/kafka.sh
 start`` runs one on ``KAFKA_PORT`` (or a free port). As a plugin it is started right after
 collection when a ``kafka``-marked test was collected, so the one-time jar download is not charged
-to a test's timeout, and it is stopped when the session ends. Without bash, Java or Maven (and
-no cached jars) the Kafka tests skip with the reason, unless ``KAFKA_REQUIRED=1`` or ``CI=true``,
-where they fail instead.
+to a test's timeout, and it is stopped when the session ends. Under pytest-xdist (``-n``) the
+workers share one such broker: the first worker to need it starts it (the others wait on a file
+lock in a directory the controller names, ``NOTIFIER_TEST_KAFKA_SHARED``) and the controller
+stops it at the end. Without bash, Java or Maven (and no cached jars) the Kafka tests skip with
+the reason, unless ``KAFKA_REQUIRED=1`` or ``CI=true``, where they fail instead.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -44,6 +48,8 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "kafka.sh"
 NOTIFIER_CACHE = Path(os.environ.get("NOTIFIER_CACHE", Path.home() / ".cache" / "notifier"))
 START_TIMEOUT = 900.0  # the first start downloads the broker jars with mvn
+SHARED_ENV = "NOTIFIER_TEST_KAFKA_SHARED"  # set by an xdist controller for its workers
+_SHARED_KEY = pytest.StashKey[Path]()
 
 
 def kafka_required() -> bool:
@@ -166,10 +172,15 @@ class KafkaBroker:
 
 
 class _Session:
-    """The session broker, started at most once (a failed start is remembered, not retried)."""
+    """The session broker, started at most once (a failed start is remembered, not retried).
+
+    Under pytest-xdist the workers share it through ``NOTIFIER_TEST_KAFKA_SHARED``: started by
+    whichever worker comes first, stopped by the controller (``stop_shared``), never by a worker.
+    """
 
     broker: KafkaBroker | None = None
     error: str | None = None
+    owned = False  # whether this process stops the broker at the end
 
     @classmethod
     def start(cls) -> KafkaBroker:
@@ -181,24 +192,74 @@ class _Session:
         if external:
             cls.broker = KafkaBroker(bootstrap=external)
             return cls.broker
+        shared = os.environ.get(SHARED_ENV)
+        if shared:
+            cls.broker = cls._start_shared(Path(shared))
+            return cls.broker
+        cls.broker = cls._start_new()
+        cls.owned = True
+        return cls.broker
+
+    @classmethod
+    def _start_new(cls) -> KafkaBroker:
         broker = KafkaBroker.on_port(int(os.environ.get("KAFKA_PORT") or free_port()))
         try:
             broker.start()
         except (RuntimeError, subprocess.TimeoutExpired) as err:
             cls.error = f"could not start the session Kafka broker: {err}"
-            raise
-        cls.broker = broker
+            raise RuntimeError(cls.error) from err
         return broker
+
+    @classmethod
+    def _start_shared(cls, directory: Path) -> KafkaBroker:
+        """The broker the xdist workers share: started by the first worker that takes the lock,
+        found in ``broker.json`` by the others (a failed start is recorded there too)."""
+        record = directory / "broker.json"
+        with (directory / "lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # held while the first worker starts the broker
+            if not record.exists():
+                try:
+                    broker = cls._start_new()
+                except RuntimeError as err:
+                    record.write_text(json.dumps({"error": str(err)}))
+                    raise
+                record.write_text(json.dumps({"port": broker.port}))
+        found = json.loads(record.read_text())
+        if "error" in found:
+            cls.error = found["error"]
+            raise RuntimeError(cls.error)
+        return KafkaBroker.on_port(found["port"])
 
     @classmethod
     def stop(cls) -> None:
         broker, cls.broker = cls.broker, None
-        if broker is not None and broker.managed:
+        if broker is not None and broker.managed and cls.owned:
             broker.stop()
             broker.remove_data()
 
+    @staticmethod
+    def stop_shared(directory: Path) -> None:
+        """Stop the broker the workers shared (the controller, once every worker is done)."""
+        record = directory / "broker.json"
+        found = json.loads(record.read_text()) if record.exists() else {}
+        if "port" in found:
+            broker = KafkaBroker.on_port(found["port"])
+            broker.stop()
+            broker.remove_data()
+        shutil.rmtree(directory, ignore_errors=True)
+
 
 # -- pytest hooks (active when this module is registered as a plugin) -----------------------------
+
+def pytest_configure(config: pytest.Config) -> None:
+    """An xdist controller (``-n N``) names the directory its workers share a broker through
+    (the workers inherit the controller's environment)."""
+    distributed = getattr(config.option, "numprocesses", None)
+    if distributed and not hasattr(config, "workerinput") and not os.environ.get(
+            "KAFKA_BOOTSTRAP") and not os.environ.get(SHARED_ENV):
+        os.environ[SHARED_ENV] = tempfile.mkdtemp(prefix="notifier-kafka-")
+        config.stash[_SHARED_KEY] = Path(os.environ[SHARED_ENV])
+
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Start the session broker before the first test, outside any per-test timeout."""
@@ -213,6 +274,13 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     _Session.stop()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shared = config.stash.get(_SHARED_KEY, None)
+    if shared is not None:
+        del os.environ[SHARED_ENV]
+        _Session.stop_shared(shared)
 
 
 # -- fixtures -------------------------------------------------------------------------------------

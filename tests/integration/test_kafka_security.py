@@ -30,7 +30,10 @@ from tests.integration.kafka_secure_support import (
 )
 from tests.integration.kafka_support import make_event
 
-pytestmark = [pytest.mark.kafka, pytest.mark.timeout(180)]
+# One worker runs them all under pytest-xdist (--dist loadgroup): the secured broker is a
+# session fixture, so every worker that ran one of them would start a broker of its own.
+pytestmark = [pytest.mark.kafka, pytest.mark.timeout(180),
+              pytest.mark.xdist_group("secure_kafka")]
 
 
 def sink_config(kafka: SecureKafka, listener: str, topic: str, tmp_path: Path,

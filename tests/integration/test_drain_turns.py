@@ -25,7 +25,7 @@ from tests.integration.main_job_support import (
 
 A = "0f8a3c52-6d1e-4b7a-9c2e-5a1b3d4e6f70"
 B = "7b2e9d14-3a5c-4f86-b0d1-2c9e8f7a6b53"
-BIG = 3000
+BIG = 1200
 
 
 @pytest.mark.timeout(120)
@@ -48,7 +48,7 @@ async def test_a_small_change_is_not_held_behind_a_long_drain(
         told(self, n)
 
     monkeypatch.setattr(Planner, "sync_pages_asked", count_pages)
-    # 300 pages of 10 at 20 ms each: the big bootstrap takes several seconds.
+    # 120 pages of 10 at 20 ms each: the big bootstrap takes seconds, the small change a turn.
     async with Simulator(sim_config([A, B], relationships=0, page_size=10,
                                     latency=0.02)) as sim:
         sim.state.create_relationships(A, BIG)

@@ -87,7 +87,7 @@ async def _stream_rows(config_path: Path, seeded: Path) -> int:
 
     from notifier.cluster import capture
     from notifier.cluster.partitions import work_map
-    from notifier.cluster.records import encode_key, encode_row
+    from notifier.cluster.records import CHUNK_ROWS, encode_key
     from notifier.cluster.topic import client_options, ensure_state_topic
     from notifier.config import load_config
 
@@ -104,11 +104,11 @@ async def _stream_rows(config_path: Path, seeded: Path) -> int:
     try:
         tables = capture.tables_of(conn)
         pending = []
-        for key, row in capture.all_rows(conn, tables):
+        for key, value in capture.all_rows(conn, tables, CHUNK_ROWS):
             p = capture.row_partition(work, tables, key)
             assert p is not None
             pending.append(await producer.send(config.cluster.state_topic, key=encode_key(key),
-                                               value=encode_row(row), partition=p))
+                                               value=value, partition=p))
             total += 1
             if len(pending) >= 20_000:  # bounded memory: wait for a window of sends
                 await asyncio.gather(*pending)

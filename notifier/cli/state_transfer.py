@@ -64,7 +64,7 @@ def _import(config: Config, source: Path, force: bool, out: TextIO, err: TextIO)
     if config.cluster is not None:
         n = asyncio.run(import_state(config, source, force=force,
                                      progress=_progress(err, time.monotonic)))
-        print(f"imported {n} row(s) from {source} into {config.cluster.state_topic}; "
+        print(f"imported {n} record(s) from {source} into {config.cluster.state_topic}; "
               "replicas restore them when they (re)take their partitions", file=out)
         return 0
     target = Path(config.state.path)
@@ -90,6 +90,6 @@ def _progress(err: TextIO, clock: Callable[[], float],
         nonlocal last
         if clock() - last >= every:
             last = clock()
-            print(f"notifier state: {sent} row(s) sent so far", file=err, flush=True)
+            print(f"notifier state: {sent} record(s) sent so far", file=err, flush=True)
 
     return report

@@ -1,10 +1,12 @@
 """Applying state-topic records to the SQLite cache (a restore), without capturing them again.
 
-Records arrive in topic order; the latest value of a key wins and a tombstone deletes. A
-child row may come before its stream's row (compaction keeps only a stream's latest record,
-written after its children's older ones): the stream row is then created bare and filled in
-when its record comes. Column names are taken only if the local table has them, so a record
-written by another release adds what it can and never injects SQL.
+Records arrive in topic order; the latest value of a key wins and a tombstone deletes. A child
+row may come before its stream's row (compaction keeps only a stream's latest record, written
+after its children's older ones): the stream row is then created bare and filled in when its
+record comes. A chunk record of known ids replaces the chunk's rows; an id it takes from another
+chunk (a forced import merged into a topic that held it elsewhere) leaves that chunk to be
+shipped again, so the topic stops listing the id twice. Column names are taken only if the local
+table has them, so a record written by another release adds what it can and never injects SQL.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from notifier.cluster.capture import Table, uncaptured
-from notifier.cluster.records import RowKey, decode_key, decode_row
+from notifier.cluster.capture import Table, chunk_is, uncaptured
+from notifier.cluster.records import RowKey, decode_chunk, decode_key, decode_row
 
 
 class _Batch:
@@ -94,6 +96,39 @@ def _delete(batch: _Batch, t: Table, key: RowKey,
         batch.add(f'DELETE FROM "{t.name}" WHERE credential = ?', (key.ident,))
 
 
+def _chunk(batch: _Batch, t: Table, key: RowKey, raw: bytes | None,
+           ids: dict[tuple[str, str], int]) -> None:
+    """Replace the stream's rows of chunk ``key.ident`` with the record's rows."""
+    assert key.subscription is not None
+    assert key.container_id is not None
+    rows = decode_chunk(raw)
+    if not rows:
+        batch.add(f'DELETE FROM "{t.name}" WHERE {chunk_is(key.ident)} AND stream_id = (SELECT '
+                  "stream_id FROM streams WHERE subscription = ? AND container_id = ?)",
+                  (key.ident, key.subscription, key.container_id))
+        return
+    sid = _stream_id(batch, key.subscription, key.container_id, ids)
+    batch.flush()
+    conn = batch.conn
+    assert t.ident is not None
+    moved = [c for (c,) in conn.execute(
+        f'SELECT DISTINCT chunk FROM "{t.name}" WHERE stream_id = ? AND chunk IS NOT ? AND '
+        f'"{t.ident}" IN ({",".join("?" * len(rows))})',
+        (sid, key.ident, *(r.get(t.ident) for r in rows)))]
+    conn.execute(f'DELETE FROM "{t.name}" WHERE stream_id = ? AND {chunk_is(key.ident)}',
+                 (sid, key.ident))
+    names = tuple(c for c in rows[0] if c in t.columns and c not in ("stream_id", "chunk"))
+    conn.executemany(
+        f'INSERT OR REPLACE INTO "{t.name}" (stream_id, chunk, {_quoted(names)}) VALUES '
+        f'(?, ?, {", ".join("?" * len(names))})',
+        [(sid, key.ident, *(r.get(c) for c in names)) for r in rows])
+    conn.executemany(
+        "INSERT INTO temp.cluster_pending (p, tbl, sub, cid, k) VALUES "
+        "(cluster_stream_partition(?, ?), ?, ?, ?, ?)",
+        [(key.subscription, key.container_id, t.name, key.subscription, key.container_id, c)
+         for c in moved])
+
+
 def apply_records(conn: sqlite3.Connection, tables: dict[str, Table],
                   records: Sequence[tuple[bytes | None, bytes | None]]) -> int:
     """Apply ``records`` (key, value) in one transaction, uncaptured; how many were rows."""
@@ -106,6 +141,10 @@ def apply_records(conn: sqlite3.Connection, tables: dict[str, Table],
             t = tables.get(key.table) if key is not None else None
             if key is None or t is None:
                 continue  # a probe, or a table this release does not have
+            if t.kind == "chunk":
+                _chunk(batch, t, key, raw_value, ids)
+                applied += 1
+                continue
             row = decode_row(raw_value)
             if row is None:
                 _delete(batch, t, key, ids)

@@ -9,7 +9,9 @@ a missing row is a tombstone) and ships them in that partition's Kafka transacti
 triggers are generated from the schema found at open: ``streams``, every table with a
 ``stream_id`` column (keyed by the stream and its other primary-key column, or, for a table
 with a local row id such as the outbox, the other column of its unique (stream_id, column)
-index) and every table keyed by ``credential``; other tables are not captured.
+index) and every table keyed by ``credential``; other tables are not captured. A child table
+with a ``chunk`` column (the known ids) is captured by chunk: its records are whole chunks
+(notifier.cluster.records).
 """
 
 from __future__ import annotations
@@ -22,14 +24,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from notifier.cluster.partitions import WorkMap
-from notifier.cluster.records import RowKey, encode_key, encode_row
+from notifier.cluster.records import RowKey, encode_chunk, encode_key, encode_row
 from notifier.errors import StateError
 
 
 @dataclass(frozen=True)
 class Table:
     name: str
-    kind: str  # "stream", "child" (has stream_id) or "credential"
+    kind: str  # "stream", "child" (has stream_id), "chunk" (a child kept by chunk), "credential"
     ident: str | None  # the key column besides the stream (children, credentials)
     columns: frozenset[str]
     local: frozenset[str] = frozenset({"stream_id"})  # surrogate keys: never shipped
@@ -60,7 +62,10 @@ def tables_of(conn: sqlite3.Connection) -> dict[str, Table]:
             if len(rest) != 1:
                 raise StateError(f"cluster mode cannot capture table {name}: its primary key "
                                  "is not (stream_id, one column)")
-            out[name] = Table(name, "child", rest[0], cols)
+            if "chunk" in cols:
+                out[name] = Table(name, "chunk", rest[0], cols)
+            else:
+                out[name] = Table(name, "child", rest[0], cols)
         elif "stream_id" in cols:  # a local row id, and a key unique within the stream
             ident = _unique_stream_key(conn, name)
             if ident is None:
@@ -95,8 +100,10 @@ def install(conn: sqlite3.Connection, work: WorkMap) -> dict[str, Table]:
                 body = (f"{insert} VALUES (cluster_stream_partition({row}.subscription, "
                         f"{row}.container_id), '{t.name}', {row}.subscription, "
                         f"{row}.container_id, NULL);")
-            elif t.kind == "child":
+            elif t.kind in ("child", "chunk"):
                 body = _child_trigger(t, row)
+                if t.kind == "chunk" and op == "UPDATE":  # a row moved to another chunk
+                    body += _child_trigger(t, "OLD", "OLD.chunk IS NOT NEW.chunk")
             else:
                 body = (f"{insert} VALUES (cluster_credential_partition({row}.credential), "
                         f"'{t.name}', NULL, NULL, {row}.credential);")
@@ -105,14 +112,36 @@ def install(conn: sqlite3.Connection, work: WorkMap) -> dict[str, Table]:
     return tables
 
 
-def _child_trigger(t: Table, row: str) -> str:
-    """The trigger statement noting a child row's key."""
-    column = t.ident
-    where = f"s.stream_id = {row}.stream_id"
+def _child_trigger(t: Table, row: str, also: str = "") -> str:
+    """The trigger statement noting a child row's key (a chunk row's chunk; not again when the
+    last key noted is the same chunk, as for each row after the first of a page's chunk)."""
+    column = "chunk" if t.kind == "chunk" else t.ident
+    where = f"s.stream_id = {row}.stream_id" + (f" AND {also}" if also else "")
+    if t.kind == "chunk":
+        where += (" AND NOT EXISTS (SELECT 1 FROM cluster_pending AS l WHERE l.seq = (SELECT "
+                  f"max(seq) FROM cluster_pending) AND l.tbl = '{t.name}' AND l.k IS "
+                  f"{row}.chunk AND l.sub = s.subscription AND l.cid = s.container_id)")
     return ("INSERT INTO cluster_pending (p, tbl, sub, cid, k) SELECT "
             "cluster_stream_partition(s.subscription, s.container_id), "
             f"'{t.name}', s.subscription, s.container_id, {row}.\"{column}\" "
             f"FROM main.streams AS s WHERE {where};")
+
+
+def chunk_columns(t: Table) -> list[str]:
+    """The columns a chunk record carries of each row: the id first, then the rest but the
+    local stream id and the chunk (its key says both)."""
+    assert t.ident is not None
+    return [t.ident, *sorted(t.columns - {t.ident, "stream_id", "chunk"})]
+
+
+def _quoted(names: Iterable[str]) -> str:
+    return ", ".join(f'"{c}"' for c in names)
+
+
+def chunk_is(chunk: Any) -> str:
+    """The SQL condition on ``chunk`` matching one chunk number (a parameter), indexed: "=" for
+    a number (the partial index on chunks holds no NULLs), "IS" for the NULL chunk."""
+    return "chunk IS ?" if chunk is None else "chunk = ?"
 
 
 def row_partition(work: WorkMap, tables: dict[str, Table], key: RowKey) -> int | None:
@@ -127,7 +156,13 @@ def row_partition(work: WorkMap, tables: dict[str, Table], key: RowKey) -> int |
 
 
 def _value(conn: sqlite3.Connection, t: Table, key: RowKey) -> bytes | None:
-    """The record value of ``key``: its row, None if there is none."""
+    """The record value of ``key``: its row (a chunk's rows), None if there is none."""
+    if t.kind == "chunk":
+        names = chunk_columns(t)
+        return encode_chunk(names, conn.execute(
+            f"SELECT {_quoted(names)} FROM \"{t.name}\" WHERE stream_id = (SELECT stream_id "
+            f"FROM streams WHERE subscription = ? AND container_id = ?) AND {chunk_is(key.ident)}"
+            " ORDER BY rowid", (key.subscription, key.container_id, key.ident)).fetchall())
     conn.row_factory = sqlite3.Row
     try:
         if t.kind == "stream":
@@ -214,9 +249,10 @@ def wipe(conn: sqlite3.Connection, tables: dict[str, Table], partition: int,
     conn.execute("DELETE FROM temp.cluster_pending WHERE p = ?", (partition,))
 
 
-def all_rows(conn: sqlite3.Connection, tables: dict[str, Table]
-             ) -> Iterable[tuple[RowKey, dict[str, Any]]]:
-    """Every captured row of the file (streams first, then the rows that hang off them)."""
+def all_rows(conn: sqlite3.Connection, tables: dict[str, Table], chunk_rows: int
+             ) -> Iterable[tuple[RowKey, bytes | None]]:
+    """Every captured row of the file as records (streams first, then the rows that hang off
+    them; known ids in chunks of ``chunk_rows`` in the order they were added, numbered anew)."""
     conn.row_factory = sqlite3.Row
     try:
         order = sorted(tables.values(), key=lambda t: t.kind != "stream")
@@ -224,17 +260,45 @@ def all_rows(conn: sqlite3.Connection, tables: dict[str, Table]
             if t.kind == "stream":
                 for row in conn.execute("SELECT * FROM streams"):
                     yield (RowKey("streams", row["subscription"], row["container_id"], None),
-                           {k: row[k] for k in row.keys() if k != "stream_id"})  # noqa: SIM118
+                           encode_row({k: row[k] for k in row.keys()  # noqa: SIM118
+                                       if k != "stream_id"}))
+            elif t.kind == "chunk":
+                yield from _chunks(conn, t, chunk_rows)
             elif t.kind == "child":
                 for row in conn.execute(
                         f'SELECT t.*, s.subscription AS "_sub", s.container_id AS "_cid" '
                         f'FROM "{t.name}" AS t JOIN streams AS s USING (stream_id)'):
                     values = {k: row[k] for k in row.keys()  # noqa: SIM118
                               if k not in t.local and k not in ("_sub", "_cid")}
-                    yield RowKey(t.name, row["_sub"], row["_cid"], row[t.ident]), values
+                    yield (RowKey(t.name, row["_sub"], row["_cid"], row[t.ident]),
+                           encode_row(values))
             else:
                 for row in conn.execute(f'SELECT * FROM "{t.name}"'):
                     yield (RowKey(t.name, None, None, row["credential"]),
-                           {k: row[k] for k in row.keys()})  # noqa: SIM118
+                           encode_row({k: row[k] for k in row.keys()}))  # noqa: SIM118
     finally:
         conn.row_factory = None
+
+
+def _chunks(conn: sqlite3.Connection, t: Table, size: int
+            ) -> Iterator[tuple[RowKey, bytes | None]]:
+    """A chunked table's rows as chunk records: one table scan in insertion order, at most one
+    unfinished chunk per stream in memory."""
+    names = chunk_columns(t)
+    open_: dict[int, tuple[RowKey, list[tuple[Any, ...]]]] = {}
+    numbers: dict[int, int] = {}
+    streams = {int(r[0]): (str(r[1]), str(r[2])) for r in conn.execute(
+        "SELECT stream_id, subscription, container_id FROM streams")}
+    for row in conn.execute(f'SELECT stream_id, {_quoted(names)} FROM "{t.name}" ORDER BY rowid'):
+        sid = int(row[0])
+        entry = open_.get(sid)
+        if entry is None:
+            n = numbers[sid] = numbers.get(sid, -1) + 1
+            sub, cid = streams[sid]
+            entry = open_[sid] = (RowKey(t.name, sub, cid, n), [])
+        entry[1].append(tuple(row[1:]))
+        if len(entry[1]) >= size:
+            del open_[sid]
+            yield entry[0], encode_chunk(names, entry[1])
+    for key, rows in open_.values():
+        yield key, encode_chunk(names, rows)

@@ -1,20 +1,32 @@
-"""The state topic's records: one per stored row, keyed by what names the row everywhere.
+"""The state topic's records: one per stored row (or chunk of known ids), keyed by what names
+it everywhere.
 
 Keys are JSON arrays ``[table, subscription, container_id, id]`` (a stream's own row has id
 null; a credential's rows are ``[table, null, null, credential]``); values are the row's
 columns as a JSON object, or null (a tombstone: the row is gone). Compaction keeps the latest
 value of every key, so the topic holds exactly the rows that exist. Local surrogate keys
 (``stream_id``) never leave the replica. Bytes travel as ``{"b64": ...}``.
+
+A stream's known ids travel in chunks: the key ``["known", subscription, container_id, n]``
+names chunk n (the ids one page added, up to a few dozen), its value ``{"columns": [...],
+"rows": [[id, body, ...], ...]}`` is every id the chunk holds now with its columns (a tombstone
+once it holds none), so a removed id rewrites its chunk. A body is the stored relationship JSON
+itself (not base64).
 """
 
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import orjson
 
 Scalar = str | int | float | bytes | None
+
+# Known ids to a chunk record: a page's new ids travel in a few records instead of one each;
+# a removed id rewrites its chunk (at most this many ids, bodies of well under 2 KiB each).
+CHUNK_ROWS = 64
 
 
 class RowKey(NamedTuple):
@@ -61,6 +73,39 @@ def decode_row(raw: bytes | None) -> dict[str, Any] | None:
     if raw is None:
         return None
     return {k: _dec(v) for k, v in orjson.loads(raw).items()}
+
+
+def encode_chunk(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> bytes | None:
+    """The value of a chunk of known ids: ``rows`` of ``columns`` (the id first); None if
+    empty. A ``body`` is the stored JSON itself."""
+    if not rows:
+        return None
+    at = columns.index("body") if "body" in columns else -1
+    return orjson.dumps({"columns": list(columns), "rows": [
+        [_body(v) if i == at else _enc(v) for i, v in enumerate(row)] for row in rows]})
+
+
+def _body(body: bytes | None) -> Any:
+    if body is not None and body[:1] == b"{" and body[-1:] == b"}":
+        return orjson.Fragment(body)  # the stored JSON object, as it is
+    return _enc(body)
+
+
+def decode_chunk(raw: bytes | None) -> list[dict[str, Any]]:
+    """The rows of a chunk record, as column -> value (none for a tombstone)."""
+    if raw is None:
+        return []
+    data = orjson.loads(raw)
+    columns = [str(c) for c in data["columns"]]
+    out: list[dict[str, Any]] = []
+    for row in data["rows"]:
+        values = {}
+        for c, v in zip(columns, row, strict=True):
+            if c == "body" and isinstance(v, dict) and v.keys() != {"b64"}:
+                v = orjson.dumps(v)
+            values[c] = _dec(v)
+        out.append(values)
+    return out
 
 
 def probe_key(credential: str) -> bytes:

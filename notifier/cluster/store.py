@@ -24,6 +24,7 @@ from notifier.cluster.apply import apply_records
 from notifier.cluster.capture import Pending, Table
 from notifier.cluster.outbox import ClusterOutbox
 from notifier.cluster.partitions import WorkMap
+from notifier.cluster.records import CHUNK_ROWS
 from notifier.cluster.txn import PartitionTxn
 from notifier.errors import PartitionLostError, StateError
 from notifier.state.base import PruneResult, StreamKey
@@ -39,6 +40,7 @@ class ClusterStore(ClusterOutbox, SqliteStateStore):
                  observer: StoreObserver | None = None) -> None:
         super().__init__(path, busy_timeout=busy_timeout, observer=observer)
         self.work = work
+        self._ids.chunk_rows = CHUNK_ROWS
         self._tables: dict[str, Table] = {}
         self.txns: dict[int, PartitionTxn] = {}  # the owned partitions (the coordinator's)
 

@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from notifier.cluster import capture
 from notifier.cluster.partitions import work_map
-from notifier.cluster.records import encode_key, encode_row
+from notifier.cluster.records import CHUNK_ROWS, encode_key
 from notifier.cluster.restore import read_all
 from notifier.cluster.store import ClusterStore
 from notifier.cluster.topic import client_options, ensure_state_topic, start_partition_producer
@@ -32,7 +32,9 @@ from notifier.state.sqlite import SqliteStateStore
 
 log = logging.getLogger(__name__)
 
-IMPORT_BATCH_ROWS = 10_000
+# Records read, sent and acknowledged at a time; a chunk of known ids holds up to CHUNK_ROWS
+# rows: about 13,000 rows at most.
+IMPORT_BATCH_RECORDS = 200
 # A partition's whole import is one transaction: allow the broker's default maximum
 # (transaction.max.timeout.ms, 15 minutes) rather than the producer's 60 s.
 IMPORT_TRANSACTION_TIMEOUT_MS = 900_000
@@ -65,18 +67,19 @@ async def topic_records(config: Config) -> int:
 
 
 async def import_state(config: Config, source: Path, *, force: bool = False,
-                       batch_rows: int = IMPORT_BATCH_ROWS,
+                       batch_records: int = IMPORT_BATCH_RECORDS,
                        progress: Callable[[int], None] | None = None) -> int:
-    """Write every row of the SQLite state file ``source`` to the state topic; how many.
+    """Write every row of the SQLite state file ``source`` to the state topic (known ids in
+    chunks); how many records.
 
-    Streams: at most ``batch_rows`` rows are read from the file at a time, sent, and
+    Streams: at most ``batch_records`` records are read from the file at a time, sent, and
     acknowledged by Kafka before the next batch is read; ``progress`` is told the running
     total after each batch. Each partition's rows still go in one transaction (opened on the
     partition's first row, committed after the last batch), so a failed import leaves nothing
     of it visible to a read_committed reader."""
     assert config.cluster is not None
-    if batch_rows < 1:
-        raise ValueError("batch_rows must be at least 1")
+    if batch_records < 1:
+        raise ValueError("batch_records must be at least 1")
     cfg = config.cluster
     options = client_options(cfg)
     await ensure_state_topic(cfg, options)
@@ -89,23 +92,24 @@ async def import_state(config: Config, source: Path, *, force: bool = False,
     read_all = False
     async with SqliteStateStore(source) as store:
         tables = await store._call("read tables", capture.tables_of)
-        rows = await store._call("read rows", lambda c: iter(capture.all_rows(c, tables)))
+        rows = await store._call("read rows", lambda c: iter(capture.all_rows(c, tables,
+                                                                      CHUNK_ROWS)))
         try:
             while batch := await store._call("read rows",
-                                             lambda _c: list(islice(rows, batch_rows))):
+                                             lambda _c: list(islice(rows, batch_records))):
                 pending = []
-                for key, row in batch:
+                for key, value in batch:
                     p = capture.row_partition(work, tables, key)
                     if p is None:
                         skipped += 1
                         continue
                     producer = producers.get(p) or await _begin(producers, options, cfg.group, p)
                     pending.append(await producer.send(cfg.state_topic, key=encode_key(key),
-                                                       value=encode_row(row), partition=p))
+                                                       value=value, partition=p))
                 del batch
                 await asyncio.gather(*pending)  # acknowledged: the next batch may be read
                 sent += len(pending)
-                log.info("state import: %d rows sent", sent)
+                log.info("state import: %d records sent", sent)
                 if progress is not None:
                     progress(sent)
             read_all = True
@@ -113,7 +117,7 @@ async def import_state(config: Config, source: Path, *, force: bool = False,
             await store._call("close rows", lambda _c: _close(rows))
             await _finish(producers, commit=read_all)
     if skipped:
-        log.warning("%d rows of subscriptions missing from the configuration not imported",
+        log.warning("%d records of subscriptions missing from the configuration not imported",
                     skipped)
     return sent
 

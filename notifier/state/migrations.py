@@ -195,7 +195,15 @@ _V7 = (
     "ALTER TABLE known ADD COLUMN filter_fingerprint TEXT",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7)
+_V8 = (
+    # The chunk a known id was added in, in cluster mode (NULL otherwise): the state topic
+    # carries a stream's known ids as one record per chunk (a page's new ids, a few dozen to a
+    # record) instead of one per id; see notifier.cluster.capture.
+    "ALTER TABLE known ADD COLUMN chunk INTEGER",
+    "CREATE INDEX known_chunk ON known (stream_id, chunk) WHERE chunk IS NOT NULL",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8)
 """MIGRATIONS[i] takes the schema from version i to version i + 1."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

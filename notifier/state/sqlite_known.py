@@ -96,10 +96,12 @@ def commit_page(
         if gone:
             removed = delete_keys(conn, "known", sid, gone)
         if new:
+            size, first = ids.chunk_rows, _next_chunk(conn, sid, ids.chunk_rows)
             added = insert_rows(
-                conn, "INSERT OR IGNORE INTO known (stream_id, rel_id, body, filter_fingerprint)"
-                " VALUES",
-                [(sid, k, body, listed_under) for k, body in zip(new, added_bodies, strict=True)])
+                conn, "INSERT OR IGNORE INTO known (stream_id, rel_id, body, filter_fingerprint,"
+                " chunk) VALUES",
+                [(sid, k, body, listed_under, None if size is None else first + i // size)
+                 for i, (k, body) in enumerate(zip(new, added_bodies, strict=True))])
         staged: tuple[str | None] | tuple[()] = ()
         if in_resync:
             held = staging.get(sid)
@@ -157,6 +159,15 @@ _ANNOUNCED = "SELECT 1 FROM announced WHERE stream_id = ?"
 
 def _any(conn: sqlite3.Connection, query: str, sid: int) -> bool:
     return conn.execute(query + " LIMIT 1", (sid,)).fetchone() is not None
+
+
+def _next_chunk(conn: sqlite3.Connection, sid: int, size: int | None) -> int:
+    """The first chunk number free for the stream's new known ids (0 without chunks)."""
+    if size is None:
+        return 0
+    row = conn.execute("SELECT max(chunk) FROM known WHERE stream_id = ? AND chunk IS NOT NULL",
+                       (sid,)).fetchone()
+    return 0 if row[0] is None else int(row[0]) + 1
 
 
 def _write_staging(conn: sqlite3.Connection, sid: int, keys: set[RelKey]) -> None:

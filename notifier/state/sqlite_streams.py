@@ -32,6 +32,9 @@ class StreamIds:
     def __init__(self) -> None:
         self._ids: dict[StreamKey, int] = {}
         self.staging = Staging()
+        # Known ids added by a page get chunk numbers, this many ids to a chunk (cluster mode:
+        # a chunk is one state-topic record); None: no chunks (the column stays NULL).
+        self.chunk_rows: int | None = None
 
     def clear(self) -> None:
         self._ids.clear()

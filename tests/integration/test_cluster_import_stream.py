@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from notifier.cluster import capture, transfer
+from notifier.cluster.records import CHUNK_ROWS
 from notifier.cluster.restore import read_all
 from notifier.cluster.topic import client_options
 from notifier.config.loader import load_config
@@ -22,12 +23,12 @@ from tests.integration.main_job_support import base_config, write_config
 pytestmark = pytest.mark.kafka
 
 KNOWN_PER_STREAM = 300
-BATCH = 64
+BATCH = 4
 
 
 async def state_file(path: Path, subs: list[dict[str, Any]]) -> int:
     """A single process's state file: one stream per subscription, each with known ids; how
-    many rows it holds."""
+    many records they make (a stream, its known ids in chunks)."""
     async with SqliteStateStore(path):
         pass
     conn = sqlite3.connect(path)
@@ -40,7 +41,7 @@ async def state_file(path: Path, subs: list[dict[str, Any]]) -> int:
                              [(i + 1, f"rel-{i}-{n}".encode(), b"{}")
                               for n in range(KNOWN_PER_STREAM)])
     conn.close()
-    return len(subs) * (1 + KNOWN_PER_STREAM)
+    return len(subs) * (1 + -(-KNOWN_PER_STREAM // CHUNK_ROWS))
 
 
 @pytest.mark.timeout(120)
@@ -64,18 +65,20 @@ async def test_import_reads_and_sends_in_bounded_batches(tmp_path: Path, kafka_b
     in_flight: list[int] = []  # rows read from the file but not yet acknowledged, per read
     real_rows = capture.all_rows
 
-    def counting(conn: sqlite3.Connection, tables: dict[str, Any]) -> Iterator[Any]:
+    def counting(conn: sqlite3.Connection, tables: dict[str, Any], size: int
+                 ) -> Iterator[Any]:
         nonlocal read
-        for item in real_rows(conn, tables):
+        for item in real_rows(conn, tables, size):
             read += 1
             in_flight.append(read - acknowledged[-1])
             yield item
 
-    def counted_rows(conn: sqlite3.Connection, tables: dict[str, Any]) -> Iterable[Any]:
-        return counting(conn, tables)
+    def counted_rows(conn: sqlite3.Connection, tables: dict[str, Any], size: int
+                     ) -> Iterable[Any]:
+        return counting(conn, tables, size)
 
     monkeypatch.setattr(capture, "all_rows", counted_rows)
-    n = await transfer.import_state(config, source, batch_rows=BATCH,
+    n = await transfer.import_state(config, source, batch_records=BATCH,
                                     progress=acknowledged.append)
     assert n == rows
     assert read == rows

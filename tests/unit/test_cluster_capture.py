@@ -13,7 +13,14 @@ import pytest
 from notifier.cluster import capture
 from notifier.cluster.apply import apply_records
 from notifier.cluster.partitions import WorkMap, partition_of
-from notifier.cluster.records import RowKey, decode_key, decode_row, probe_key
+from notifier.cluster.records import (
+    RowKey,
+    decode_chunk,
+    decode_key,
+    decode_row,
+    encode_chunk,
+    probe_key,
+)
 from notifier.state.base import Announcement
 from notifier.state.sqlite import SqliteStateStore
 from notifier.state.sqlite_keys import Staging
@@ -27,6 +34,11 @@ def part(key: RowKey) -> int | None:
     assert key.subscription is not None
     assert key.container_id is not None
     return WORK.of_stream(key.subscription, key.container_id)
+
+
+def ids_bodies(raw: bytes | None) -> list[tuple[Any, Any]]:
+    """The (id, body) of each row of a chunk record."""
+    return [(r["rel_id"], r["body"]) for r in decode_chunk(raw)]
 
 
 def dump(path: Path) -> dict[str, Any]:
@@ -54,7 +66,8 @@ def dump(path: Path) -> dict[str, Any]:
 async def _writes(store: SqliteStateStore) -> None:
     await store.commit_page("a", "c1", next_token="t1", resync_cursor=None, in_resync=False,
                             add_ids=["r1", "r2", "r3"], remove_ids=[],
-                            bodies={"r1": b'{"x":1}'}, changed=True, now=10.0)
+                            bodies={"r1": b'{"x":1}'}, listed_under="q1", changed=True,
+                            now=10.0)
     await store.begin_resync("b", "c2")
     await store.mark_announced("b", "c2", [Announcement("r9", "2024-01-01T00:00:00Z", b"{}")])
     await store.commit_page("b", "c2", next_token=None, resync_cursor="cur", in_resync=True,
@@ -76,6 +89,7 @@ async def test_captured_records_rebuild_the_same_rows(
     monkeypatch.setattr(Staging, "FLUSH_IDS", 1)
     src, dst = tmp_path / "src.db", tmp_path / "dst.db"
     async with SqliteStateStore(src) as store:
+        store._ids.chunk_rows = 2  # as ClusterStore, with smaller chunks
         tables = await store._call("install", capture.install, WORK)
         await _writes(store)
         records: list[tuple[bytes, bytes | None]] = []
@@ -92,9 +106,11 @@ async def test_captured_records_rebuild_the_same_rows(
             "SELECT count(*) FROM temp.cluster_pending").fetchone()[0])
         assert left == 0
     keys = [decode_key(k) for k, _ in records]
-    assert RowKey("known", "a", "c1", "r2") in keys, "a removed id travels as a tombstone"
-    tomb = records[keys.index(RowKey("known", "a", "c1", "r2"))]
-    assert tomb[1] is None
+    assert RowKey("known", "a", "c1", "r1") not in keys, "known ids travel in chunks"
+    # r1, r2 (chunk 0) and r3 (chunk 1) came in one page; removing r2 rewrote chunk 0.
+    chunks = {k.ident: ids_bodies(v) for k, (_, v) in zip(keys, records, strict=True)
+              if k is not None and k.table == "known" and k.subscription == "a"}
+    assert chunks == {0: [("r1", b'{"x":1}')], 1: [("r3", None)]}
     token = decode_row(records[keys.index(RowKey("refresh_tokens", None, None, "alice"))][1])
     assert token is not None
     assert token["refresh_token"] == "rt-2", "only the latest value of a key is shipped"
@@ -182,13 +198,16 @@ async def test_a_stream_tombstone_then_rows_of_a_new_stream_apply_in_order(
     def rec(table: str, ident: str | None, row: dict[str, Any] | None) -> tuple[bytes, Any]:
         return encode_key(RowKey(table, "a", "c1", ident)), encode_row(row)
 
+    def chunk(n: int, rows: list[tuple[str, bytes | None]]) -> tuple[bytes, Any]:
+        return encode_key(RowKey("known", "a", "c1", n)), encode_chunk(["rel_id", "body"], rows)
+
     async with SqliteStateStore(tmp_path / "s.db") as store:
         tables = await store._call("install", capture.install, WORK)
         await store._call("apply", apply_records, tables, [
             rec("streams", None, {"sync_token": "old", "known_count": 1}),
-            rec("known", "r1", {"rel_id": "r1"}),
+            chunk(0, [("r1", None)]),
             rec("streams", None, None),
-            rec("known", "r2", {"rel_id": "r2"}),
+            chunk(0, [("r2", None)]),
             rec("streams", None, {"sync_token": "new", "known_count": 1}),
         ])
         assert await store.known_subset("a", "c1", ["r1", "r2"]) == {"r2"}
@@ -202,6 +221,7 @@ async def test_rows_of_an_unconfigured_subscription_are_dropped_not_shipped(
     """The trigger files every write under its partition; a stream of no configured
     subscription has none, and its writes are forgotten at the next take."""
     async with SqliteStateStore(tmp_path / "s.db") as store:
+        store._ids.chunk_rows = 2
         tables = await store._call("install", capture.install, WORK)
         await store.commit_page("gone", "c9", next_token="t", resync_cursor=None,
                                 in_resync=False, add_ids=["r1"], remove_ids=[], changed=True,
@@ -218,8 +238,79 @@ async def test_rows_of_an_unconfigured_subscription_are_dropped_not_shipped(
             assert taken.upto == 0
         mine = await store._call("take", capture.take_pending, tables, pa)
         assert {decode_key(k) for k, _ in mine.records} == {
-            RowKey("streams", "a", "c1", None), RowKey("known", "a", "c1", "r1")}
+            RowKey("streams", "a", "c1", None), RowKey("known", "a", "c1", 0)}
         await store._call("delete", capture.delete_pending, pa, mine.upto)
         left = await store._call("left", lambda c: c.execute(
             "SELECT count(*) FROM temp.cluster_pending").fetchone()[0])
         assert left == 0
+
+
+async def test_a_chunk_emptied_by_removals_is_a_tombstone(tmp_path: Path) -> None:
+    async with SqliteStateStore(tmp_path / "s.db") as store:
+        store._ids.chunk_rows = 2
+        tables = await store._call("install", capture.install, WORK)
+        pa = WORK.of_stream("a", "c1")
+        assert pa is not None
+        await store.commit_page("a", "c1", next_token="t1", resync_cursor=None,
+                                in_resync=False, add_ids=["r1", "r2", "r3"], remove_ids=[],
+                                changed=True, now=1.0)
+        first = await store._call("take", capture.take_pending, tables, pa)
+        await store._call("delete", capture.delete_pending, pa, first.upto)
+        await store.commit_page("a", "c1", next_token="t2", resync_cursor=None,
+                                in_resync=False, add_ids=["r4"], remove_ids=["r1", "r2"],
+                                changed=True, now=2.0)
+        second = await store._call("take", capture.take_pending, tables, pa)
+    by_key = {decode_key(k): v for k, v in second.records}
+    assert by_key[RowKey("known", "a", "c1", 0)] is None, "chunk 0 holds nothing any more"
+    assert RowKey("known", "a", "c1", 1) not in by_key, "chunk 1 was not written"
+    assert ids_bodies(by_key[RowKey("known", "a", "c1", 2)]) == [("r4", None)], \
+        "new ids start a new chunk"
+
+
+async def test_an_id_a_chunk_takes_from_another_leaves_that_chunk_to_ship(
+        tmp_path: Path) -> None:
+    """Two chunks of a merged topic listing one id: the later wins, and the other chunk is
+    shipped again without it (else a later removal would leave it in the topic)."""
+    from notifier.cluster.records import encode_key
+
+    def chunk(n: int, ids: list[str]) -> tuple[bytes, bytes | None]:
+        return (encode_key(RowKey("known", "a", "c1", n)),
+                encode_chunk(["rel_id", "body"], [(i, None) for i in ids]))
+
+    async with SqliteStateStore(tmp_path / "s.db") as store:
+        tables = await store._call("install", capture.install, WORK)
+        await store._call("apply", apply_records, tables,
+                          [chunk(0, ["r1", "r2"]), chunk(5, ["r2", "r3"])])
+        assert await store.known_subset("a", "c1", ["r1", "r2", "r3"]) == {"r1", "r2", "r3"}
+        pa = WORK.of_stream("a", "c1")
+        assert pa is not None
+        again = await store._call("take", capture.take_pending, tables, pa)
+    assert [(decode_key(k), ids_bodies(v)) for k, v in again.records] == [
+        (RowKey("known", "a", "c1", 0), [("r1", None)])]
+
+
+async def test_a_single_process_file_is_exported_in_chunks_that_restore_it(
+        tmp_path: Path) -> None:
+    """Import reads a file without chunk numbers (single-process mode) as chunk records."""
+    from notifier.cluster.records import encode_key
+
+    src, dst = tmp_path / "single.db", tmp_path / "cache.db"
+    async with SqliteStateStore(src) as store:
+        for page, ids in enumerate((["r1", "r2", "r3"], ["r4"])):
+            for sub, cid in (("a", "c1"), ("b", "c2")):
+                await store.commit_page(sub, cid, next_token=f"t{page}", resync_cursor=None,
+                                        in_resync=False, add_ids=[f"{cid}{i}" for i in ids],
+                                        remove_ids=[], bodies={f"{cid}r1": b'{"x":1}'},
+                                        changed=True, now=1.0)
+        tables = await store._call("tables", capture.tables_of)
+        rows = await store._call("rows", lambda c: list(capture.all_rows(c, tables, 3)))
+    records = [(encode_key(k), v) for k, v in rows]
+    chunks = [(k, decode_chunk(v)) for k, v in rows if k.table == "known"]
+    assert sorted((k.subscription, k.ident, len(rows)) for k, rows in chunks) == [
+        ("a", 0, 3), ("a", 1, 1), ("b", 0, 3), ("b", 1, 1)]
+    async with SqliteStateStore(dst) as store:
+        tables = await store._call("install", capture.install, WORK)
+        await store._call("apply", apply_records, tables, records)
+        assert await store.known_bodies("a", "c1", ["c1r1", "c1r4"]) == {"c1r1": b'{"x":1}'}
+        assert await store.known_subset("b", "c2", [f"c2r{i}" for i in range(1, 6)]) == {
+            "c2r1", "c2r2", "c2r3", "c2r4"}

@@ -13,7 +13,7 @@ from typing import Any
 from notifier.cluster import capture
 from notifier.cluster.apply import apply_records
 from notifier.cluster.partitions import WorkMap
-from notifier.cluster.records import RowKey, decode_row, encode_key, encode_row
+from notifier.cluster.records import CHUNK_ROWS, RowKey, decode_row, encode_key
 from notifier.state.base import OutboxItem
 from notifier.state.sqlite import SqliteStateStore
 
@@ -35,7 +35,7 @@ def _records(path: Path) -> list[tuple[bytes, bytes | None]]:
     conn = sqlite3.connect(path)
     try:
         tables = capture.tables_of(conn)
-        return [(encode_key(k), encode_row(v)) for k, v in capture.all_rows(conn, tables)]
+        return [(encode_key(k), v) for k, v in capture.all_rows(conn, tables, CHUNK_ROWS)]
     finally:
         conn.close()
 

@@ -37,6 +37,7 @@ from notifier.cluster_metrics import ClusterMetrics
 from notifier.config.cluster import ClusterConfig
 from notifier.errors import NotifierError
 from notifier.scheduler import CredentialScheduler
+from notifier.sinks.kafka_errors import describe
 
 log = logging.getLogger(__name__)
 
@@ -84,19 +85,12 @@ class Coordinator(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def run(self, stop: asyncio.Event) -> None:
         """Take part in the group until ``stop``; then give everything up and leave."""
-        cfg = self._cfg
-        if not await self._reach_kafka(stop):
+        consumer = await self._reach_kafka(stop)
+        if consumer is None:
             return
-        consumer = AIOKafkaConsumer(
-            **self._options, group_id=cfg.group, enable_auto_commit=False,
-            auto_offset_reset="latest", isolation_level="read_committed",
-            session_timeout_ms=int(cfg.session_timeout * 1000),
-            heartbeat_interval_ms=int(cfg.heartbeat_interval * 1000),
-            rebalance_timeout_ms=int(max(cfg.session_timeout, 30.0) * 1000))
         self._consumer = consumer
-        await consumer.start()
         try:
-            consumer.subscribe([cfg.state_topic], listener=self)
+            consumer.subscribe([self._cfg.state_topic], listener=self)
             while not stop.is_set():
                 try:
                     await consumer.getmany(timeout_ms=500)  # paused: keeps the member alive
@@ -115,22 +109,43 @@ class Coordinator(ConsumerRebalanceListener):  # type: ignore[misc]
                 await self._offsets.stop()
             self._metrics.owned(0)
 
-    async def _reach_kafka(self, stop: asyncio.Event) -> bool:
-        """Ensure the state topic, retrying with backoff while Kafka is unreachable (a replica
-        may start before its brokers); False if ``stop`` came first."""
+    async def _reach_kafka(self, stop: asyncio.Event) -> AIOKafkaConsumer | None:
+        """Ensure the state topic and start the group consumer, retrying both with backoff
+        while Kafka is unreachable (a replica may start before its brokers, and they may go
+        away in between); None if ``stop`` came first."""
         delay = CONNECT_BACKOFF[0]
         attempt = 0
         while not stop.is_set():
             attempt += 1
             try:
                 await ensure_state_topic(self._cfg, self._options)
-                return True
+                return await self._start_consumer()
             except KafkaUnreachable as exc:
                 log.warning("%s (attempt %d); retrying in %.0fs", exc, attempt, delay)
+            except (KafkaError, OSError) as exc:
+                log.warning("cluster: cannot start the group consumer at %s: %s (attempt %d); "
+                            "retrying in %.0fs", ",".join(self._cfg.bootstrap_servers),
+                            describe(exc), attempt, delay)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
             delay = min(delay * 2, CONNECT_BACKOFF[1])
-        return False
+        return None
+
+    async def _start_consumer(self) -> AIOKafkaConsumer:
+        cfg = self._cfg
+        consumer = AIOKafkaConsumer(
+            **self._options, group_id=cfg.group, enable_auto_commit=False,
+            auto_offset_reset="latest", isolation_level="read_committed",
+            session_timeout_ms=int(cfg.session_timeout * 1000),
+            heartbeat_interval_ms=int(cfg.heartbeat_interval * 1000),
+            rebalance_timeout_ms=int(max(cfg.session_timeout, 30.0) * 1000))
+        try:
+            await consumer.start()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+            raise
+        return consumer
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         mine = [tp.partition for tp in revoked if tp.partition in self._owned]

@@ -28,32 +28,9 @@ async def read_partition(client_options: dict[str, Any], topic: str, partition: 
                          idle_timeout: float = 30.0) -> int:
     """Feed every committed record of ``topic``/``partition`` to ``apply`` in batches; how many
     records were read. TimeoutError if no progress is made for ``idle_timeout`` seconds."""
-    consumer = AIOKafkaConsumer(**client_options, group_id=None, enable_auto_commit=False,
-                                isolation_level="read_committed", auto_offset_reset="earliest",
-                                max_partition_fetch_bytes=8 * 1024 * 1024)
     started = time.monotonic()
-    total = 0
-    await consumer.start()
-    try:
-        tp = TopicPartition(topic, partition)
-        consumer.assign([tp])
-        await consumer.seek_to_beginning(tp)
-        end = (await consumer.end_offsets([tp]))[tp]
-        last_progress = time.monotonic()
-        while await consumer.position(tp) < end:
-            batch = await consumer.getmany(tp, timeout_ms=500, max_records=BATCH_RECORDS)
-            records = [(m.key, m.value) for m in batch.get(tp, [])]
-            if records:
-                await apply(records)
-                total += len(records)
-                if metrics is not None:
-                    metrics.restored(len(records))
-                last_progress = time.monotonic()
-            elif time.monotonic() - last_progress > idle_timeout:
-                raise TimeoutError(f"restore of {topic}[{partition}] made no progress for "
-                                   f"{idle_timeout:.0f}s")
-    finally:
-        await consumer.stop()
+    total = await read_partitions(client_options, topic, [partition], apply, metrics=metrics,
+                                  idle_timeout=idle_timeout)
     seconds = time.monotonic() - started
     if metrics is not None:
         metrics.restored(0, seconds)
@@ -61,10 +38,45 @@ async def read_partition(client_options: dict[str, Any], topic: str, partition: 
     return total
 
 
+async def read_partitions(client_options: dict[str, Any], topic: str, partitions: list[int],
+                          apply: Apply, *, metrics: ClusterMetrics | None = None,
+                          idle_timeout: float = 30.0) -> int:
+    """Every committed record of ``partitions`` of ``topic``, through one consumer assigned
+    them all, fed to ``apply`` in batches of one partition each (a partition's records in
+    order); how many. TimeoutError if no progress is made for ``idle_timeout`` seconds."""
+    consumer = AIOKafkaConsumer(**client_options, group_id=None, enable_auto_commit=False,
+                                isolation_level="read_committed", auto_offset_reset="earliest",
+                                max_partition_fetch_bytes=8 * 1024 * 1024)
+    total = 0
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in partitions]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        last_progress = time.monotonic()
+        while left := [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+            batch = await consumer.getmany(*left, timeout_ms=500, max_records=BATCH_RECORDS)
+            read = 0
+            for messages in batch.values():
+                records = [(m.key, m.value) for m in messages]
+                if records:
+                    await apply(records)
+                    read += len(records)
+            if read:
+                total += read
+                if metrics is not None:
+                    metrics.restored(read)
+                last_progress = time.monotonic()
+            elif time.monotonic() - last_progress > idle_timeout:
+                raise TimeoutError(f"restore of {topic} partitions {partitions} made no "
+                                   f"progress for {idle_timeout:.0f}s")
+    finally:
+        await consumer.stop()
+    return total
+
+
 async def read_all(client_options: dict[str, Any], topic: str, partitions: int,
                    apply: Apply) -> int:
-    """Every partition of the state topic, one after the other (``apply`` is not shared)."""
-    total = 0
-    for p in range(partitions):
-        total += await read_partition(client_options, topic, p, apply)
-    return total
+    """Every partition of the state topic, through one consumer (``apply`` is not shared)."""
+    return await read_partitions(client_options, topic, list(range(partitions)), apply)

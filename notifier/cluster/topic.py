@@ -7,15 +7,25 @@ import logging
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 
 from notifier.config.cluster import ClusterConfig
 from notifier.errors import ConfigError, NotifierError
-from notifier.sinks.kafka import default_replication
 from notifier.sinks.kafka_security import KafkaSecurityError, client_security
+from notifier.sinks.kafka_topic import (
+    TopicError,
+    create_topic,
+    partition_count,
+    topic_config,
+    topic_exists,
+)
 
 log = logging.getLogger(__name__)
+
+# Bytes to a record batch of a partition's producer (aiokafka's default is 16 KiB: a page's
+# events and state records would go in dozens of batches); as the kafka sink's default.
+BATCH_BYTES = 1024 * 1024
 
 
 def client_options(cfg: ClusterConfig) -> dict[str, Any]:
@@ -33,36 +43,44 @@ class KafkaUnreachable(NotifierError):
     """Kafka did not answer (a replica starting keeps trying; the CLI reports it)."""
 
 
-async def ensure_state_topic(cfg: ClusterConfig, options: dict[str, Any]) -> None:
-    """Create the state topic (compacted, ``work_partitions`` partitions) if it is missing;
-    NotifierError if it exists with another partition count or cannot be created."""
+async def ensure_state_topic(cfg: ClusterConfig, options: dict[str, Any], *,
+                             create: bool = True) -> None:
+    """Create the state topic (compacted, ``work_partitions`` partitions) if it is missing and
+    ``create``; NotifierError if it is missing and not to be created, exists with another
+    partition count or a cleanup policy other than compact, or cannot be created;
+    KafkaUnreachable if Kafka does not answer."""
     admin = AIOKafkaAdminClient(**options)
     topic = cfg.state_topic
+    servers = ",".join(cfg.bootstrap_servers)
     try:
         await admin.start()
-        if topic not in await admin.list_topics():
-            replication = cfg.replication_factor or default_replication(
-                len((await admin.describe_cluster())["brokers"]))
-            response = await admin.create_topics([NewTopic(
-                topic, cfg.work_partitions, replication,
-                topic_configs={"cleanup.policy": "compact"})])
-            for entry in response.topic_errors:
-                error = for_code(entry[1])
-                if entry[1] != 0 and error is not TopicAlreadyExistsError:
-                    raise NotifierError(f"cannot create the state topic {topic!r}: "
-                                        f"{error.__name__}")
+        if not await topic_exists(admin, topic):
+            if not create:
+                raise NotifierError(f"the state topic {topic!r} does not exist on {servers} "
+                                    "(check cluster.state_topic)")
+            await create_topic(admin, topic, cfg.work_partitions, cfg.replication_factor,
+                               {"cleanup.policy": "compact"})
             log.info("created the state topic %s (%d partitions, compacted)", topic,
                      cfg.work_partitions)
-        found = await admin.describe_topics([topic])
-        count = len(found[0]["partitions"]) if found else 0
-        if count and count != cfg.work_partitions:
+        count = await partition_count(admin, topic)
+        if count != cfg.work_partitions:
             raise NotifierError(
                 f"the state topic {topic!r} has {count} partitions but cluster.work_partitions "
                 f"is {cfg.work_partitions}: they must match (a credential's state lives in its "
                 "partition)")
+        policy = await topic_config(admin, topic, "cleanup.policy")
+        if policy != "compact":
+            raise NotifierError(
+                f"the state topic {topic!r} has cleanup.policy={policy}, not compact: its "
+                "retention would delete state (set cleanup.policy=compact on it, or name "
+                "another topic in cluster.state_topic)")
+    except TopicError as err:
+        if err.retriable:
+            raise KafkaUnreachable(f"cluster: {err} on {servers}") from None
+        raise NotifierError(f"cluster: {err} on {servers}") from None
     except KafkaError as err:
-        raise KafkaUnreachable(f"cluster: cannot reach kafka at "
-                            f"{','.join(cfg.bootstrap_servers)}: {type(err).__name__}") from None
+        raise KafkaUnreachable(f"cluster: cannot reach kafka at {servers}: "
+                               f"{type(err).__name__}") from None
     finally:
         await admin.close()
 
@@ -73,7 +91,8 @@ async def start_partition_producer(options: dict[str, Any], group: str, partitio
     partition's (``{group}.{partition}``), so starting it fences any former owner (a replica,
     or an import)."""
     producer = AIOKafkaProducer(**options, acks="all", enable_idempotence=True,
-                                transactional_id=f"{group}.{partition}", **extra)
+                                transactional_id=f"{group}.{partition}",
+                                max_batch_size=BATCH_BYTES, **extra)
     try:
         await producer.start()  # init_transactions
     except BaseException:

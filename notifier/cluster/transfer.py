@@ -44,7 +44,7 @@ async def export_state(config: Config, out: Path) -> int:
     """Restore the whole state topic into the new SQLite file ``out``; how many records."""
     assert config.cluster is not None
     options = client_options(config.cluster)
-    await ensure_state_topic(config.cluster, options)
+    await ensure_state_topic(config.cluster, options, create=False)
     async with ClusterStore(out, work_map(config)) as store:
         return await read_all(options, config.cluster.state_topic,
                               config.cluster.work_partitions, store.apply)

@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any, Self
 
 import aiokafka
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 
 from notifier.core.events import Event
 from notifier.errors import SinkConfigError, SinkError
@@ -43,6 +43,7 @@ from notifier.sinks.kafka_security import (
     quiet_aiokafka_connect_errors,
 )
 from notifier.sinks.kafka_send import send_batches
+from notifier.sinks.kafka_topic import TopicError, create_topic, topic_exists
 
 if TYPE_CHECKING:
     from notifier.config.sinks import KafkaSinkConfig
@@ -186,28 +187,21 @@ class KafkaSink:
         admin = AIOKafkaAdminClient(**self._client_options)
         try:
             await admin.start()
-            # list_topics, not describe_topics: a metadata request naming the topic would let a
-            # broker with auto.create.topics.enable create it with its own defaults.
-            if self.topic in await admin.list_topics():
+            if await topic_exists(admin, self.topic):
                 return
             servers = self._servers_text
             if not self.create_topic:
                 raise SinkConfigError(
                     f"kafka topic {self.topic!r} does not exist on {servers} and create_topic "
                     "is false: create it or set create_topic: true", sink=self.name)
-            replication = self.replication_factor
-            if replication is None:
-                replication = default_replication(len((await admin.describe_cluster())["brokers"]))
-            response = await admin.create_topics([NewTopic(
-                self.topic, self.partitions, replication)])
-            for entry in response.topic_errors:
-                error = for_code(entry[1])
-                if entry[1] != 0 and error is not TopicAlreadyExistsError:
-                    text = (f"cannot create kafka topic {self.topic!r} on {servers}: "
-                            f"{error.__name__} {entry[2] if len(entry) > 2 else ''}").rstrip()
-                    if getattr(error, "retriable", False):
-                        raise SinkError(text, sink=self.name)  # retried with backoff
-                    raise SinkConfigError(text, sink=self.name)
+            try:
+                replication = await create_topic(admin, self.topic, self.partitions,
+                                                 self.replication_factor)
+            except TopicError as err:
+                text = f"{err} on {servers}"
+                if err.retriable:
+                    raise SinkError(text, sink=self.name) from None  # retried with backoff
+                raise SinkConfigError(text, sink=self.name) from None
             log.info("kafka sink %s: created topic %s (%d partitions, replication %d)",
                      self.name, self.topic, self.partitions, replication)
         finally:
@@ -376,11 +370,6 @@ class KafkaSink:
             elif not quiet:
                 log.warning("kafka sink %s: down", self.name)
         self._metrics.sink_up(self.name, up)
-
-
-def default_replication(brokers: int) -> int:
-    """The replication factor of a topic the sink creates when none is configured."""
-    return max(1, min(3, brokers))
 
 
 class _BrokerUnreachable(Exception):

@@ -14,9 +14,10 @@ import trustme
 from notifier.config.kafka_security import KafkaSecurity
 from notifier.config.sinks import KafkaSinkConfig
 from notifier.metrics import Metrics
-from notifier.sinks.kafka import KafkaSink, default_replication
+from notifier.sinks.kafka import KafkaSink
 from notifier.sinks.kafka_abandon import missing_internals
 from notifier.sinks.kafka_security import KafkaSecurityError, client_security
+from notifier.sinks.kafka_topic import default_replication
 
 
 def test_plaintext_has_no_tls_or_sasl() -> None:

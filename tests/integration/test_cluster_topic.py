@@ -1,0 +1,130 @@
+"""The state topic's checks on a real broker: a topic that would lose state (another cleanup
+policy, another partition count) is refused with a clear error, ``state export`` never creates
+one, and a replica whose group consumer cannot start (Kafka gone after the topic check) keeps
+trying instead of exiting."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaConnectionError
+from prometheus_client import CollectorRegistry
+
+from notifier.cluster.coordinator import Coordinator
+from notifier.cluster.partitions import WorkMap
+from notifier.cluster.store import ClusterStore
+from notifier.cluster.topic import client_options, ensure_state_topic
+from notifier.cluster.transfer import export_state
+from notifier.cluster_metrics import ClusterMetrics
+from notifier.config import Config
+from notifier.config.cluster import ClusterConfig
+from notifier.errors import NotifierError
+from notifier.sinks.kafka_topic import create_topic, topic_exists
+
+pytestmark = pytest.mark.kafka
+
+
+def cluster(bootstrap: str, partitions: int = 3) -> ClusterConfig:
+    tag = uuid.uuid4().hex[:10]
+    return ClusterConfig.model_validate({
+        "bootstrap_servers": bootstrap, "group": f"topic-{tag}",
+        "state_topic": f"topic-{tag}.state", "work_partitions": partitions,
+        "session_timeout": "6s"})
+
+
+async def make_topic(bootstrap: str, name: str, partitions: int,
+                     configs: dict[str, str]) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await create_topic(admin, name, partitions, 1, configs)
+    finally:
+        await admin.close()
+
+
+async def exists(bootstrap: str, name: str) -> bool:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        return await topic_exists(admin, name)
+    finally:
+        await admin.close()
+
+
+@pytest.mark.timeout(60)
+async def test_a_state_topic_with_delete_retention_is_refused(kafka_bootstrap: str) -> None:
+    cfg = cluster(kafka_bootstrap)
+    await make_topic(kafka_bootstrap, cfg.state_topic, 3, {"cleanup.policy": "delete"})
+    with pytest.raises(NotifierError, match=r"cleanup.policy=delete, not compact"):
+        await ensure_state_topic(cfg, client_options(cfg))
+
+
+@pytest.mark.timeout(60)
+async def test_a_state_topic_with_other_partitions_is_refused(kafka_bootstrap: str) -> None:
+    cfg = cluster(kafka_bootstrap, partitions=4)
+    await make_topic(kafka_bootstrap, cfg.state_topic, 2, {"cleanup.policy": "compact"})
+    with pytest.raises(NotifierError, match=r"has 2 partitions but cluster.work_partitions is 4"):
+        await ensure_state_topic(cfg, client_options(cfg))
+
+
+@pytest.mark.timeout(60)
+async def test_a_missing_state_topic_is_created_compacted(kafka_bootstrap: str) -> None:
+    cfg = cluster(kafka_bootstrap)
+    await ensure_state_topic(cfg, client_options(cfg))
+    await ensure_state_topic(cfg, client_options(cfg))  # and then passes its own checks
+
+
+@pytest.mark.timeout(60)
+async def test_export_of_a_missing_state_topic_fails_and_creates_nothing(
+        kafka_bootstrap: str, tmp_path: Path) -> None:
+    cfg = cluster(kafka_bootstrap)
+    config = Config.model_validate({
+        "credentials": [{"name": "u", "access_token": "t"}],
+        "subscriptions": [{"name": "s", "credential": "u", "container_id": str(uuid.uuid4()),
+                           "sinks": ["k"]}],
+        "sinks": [{"name": "k", "type": "kafka", "bootstrap_servers": kafka_bootstrap,
+                   "topic": "unused"}],
+        "cluster": cfg.model_dump(mode="json")})
+    with pytest.raises(NotifierError, match=r"state topic .* does not exist"):
+        await export_state(config, tmp_path / "out.db")
+    assert not await exists(kafka_bootstrap, cfg.state_topic), "a typo creates no topic"
+
+
+@pytest.mark.timeout(90)
+async def test_a_group_consumer_that_cannot_start_is_retried(
+        kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kafka answering the topic check and gone when the group consumer starts: the replica
+    keeps trying (backoff) and joins, instead of exiting."""
+    cfg = cluster(kafka_bootstrap)
+    failures = 0
+    real = Coordinator._start_consumer
+
+    async def flaky(self: Coordinator) -> object:
+        nonlocal failures
+        if failures < 1:
+            failures += 1
+            raise KafkaConnectionError("broker went away")
+        return await real(self)
+
+    monkeypatch.setattr(Coordinator, "_start_consumer", flaky)
+
+    async def no_work(names: list[str], txn: object) -> list[object]:
+        return []
+
+    work = WorkMap(cfg.work_partitions, [], {})
+    async with ClusterStore(tmp_path / "cache.db", work) as store:
+        coordinator = Coordinator(cfg, store, ClusterMetrics(CollectorRegistry()),
+                                  no_work)  # type: ignore[arg-type]
+        stop = asyncio.Event()
+        task = asyncio.create_task(coordinator.run(stop))
+        try:
+            await asyncio.wait_for(coordinator.joined.wait(), 60)
+            assert failures == 1
+            assert not task.done(), "still running after the failed start"
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 30)

@@ -36,6 +36,10 @@ from notifier.state.sqlite_known import drop_staging
 class ClusterStore(ClusterOutbox, SqliteStateStore):
     """``async with ClusterStore(path, work)``: the local cache of the owned partitions."""
 
+    # The state topic is the truth: a commit need not be fsync'd (a cache a power loss set
+    # back is wiped and restored from the topic when its partitions are next assigned).
+    SYNCHRONOUS = "NORMAL"
+
     def __init__(self, path: str | Path, work: WorkMap, *, busy_timeout: float = 10.0,
                  observer: StoreObserver | None = None) -> None:
         super().__init__(path, busy_timeout=busy_timeout, observer=observer)

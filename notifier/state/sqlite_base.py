@@ -3,7 +3,8 @@
 Every call is handed to a single-thread executor, so the connection is only ever used by the
 thread that opened it and calls are serialised in submission order. The database runs in WAL
 mode with ``synchronous=FULL``: a commit is fsync'd before the method returns, which is what
-lets a checkpoint (or a rotated refresh token) count as durable. A call cancelled while waiting
+lets a checkpoint (or a rotated refresh token) count as durable (cluster mode's cache, whose
+durable copy is the state topic, runs with NORMAL). A call cancelled while waiting
 still runs to completion on the worker: the transaction is either wholly applied or not at all.
 """
 
@@ -47,6 +48,11 @@ class StoreObserver(Protocol):
 class SqliteConnection:
     """Opens (creating parent directories and migrating) and closes the state file; runs
     calls on the worker thread, turning sqlite errors into StateError."""
+
+    # FULL: every commit is fsync'd. A store whose file is only a cache of state kept
+    # elsewhere (cluster mode) says NORMAL: still consistent after a crash, and a SIGKILL
+    # loses nothing, but commits are not fsync'd (a power loss may undo the last ones).
+    SYNCHRONOUS = "FULL"
 
     def __init__(self, path: str | Path, *, busy_timeout: float = BUSY_TIMEOUT_MS / 1000,
                  observer: StoreObserver | None = None) -> None:
@@ -96,7 +102,7 @@ class SqliteConnection:
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise StateError(f"state file {self.path}: cannot enable WAL (mode {mode})")
-            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute(f"PRAGMA synchronous = {self.SYNCHRONOUS}")
             conn.execute("PRAGMA foreign_keys = ON")
             conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
             conn.execute("PRAGMA temp_store = FILE")

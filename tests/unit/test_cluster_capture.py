@@ -314,3 +314,16 @@ async def test_a_single_process_file_is_exported_in_chunks_that_restore_it(
         assert await store.known_bodies("a", "c1", ["c1r1", "c1r4"]) == {"c1r1": b'{"x":1}'}
         assert await store.known_subset("b", "c2", [f"c2r{i}" for i in range(1, 6)]) == {
             "c2r1", "c2r2", "c2r3", "c2r4"}
+
+
+async def test_the_cluster_cache_does_not_fsync_each_commit(tmp_path: Path) -> None:
+    """The state topic is the durable copy: the cache runs synchronous=NORMAL (WAL: consistent
+    after a crash), a single process's state file synchronous=FULL."""
+    from notifier.cluster.store import ClusterStore
+
+    async with ClusterStore(tmp_path / "cache.db", WORK) as cache:
+        assert await cache._call("q", lambda c: c.execute("PRAGMA synchronous").fetchone()[0]) \
+            == 1
+    async with SqliteStateStore(tmp_path / "single.db") as single:
+        assert await single._call("q", lambda c: c.execute("PRAGMA synchronous").fetchone()[0]) \
+            == 2

@@ -57,7 +57,11 @@ def _notifier_children() -> list[int]:
     list children)."""
     found = []
     for listing in Path("/proc/self/task").glob("*/children"):
-        for pid in listing.read_text().split():
+        try:
+            pids = listing.read_text().split()
+        except OSError:
+            continue  # the thread ended between the listing and the read
+        for pid in pids:
             try:
                 argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
             except OSError:

@@ -81,12 +81,26 @@ def resyncing_streams(db: Path) -> int:
     return int(n)
 
 
+STARTED = b" started: "
+
+
+def starts(log: Path) -> int:
+    """How many processes have logged that they started (the log is appended to)."""
+    return log.read_bytes().count(STARTED) if log.exists() else 0
+
+
+async def started(log: Path, before: int) -> None:
+    """Wait for a process started after ``before`` starts to be up: the catch-up bounds below
+    are about the service, and starting Python takes seconds of its own on a loaded machine."""
+    await wait_for(lambda: starts(log) > before, 60, "the process to start")
+
+
 def no_traceback(log: Path) -> None:
     text = log.read_text(errors="replace") if log.exists() else ""
     assert "Traceback" not in text, text[-3000:]
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(300)
 async def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path) -> None:
     seed = int(os.environ.get("CRASH_SEED", time.time_ns() % 10_000))
     rng = random.Random(seed)
@@ -106,10 +120,13 @@ async def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path) -> None:
 
         # A kill in the middle of the bootstrap (many small pages, nothing changing yet).
         proc = await start_notifier(cfg, log=log)
+        await started(log, 0)
         await wait_for(lambda: path.exists() and path.stat().st_size > 0, 20, "first events")
         await asyncio.sleep(rng.uniform(0.0, 0.3))
         await kill(proc)
+        n = starts(log)
         proc = await start_notifier(cfg, log=log)
+        await started(log, n)
         await wait_for(caught_up(sim, SUBS, path), 20, f"the bootstrap (seed {seed})")
         start = {cid: sim.state.container(cid).seq for cid in (A, B)}
 
@@ -118,9 +135,11 @@ async def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path) -> None:
         for _ in range(rng.randint(3, 4)):
             await asyncio.sleep(rng.uniform(0.3, 1.2))
             await kill(proc)
+            n = starts(log)
             proc = await start_notifier(cfg, log=log)
         await asyncio.sleep(0.5)
         sim.state.set_knobs(change_rate=0.0)
+        await started(log, n)
         await wait_for(caught_up(sim, SUBS, path), 20, f"catching up (seed {seed})")
 
         # A forced overwrite while it is down, and a kill in the middle of the resync.
@@ -131,12 +150,16 @@ async def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path) -> None:
             sim.state.move_retention_horizon(cid)
         marker = b"overwrite: resyncing"
         seen = log.read_bytes().count(marker)
+        n = starts(log)
         proc = await start_notifier(cfg, log=log)
+        await started(log, n)
         await wait_for(lambda: log.read_bytes().count(marker) > seen, 20, "the overwrite")
         await asyncio.sleep(rng.uniform(0.0, 0.2))
         await kill(proc)
         in_resync = resyncing_streams(tmp_path / "state.db")
+        n = starts(log)
         proc = await start_notifier(cfg, log=log)
+        await started(log, n)
         await wait_for(caught_up(sim, SUBS, path), 20, f"the overwrite resync (seed {seed})")
         assert await stop_process(proc, signal.SIGTERM) == 0
 

@@ -75,6 +75,10 @@ class Coordinator(ConsumerRebalanceListener):  # type: ignore[misc]
         # with the same end offset was not written since, and needs no restore.
         self._current: dict[int, int] = {}
         self._offsets: AIOKafkaConsumer | None = None
+        # Set when the replica stops: a rebalance while it gives its partitions up (another
+        # replica left meanwhile) must not start work here, which would outlive the process's
+        # store and fence its own partition still committing its last pages.
+        self._stopping = False
         self.joined = asyncio.Event()
 
     @property
@@ -100,6 +104,7 @@ class Coordinator(ConsumerRebalanceListener):  # type: ignore[misc]
                     continue
                 self.joined.set()
         finally:
+            self._stopping = True
             await asyncio.gather(*(self._release(p) for p in list(self._owned)))
             for t in list(self._background):
                 t.cancel()
@@ -157,6 +162,8 @@ class Coordinator(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         if self._consumer is not None and assigned:
             self._consumer.pause(*assigned)
+        if self._stopping:
+            return  # left paused: this replica leaves the group once its pages are done
         fresh = [tp.partition for tp in assigned if tp.partition not in self._owned]
         self._metrics.rebalanced("assigned", len(fresh))
         if fresh:
@@ -236,7 +243,7 @@ class Coordinator(ConsumerRebalanceListener):  # type: ignore[misc]
         if self._owned.get(p) is not owned:
             return
         await self._release(p)
-        if self._consumer is not None and \
+        if not self._stopping and self._consumer is not None and \
                 TopicPartition(self._cfg.state_topic, p) in self._consumer.assignment():
             fresh = self._owned[p] = Owned(p)
             fresh.starting = asyncio.create_task(self._start(fresh), name=f"partition-{p}")

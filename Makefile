@@ -29,8 +29,8 @@ demo: deps  ## the main job on the embedded default: simulator + SQLite + stdout
 
 # TEST_WORKERS=N runs the tests in N pytest-xdist processes: most integration tests wait on I/O
 # (subprocesses, the broker, HTTP), so even two cores gain. `--dist loadgroup` keeps the tests of
-# one xdist_group on one worker. The default, 0, runs them in this process.
-TEST_WORKERS ?= 0
+# one xdist_group on one worker. TEST_WORKERS=0 runs them in this process.
+TEST_WORKERS ?= 2
 
 test: deps tools  ## the suite without the slow scenarios, with a real Kafka broker (what CI runs)
 	PYTHON=$(PYTHON) $(PYTHON) -m pytest -p no:cacheprovider -n $(TEST_WORKERS) --dist loadgroup

@@ -30,6 +30,12 @@ from notifier.state.sqlite import SqliteStateStore
 from notifier.state.sqlite_keys import Staging
 
 USER = "stateful-user"
+# The container, domains and event types the sync tests (stateful, defects, query filter) share.
+C = "5d0c2a3e-3b1f-4b8e-9a51-0d3c1f6f7a10"
+ASSET = "autodesk-bim360-asset"
+ISSUE = "autodesk-bim360-issue"
+CREATED = "com.autodesk.bim360.relationship.created"
+DELETED = "com.autodesk.bim360.relationship.deleted"
 
 
 def quiet_metrics() -> Metrics:

@@ -20,6 +20,10 @@ from notifier.state.sqlite_keys import Staging
 from notifier.stream import StreamSpec
 from notifier.sync import StreamSyncer
 from tests.stateful_support import (
+    ASSET,
+    CREATED,
+    DELETED,
+    C,
     Crash,
     Faults,
     FaultyStore,
@@ -27,11 +31,6 @@ from tests.stateful_support import (
     SimClient,
     quiet_metrics,
 )
-
-C = "5d0c2a3e-3b1f-4b8e-9a51-0d3c1f6f7a10"
-ASSET = "autodesk-bim360-asset"
-CREATED = "com.autodesk.bim360.relationship.created"
-DELETED = "com.autodesk.bim360.relationship.deleted"
 
 
 def replay(sink: RecordingSink, subscription: str = "s") -> set[str]:

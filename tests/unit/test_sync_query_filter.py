@@ -16,6 +16,11 @@ from notifier.simulator.config import Knobs
 from notifier.stream import StreamSpec
 from notifier.sync import StreamSyncer
 from tests.stateful_support import (
+    ASSET,
+    CREATED,
+    DELETED,
+    ISSUE,
+    C,
     Crash,
     Faults,
     FaultyStore,
@@ -24,12 +29,7 @@ from tests.stateful_support import (
     quiet_metrics,
 )
 
-C = "5d0c2a3e-3b1f-4b8e-9a51-0d3c1f6f7a10"
-ASSET = "autodesk-bim360-asset"
-ISSUE = "autodesk-bim360-issue"
 DOCS = "autodesk-bim360-documentmanagement"
-CREATED = "com.autodesk.bim360.relationship.created"
-DELETED = "com.autodesk.bim360.relationship.deleted"
 OLD = {"domain": ISSUE}
 NEW = {"domain": ASSET}
 

@@ -47,6 +47,10 @@ from notifier.state.sqlite_keys import Staging
 from notifier.stream import StreamSpec
 from notifier.sync import StreamSyncer
 from tests.stateful_support import (
+    ASSET,
+    CREATED,
+    ISSUE,
+    C,
     Crash,
     Faults,
     FaultyStore,
@@ -55,9 +59,6 @@ from tests.stateful_support import (
     quiet_metrics,
 )
 
-C = "5d0c2a3e-3b1f-4b8e-9a51-0d3c1f6f7a10"
-ASSET = "autodesk-bim360-asset"
-ISSUE = "autodesk-bim360-issue"
 PHOTO = "autodesk-construction-photo"
 
 
@@ -84,8 +85,6 @@ Q_ASSET = Query((("domain", ASSET),))
 Q_ISSUE = Query((("domain", ISSUE),))
 Q_ASSET_ISSUE = Query((("domain", ASSET), ("withDomain", ISSUE)))
 FILTERS: tuple[Filter, ...] = (None, (ASSET,), (ISSUE, PHOTO), Q_ASSET, Q_ISSUE, Q_ASSET_ISSUE)
-CREATED = "com.autodesk.bim360.relationship.created"
-DELETED = "com.autodesk.bim360.relationship.deleted"
 SETTLE_ATTEMPTS = 8
 FLUSH_IDS = Staging.FLUSH_IDS
 

@@ -27,6 +27,9 @@ class ClusterMetrics:
         self._restore_seconds = Histogram("notifier_cluster_restore_seconds",
                                           "Time to restore one work partition.",
                                           buckets=RESTORE_BUCKETS, registry=r)
+        self._unreadable = Gauge("notifier_cluster_unreadable_partitions",
+                                 "Owned work partitions not running because their state holds "
+                                 "a record this release cannot read.", registry=r)
         self._rebalances = Counter("notifier_cluster_rebalances_total",
                                    "Work partitions assigned to or revoked from this replica.",
                                    ["change"], registry=r)
@@ -53,6 +56,9 @@ class ClusterMetrics:
             self._restored.inc(records)
         if seconds is not None:
             self._restore_seconds.observe(seconds)
+
+    def unreadable(self, count: int) -> None:
+        self._unreadable.set(count)
 
     def rebalanced(self, change: str, partitions: int) -> None:
         if partitions:

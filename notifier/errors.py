@@ -191,5 +191,10 @@ class StateError(NotifierError):
         self.kind = kind
 
 
+class StateRecordError(StateError):
+    """A cluster's state topic holds records this release cannot read (see
+    ``notifier.cluster.apply``): what was restored from it is short of rows."""
+
+
 class StateLockedError(StateError):
     """Another process holds the state file's lock; this one must not start."""

@@ -7,6 +7,11 @@ record comes. A chunk record of known ids replaces the chunk's rows; an id it ta
 chunk (a forced import merged into a topic that held it elsewhere) leaves that chunk to be
 shipped again, so the topic stops listing the id twice. Column names are taken only if the local
 table has them, so a record written by another release adds what it can and never injects SQL.
+
+A record this release cannot read (not JSON, not a row, a column that is not a stored value) is
+left out and noted in ``bad`` under its key; a later record of the same key, which replaces it
+in the topic, clears the note. The caller refuses a restore that ends with notes left
+(``BadRecords.check``): applying the rest would leave the cache short of rows the topic holds.
 """
 
 from __future__ import annotations
@@ -17,7 +22,28 @@ from collections.abc import Sequence
 from typing import Any
 
 from notifier.cluster.capture import Table, chunk_is, uncaptured
-from notifier.cluster.records import RowKey, decode_chunk, decode_key, decode_row
+from notifier.cluster.records import BadRecord, RowKey, decode_chunk, decode_key, decode_row
+from notifier.errors import StateRecordError
+
+# Keys named in the error of a restore that met unreadable records (the count says the rest).
+_NAMED_KEYS = 5
+
+
+class BadRecords(dict[bytes, str]):
+    """Keys of the records a restore could not read, and why (the latest record of each)."""
+
+    def check(self, where: str) -> None:
+        """StateRecordError if any key's latest record was unreadable."""
+        if not self:
+            return
+        named = "; ".join(f"key {k.decode(errors='replace')}: {why}"
+                          for k, why in list(self.items())[:_NAMED_KEYS])
+        more = f" (and {len(self) - _NAMED_KEYS} more)" if len(self) > _NAMED_KEYS else ""
+        raise StateRecordError(
+            f"{where}: {len(self)} record(s) cannot be read by this release and no later record "
+            f"of the same key replaces them: {named}{more}. Their rows are not restored, so "
+            "nothing is polled from this state until each key gets a readable record or a "
+            "tombstone (see the runbook of NotifierClusterStateUnreadable in docs/runbooks.md)")
 
 
 class _Batch:
@@ -96,12 +122,11 @@ def _delete(batch: _Batch, t: Table, key: RowKey,
         batch.add(f'DELETE FROM "{t.name}" WHERE credential = ?', (key.ident,))
 
 
-def _chunk(batch: _Batch, t: Table, key: RowKey, raw: bytes | None,
+def _chunk(batch: _Batch, t: Table, key: RowKey, rows: list[dict[str, Any]],
            ids: dict[tuple[str, str], int]) -> None:
-    """Replace the stream's rows of chunk ``key.ident`` with the record's rows."""
+    """Replace the stream's rows of chunk ``key.ident`` with ``rows``."""
     assert key.subscription is not None
     assert key.container_id is not None
-    rows = decode_chunk(raw)
     if not rows:
         batch.add(f'DELETE FROM "{t.name}" WHERE {chunk_is(key.ident)} AND stream_id = (SELECT '
                   "stream_id FROM streams WHERE subscription = ? AND container_id = ?)",
@@ -129,27 +154,49 @@ def _chunk(batch: _Batch, t: Table, key: RowKey, raw: bytes | None,
          for c in moved])
 
 
+def _read(tables: dict[str, Table], raw_key: bytes, raw_value: bytes | None
+          ) -> tuple[Table, RowKey, Any] | None:
+    """The table, key and decoded value of a record; None if it is not a row of this release's
+    tables (a probe, or a table it does not have). BadRecord if it cannot be read."""
+    key = decode_key(raw_key)
+    t = tables.get(key.table) if key is not None else None
+    if key is None or t is None:
+        return None
+    if t.kind != "credential" and (key.subscription is None or key.container_id is None):
+        raise BadRecord(f"the key of a {t.kind} row names no subscription and container")
+    return t, key, decode_chunk(raw_value) if t.kind == "chunk" else decode_row(raw_value)
+
+
 def apply_records(conn: sqlite3.Connection, tables: dict[str, Table],
-                  records: Sequence[tuple[bytes | None, bytes | None]]) -> int:
-    """Apply ``records`` (key, value) in one transaction, uncaptured; how many were rows."""
+                  records: Sequence[tuple[bytes | None, bytes | None]],
+                  bad: BadRecords | None = None) -> int:
+    """Apply ``records`` (key, value) in one transaction, uncaptured; how many were rows. A
+    record that cannot be read is left out and noted in ``bad`` (BadRecord raised without)."""
     applied = 0
     ids: dict[tuple[str, str], int] = {}  # stream ids met in this batch
     batch = _Batch(conn)
     with uncaptured(conn):
         for raw_key, raw_value in records:
-            key = decode_key(raw_key) if raw_key is not None else None
-            t = tables.get(key.table) if key is not None else None
-            if key is None or t is None:
-                continue  # a probe, or a table this release does not have
-            if t.kind == "chunk":
-                _chunk(batch, t, key, raw_value, ids)
-                applied += 1
+            if raw_key is None:
                 continue
-            row = decode_row(raw_value)
-            if row is None:
+            try:
+                read = _read(tables, raw_key, raw_value)
+            except BadRecord as exc:
+                if bad is None:
+                    raise
+                bad[raw_key] = str(exc)
+                continue
+            if bad:
+                bad.pop(raw_key, None)
+            if read is None:
+                continue
+            t, key, value = read
+            if t.kind == "chunk":
+                _chunk(batch, t, key, value, ids)
+            elif value is None:
                 _delete(batch, t, key, ids)
             else:
-                _upsert(batch, t, key, row, ids)
+                _upsert(batch, t, key, value, ids)
             applied += 1
         batch.flush()
     return applied

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
+from notifier.cluster.apply import BadRecords
 from notifier.cluster.restore import read_partition
 from notifier.cluster.store import ClusterStore
 from notifier.cluster.topic import (
@@ -35,7 +37,7 @@ from notifier.cluster.topic import (
 from notifier.cluster.txn import PartitionTxn
 from notifier.cluster_metrics import ClusterMetrics
 from notifier.config.cluster import ClusterConfig
-from notifier.errors import NotifierError
+from notifier.errors import NotifierError, StateRecordError
 from notifier.scheduler import CredentialScheduler
 from notifier.sinks.kafka_errors import describe
 
@@ -43,6 +45,7 @@ log = logging.getLogger(__name__)
 
 STOP_WAIT = 3.0  # seconds in-flight pages get to finish when a partition is given up
 CONNECT_BACKOFF = (1.0, 30.0)  # seconds between attempts to reach Kafka at start: first, most
+BAD_RECORD_RETRY = 60.0  # seconds before a partition with an unreadable state record is retried
 StartWork = Callable[[list[str], PartitionTxn], Awaitable[list[CredentialScheduler]]]
 
 
@@ -79,6 +82,9 @@ class Coordinator(ConsumerRebalanceListener):  # type: ignore[misc]
         # replica left meanwhile) must not start work here, which would outlive the process's
         # store and fence its own partition still committing its last pages.
         self._stopping = False
+        # Owned partitions whose state holds a record this replica cannot read: not running
+        # until someone mends the topic (tried again every BAD_RECORD_RETRY seconds).
+        self._unreadable: set[int] = set()
         self.joined = asyncio.Event()
 
     @property
@@ -154,6 +160,7 @@ class Coordinator(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         mine = [tp.partition for tp in revoked if tp.partition in self._owned]
+        self._readable(*mine)
         self._metrics.rebalanced("revoked", len(mine))
         if mine:
             log.info("work partitions revoked: %s", _ranges(mine))
@@ -193,8 +200,11 @@ class Coordinator(ConsumerRebalanceListener):  # type: ignore[misc]
                 self._metrics.restored(0, 0.0)
             else:
                 await self._store.wipe_partition(p)
-                await read_partition(self._options, cfg.state_topic, p, self._store.apply,
+                bad = BadRecords()
+                await read_partition(self._options, cfg.state_topic, p,
+                                     functools.partial(self._store.apply, bad=bad),
                                      metrics=self._metrics)
+                bad.check(f"state topic {cfg.state_topic!r} partition {p}")
             owned.restored = True
             self._store.txns[p] = owned.txn
             credentials = self._store.work.credentials_in(p)
@@ -202,9 +212,16 @@ class Coordinator(ConsumerRebalanceListener):  # type: ignore[misc]
             owned.tasks = [asyncio.create_task(self._run_scheduler(owned, s),
                                                name=f"scheduler-{s.name}")
                            for s in owned.schedulers]
+            self._readable(p)
             log.info("work partition %d running: %d credential(s)", p, len(owned.schedulers))
         except asyncio.CancelledError:
             raise
+        except StateRecordError as err:  # no use retrying soon: someone must mend the topic
+            self._unreadable.add(p)
+            self._metrics.unreadable(len(self._unreadable))
+            log.error("work partition %d not started: %s; tried again in %.0fs", p, err,
+                      BAD_RECORD_RETRY)
+            self._later(self._restart(p, owned, delay=BAD_RECORD_RETRY))
         except (KafkaError, NotifierError, OSError, TimeoutError) as err:  # Kafka away
             log.warning("work partition %d could not start (%r); retried shortly", p, err)
             self._later(self._restart(p, owned, delay=5.0))
@@ -247,7 +264,15 @@ class Coordinator(ConsumerRebalanceListener):  # type: ignore[misc]
                 TopicPartition(self._cfg.state_topic, p) in self._consumer.assignment():
             fresh = self._owned[p] = Owned(p)
             fresh.starting = asyncio.create_task(self._start(fresh), name=f"partition-{p}")
+        else:
+            self._readable(p)
         self._metrics.owned(len(self._owned))
+
+    def _readable(self, *partitions: int) -> None:
+        """``partitions`` run, or are not this replica's any more: not unreadable here."""
+        if self._unreadable & set(partitions):
+            self._unreadable -= set(partitions)
+            self._metrics.unreadable(len(self._unreadable))
 
     async def _release(self, p: int) -> None:
         owned = self._owned.pop(p, None)

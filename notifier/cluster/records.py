@@ -29,6 +29,11 @@ Scalar = str | int | float | bytes | None
 CHUNK_ROWS = 64
 
 
+class BadRecord(ValueError):
+    """A record's value this release cannot read; the message names what is wrong, never the
+    value itself (a credential's row holds its refresh token)."""
+
+
 class RowKey(NamedTuple):
     table: str
     subscription: str | None
@@ -42,10 +47,23 @@ def _enc(v: Any) -> Any:
     return v
 
 
-def _dec(v: Any) -> Any:
-    if isinstance(v, dict):
-        return base64.b64decode(v["b64"])
-    return v
+def _column(name: str, v: Any) -> Scalar:
+    """A column's stored value from its JSON form; BadRecord if it is not one."""
+    if v is None or isinstance(v, str | int | float):
+        return v
+    if isinstance(v, dict) and v.keys() == {"b64"} and isinstance(v["b64"], str):
+        try:
+            return base64.b64decode(v["b64"], validate=True)
+        except ValueError:
+            raise BadRecord(f"column {name!r} is not valid base64") from None
+    raise BadRecord(f"column {name!r} holds a JSON {type(v).__name__}, not a stored value")
+
+
+def _json(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise BadRecord("the value is not valid JSON") from None
 
 
 def encode_key(key: RowKey) -> bytes:
@@ -53,14 +71,17 @@ def encode_key(key: RowKey) -> bytes:
 
 
 def decode_key(raw: bytes) -> RowKey | None:
-    """The row a record is about; None for a record that is not a row (a fencing probe)."""
+    """The row a record is about; None for a record that is not a row (a fencing probe).
+    BadRecord for a row's key whose parts are not names and a stored value."""
     try:
         items = orjson.loads(raw)
     except orjson.JSONDecodeError:
         return None
     if not isinstance(items, list) or len(items) != 4 or not isinstance(items[0], str):
         return None
-    return RowKey(items[0], items[1], items[2], _dec(items[3]))
+    if not all(v is None or isinstance(v, str) for v in items[1:3]):
+        raise BadRecord("the key's subscription and container are not names")
+    return RowKey(items[0], items[1], items[2], _column("id", items[3]))
 
 
 def encode_row(row: dict[str, Any] | None) -> bytes | None:
@@ -70,9 +91,13 @@ def encode_row(row: dict[str, Any] | None) -> bytes | None:
 
 
 def decode_row(raw: bytes | None) -> dict[str, Any] | None:
+    """A row's columns (None for a tombstone); BadRecord if the value is not a row."""
     if raw is None:
         return None
-    return {k: _dec(v) for k, v in orjson.loads(raw).items()}
+    data = _json(raw)
+    if not isinstance(data, dict):
+        raise BadRecord(f"the value is a JSON {type(data).__name__}, not an object of columns")
+    return {k: _column(k, v) for k, v in data.items()}
 
 
 def encode_chunk(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> bytes | None:
@@ -92,18 +117,27 @@ def _body(body: bytes | None) -> Any:
 
 
 def decode_chunk(raw: bytes | None) -> list[dict[str, Any]]:
-    """The rows of a chunk record, as column -> value (none for a tombstone)."""
+    """The rows of a chunk record, as column -> value (none for a tombstone); BadRecord if the
+    value is not a chunk."""
     if raw is None:
         return []
-    data = orjson.loads(raw)
-    columns = [str(c) for c in data["columns"]]
+    data = _json(raw)
+    columns = data.get("columns") if isinstance(data, dict) else None
+    rows = data.get("rows") if isinstance(data, dict) else None
+    if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns) \
+            or not columns or not isinstance(rows, list):
+        raise BadRecord("the value is not a chunk (an object of \"columns\", a list of names, "
+                        "and \"rows\")")
     out: list[dict[str, Any]] = []
-    for row in data["rows"]:
-        values = {}
+    for n, row in enumerate(rows):
+        if not isinstance(row, list) or len(row) != len(columns):
+            raise BadRecord(f"row {n} of the chunk does not have its {len(columns)} columns")
+        values: dict[str, Scalar] = {}
         for c, v in zip(columns, row, strict=True):
             if c == "body" and isinstance(v, dict) and v.keys() != {"b64"}:
-                v = orjson.dumps(v)
-            values[c] = _dec(v)
+                values[c] = orjson.dumps(v)  # the stored JSON object itself
+            else:
+                values[c] = _column(c, v)
         out.append(values)
     return out
 

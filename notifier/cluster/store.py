@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from notifier.cluster import capture
-from notifier.cluster.apply import apply_records
+from notifier.cluster.apply import BadRecords, apply_records
 from notifier.cluster.capture import Pending, Table
 from notifier.cluster.outbox import ClusterOutbox
 from notifier.cluster.partitions import WorkMap
@@ -102,10 +102,12 @@ class ClusterStore(ClusterOutbox, SqliteStateStore):
                          self.work.credentials_in(partition))
         self._ids.clear()
 
-    async def apply(self, records: Sequence[tuple[bytes | None, bytes | None]]) -> int:
-        """Apply restored records; how many were rows."""
+    async def apply(self, records: Sequence[tuple[bytes | None, bytes | None]],
+                    bad: BadRecords | None = None) -> int:
+        """Apply restored records; how many were rows. Unreadable ones are noted in ``bad``
+        (see ``apply_records``)."""
         try:
-            return await self._call("restore", apply_records, self._tables, records)
+            return await self._call("restore", apply_records, self._tables, records, bad)
         finally:
             self._ids.clear()
 

@@ -12,6 +12,7 @@ starts; it refuses a state topic that already holds state unless forced.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable, Iterator
 from itertools import islice
@@ -21,6 +22,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from notifier.cluster import capture
+from notifier.cluster.apply import BadRecords
 from notifier.cluster.partitions import work_map
 from notifier.cluster.records import CHUNK_ROWS, encode_key
 from notifier.cluster.restore import read_all
@@ -41,13 +43,23 @@ IMPORT_TRANSACTION_TIMEOUT_MS = 900_000
 
 
 async def export_state(config: Config, out: Path) -> int:
-    """Restore the whole state topic into the new SQLite file ``out``; how many records."""
+    """Restore the whole state topic into the new SQLite file ``out``; how many records. No
+    file is left if it fails (a record it cannot read, Kafka away)."""
     assert config.cluster is not None
     options = client_options(config.cluster)
     await ensure_state_topic(config.cluster, options, create=False)
-    async with ClusterStore(out, work_map(config)) as store:
-        return await read_all(options, config.cluster.state_topic,
-                              config.cluster.work_partitions, store.apply)
+    try:
+        async with ClusterStore(out, work_map(config)) as store:
+            bad = BadRecords()
+            records = await read_all(options, config.cluster.state_topic,
+                                     config.cluster.work_partitions,
+                                     functools.partial(store.apply, bad=bad))
+            bad.check(f"state topic {config.cluster.state_topic!r}")
+            return records
+    except BaseException:  # no partial export left to be imported by mistake
+        for leftover in (out, out.with_name(out.name + "-wal"), out.with_name(out.name + "-shm")):
+            leftover.unlink(missing_ok=True)
+        raise
 
 
 async def topic_records(config: Config) -> int:

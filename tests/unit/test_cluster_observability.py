@@ -30,6 +30,7 @@ from tests.unit.test_observability_assets import (
 CLUSTER_METRICS = {
     "notifier_cluster_owned_partitions": ("gauge", set()),
     "notifier_cluster_restoring_partitions": ("gauge", set()),
+    "notifier_cluster_unreadable_partitions": ("gauge", set()),
     "notifier_cluster_restore_records": ("counter", set()),
     "notifier_cluster_restore_seconds": ("histogram", {"le"}),
     "notifier_cluster_rebalances": ("counter", {"change"}),
@@ -39,6 +40,7 @@ CLUSTER_METRICS = {
 CLUSTER_ALERTS = {
     "NotifierClusterPartitionsUnowned",
     "NotifierClusterRestoreStuck",
+    "NotifierClusterStateUnreadable",
     "NotifierClusterFenced",
     "NotifierClusterTransactionsAborting",
     "NotifierClusterRebalancing",
@@ -148,6 +150,16 @@ CASES: dict[str, dict[str, Any]] = {
         "input_series": [series("notifier_cluster_restoring_partitions", "2x40"),
                          series("notifier_cluster_restore_records_total", "0+5000x40")],
         "alert_rule_test": [alert("NotifierClusterRestoreStuck", "30m")],
+    },
+    "unreadable-state-fires-until-mended": {
+        "interval": "1m",
+        "input_series": [series("notifier_cluster_unreadable_partitions", "0x5 1x20 0x20")],
+        "alert_rule_test": [
+            alert("NotifierClusterStateUnreadable", "8m"),  # unreadable for 3m only
+            alert("NotifierClusterStateUnreadable", "20m",
+                  {"job": "notifier", "instance": "a:9464", "severity": "critical"}),
+            alert("NotifierClusterStateUnreadable", "35m"),  # mended
+        ],
     },
     "fencing-fires-then-clears": {
         "interval": "1m",

@@ -292,6 +292,9 @@ class App:
         schedulers = self.coordinator.schedulers if self.coordinator else self.schedulers
         for sch in schedulers:
             fresh.add(sch.freshness(now))
+        # Every scheduler's (in cluster mode, of every partition this replica runs), also after
+        # a hub subscription added or retired projects.
+        self.metrics.streams_tracked(sum(len(s.streams) for s in schedulers))
         self.metrics.staleness("busy", fresh.busy)
         self.metrics.staleness("quiet", fresh.quiet)
         self.metrics.stalest_check_age(fresh.stalest)

@@ -63,7 +63,6 @@ class HubStreams:
         self._schedulers = schedulers
         self._sinks = sinks
         self._store = store
-        self._metrics = metrics
         self._clock = clock
         self._status_file = status_path(Path(config.state.path))
         clients: dict[str, ProjectsClient] = {}
@@ -133,8 +132,6 @@ class HubStreams:
             sch.replace_specs([hub_spec(sub, p, self._sinks) for p in changes.renamed])
         if changes.added or changes.retired:
             await self._mark_orphans()
-            self._metrics.streams_tracked(sum(len(s.streams)
-                                              for s in self._schedulers.values()))
 
     async def _mark_orphans(self) -> None:
         """Retired streams become orphans (kept for the retention); re-added ones stop being.

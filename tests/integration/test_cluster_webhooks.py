@@ -65,6 +65,14 @@ def credentials_running(replica: Replica) -> int:
                for line in text.splitlines() if "running: " in line)
 
 
+async def tracks(replicas: Replicas, streams: int, *only: Replica) -> bool:
+    """Whether each replica (or each of ``only``) tracks some streams, ``streams`` in all, by
+    its notifier_scheduler_streams_tracked (which counts every partition it runs)."""
+    values = [(await r.metrics()).get("notifier_scheduler_streams_tracked", 0.0)
+              for r in (only or replicas.members)]
+    return all(values) and sum(values) == streams
+
+
 @pytest.mark.timeout(180)
 async def test_sigkill_mid_delivery_loses_nothing_and_redelivers_under_the_same_id(
         tmp_path: Path, kafka_bootstrap: str) -> None:
@@ -85,6 +93,8 @@ async def test_sigkill_mid_delivery_loses_nothing_and_redelivers_under_the_same_
             await wait_for(lambda: credentials_running(one) > 0
                            and credentials_running(two) > 0, 60,
                            "both replicas polling credentials")
+            await wait_for(lambda: tracks(replicas, len(subs)), 30,
+                           "the replicas' streams_tracked gauges summing to every stream")
             await receiver.wait_for(lambda: len(receiver.calls) >= 10, 60)
             caught = seqs(sim)  # changes from here on must all arrive
             sim.state.set_knobs(change_rate=8.0)
@@ -97,6 +107,8 @@ async def test_sigkill_mid_delivery_loses_nothing_and_redelivers_under_the_same_
             await receiver.wait_for(lambda: caught_up(sim, subs, receiver.events), 90)
             await wait_for(lambda: "work partitions assigned" in two.output().split(
                 "work partitions revoked")[-1], 30, "the survivor taking the partitions over")
+            await wait_for(lambda: tracks(replicas, len(subs), two), 30,
+                           "the survivor's streams_tracked counting every stream")
             await replicas.stop_all()
         except BaseException:
             print(replicas.output(), file=sys.stderr)

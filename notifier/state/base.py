@@ -108,19 +108,23 @@ class OutboxItem:
     created_at: float
 
 
-@dataclass(frozen=True, slots=True)
-class Announcement:
+class Announcement(NamedTuple):
     """A relationship whose created event a page is about to publish.
 
     Recorded before the publish and dropped by the page's checkpoint, so that after a crash in
     between the store still knows the created event may have gone out, and under which filter
-    (``filter_fingerprint``; None when not recorded).
+    (``filter_fingerprint``; None when not recorded). A NamedTuple: one is built per created
+    event on the hot path.
     """
 
     rel_id: str
     created_on: str
-    raw: bytes = field(repr=False)  # the relationship JSON as the API sent it
+    raw: bytes  # the relationship JSON as the API sent it
     filter_fingerprint: str | None = None
+
+    def __repr__(self) -> str:  # without ``raw``: a whole relationship
+        return (f"Announcement(rel_id={self.rel_id!r}, created_on={self.created_on!r}, "
+                f"filter_fingerprint={self.filter_fingerprint!r})")
 
 
 @dataclass(frozen=True, slots=True)

@@ -203,7 +203,21 @@ _V8 = (
     "CREATE INDEX known_chunk ON known (stream_id, chunk) WHERE chunk IS NOT NULL",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8)
+_V9 = (
+    # A page's announcements as one row (notifier.state.sqlite_announced): ``heads`` is a JSON
+    # array of [id, createdOn, filter fingerprint, length of its body], ``raws`` the bodies
+    # (the relationships' JSON) one after the other. Written once per page and deleted whole by
+    # its checkpoint; ``announced`` (a row per id) keeps what a page cut short left unsettled.
+    """CREATE TABLE announced_pages (
+        stream_id INTEGER NOT NULL REFERENCES streams (stream_id) ON DELETE CASCADE,
+        seq       INTEGER NOT NULL,
+        heads     BLOB NOT NULL,
+        raws      BLOB NOT NULL,
+        PRIMARY KEY (stream_id, seq)
+    )""",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9)
 """MIGRATIONS[i] takes the schema from version i to version i + 1."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -5,7 +5,8 @@ Ids are stored as keys (``sqlite_keys``: 16 bytes for a UUID). The known set is 
 (rows, bodies included, appended in insertion order) keyed by (stream, id): only that key's
 compact index is written at random places, and membership queries read only it. A resync's
 staging set is held in memory and written in bulk (``sqlite_keys.Staging``); nothing
-proportional to a stream's known set is ever loaded.
+proportional to a stream's known set is ever loaded. Announcements are written one row per
+page and settled by the page's checkpoint (``sqlite_announced``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,12 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from notifier.state.base import Announcement, KnownRelationship, OutboxItem, StreamKey
+from notifier.state.sqlite_announced import (
+    has_pages,
+    insert_page,
+    page_announcements,
+    settle_pages,
+)
 from notifier.state.sqlite_keys import (
     IdTable,
     RelKey,
@@ -114,12 +121,15 @@ def commit_page(
             # Each bulk lookup only if the stream has rows it could find (one index probe).
             if seen and bodies and _any(conn, _BODILESS, sid):
                 _fill_bodies(conn, sid, seen_ids, seen, bodies, set(new))
+            # Now known (or announced deleted): no longer only possibly announced.
+            if has_pages(conn, sid):
+                settle_pages(conn, sid, {*add_ids, *remove_ids})
             if (new or gone) and _any(conn, _ANNOUNCED, sid):
-                # Now known (or announced deleted): no longer only possibly announced.
                 delete_keys(conn, "announced", sid, [*new, *gone])
         else:
             conn.execute("DELETE FROM resync_seen WHERE stream_id = ?", (sid,))
             conn.execute("DELETE FROM announced WHERE stream_id = ?", (sid,))
+            conn.execute("DELETE FROM announced_pages WHERE stream_id = ?", (sid,))
             staged = (None,)
         insert_items(conn, outbox, now, sid)
         conn.execute(
@@ -280,23 +290,18 @@ def resync_missing_batch(
 def mark_announced(
     conn: sqlite3.Connection, ids: StreamIds, key: StreamKey, items: Sequence[Announcement]
 ) -> None:
-    """Record created events about to be published, in one transaction (the newest body wins)."""
+    """Record created events about to be published, in one transaction, as one row
+    (``sqlite_announced``)."""
     with transaction(conn):
-        sid = ids.ensure(conn, key)
-        insert_rows(
-            conn, "INSERT INTO announced (stream_id, rel_id, created_on, raw, filter_fingerprint)"
-            " VALUES",
-            [(sid, rel_key(a.rel_id), a.created_on, a.raw, a.filter_fingerprint)
-             for a in items],
-            " ON CONFLICT (stream_id, rel_id) DO UPDATE SET created_on = excluded.created_on,"
-            " raw = excluded.raw, filter_fingerprint = excluded.filter_fingerprint")
+        insert_page(conn, ids.ensure(conn, key), items)
 
 
 def announced_missing_batch(
     conn: sqlite3.Connection, ids: StreamIds, key: StreamKey, after: str | None, batch: int
 ) -> list[Announcement]:
     """Up to ``batch`` announcements greater than ``after``, neither known nor listed by the
-    current resync, in id order (``_unlisted``)."""
+    current resync, in id order (``_unlisted``); those of a page row left by a page cut short
+    (``sqlite_announced``) included, a page's body winning over an older one."""
     sid = ids.find(conn, key)
     if sid is None:
         return []
@@ -304,5 +309,19 @@ def announced_missing_batch(
                      "t.rel_id, t.created_on, t.raw, t.filter_fingerprint",
                      " AND NOT EXISTS (SELECT 1 FROM known AS k"
                      " WHERE k.stream_id = t.stream_id AND k.rel_id = t.rel_id)")
-    return [Announcement(rel_id(k), str(created), bytes(raw), fp)
-            for k, created, raw, fp in rows]
+    found = {k: Announcement(rel_id(k), str(created), bytes(raw), fp)
+             for k, created, raw, fp in rows}
+    pages = page_announcements(conn, sid) if has_pages(conn, sid) else {}
+    if not pages:
+        return list(found.values())
+    start = None if after is None else _order(rel_key(after))
+    keys = [k for k in pages if start is None or _order(k) > start]
+    listed = ids.staging.get(sid) or set()
+    out = set(present(conn, "known", sid, keys)) | set(present(conn, "resync_seen", sid, keys))
+    found.update((k, pages[k]) for k in keys if k not in out and k not in listed)
+    return [found[k] for k in sorted(found, key=_order)[:batch]]
+
+
+def _order(key: RelKey) -> tuple[bool, RelKey]:
+    """SQLite's order of keys: text before blobs, each by its bytes."""
+    return (isinstance(key, bytes), key)

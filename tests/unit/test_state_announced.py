@@ -44,11 +44,15 @@ async def _missing(store: SqliteStateStore, batch: int = 1_000) -> list[str]:
 
 
 def _rows(path: Path) -> list[tuple[str, str]]:
-    """What another connection sees on disk: (rel_id, created_on), by id."""
+    """What another connection sees on disk: (rel_id, created_on), by id, from the rows per
+    id and the rows per page (their ``heads``; a later page wins)."""
     conn = sqlite3.connect(path)
     try:
-        return [(str(r), str(c)) for r, c in conn.execute(
-            "SELECT rel_id, created_on FROM announced ORDER BY rel_id")]
+        found = {str(r): str(c) for r, c in conn.execute(
+            "SELECT rel_id, created_on FROM announced")}
+        for (heads,) in conn.execute("SELECT heads FROM announced_pages ORDER BY seq"):
+            found.update((rid, created) for rid, created, _, _ in orjson.loads(heads))
+        return sorted(found.items())
     finally:
         conn.close()
 

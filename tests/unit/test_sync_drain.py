@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -193,9 +194,13 @@ def assert_same_id_same_change(events: Sequence[Event]) -> None:
 
 
 def announced_rows(db: Path) -> list[str]:
+    """The ids announced on disk: rows per id, and the ids in rows per page (their heads)."""
     conn = sqlite3.connect(db)
     try:
-        return [str(r) for (r,) in conn.execute("SELECT rel_id FROM announced ORDER BY rel_id")]
+        found = {str(r) for (r,) in conn.execute("SELECT rel_id FROM announced")}
+        for (heads,) in conn.execute("SELECT heads FROM announced_pages"):
+            found.update(h[0] for h in orjson.loads(heads))
+        return sorted(found)
     finally:
         conn.close()
 

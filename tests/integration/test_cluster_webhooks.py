@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 import pytest
 
+from notifier.cluster.partitions import partition_of
 from notifier.simulator import Simulator
 from tests.integration.fault_support import (
     assert_delivery,
@@ -37,7 +38,8 @@ from tests.integration.webhook_receiver import WebhookReceiver
 pytestmark = pytest.mark.kafka
 
 CONTAINERS = [str(uuid.UUID(int=0x0B0C0000 + i)) for i in range(4)]
-CREDENTIALS = spread_names(len(CONTAINERS), 6)
+PARTITIONS = 6
+CREDENTIALS = spread_names(len(CONTAINERS), PARTITIONS)
 
 
 def subscriptions() -> list[dict[str, Any]]:
@@ -55,7 +57,8 @@ def cluster_config(tmp_path: Path, sim: Simulator, hook: dict[str, Any]) -> dict
 
 def settings(bootstrap: str) -> ClusterSettings:
     group = f"notifier-hooks-{uuid.uuid4().hex[:10]}"
-    return ClusterSettings(bootstrap=bootstrap, group=group, state_topic=f"{group}.state")
+    return ClusterSettings(bootstrap=bootstrap, group=group, state_topic=f"{group}.state",
+                           work_partitions=PARTITIONS)
 
 
 def credentials_running(replica: Replica) -> int:
@@ -63,6 +66,16 @@ def credentials_running(replica: Replica) -> int:
     text = replica.output()
     return sum(int(line.split("running: ")[1].split()[0])
                for line in text.splitlines() if "running: " in line)
+
+
+def delivering(receiver: WebhookReceiver, replica: Replica) -> bool:
+    """Whether a call the receiver is answering now carries an event of a stream whose work
+    partition ``replica`` runs (by its log)."""
+    running = {int(line.split("work partition ")[1].split()[0])
+               for line in replica.output().splitlines() if " running: " in line}
+    partition = {s["name"]: partition_of(s["credential"], PARTITIONS) for s in subscriptions()}
+    return any(partition[orjson.loads(b)["data"]["subscription"]] in running
+               for b in list(receiver.in_flight))
 
 
 async def tracks(replicas: Replicas, streams: int, *only: Replica) -> bool:
@@ -99,8 +112,10 @@ async def test_sigkill_mid_delivery_loses_nothing_and_redelivers_under_the_same_
             caught = seqs(sim)  # changes from here on must all arrive
             sim.state.set_knobs(change_rate=8.0)
             await busy_for(sim, 10, 0.5)
+            # Mid-delivery: a call of one of its streams is being answered at the SIGKILL.
+            await receiver.wait_for(lambda: delivering(receiver, one), 30)
             calls_at_kill = len(receiver.calls)
-            await one.kill()  # mid-delivery: its backlog is far from drained
+            await one.kill()
             await busy_for(sim, 10, 1.0)
             await stop_changes(sim)
             receiver.mode = "ok"

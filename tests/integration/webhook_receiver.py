@@ -72,6 +72,7 @@ class WebhookReceiver:
         self.events: list[dict[str, Any]] = []  # verified and answered 2xx, in arrival order
         self.bodies: dict[str, bytes] = {}  # event id -> the body of that event as received
         self.bad_signatures = 0
+        self.in_flight: list[bytes] = []  # bodies of the calls being answered (slow mode)
         self.contract_problems: list[str] = []  # events that break notifier/schemas
         self.port = 0
         self._runner: web.AppRunner | None = None
@@ -144,7 +145,11 @@ class WebhookReceiver:
             return self._record(request, body, 401)
         status = self._choose_status()
         if self.mode == "slow":
-            await asyncio.sleep(self.slow_seconds)
+            self.in_flight.append(body)
+            try:
+                await asyncio.sleep(self.slow_seconds)
+            finally:
+                self.in_flight.remove(body)
         if status == 429:
             resp = self._record(request, body, 429)
             resp.headers["Retry-After"] = self.retry_after

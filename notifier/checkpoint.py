@@ -81,6 +81,10 @@ class _Bodies(Mapping[str, bytes]):
 class PageWriter:
     """Diffs, publishes and checkpoints pages for ``StreamSyncer``."""
 
+    # Whether a page's created events for direct sinks are announced before the publish
+    # (``_announce``): they may go out while the checkpoint that covers them never commits.
+    ANNOUNCES = True
+
     def __init__(
         self,
         store: StateStore,
@@ -161,7 +165,7 @@ class PageWriter:
 
         Outbox sinks receive nothing before the checkpoint, so only direct sinks need it.
         """
-        if not spec.direct:
+        if not spec.direct or not self.ANNOUNCES:
             return
         items = [
             Announcement(e.subject, e.time, orjson.dumps(e.data["relationship"]), fingerprint)

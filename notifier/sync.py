@@ -14,8 +14,9 @@ that were not listed become deleted events. Every page records its created event
 a crash in between may be followed by a different snapshot instead of the same page again (none
 saved yet, a token or cursor rejected, a snapshot the service restarts): an announced
 relationship that the new snapshot no longer lists is then announced again and deleted when the
-resync ends. A stop request between pages abandons the drain without checkpointing anything
-unfinished.
+resync ends (cluster mode needs none: a page's events commit with its checkpoint, see
+notifier.cluster.syncer). A stop request between pages abandons the drain without checkpointing
+anything unfinished.
 
 The drain is a loop over the stream's state machine (``notifier.core.stream_state``): where it
 starts (bootstrap, incremental, resume, forced, filter changed) and what moves it (overwrite,

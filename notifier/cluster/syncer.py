@@ -15,7 +15,18 @@ from notifier.sync import StreamSyncer
 
 
 class ClusterSyncer(StreamSyncer):
-    """A StreamSyncer whose pages commit in their partition's Kafka transaction."""
+    """A StreamSyncer whose pages commit in their partition's Kafka transaction.
+
+    It announces nothing (``ANNOUNCES``): an announcement remembers a created event that went
+    out while the checkpoint covering it may never commit. Here the direct sinks are Kafka sinks
+    writing into the page's transaction (check-config refuses the others), so a page's events
+    become visible to read_committed consumers only together with its checkpoint: a crash, a
+    failed publish or a failed commit in between aborts them (the next owner's
+    ``init_transactions`` aborts a transaction left open), and nothing went out that the state
+    does not know. The rows an announcement wrote were deleted again in the same transaction.
+    """
+
+    ANNOUNCES = False
 
     def __init__(self, store: ClusterStore, **kwargs: Any) -> None:
         super().__init__(store, **kwargs)

@@ -12,6 +12,10 @@ same ``webhook-id`` (the event id). ``ClusterOutbox`` is the store's side of tha
 - every mark runs in the scope of the row's partition, so it is committed to the state topic
   before the call returns; a row whose partition moved meanwhile raises PartitionLostError
   after the others are marked (the new owner delivers it again, under the same id);
+- delivered marks are group-committed: the marks of one partition that wait while its scope is
+  busy (the dispatcher's concurrent calls, a page's transaction) go in together in the next
+  one, since a scope is a Kafka transaction (~10 ms of round trips and ~2.5 ms of CPU on a
+  local broker) and a webhook call each took its own;
 - counts (the ``max_pending`` cap, the metrics) cover the owned partitions only.
 
 Replaying dead letters and re-queueing a window (``notifier webhooks``) work on one SQLite file
@@ -20,6 +24,7 @@ and are refused here.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -72,8 +77,19 @@ def purge_rows(conn: sqlite3.Connection, row_ids: Sequence[int], before: float) 
             (before, json_list(row_ids))).rowcount
 
 
+class _Marks:
+    """Delivered marks of one partition waiting for its scope, committed together; ``done``
+    tells every caller the outcome."""
+
+    def __init__(self, ids: list[int], now: float) -> None:
+        self.items = [(ids, now)]
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+
 class ClusterOutbox(OutboxMethods):
     """The outbox methods of ``ClusterStore`` (see the module doc)."""
+
+    _open_marks: dict[int, _Marks]  # per partition, the marks still taking more
 
     def _stream_partition(self, subscription: str, container_id: str) -> int | None:
         raise NotImplementedError
@@ -140,10 +156,39 @@ class ClusterOutbox(OutboxMethods):
     # -- marks, each in its partition's scope ----------------------------------------------------
 
     async def outbox_mark_delivered(self, row_ids: Sequence[int], now: float) -> None:
-        async def write(ids: list[int]) -> None:
-            await OutboxMethods.outbox_mark_delivered(self, ids, now)
+        groups = await self._rows_of(row_ids)
+        outcomes = await asyncio.gather(*(self._mark_delivered(p, ids, now)
+                                          for p, ids in groups.items()), return_exceptions=True)
+        failed = [o for o in outcomes if isinstance(o, BaseException)]
+        for exc in failed:  # a partition gone is the least news: the other errors first
+            if not isinstance(exc, PartitionLostError):
+                raise exc
+        if failed:
+            raise failed[0]
 
-        await self._in_scopes(await self._rows_of(row_ids), write)
+    async def _mark_delivered(self, p: int, ids: list[int], now: float) -> None:
+        """Mark ``ids`` (rows of partition ``p``) delivered with the other marks waiting for
+        the partition's scope; the first waiting caller writes them all."""
+        waiting = self._open_marks.get(p)
+        if waiting is not None:
+            waiting.items.append((ids, now))
+            return await asyncio.shield(waiting.done)
+        marks = self._open_marks[p] = _Marks(ids, now)
+        try:
+            async with self._partition_scope(p):
+                del self._open_marks[p]  # later marks wait for the next scope
+                for group, at in marks.items:
+                    await OutboxMethods.outbox_mark_delivered(self, group, at)
+        except BaseException as exc:
+            if self._open_marks.get(p) is marks:
+                del self._open_marks[p]
+            if isinstance(exc, asyncio.CancelledError):
+                marks.done.cancel()
+            else:
+                marks.done.set_exception(exc)
+                marks.done.exception()  # retrieved: a mark alone has no other caller
+            raise
+        marks.done.set_result(None)
 
     async def outbox_reschedule(self, row_id: int, next_attempt_at: float, attempts: int,
                                 last_error: str | None) -> None:

@@ -47,6 +47,7 @@ class ClusterStore(ClusterOutbox, SqliteStateStore):
         self._ids.chunk_rows = CHUNK_ROWS
         self._tables: dict[str, Table] = {}
         self.txns: dict[int, PartitionTxn] = {}  # the owned partitions (the coordinator's)
+        self._open_marks = {}  # delivered marks waiting for their partition (ClusterOutbox)
 
     async def open(self) -> None:
         await super().open()

@@ -3,10 +3,20 @@ topic the way an exactly-once consumer does (read_committed)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+
+from notifier.cluster.coordinator import Coordinator
+from notifier.cluster.partitions import WorkMap
+from notifier.cluster.store import ClusterStore
+from notifier.cluster_metrics import ClusterMetrics
+from notifier.config.cluster import ClusterConfig
 from notifier.simulator import Simulator
 from tests.integration.fault_support import NotifierProcess, event_from_record
 from tests.integration.kafka_support import read_topic, topic_names
@@ -61,3 +71,22 @@ class Cluster:
         records = await read_topic(self.bootstrap, self.events_topic, within=20,
                                    isolation_level="read_committed")
         return [event_from_record(r) for r in records]
+
+
+@contextlib.asynccontextmanager
+async def running_coordinator(
+    cfg: ClusterConfig, cache: Path, work: WorkMap,
+    start_work: Callable[[list[str], Any], Awaitable[list[Any]]],
+) -> AsyncIterator[tuple[Coordinator, ClusterStore, asyncio.Task[None]]]:
+    """A replica's coordinator in this process, on a cache at ``cache``, ``start_work`` called
+    for each partition it starts; stopped (and awaited) on leaving."""
+    async with ClusterStore(cache, work) as store:
+        coordinator = Coordinator(cfg, store, ClusterMetrics(CollectorRegistry()),
+                                  start_work)  # type: ignore[arg-type]
+        stop = asyncio.Event()
+        task = asyncio.create_task(coordinator.run(stop))
+        try:
+            yield coordinator, store, task
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 30)

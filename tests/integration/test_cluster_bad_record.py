@@ -5,25 +5,21 @@ tombstone of that key mends it."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaProducer
-from prometheus_client import CollectorRegistry
 
 from notifier.cluster import coordinator as coordinator_module
-from notifier.cluster.coordinator import Coordinator
 from notifier.cluster.partitions import WorkMap, partition_of
 from notifier.cluster.records import RowKey, encode_key, encode_row
-from notifier.cluster.store import ClusterStore
 from notifier.cluster.transfer import export_state
-from notifier.cluster_metrics import ClusterMetrics
 from notifier.config import Config
 from notifier.config.cluster import ClusterConfig
 from notifier.errors import StateRecordError
+from tests.integration.cluster_support import running_coordinator
 from tests.integration.main_job_support import wait_for
 from tests.integration.test_cluster_topic import make_topic
 
@@ -86,30 +82,23 @@ async def test_an_unreadable_record_stops_its_partition_only_until_mended(
 
     work = WorkMap(PARTITIONS, ["alice", "bob"], {})
     caplog.set_level(logging.ERROR, logger="notifier.cluster.coordinator")
-    async with ClusterStore(tmp_path / "cache.db", work) as store:
-        coordinator = Coordinator(cfg, store, ClusterMetrics(CollectorRegistry()),
-                                  start_work)  # type: ignore[arg-type]
-        stop = asyncio.Event()
-        task = asyncio.create_task(coordinator.run(stop))
-        try:
-            await wait_for(lambda: "bob" in started, 60, "bob's partition started")
-            await wait_for(lambda: any(f"work partition {alice} not started" in r.getMessage()
-                                       for r in caplog.records), 30, "the refusal logged")
-            assert "alice" not in started, "a partition restored short of a row never runs"
-            refusals = [r for r in caplog.records if "not started" in r.getMessage()]
-            assert all(r.exc_info is None for r in refusals), "a clear line, no traceback"
-            assert all(SECRET not in r.getMessage() for r in caplog.records)
-            assert "cannot be read by this release" in refusals[0].getMessage()
+    async with running_coordinator(cfg, tmp_path / "cache.db", work, start_work) as (
+            _, store, _):
+        await wait_for(lambda: "bob" in started, 60, "bob's partition started")
+        await wait_for(lambda: any(f"work partition {alice} not started" in r.getMessage()
+                                   for r in caplog.records), 30, "the refusal logged")
+        assert "alice" not in started, "a partition restored short of a row never runs"
+        refusals = [r for r in caplog.records if "not started" in r.getMessage()]
+        assert all(r.exc_info is None for r in refusals), "a clear line, no traceback"
+        assert all(SECRET not in r.getMessage() for r in caplog.records)
+        assert "cannot be read by this release" in refusals[0].getMessage()
 
-            await send(kafka_bootstrap, cfg.state_topic, token_key,
-                       encode_row({"credential": "alice", "seed_fingerprint": "fp",
-                                   "refresh_token": "rt-2", "updated_at": 2.0}), alice)
-            await wait_for(lambda: "alice" in started, 30, "alice's partition started once "
-                           "a readable record of the key follows the bad one")
-            assert await store.load_refresh_token("alice", "fp") == "rt-2"
-        finally:
-            stop.set()
-            await asyncio.wait_for(task, 30)
+        await send(kafka_bootstrap, cfg.state_topic, token_key,
+                   encode_row({"credential": "alice", "seed_fingerprint": "fp",
+                               "refresh_token": "rt-2", "updated_at": 2.0}), alice)
+        await wait_for(lambda: "alice" in started, 30, "alice's partition started once "
+                       "a readable record of the key follows the bad one")
+        assert await store.load_refresh_token("alice", "fp") == "rt-2"
 
     assert await export_state(config, out) == 2
     assert out.exists()

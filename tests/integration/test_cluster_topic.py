@@ -12,18 +12,16 @@ from pathlib import Path
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaConnectionError
-from prometheus_client import CollectorRegistry
 
 from notifier.cluster.coordinator import Coordinator
 from notifier.cluster.partitions import WorkMap
-from notifier.cluster.store import ClusterStore
 from notifier.cluster.topic import client_options, ensure_state_topic
 from notifier.cluster.transfer import export_state
-from notifier.cluster_metrics import ClusterMetrics
 from notifier.config import Config
 from notifier.config.cluster import ClusterConfig
 from notifier.errors import NotifierError
 from notifier.sinks.kafka_topic import create_topic, topic_exists
+from tests.integration.cluster_support import running_coordinator
 
 pytestmark = pytest.mark.kafka
 
@@ -116,15 +114,8 @@ async def test_a_group_consumer_that_cannot_start_is_retried(
         return []
 
     work = WorkMap(cfg.work_partitions, [], {})
-    async with ClusterStore(tmp_path / "cache.db", work) as store:
-        coordinator = Coordinator(cfg, store, ClusterMetrics(CollectorRegistry()),
-                                  no_work)  # type: ignore[arg-type]
-        stop = asyncio.Event()
-        task = asyncio.create_task(coordinator.run(stop))
-        try:
-            await asyncio.wait_for(coordinator.joined.wait(), 60)
-            assert failures == 1
-            assert not task.done(), "still running after the failed start"
-        finally:
-            stop.set()
-            await asyncio.wait_for(task, 30)
+    async with running_coordinator(cfg, tmp_path / "cache.db", work, no_work) as (
+            coordinator, _, task):
+        await asyncio.wait_for(coordinator.joined.wait(), 60)
+        assert failures == 1
+        assert not task.done(), "still running after the failed start"

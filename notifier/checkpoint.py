@@ -22,7 +22,7 @@ from notifier.core.diff import (
     vanished_announced,
     with_stored_body,
 )
-from notifier.core.events import ChangeKind, Event
+from notifier.core.events import CREATED, Event
 from notifier.core.stream_state import (
     Position,
     matches_domains,
@@ -169,7 +169,7 @@ class PageWriter:
             return
         items = [
             Announcement(e.subject, e.time, orjson.dumps(e.data["relationship"]), fingerprint)
-            for e in events if e.kind is ChangeKind.CREATED
+            for e in events if e.kind is CREATED
         ]
         if items:
             await self._store.mark_announced(spec.subscription, spec.container_id, items)

@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from notifier.core.events import ChangeKind, Event, build_event
+from notifier.core.events import CREATED, DELETED, ChangeKind, Event, build_event
 from notifier.source.models import Relationship
 from notifier.state.base import KnownRelationship
 
@@ -70,7 +70,7 @@ def diff_page(
     in_page: set[str] = set()
 
     def add(rel: Relationship, kind: ChangeKind) -> None:
-        if kind is ChangeKind.CREATED:
+        if kind is CREATED:
             out.created += 1
         else:
             out.deleted += 1
@@ -101,7 +101,7 @@ def diff_page(
         if rel.id in deleted_ids:
             continue  # created and deleted in this window: handled with the deletions
         if rel.id not in known:
-            add(rel, ChangeKind.CREATED)
+            add(rel, CREATED)
             out.add_ids.append(rel.id)
 
     done: set[str] = set()
@@ -110,13 +110,13 @@ def diff_page(
             continue
         done.add(rel.id)
         if rel.id in known:
-            add(rel, ChangeKind.DELETED)
+            add(rel, DELETED)
             out.remove_ids.append(rel.id)
         elif not resync:
             # Unknown to us and already deleted: it was created and deleted between two polls.
             # Both changes happened; report both, in order, and keep the known set unchanged.
-            add(current_by_id.get(rel.id, rel), ChangeKind.CREATED)
-            add(rel, ChangeKind.DELETED)
+            add(current_by_id.get(rel.id, rel), CREATED)
+            add(rel, DELETED)
         elif rel.id in current_by_id and rel.id not in known:
             # A resync page listing it in both lists: it no longer exists; nothing to report.
             pass
@@ -170,7 +170,7 @@ def missing_deletions(
                 container_id=container_id,
                 project_name=project_name,
                 relationship=rel,
-                kind=ChangeKind.DELETED,
+                kind=DELETED,
                 snapshot=True,
                 seen_at=seen_at,
             )
@@ -198,7 +198,7 @@ def vanished_announced(
             id=rel.id, created_on=rel.created_on, is_deleted=True, deleted_on=None,
             raw={**rel.raw, "isDeleted": True},
         )
-        for kind, body in ((ChangeKind.CREATED, rel), (ChangeKind.DELETED, gone)):
+        for kind, body in ((CREATED, rel), (DELETED, gone)):
             events.append(
                 build_event(
                     subscription=subscription,

@@ -9,10 +9,15 @@ BLOB values apart, and each form decodes back to exactly the string it came from
 
 from __future__ import annotations
 
+import binascii
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+import struct
+from collections.abc import Iterator, Sequence
+from functools import lru_cache
 from itertools import chain
 from typing import Any, Literal
+
+from notifier.state.listed_filter import ListedFilter
 
 RelKey = bytes | str
 IdTable = Literal["known", "resync_seen", "announced"]
@@ -44,9 +49,37 @@ def rel_id(key: object) -> str:
     return str(key)
 
 
-def keyed(rel_ids: Iterable[str]) -> dict[RelKey, str]:
+def rel_keys(rel_ids: Sequence[str]) -> list[RelKey]:
+    """``[rel_key(r) for r in rel_ids]``, converted together: when every id is a canonical
+    UUID (a page's ids always are) the whole list is checked and decoded by a few C-level
+    string operations (about a third of the per-id calls' cost); otherwise id by id."""
+    n = len(rel_ids)
+    if n < 2:
+        return [rel_key(r) for r in rel_ids]
+    joined = "".join(rel_ids).encode()  # a non-ASCII id makes it longer than 36 * n
+    if (len(joined) == 36 * n
+            and joined[8::36] == joined[13::36] == joined[18::36] == joined[23::36]
+            == b"-" * n):
+        digits = joined.translate(None, b"-")
+        if len(digits) == 32 * n:
+            try:
+                raw = binascii.unhexlify(digits)
+            except binascii.Error:
+                raw = b""
+            if raw and binascii.hexlify(raw) == digits:  # lowercase only
+                return list(_uuids(n).unpack(raw))
+    return [rel_key(r) for r in rel_ids]
+
+
+@lru_cache(maxsize=8)
+def _uuids(n: int) -> struct.Struct:
+    """Splits ``n`` concatenated 16-byte keys (a few page sizes recur)."""
+    return struct.Struct("16s" * n)
+
+
+def keyed(rel_ids: Sequence[str]) -> dict[RelKey, str]:
     """Each id's key, mapped back to the id (duplicates collapse)."""
-    return {rel_key(r): r for r in rel_ids}
+    return dict(zip(rel_keys(rel_ids), rel_ids, strict=True))
 
 
 def chunks(keys: Sequence[RelKey]) -> Iterator[Sequence[RelKey]]:
@@ -109,12 +142,17 @@ class Staging:
     and the resync then resumes from ``staged_cursor`` (listing those pages again) instead of
     its last checkpoint. Entries are dropped only with their stream (never on a failed call):
     an entry is exactly what was listed after ``staged_cursor`` in this process.
+
+    A resync that began in this process also has a ``ListedFilter`` of every id it listed,
+    written or held: the restart check asks the store only about the ids it may contain. A
+    resync resumed from an earlier process has none (its written ids are not in memory).
     """
 
     FLUSH_IDS = 100_000
 
     def __init__(self) -> None:
         self._held: dict[int, set[RelKey]] = {}
+        self._listed: dict[int, ListedFilter] = {}
 
     def __contains__(self, sid: int) -> bool:
         return sid in self._held
@@ -122,8 +160,18 @@ class Staging:
     def get(self, sid: int) -> set[RelKey] | None:
         return self._held.get(sid)
 
+    def listed(self, sid: int) -> ListedFilter | None:
+        """The filter of every id the stream's resync listed, if it began in this process."""
+        return self._listed.get(sid)
+
     def items(self) -> list[tuple[int, set[RelKey]]]:
         return list(self._held.items())
+
+    def begin(self, sid: int, expected: int) -> None:
+        """A new snapshot: nothing listed, nothing held (``expected``: about how many ids it
+        will list, to size the filter)."""
+        self._held[sid] = set()
+        self._listed[sid] = ListedFilter(expected)
 
     def restart(self, sid: int) -> None:
         """Everything listed so far is written (or the staging set is empty): hold nothing."""
@@ -131,3 +179,4 @@ class Staging:
 
     def drop(self, sid: int) -> None:
         self._held.pop(sid, None)
+        self._listed.pop(sid, None)

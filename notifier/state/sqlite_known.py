@@ -31,6 +31,7 @@ from notifier.state.sqlite_keys import (
     present,
     rel_id,
     rel_key,
+    rel_keys,
     rows_of,
 )
 from notifier.state.sqlite_outbox import insert_items
@@ -63,6 +64,11 @@ def resync_seen_subset(conn: sqlite3.Connection, ids: StreamIds, key: StreamKey,
     sid = ids.find(conn, key)
     if sid is None or not rel_ids:
         return set()
+    listed = ids.staging.listed(sid)
+    if listed is not None:  # only ids it may hold can have been listed
+        rel_ids = listed.maybe_listed(rel_ids)
+        if not rel_ids:
+            return set()
     by_key = keyed(rel_ids)
     held = ids.staging.get(sid) or set()
     out = {rid for k, rid in by_key.items() if k in held}
@@ -91,9 +97,9 @@ def commit_page(
 ) -> None:
     """Apply one checkpoint in one transaction; see SqliteStateStore.commit_page."""
     staging = ids.staging
-    seen = [rel_key(r) for r in seen_ids]
-    gone = [rel_key(r) for r in remove_ids]
-    new = [rel_key(r) for r in add_ids]
+    seen = rel_keys(seen_ids)
+    gone = rel_keys(remove_ids)
+    new = rel_keys(add_ids)
     # Serialised (``bodies`` may serialise lazily) before the write transaction opens.
     added_bodies = [bodies.get(r) for r in add_ids]
     flush: set[RelKey] | None = None
@@ -161,6 +167,10 @@ def commit_page(
         held = staging.get(sid)
         assert held is not None
         held.update(seen)
+    if in_resync and seen_ids:
+        listed = staging.listed(sid)
+        if listed is not None:
+            listed.add_all(seen_ids)
 
 
 _BODILESS = "SELECT 1 FROM known INDEXED BY known_bodiless WHERE stream_id = ? AND body IS NULL"
@@ -182,11 +192,22 @@ def _next_chunk(conn: sqlite3.Connection, sid: int, size: int | None) -> int:
 
 def _write_staging(conn: sqlite3.Connection, sid: int, keys: set[RelKey]) -> None:
     """Insert ``keys`` in SQLite's order (text before blobs), so the insert walks the index
-    once instead of jumping around it."""
-    text = sorted(k for k in keys if isinstance(k, str))
-    blobs = sorted(k for k in keys if isinstance(k, bytes))
-    insert_rows(conn, "INSERT OR IGNORE INTO resync_seen (stream_id, rel_id) VALUES",
-                [(sid, k) for k in (*text, *blobs)])
+    once instead of jumping around it. The 16-byte keys (all of them, for UUIDs) go in as one
+    blob that SQLite cuts up itself: no Python tuple or bound parameter per id."""
+    blobs = sorted(k for k in keys if isinstance(k, bytes) and len(k) == 16)
+    if len(blobs) < len(keys):  # text keys (not UUIDs)
+        rest = [k for k in keys if not (isinstance(k, bytes) and len(k) == 16)]
+        insert_rows(conn, "INSERT OR IGNORE INTO resync_seen (stream_id, rel_id) VALUES",
+                    [(sid, k) for k in sorted(rest, key=lambda k: (isinstance(k, bytes), k))])
+    for start in range(0, len(blobs), _SPLIT_ROWS):
+        part = blobs[start:start + _SPLIT_ROWS]
+        conn.execute("INSERT OR IGNORE INTO resync_seen (stream_id, rel_id)"
+                     " SELECT ?, substr(?, i * 16 + 1, 16) FROM (WITH RECURSIVE n(i) AS"
+                     " (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?) SELECT i FROM n)",
+                     (sid, b"".join(part), len(part)))
+
+
+_SPLIT_ROWS = 50_000  # keys per blob (800 kB)
 
 
 def _fill_bodies(conn: sqlite3.Connection, sid: int, seen_ids: Sequence[str],
@@ -215,7 +236,9 @@ def begin_resync(conn: sqlite3.Connection, ids: StreamIds, key: StreamKey, curso
             " WHERE stream_id = ?",
             (cursor, cursor, reason, filter_fingerprint, sid),
         )
-    ids.staging.restart(sid)
+        expected = conn.execute("SELECT known_count FROM streams WHERE stream_id = ?",
+                                (sid,)).fetchone()[0]
+    ids.staging.begin(sid, int(expected))
 
 
 def drop_staging(conn: sqlite3.Connection, ids: StreamIds,

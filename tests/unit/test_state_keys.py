@@ -14,7 +14,7 @@ import pytest
 from notifier.state.base import Announcement
 from notifier.state.migrations import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
 from notifier.state.sqlite import SqliteStateStore
-from notifier.state.sqlite_keys import Staging, rel_id, rel_key
+from notifier.state.sqlite_keys import Staging, rel_id, rel_key, rel_keys
 
 SUB, CONT = "project-a", "5d0c2a3e-3b1f-4b8e-9a51-0d3c1f6f7a10"
 U1, U2, U3 = ("0f8a3c52-6d1e-4b7a-9c2e-5a1b3d4e6f70", "7b2e9d14-3a5c-4f86-b0d1-2c9e8f7a6b53",
@@ -30,6 +30,26 @@ def test_canonical_uuids_become_16_bytes_and_everything_else_stays_text() -> Non
     for rid in ODD:
         assert rel_key(rid) == rid  # uppercase, spaces, no dashes: kept exactly as sent
         assert rel_id(rel_key(rid)) == rid
+
+
+@pytest.mark.parametrize("ids", [
+    [], [U1], [U1, U2, U3], [U1, U1, U2],
+    *[[U1, odd, U2] for odd in ODD],  # one odd id: every id converted on its own, alike
+    [U1, "0f8a3c52-6d1e-4b7a-9c2e-5a1b3d4e6f7g"],  # not hex
+    [U1, "0f8a3c52-6d1e-4b7a-9c2e-5a1b3d4e6f70"[:35] + "-"],  # a dash too many
+    [U1, "0f8a3c52-6d1e-4b7a-9c2e-5a1b3d4e6f 0"],  # whitespace a hex decoder would skip
+    ["0f8a3c526-d1e-4b7a-9c2e-5a1b3d4e6f70", U2],  # dashes in the wrong places
+    [U1, "é" + U2[2:]],  # as many characters, more bytes
+])
+def test_a_list_of_ids_gets_the_keys_each_id_gets_alone(ids: list[str]) -> None:
+    keys = rel_keys(ids)
+    assert keys == [rel_key(r) for r in ids]
+    assert [rel_id(k) for k in keys] == ids
+
+
+def test_many_uuids_are_converted_together() -> None:
+    ids = [str(uuid.uuid4()) for _ in range(1_000)]
+    assert rel_keys(ids) == [uuid.UUID(r).bytes for r in ids]
 
 
 def _body(rid: str) -> bytes:

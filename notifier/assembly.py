@@ -47,7 +47,7 @@ class Assembly:
         self._started_at = clock()
         # One set of drain slots for the process (in cluster mode also across partitions).
         self.drain_slots = asyncio.Semaphore(max(1, config.poll.sync_concurrency))
-        self.keepalive: KeepAlivePool | None = None  # syncStatus's lean path, while running
+        self.keepalive: KeepAlivePool | None = None  # syncStatus and sync's lean path
         self.tokens: dict[str, TokenProvider] = {}  # of the last clients built
 
     def build_clients(self, session: aiohttp.ClientSession, store: StateStore,

@@ -56,8 +56,9 @@ MAX_ENTITIES = 20
 MAX_BATCH = 50
 MAX_PAGE_LIMIT = 100
 # Sent on the lean kept-alive path when the client has one (see source.keepalive): the small
-# call every container check makes. The rest (big pages, rare calls) goes through aiohttp.
-KEPT_ALIVE_ENDPOINTS = frozenset({"syncStatus"})
+# call every container check makes, and the sync pages every drain fetches (a resync of a
+# million relationships is 10,000 of them). The rare calls go through aiohttp.
+KEPT_ALIVE_ENDPOINTS = frozenset({"syncStatus", "sync"})
 
 
 class ClientObserver(Protocol):

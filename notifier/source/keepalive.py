@@ -1,8 +1,9 @@
-"""A lean HTTP/1.1 client for the many small calls of a polling pass (syncStatus).
+"""A lean HTTP/1.1 client for the many calls of polling and draining (syncStatus, sync).
 
-An idle pass checks every container with one small POST. Through aiohttp each of those costs
-a few hundred µs of Python (URL and header objects, the request and response machinery,
-tracing and timer hooks), which at 10,000 containers is most of the pass. ``KeepAlivePool``
+An idle pass checks every container with one small POST, and a drain fetches its pages one
+POST each. Through aiohttp each of those costs a few hundred µs of Python (URL and header
+objects, the request and response machinery, tracing and timer hooks), which at 10,000
+containers is most of an idle pass, and a sizeable share of a large resync. ``KeepAlivePool``
 does the same exchange on kept-alive connections with asyncio streams: the request is one
 ``bytes`` write, the response a status line, a few headers and a body read by its length (or
 its chunks). It speaks only what these calls need: no redirects (the status is returned as

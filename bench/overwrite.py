@@ -127,7 +127,8 @@ def main() -> int:
     p.add_argument("--deleted", type=int, default=1_000)
     p.add_argument("--created", type=int, default=1_000)
     p.add_argument("--bootstrap", choices=["seed", "sync"], default="seed")
-    p.add_argument("--profile", choices=["cprofile", "pyinstrument", "py-spy"], default=None)
+    p.add_argument("--profile", choices=["cprofile", "cprofile-cpu", "pyinstrument", "py-spy"],
+                   default=None)
     p.add_argument("--workdir", type=Path, default=None)
     args = p.parse_args()
     work = fresh_dir(args.workdir or Path(tempfile.mkdtemp(prefix="bench-overwrite-")))
@@ -215,7 +216,7 @@ def main() -> int:
         print(pyspy_summary(work / "overwrite.pyspy"))
     elif args.profile == "pyinstrument":
         print((work / "overwrite.pstats").read_text())
-    elif args.profile == "cprofile":
+    elif args.profile in ("cprofile", "cprofile-cpu"):
         import pstats
 
         pstats.Stats(str(work / "overwrite.pstats")).sort_stats("tottime").print_stats(30)

@@ -235,7 +235,8 @@ def main() -> int:
                    "measured), written directly with the store's SQL (seed), or sync up to "
                    f"{AUTO_SYNC_MAX:,} subscriptions and seed above (auto)")
     p.add_argument("--workdir", type=Path, default=None)
-    p.add_argument("--profile", choices=["cprofile", "pyinstrument", "py-spy"], default=None,
+    p.add_argument("--profile", choices=["cprofile", "cprofile-cpu", "pyinstrument", "py-spy"],
+                   default=None,
                    help="profile the idle passes (their figures are then not comparable)")
     args = p.parse_args()
     base = args.workdir or Path(tempfile.mkdtemp(prefix="bench-polling-"))
@@ -245,10 +246,12 @@ def main() -> int:
         work = fresh_dir(base / f"{subs}x{conts}")
         rows.extend(one_size(subs, conts, args.relationships, args.busy_fraction, work,
                              args.bootstrap, args.profile))
-        if args.profile == "cprofile":
+        if args.profile in ("cprofile", "cprofile-cpu"):
             import pstats
 
-            pstats.Stats(str(work / "idle.pstats")).sort_stats("cumulative").print_stats(45)
+            stats = pstats.Stats(str(work / "idle.pstats"))
+            stats.sort_stats("cumulative").print_stats(45)
+            stats.sort_stats("tottime").print_stats(30)
         elif args.profile == "pyinstrument":
             print((work / "idle.pstats").read_text())
         elif args.profile == "py-spy":

@@ -73,6 +73,9 @@ async def _writes(store: SqliteStateStore) -> None:
     await store.commit_page("b", "c2", next_token=None, resync_cursor="cur", in_resync=True,
                             add_ids=["r9"], remove_ids=[], seen_ids=["r9", "r8"],
                             changed=True, now=11.0)
+    # A page cut short before its checkpoint leaves its announcements (one row, bodies as bytes).
+    await store.mark_announced("b", "c2", [Announcement("r7", "2024-01-02T00:00:00Z",
+                                                        b'{"id":"r7"}', "fp")])
     await store.commit_page("a", "c1", next_token="t2", resync_cursor=None, in_resync=False,
                             add_ids=[], remove_ids=["r2"], changed=True, now=12.0)
     await store.quarantine("a", "c1", until=99.0, reason="bad_token")

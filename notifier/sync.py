@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
@@ -45,7 +46,7 @@ from notifier.core.stream_state import (
 from notifier.errors import BadRequestError, ProtocolError
 from notifier.metrics import Metrics
 from notifier.source.client import RelationshipClient
-from notifier.source.models import SyncPage
+from notifier.source.models import Relationship, SyncPage
 from notifier.state.base import StateStore
 from notifier.stream import DrainResult, StreamSpec
 
@@ -53,6 +54,12 @@ log = logging.getLogger(__name__)
 
 BATCH_SECONDS = 0.5  # a page joins the previous ones' checkpoint only within this time
 
+
+def _merged(pages: Sequence[SyncPage]) -> tuple[list[Relationship], list[Relationship]]:
+    """The current and deleted relationships of joined pages, in page order."""
+    if len(pages) == 1:
+        return pages[0].current, pages[0].deleted
+    return ([r for p in pages for r in p.current], [r for p in pages for r in p.deleted])
 
 
 def _check_advances(token: str | None, page: SyncPage) -> None:
@@ -124,7 +131,7 @@ class StreamSyncer(PageWriter):
 
         # Fetched pages not yet committed: they start a snapshot (an overwrite, a restart),
         # or follow such a page in the batch that found it. They open the next batch.
-        carried: list[SyncPage] = []
+        carried: deque[SyncPage] = deque()
         while True:
             if pos.token is None and spec.query is not None and not carried:
                 # A query's snapshot is its search (a bootstrap, a filter change, a token the
@@ -144,7 +151,7 @@ class StreamSyncer(PageWriter):
             if max_pages is not None and result.pages >= max_pages:
                 return result  # this turn is over; the next resumes from the checkpoint
             if carried:
-                page = carried.pop(0)
+                page = carried.popleft()
             else:
                 if pos.begins_snapshot:
                     await self._begin(spec, pos, fingerprint, result)
@@ -173,53 +180,14 @@ class StreamSyncer(PageWriter):
                 pos = pos.overwrite()
                 await self._begin(spec, pos, fingerprint, result)
                 pos = replace(pos, begins_snapshot=False)
-            # Pages that follow quickly join this one: one diff, one publish, one checkpoint.
-            # The joined pages are diffed as one page (the same id in both lists is a creation
-            # and a deletion within the window), so nothing changes but the checkpoints' count.
-            # A page that starts a snapshot (an overwrite, a restart) opens the next batch.
-            pages = [page]
-            listed = {r.id for r in page.current} if pos.resync else set()
-            started = time.monotonic()
-            while (page.more_data and len(pages) < self._batch_pages
-                   and (max_pages is None or result.pages + len(pages) < max_pages)
-                   and time.monotonic() - started < self._batch_seconds
-                   and not (stop is not None and stop.is_set())):
-                if carried:
-                    nxt = carried.pop(0)
-                else:
-                    try:
-                        nxt = await client.sync(cid, page.next_sync_token, None)
-                        _check_advances(page.next_sync_token, nxt)
-                    except BadRequestError:
-                        break  # asked again, alone, after this batch's checkpoint
-                if (nxt.overwrite and not pos.resync) or (
-                        pos.resync and not listed.isdisjoint(r.id for r in nxt.current)):
-                    carried.insert(0, nxt)
-                    break
-                if pos.resync:
-                    listed.update(r.id for r in nxt.current)
-                pages.append(nxt)
-                page = nxt
+            pages = await self._join_following(client, spec, pos, page, carried, result,
+                                               max_pages=max_pages, stop=stop)
             if pos.resync:
-                # One look at the ids committed pages of this snapshot listed, for the whole
-                # batch: the first page listing one of them starts the snapshot over.
-                restart = await self._restart_at(spec, pages, first=first_may_restart)
-                if restart == 0:
-                    log.info("the service started the snapshot over: resyncing from its "
-                             "beginning", extra={"subscription": sub, "container": cid})
-                    pos = pos.restarted()
-                    await self._begin(spec, pos, fingerprint, result)
-                    pos = replace(pos, begins_snapshot=False)
-                elif restart is not None:
-                    carried[0:0] = pages[restart:]  # the restart opens the next batch
-                    del pages[restart:]
-                    page = pages[-1]
-            current, deleted = pages[0].current, pages[0].deleted
-            if len(pages) > 1:
-                current, deleted = list(current), list(deleted)
-                for joined in pages[1:]:
-                    current.extend(joined.current)
-                    deleted.extend(joined.deleted)
+                pos, pages = await self._cut_at_restart(spec, pos, pages, carried, result,
+                                                        first=first_may_restart,
+                                                        fingerprint=fingerprint)
+            page = pages[-1]
+            current, deleted = _merged(pages)
             for counted in pages:
                 self._count_page(client, counted, result)
             changed = await self._apply(spec, current, deleted, result, resync=pos.resync,
@@ -234,6 +202,62 @@ class StreamSyncer(PageWriter):
                 pos = pos.finished(page.next_sync_token)
             result.completed = True
             return result
+
+    async def _join_following(
+        self, client: RelationshipClient, spec: StreamSpec, pos: Position, page: SyncPage,
+        carried: deque[SyncPage], result: DrainResult, *, max_pages: int | None,
+        stop: asyncio.Event | None,
+    ) -> list[SyncPage]:
+        """``page`` and the pages that follow it quickly (``carried`` ones first), to be diffed,
+        published and checkpointed as one. The joined pages are diffed as one page (the same id
+        in both lists is a creation and a deletion within the window), so nothing changes but
+        the checkpoints' count. A page that starts a snapshot (an overwrite, a page of a resync
+        listing an id the batch already listed: the service restarted it) is left at the front
+        of ``carried``: it opens the next batch."""
+        pages = [page]
+        listed = {r.id for r in page.current} if pos.resync else set()
+        started = time.monotonic()
+        while (page.more_data and len(pages) < self._batch_pages
+               and (max_pages is None or result.pages + len(pages) < max_pages)
+               and time.monotonic() - started < self._batch_seconds
+               and not (stop is not None and stop.is_set())):
+            if carried:
+                nxt = carried.popleft()
+            else:
+                try:
+                    nxt = await client.sync(spec.container_id, page.next_sync_token, None)
+                    _check_advances(page.next_sync_token, nxt)
+                except BadRequestError:
+                    break  # asked again, alone, after this batch's checkpoint
+            if (nxt.overwrite and not pos.resync) or (
+                    pos.resync and not listed.isdisjoint(r.id for r in nxt.current)):
+                carried.appendleft(nxt)
+                break
+            if pos.resync:
+                listed.update(r.id for r in nxt.current)
+            pages.append(nxt)
+            page = nxt
+        return pages
+
+    async def _cut_at_restart(
+        self, spec: StreamSpec, pos: Position, pages: list[SyncPage],
+        carried: deque[SyncPage], result: DrainResult, *, first: bool, fingerprint: str,
+    ) -> tuple[Position, list[SyncPage]]:
+        """A resync batch, checked for a snapshot the service started over (one look at the
+        ids committed pages of this snapshot listed, for the whole batch): restarted at the
+        first page, the resync starts over with the batch; further in, the batch ends before
+        the restarting page, which opens the next batch (back at the front of ``carried``)."""
+        restart = await self._restart_at(spec, pages, first=first)
+        if restart == 0:
+            log.info("the service started the snapshot over: resyncing from its beginning",
+                     extra={"subscription": spec.subscription, "container": spec.container_id})
+            pos = pos.restarted()
+            await self._begin(spec, pos, fingerprint, result)
+            pos = replace(pos, begins_snapshot=False)
+        elif restart is not None:
+            carried.extendleft(reversed(pages[restart:]))
+            pages = pages[:restart]
+        return pos, pages
 
     async def _begin(self, spec: StreamSpec, pos: Position, fingerprint: str,
                      result: DrainResult) -> None:
@@ -256,10 +280,9 @@ class StreamSyncer(PageWriter):
         seen = await self._store.resync_seen_subset(spec.subscription, spec.container_id, ids)
         if not seen:
             return None
-        for i, p in enumerate(pages):
-            if (i > 0 or first) and not seen.isdisjoint(r.id for r in p.current):
-                return i
-        return None  # unreachable: every id asked is in one of the pages
+        # Every id asked is in one of the pages asked about: there is a first.
+        return next(i for i, p in enumerate(pages)
+                    if (i > 0 or first) and not seen.isdisjoint(r.id for r in p.current))
 
     def _count_page(self, client: RelationshipClient, page: SyncPage, result: DrainResult
                     ) -> None:

@@ -203,39 +203,52 @@ class PageWriter:
         matching of any other cannot be told here, so it is forgotten.
         """
         sub, cid = spec.subscription, spec.container_id
-        forgotten = 0
+        # Forgotten (left the filter) only by the final commit, with the new filter: a resync
+        # that dies before it, followed by another filter change, still knows them (a query
+        # resync forgetting them batch by batch, then a change back to a domains filter, lost
+        # the deletion of one deleted meanwhile: the consumer kept it).
+        forgotten: list[str] = []
         # Walked with keyset pagination: each batch is a fresh query starting after the last
         # id of the one before, so settling a batch between two is safe and the scan never
         # starts over (starting over made large resyncs quadratic).
         async for batch in self._store.iter_resync_missing(sub, cid, RESYNC_DELETE_BATCH):
             now = self._clock()
+            changed = True
             deletions = batch
             if pos.reason == "filter":
-                deletions = [k for k in batch
-                             if _within(spec, fingerprint, k.filter_fingerprint, k.body)]
-                forgotten += len(batch) - len(deletions)
+                deletions = []
+                for k in batch:
+                    if _within(spec, fingerprint, k.filter_fingerprint, k.body):
+                        deletions.append(k)
+                    else:
+                        forgotten.append(k.rel_id)
+            if not deletions:
+                continue
             events = (
                 missing_deletions(subscription=sub, container_id=cid, missing=deletions,
                                   seen_at=rfc3339(now), project_name=spec.project_name)
                 if emit else []
             )
             await self._settle(spec, token, events, result,
-                               remove_ids=[k.rel_id for k in batch], created=0,
+                               remove_ids=[k.rel_id for k in deletions], created=0,
                                deleted=len(deletions), now=now)
-            changed = True
         if forgotten:
             log.info("filter change: %d relationship(s) no longer match the filter and are "
-                     "forgotten (no deleted events)", forgotten,
+                     "forgotten (no deleted events)", len(forgotten),
                      extra={"subscription": sub, "container": cid})
         async for announced in self._store.iter_announced_missing(sub, cid, ANNOUNCED_BATCH):
             now = self._clock()
+            changed = True
             gone = announced
             if pos.reason == "filter":
                 # Announced under another filter, one that left the new one is forgotten like a
-                # known one (a created-deleted pair would report a live one deleted); announced
-                # under this one, it is gone: reported.
+                # known one (a created-deleted pair would report a live one deleted; the final
+                # commit drops every announcement); announced under this one, it is gone:
+                # reported.
                 gone = [a for a in announced
                         if _within(spec, fingerprint, a.filter_fingerprint, a.raw)]
+            if not gone:
+                continue
             rels = [
                 Relationship(id=a.rel_id, created_on=a.created_on, is_deleted=False,
                              deleted_on=None, raw=orjson.loads(a.raw))
@@ -248,14 +261,12 @@ class PageWriter:
             )
             # None of them is known; listing them as removed settles (forgets) their
             # announcements.
-            ids = [a.rel_id for a in announced]
-            await self._settle(spec, token, events, result, remove_ids=ids,
+            await self._settle(spec, token, events, result, remove_ids=[a.rel_id for a in gone],
                                created=len(rels), deleted=len(rels), now=now)
-            changed = True
         now = self._clock()
         await self._store.commit_page(
             sub, cid, next_token=token, resync_cursor=None, in_resync=False, add_ids=(),
-            remove_ids=(), filter_fingerprint=fingerprint, changed=changed, now=now)
+            remove_ids=forgotten, filter_fingerprint=fingerprint, changed=changed, now=now)
         result.committed(now, token=token, in_resync=False)
 
     async def _settle(

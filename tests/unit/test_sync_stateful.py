@@ -238,7 +238,9 @@ class StreamMachine(RuleBasedStateMachine):
         longer match are forgotten: the consumer drops them there (as documented)."""
         assert self.store is not None
         st_ = self.run(self.store.get_stream(s.name, C))
-        if (st_ is not None and st_.phase == "incremental"
+        # Finished: the stream is incremental again, or a resync for another reason (a token
+        # rejected after the filter resync's end, in the same drain) has begun since.
+        if (st_ is not None and (st_.phase == "incremental" or st_.resync_reason != "filter")
                 and (s.applied != s.filt or s.strayed)
                 and st_.filter_fingerprint == _fingerprint(s.filt)):
             self.markers.append((len(self.sink.events), s.logical, s.filt, self.forgiven(s)))
@@ -498,3 +500,49 @@ def test_a_replayed_created_and_deleted_pair_is_a_duplicate_not_a_resurrection()
         m.created_before_deleted_and_stable_ids()
     finally:
         m.teardown()
+
+
+def test_a_filter_resync_that_dies_before_its_end_forgets_nothing_yet() -> None:
+    """Found while reading a long-profile example: beta (filter: assets) knows R (asset-photo);
+    R is deleted; the filter changes to a query R does not match, and its resync dies at any
+    point; then the filter changes to everything. Where the query resync died before its final
+    commit, the consumer never saw the query applied and keeps R unless told: R must come out
+    deleted. Was: the end of the resync forgot R (it left the query) batch by batch before the
+    final commit, so a death in between left R unknown and nothing was said (dying at the
+    7th and 8th await points)."""
+    for crash_at in range(1, 16):
+        m = StreamMachine()
+        try:
+            m.start(seed=4018, flush=1, batch=1, rels=5, page=1)
+            m.settle(sub="beta")
+            m.delete(n=2)
+            m.change_filter(sub="beta", filt=Q_ASSET_ISSUE)
+            m.drain(sub="beta", crash_at=crash_at, script=[])
+            m.change_filter(sub="beta", filt=None)
+            m.check_settled(m.subs["beta"])  # the consumer's replay is the truth
+        finally:
+            m.teardown()
+
+
+def test_a_filter_resync_that_finished_before_its_drain_died_counts_as_applied() -> None:
+    """Found by the long profile (shrunk by hand): the query resync finishes (it forgets R,
+    which left the query, as documented), a rejected token then starts a fresh snapshot in the
+    same drain, and the drain dies. The query was applied: a consumer drops what it does not
+    match (R), so R's deletion is not owed when the filter changes again. The model once took
+    the query for never applied (it looked only at the end of a drain) and expected it."""
+    for crash_at in (20, 26, 32):
+        m = StreamMachine()
+        try:
+            m.start(seed=4018, flush=1, batch=1, rels=5, page=1)
+            m.settle(sub="beta")
+            m.reject_next_token()
+            m.reject_next_token()
+            m.delete(n=2)
+            m.reject_next_token()
+            m.change_filter(sub="beta", filt=Q_ASSET_ISSUE)
+            m.drain(sub="beta", crash_at=crash_at, script=[])
+            assert [f for _, sub, f, _ in m.markers if sub == "beta"] == [Q_ASSET_ISSUE]
+            m.change_filter(sub="beta", filt=None)
+            m.check_settled(m.subs["beta"])
+        finally:
+            m.teardown()

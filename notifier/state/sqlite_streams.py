@@ -67,32 +67,29 @@ class StreamIds:
 
 
 def _state(row: Sequence[Any], staging: Staging) -> StreamState:
+    """A ``streams`` row as a StreamState. Runs for every stream at start-up (100,000 rows
+    with as many subscriptions), so the conversions are inline and the fields positional."""
     (sub, cont, token, cursor, in_resync, checked, changed, token_at, known, q_until, q_reason,
-     failures, fingerprint, reason, orphaned, sid, staged) = tuple(row)
+     failures, fingerprint, reason, orphaned, sid, staged) = row
     if sid not in staging:
         # What this process listed is gone with it: resume where the staging set reaches.
         cursor = staged
     return StreamState(
-        subscription=str(sub),
-        container_id=str(cont),
-        sync_token=token if isinstance(token, str) else None,
-        resync_cursor=cursor if isinstance(cursor, str) else None,
-        in_resync=bool(in_resync),
-        last_checked_at=_opt_float(checked),
-        last_changed_at=_opt_float(changed),
-        token_updated_at=_opt_float(token_at),
-        known_count=int(known),
-        quarantined_until=_opt_float(q_until),
-        quarantine_reason=q_reason if isinstance(q_reason, str) else None,
-        failures=int(failures),
-        filter_fingerprint=fingerprint if isinstance(fingerprint, str) else None,
-        resync_reason="filter" if reason == "filter" else "snapshot" if in_resync else None,
-        orphaned_at=_opt_float(orphaned),
+        str(sub), str(cont),
+        token if type(token) is str else None,
+        cursor if type(cursor) is str else None,
+        bool(in_resync),
+        None if checked is None else float(checked),
+        None if changed is None else float(changed),
+        None if token_at is None else float(token_at),
+        int(known),
+        None if q_until is None else float(q_until),
+        q_reason if type(q_reason) is str else None,
+        int(failures),
+        fingerprint if type(fingerprint) is str else None,
+        "filter" if reason == "filter" else "snapshot" if in_resync else None,
+        None if orphaned is None else float(orphaned),
     )
-
-
-def _opt_float(value: Any) -> float | None:
-    return None if value is None else float(value)
 
 
 def get_stream(conn: sqlite3.Connection, ids: StreamIds, key: StreamKey

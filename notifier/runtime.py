@@ -270,17 +270,22 @@ def freshness(groups: dict[str, Group], planner: Planner, now: float, started_at
     checked successfully is as stale as the process is old (``started_at``)."""
     out = Freshness()
     per_sub = out.per_subscription
-    for g in groups.values():  # every few seconds over every stream: kept lean
-        ages = out.busy if planner.is_busy(g.container_id, now) else out.quiet
+    age_of = per_sub.get
+    busy, quiet = out.busy.append, out.quiet.append
+    quarantined = 0
+    for g in groups.values():  # every few seconds over every stream (100,000): kept lean
+        add = busy if planner.is_busy(g.container_id, now) else quiet
         for s in g.streams:
             if s.quarantined_until > now:
-                out.quarantined += 1
+                quarantined += 1
                 continue
-            age = now - (started_at if s.last_checked is None else s.last_checked)
+            checked = s.last_checked
+            age = now - (started_at if checked is None else checked)
             age = max(age, 0.0)
-            ages.append(age)
+            add(age)
             sub = s.spec.subscription
-            if age >= per_sub.get(sub, 0.0):
+            if age >= age_of(sub, 0.0):
                 per_sub[sub] = age
+    out.quarantined = quarantined
     out.stalest = max(max(out.busy, default=0.0), max(out.quiet, default=0.0))
     return out

@@ -85,3 +85,27 @@ def test_check_times_are_batched_and_stamped_with_the_oldest():
     assert times.take() == ([("a", "1"), ("b", "1"), ("c", "1")], 50.0)
     times.note([("d", "1")], 52.0)
     assert times.take(force=True) == ([("d", "1")], 52.0)
+
+
+def test_freshness_splits_ages_by_busy_and_quiet_groups_and_keeps_each_subscriptions_worst():
+    from types import SimpleNamespace as NS
+
+    from notifier.runtime import freshness
+
+    def stream(sub: str, checked: float | None, quarantined_until: float = 0.0) -> NS:
+        return NS(spec=NS(subscription=sub), last_checked=checked,
+                  quarantined_until=quarantined_until)
+
+    groups = {
+        "busy": NS(container_id="busy", streams=[stream("a", 90.0), stream("b", None)]),
+        "quiet": NS(container_id="quiet", streams=[
+            stream("a", 40.0), stream("c", 130.0),  # checked "after" now: age 0, not negative
+            stream("d", 10.0, quarantined_until=150.0)]),  # quarantined: not an age
+    }
+    planner = NS(is_busy=lambda cid, now: cid == "busy")
+    f = freshness(groups, planner, 100.0, 20.0)  # type: ignore[arg-type]
+    assert f.busy == [10.0, 80.0]  # never checked: as old as the process
+    assert f.quiet == [60.0, 0.0]
+    assert f.quarantined == 1
+    assert f.stalest == 80.0
+    assert f.per_subscription == {"a": 60.0, "b": 80.0, "c": 0.0}

@@ -14,8 +14,7 @@ from notifier.state.base import Announcement
 from notifier.state.migrations import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
 from notifier.state.sqlite import SqliteStateStore
 from notifier.state.sqlite_keys import rel_key
-
-SUB, CONT = "project-a", "5d0c2a3e-3b1f-4b8e-9a51-0d3c1f6f7a10"
+from tests.unit.test_state_announced import CONT, SUB, _commit
 
 
 def _ann(rel_id: str, created_on: str = "2026-01-01T00:00:00Z", fp: str | None = "f1",
@@ -24,15 +23,6 @@ def _ann(rel_id: str, created_on: str = "2026-01-01T00:00:00Z", fp: str | None =
            "entities": [{"domain": "d", "type": "t", "id": "e1"},
                         {"domain": "d", "type": "t", "id": entity}]}
     return Announcement(rel_id, created_on, orjson.dumps(raw), fp)
-
-
-async def _commit(store: SqliteStateStore, **kw: object) -> None:
-    args: dict[str, object] = {
-        "next_token": None, "resync_cursor": "cur", "in_resync": True, "add_ids": (),
-        "remove_ids": (), "changed": False, "now": 100.0,
-    }
-    args.update(kw)
-    await store.commit_page(SUB, CONT, **args)  # type: ignore[arg-type]
 
 
 async def _missing(store: SqliteStateStore, batch: int = 1_000) -> list[Announcement]:

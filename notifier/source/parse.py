@@ -213,7 +213,14 @@ def parse_sync_status(body: bytes, endpoint: str = "syncStatus") -> SyncStatusRe
     data = _object(loads(body, endpoint), endpoint, "")
     results: list[SyncStatusResult] = []
     for i, item in enumerate(_field(data, "results", list, endpoint, "")):
-        at = f"results[{i}]"
+        if type(item) is dict:  # fast path: one per token asked, every container check
+            token, ref = item.get("syncToken"), item.get("referenceId")
+            more, overwrite = item.get("moreData"), item.get("overwrite")
+            if (type(token) is str and (ref is None or type(ref) is str)
+                    and type(more) is bool and type(overwrite) is bool):
+                results.append(SyncStatusResult(token, ref, more, overwrite))
+                continue
+        at = f"results[{i}]"  # slow path: finds the problem and names it
         item = _object(item, endpoint, at)
         results.append(SyncStatusResult(
             sync_token=_field(item, "syncToken", str, endpoint, at),

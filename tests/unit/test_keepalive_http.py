@@ -8,6 +8,7 @@ answers are all exercised on real sockets.
 from __future__ import annotations
 
 import asyncio
+import gzip
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
@@ -112,7 +113,8 @@ async def test_requests_share_one_kept_alive_connection(server: RawServer,
     assert first.startswith(b"POST /base/x:y HTTP/1.1\r\n")
     assert f"\r\nHost: 127.0.0.1:{port}\r\n".encode() in first
     for header in (b"User-Agent: test/1", b"Authorization: Bearer t",
-                   b"Content-Type: application/json", b"Content-Length: 3"):
+                   b"Content-Type: application/json", b"Content-Length: 3",
+                   b"Accept-Encoding: gzip"):
         assert b"\r\n" + header + b"\r\n" in first
     assert first.endswith(b"\r\n\r\n[0]")
 
@@ -246,3 +248,54 @@ def test_only_http_urls() -> None:
     pool = KeepAlivePool("https://example.com", user_agent="t")
     assert pool.origin == "https://example.com"
     assert b"\r\nHost: example.com\r\n" in pool.head("POST", "/", {}, 0)
+
+
+PAGE = b'{"relationships":[' + b",".join([b'{"id":"r","entities":[]}'] * 200) + b"]}"
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+async def test_a_gzip_body_is_decompressed(server: RawServer, pool: KeepAlivePool,
+                                           chunked: bool) -> None:
+    """As aiohttp, the client asks for gzip (a large page is several times smaller on the
+    wire) and hands back the JSON; the connection stays reusable."""
+    packed = gzip.compress(PAGE)
+    assert len(packed) * 5 < len(PAGE)
+    if chunked:
+        half = len(packed) // 2
+        answer = (b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nTransfer-Encoding: chunked"
+                  b"\r\n\r\n" + b"".join(f"{len(c):x}\r\n".encode() + c + b"\r\n"
+                                          for c in (packed[:half], packed[half:]))
+                  + b"0\r\n\r\n")
+    else:
+        answer = ok(packed, extra="Content-Encoding: gzip\r\n")
+    server.script = lambda n: answer
+    assert await post(pool) == (200, PAGE, None)
+    assert await post(pool) == (200, PAGE, None)
+    assert server.connections == 1
+
+
+async def test_a_gzip_body_over_the_limit_once_decompressed_is_a_protocol_error(
+        server: RawServer, pool: KeepAlivePool) -> None:
+    bomb = gzip.compress(b"0" * 1_000_000)  # about a kilobyte on the wire
+    server.script = lambda n: ok(bomb, extra="Content-Encoding: gzip\r\n")
+    with pytest.raises(ProtocolError, match="exceeds the limit of 65536 bytes once "
+                                            "decompressed") as info:
+        await post(pool, max_body=65_536)
+    assert not info.value.retriable
+
+
+@pytest.mark.parametrize("body", [b"not gzip at all", gzip.compress(PAGE)[:-20]])
+async def test_a_gzip_body_that_does_not_decode_is_a_transport_error(
+        server: RawServer, pool: KeepAlivePool, body: bytes) -> None:
+    server.script = lambda n: ok(body, extra="Content-Encoding: gzip\r\n")
+    with pytest.raises(TransportError, match="gzip body"):
+        await post(pool)
+
+
+async def test_an_encoding_not_asked_for_is_a_protocol_error(server: RawServer,
+                                                             pool: KeepAlivePool) -> None:
+    server.script = lambda n: ok(b"\x1b\x00", extra="Content-Encoding: br\r\n")
+    with pytest.raises(ProtocolError, match="Content-Encoding 'br' is not supported"):
+        await post(pool)
+    server.script = lambda n: ok(extra="Content-Encoding: identity\r\n")
+    assert (await post(pool))[1] == b'{"ok":true}'

@@ -20,7 +20,11 @@ the cap by the busy ones share what is left (their intervals shrink alike). Each
 its tokens' change rates (``learn``), and the group's interval follows at once, at the last
 retune's price: a group that turns busy is checked at its busy interval from the next check
 on. Each check goes the cheapest way in requests for its tokens' change probabilities
-(``plan_check``). Groups never seen changing are planned by kind (see plan_queue).
+(``plan_check``). Groups never seen changing are planned by kind (see plan_queue), at the
+prior: a token never seen changing is assumed to change ``PRIOR_PER_CAP`` times per cap (daily
+at most). Learning is in caps (memory, pseudo-counts, prior), so it scales with the containers:
+with 10,000 of them a cap is hours, and a daily prior was then only ~8 times less than a
+container changing every two passes, which made never-changing ones take the busy ones' share.
 Round-robin keeps every interval at ``interval`` (stretched by the budget) and always asks
 syncStatus first.
 """
@@ -44,13 +48,15 @@ from notifier.core.schedule import (
     effective_interval,
     interval_at,
     pass_seconds,
+    round_robin_pass,
     solve_price,
     status_budget,
 )
 
 Policy = Literal["adaptive", "round_robin"]
 BUSY_RATE_PER_S = 1.0 / 3600.0  # a group that changes more than about hourly counts as busy
-PRIOR_RATE_PER_S = 1.0 / 86400.0  # a token never seen changing is assumed to change daily
+PRIOR_RATE_PER_S = 1.0 / 86400.0  # a token never seen changing changes at most daily, and
+PRIOR_PER_CAP = 0.01  # at most this often per cap (module doc: learning is in caps)
 PACE_SHARE = 0.95  # of what checks may use without starving sync pages (see status_budget)
 QUIET_PASSES = 1.8  # the cap on any interval, in passes over every group (see module doc)
 # Frequency ∝ (rate / cost) ** this: 0.5 minimises the mean delay for known rates; learnt rates
@@ -79,6 +85,7 @@ class SchedulerSettings:
     rate_half_life: float | None = None
     """Memory of the change-rate estimates; default three caps (see the module doc)."""
     rate_prior_per_s: float = PRIOR_RATE_PER_S
+    """The most a token never seen changing is assumed to change (see ``PRIOR_PER_CAP``)."""
     retune_every: float | None = None
     """Seconds between re-plans; default a twentieth of a pass, within [1, 60]."""
     sync_rate_time_constant: float = 60.0
@@ -116,6 +123,7 @@ class Planner:
         self._next_slot = 0.0  # time of the next check slot (pacing)
         self._price = 0.0  # of the last retune (see solve_price): 0 = everyone at interval
         self._cap = max(settings.interval, settings.max_staleness or math.inf)
+        self._prior = settings.rate_prior_per_s  # follows the cap from the first retune on
         self._pass = pass_seconds([g.cost for g in self.groups.values()], self._pace_per_s)
 
     # -- the due-queue ---------------------------------------------------------------------
@@ -203,7 +211,7 @@ class Planner:
 
     def _learning(self) -> tuple[float, float, float]:
         s = self.settings
-        return (s.rate_half_life or HALF_LIFE_CAPS * self._cap, s.rate_prior_per_s,
+        return (s.rate_half_life or HALF_LIFE_CAPS * self._cap, self._prior,
                 PSEUDO_CAPS * self._cap)
 
     def plan_check(self, cid: str, tokens: Sequence[tuple[Hashable, float | None]],
@@ -232,14 +240,14 @@ class Planner:
 
     def observe(self, cid: str, key: Hashable, *, now: float, since: float | None,
                 changed: bool) -> None:
-        """A check of token ``key`` of ``cid`` at ``now`` found changes or not; ``since`` is
-        the token's previous check (None: never, which teaches nothing about its rate)."""
+        """One token's check (see ``learn``)."""
         self.learn(cid, [(key, since, changed)], now)
 
     def learn(self, cid: str, outcomes: Iterable[tuple[Hashable, float | None, bool]],
               now: float) -> None:
-        """What one check of ``cid`` at ``now`` found, per token: (key, previous check,
-        changed); the group's rate and interval follow once, for all of them."""
+        """What one check of ``cid`` at ``now`` found, per token: (key, previous check (None:
+        never, which teaches nothing of a rate), changed); the group's rate and interval
+        follow once, for all of them."""
         g = self.groups.get(cid)
         if g is None or self.settings.policy == "round_robin":
             return
@@ -356,21 +364,25 @@ class Planner:
         lo = s.interval
         covered = s.max_staleness is None or pass_seconds(costs, checks_per_s) <= s.max_staleness
         # Groups never seen changing are all alike but for their size: planned by kind.
-        prior = s.rate_prior_per_s
         learnt: list[GroupPlan] = []
         plain: dict[Kind, int] = {}  # groups at the prior: how many of each kind
         for g in groups:
             if g.tokens:
-                g.rate = self._group_rate(g, now)
                 learnt.append(g)
             else:
-                g.rate = prior * g.streams
                 plain[g.kind] = plain.get(g.kind, 0) + 1
-        self._cap = max(lo, QUIET_PASSES * self._round_robin_pass(costs, learnt, plain))
+        # The cap from the rates as of the last look (a retune ago at most), the prior from it.
+        tokens = [(g.streams, g.rate / max(1, g.streams)) for g in learnt]
+        tokens += [(n * k, self._prior) for (k, _), n in plain.items()]
+        self._cap = max(lo, QUIET_PASSES * round_robin_pass(
+            costs, tokens, s.requests_per_minute, s.reserve, PACE_SHARE))
         hard = covered and s.max_staleness is not None
         if hard:
             self._cap = min(self._cap, max(lo, s.max_staleness or math.inf))
         cap = self._cap
+        self._prior = prior = min(s.rate_prior_per_s, PRIOR_PER_CAP / cap)
+        for g in groups:
+            g.rate = self._group_rate(g, now)
         rates = [_weight(g.rate, g.requests) for g in learnt]
         kinds = list(plain)
         rates += [_weight(prior * k, req) for k, req in kinds]
@@ -391,28 +403,11 @@ class Planner:
                       coverage=self._coverage(covered, first=first), pulled=pulled,
                       cap=self._cap)
 
-    def _round_robin_pass(self, costs: Sequence[float], learnt: Sequence[GroupPlan],
-                          plain: Mapping[Kind, int]) -> float:
-        """What a round-robin pass would take at the current pace: one syncStatus call per
-        chunk of every group's tokens, and a sync page per token it finds changed (a group's
-        rate spread evenly over its tokens; ``plain``: the groups at the prior, by kind)."""
-        s = self.settings
-        idle_pace = status_budget(s.requests_per_minute, s.reserve, 0.0, PACE_SHARE)
-        cycle = pass_seconds(costs, idle_pace)
-        syncs = math.fsum(g.streams * change_probability(g.rate / max(1, g.streams), cycle)
-                          for g in learnt)
-        prior = s.rate_prior_per_s
-        syncs += sum(n * k * change_probability(prior, cycle) for (k, _), n in plain.items())
-        # Round-robin's own pace falls by the pages it pays: N / (share (R - syncs/pass)).
-        return cycle + syncs / max(s.requests_per_minute / 60.0, 1e-9)
-
     def _coverage(self, covered: bool, *, first: bool) -> Literal["lost", "regained"] | None:
         if covered == self._covered:
             return None
         self._covered = covered
-        if not covered:
-            return "lost"
-        return None if first else "regained"
+        return "lost" if not covered else None if first else "regained"
 
 
 def _weight(rate: float, requests: float) -> float:

@@ -60,6 +60,17 @@ def pass_seconds(costs: Sequence[float], checks_per_s: float) -> float:
     return sum(costs) / checks_per_s
 
 
+def round_robin_pass(costs: Sequence[float], tokens: Iterable[tuple[float, float]],
+                     requests_per_minute: float, reserve: float, share: float) -> float:
+    """What a round-robin pass takes at the idle check pace: one syncStatus call per chunk
+    of every group's tokens (``costs``), and a sync page per token it finds changed
+    (``tokens``: how many tokens change at what rate per second, by class)."""
+    cycle = pass_seconds(costs, status_budget(requests_per_minute, reserve, 0.0, share))
+    syncs = math.fsum(n * -math.expm1(-rate * cycle) for n, rate in tokens)
+    # Round-robin's own pace falls by the pages it pays: N / (share (R - syncs/pass)).
+    return cycle + syncs / max(requests_per_minute / 60.0, 1e-9)
+
+
 def interval_at(price: float, rate: float, lo: float, hi: float) -> float:
     """The interval ``price / √rate`` within [lo, hi] (see ``solve_price``)."""
     return min(hi, max(lo, price / math.sqrt(max(rate, 1e-12))))

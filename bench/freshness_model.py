@@ -206,11 +206,11 @@ class Model:
         self.run.requests += 1
         yield ("sleep", self.cell.latency)
 
-    def _deliver(self, cid: str, s: Stream) -> bool:
+    def _deliver(self, cid: str, s: Stream) -> int:
         found = s.take(self.now - self.cell.latency)  # served when granted
         out = self.run.busy if cid in self.busy else self.run.quiet
         out.extend(self.now - t for t in found)
-        return bool(found)
+        return len(found)  # changes returned (each change one event here)
 
     # -- the scheduler's worker, step for step ---------------------------------------------------
 
@@ -226,7 +226,7 @@ class Model:
             streams = self.streams[cid]
             choice = planner.plan_check(cid, [(i, s.last_checked) for i, s in
                                               enumerate(streams)], self.now)
-            outcome: dict[int, bool] = {}
+            outcome: dict[int, int] = {}  # changes found per stream (status: 0 or some)
             due: list[int] = []
             status = list(choice.status)
             for k in range(0, len(status), chunk):
@@ -237,7 +237,7 @@ class Model:
                     if streams[i].pending(self.now - self.cell.latency):
                         due.append(i)
                     else:
-                        outcome[i] = False
+                        outcome[i] = 0
             for i in choice.direct:
                 yield from self._request("status", paced=True)
                 self.run.direct_syncs += 1
@@ -246,8 +246,7 @@ class Model:
                 planner.sync_pages_asked(1)
                 yield from self._request("sync", paced=False)
                 self.run.follow_syncs += 1
-                self._deliver(cid, streams[i])
-                outcome[i] = True
+                outcome[i] = max(1, self._deliver(cid, streams[i]))
             planner.learn(cid, [(i, streams[i].last_checked, changed)
                                 for i, changed in outcome.items()], self.now)
             for i in outcome:

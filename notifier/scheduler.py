@@ -276,8 +276,8 @@ class CredentialScheduler:
         now = self._clock()
         checked = [*unchanged, *(s for s, (ok, _) in zip(drains, results, strict=True) if ok)]
         said_changed = {id(s) for s in due}
-        learnt = [(s, False) for s in unchanged] + [  # first syncs teach nothing of a rate
-            (s, bool(n) or id(s) in said_changed) for k, (s, (ok, n)) in
+        learnt = [(s, 0) for s in unchanged] + [  # first syncs teach nothing of a rate
+            (s, n or int(id(s) in said_changed)) for k, (s, (ok, n)) in
             enumerate(zip(drains, results, strict=True)) if ok and k >= len(forced)]
         self.planner.learn(group.container_id, [(s.spec.key, since[id(s)], changed)
                                                 for s, changed in learnt], now)

@@ -17,7 +17,11 @@ seconds the checks covered both decay with ``half_life``, so a token that turns 
 as busy from the first check that finds a change (rate ≈ 1 / what that check covered), and one
 that turns quiet fades within a few half-lives. A check that found a change counts the
 changes it most likely covered (``λτ / (1 - e^{-λτ})``, at least one): a busy token checked
-about once per change is not mistaken for a slower one.
+about once per change is not mistaken for a slower one. When the check returned more changes
+(events) than that, it counts them (at most ``MAX_CHANGES_PER_CHECK``): "some" fits any rate
+above one per check, so a token changing much faster than it is checked stayed near the rate
+it was first credited with. A bulk edit counts as its events: each of them waited for the
+check, which is the delay the plan spends its checks against.
 """
 
 from __future__ import annotations
@@ -94,16 +98,17 @@ class TokenRate:
         self._decay(now, half_life)
         return prior + self.changes / (self.covered + max(pseudo, 1e-9))
 
-    def observe(self, now: float, covered: float, changed: bool, *, half_life: float,
+    def observe(self, now: float, covered: float, changed: int, *, half_life: float,
                 prior: float, pseudo: float) -> None:
-        """A check at ``now`` covering the last ``covered`` seconds found changes or not."""
+        """A check at ``now`` covering the last ``covered`` seconds found ``changed`` changes
+        (0: none; 1 also when it only knows there were some; True counts as 1)."""
         covered = max(0.0, covered)
         found = 0.0
         if changed:
             lam_t = self.estimate(now, half_life=half_life, prior=prior,
                                   pseudo=pseudo) * covered
-            found = 1.0 if lam_t < 1e-6 else min(MAX_CHANGES_PER_CHECK,
-                                                  max(1.0, lam_t / -math.expm1(-lam_t)))
+            found = 1.0 if lam_t < 1e-6 else max(1.0, lam_t / -math.expm1(-lam_t))
+            found = min(MAX_CHANGES_PER_CHECK, max(found, float(changed)))
         self._decay(now, half_life)
         self.changes += found
         self.covered += covered

@@ -239,15 +239,15 @@ class Planner:
         return choice
 
     def observe(self, cid: str, key: Hashable, *, now: float, since: float | None,
-                changed: bool) -> None:
+                changed: int) -> None:
         """One token's check (see ``learn``)."""
         self.learn(cid, [(key, since, changed)], now)
 
-    def learn(self, cid: str, outcomes: Iterable[tuple[Hashable, float | None, bool]],
+    def learn(self, cid: str, outcomes: Iterable[tuple[Hashable, float | None, int]],
               now: float) -> None:
         """What one check of ``cid`` at ``now`` found, per token: (key, previous check (None:
-        never, which teaches nothing of a rate), changed); the group's rate and interval
-        follow once, for all of them."""
+        never, which teaches nothing of a rate), changes found (1 or True: some)); the
+        group's rate and interval follow once, for all of them."""
         g = self.groups.get(cid)
         if g is None or self.settings.policy == "round_robin":
             return

@@ -81,6 +81,21 @@ def test_a_token_changing_at_every_check_is_not_underestimated():
     assert _est(r, 600.0) > 0.45
 
 
+def test_a_token_changing_faster_than_its_checks_is_credited_with_the_changes_they_return():
+    # 2 changes a second, checked every 3 s: "changed" alone fits any rate above one per
+    # check, and the estimate crawls up from the first one; the changes returned (6 per check)
+    # say how many there were.
+    counted, flagged = TokenRate(), TokenRate()
+    for k in range(1, 31):
+        counted.observe(3.0 * k, 3.0, 6, half_life=H, prior=PRIOR, pseudo=PSEUDO)
+        flagged.observe(3.0 * k, 3.0, True, half_life=H, prior=PRIOR, pseudo=PSEUDO)
+    assert 1.0 < _est(counted, 90.0) < 2.0
+    assert _est(flagged, 90.0) < 0.5
+    many = TokenRate()  # a check never counts for more than MAX_CHANGES_PER_CHECK
+    many.observe(300.0, 300.0, 1000, half_life=H, prior=PRIOR, pseudo=PSEUDO)
+    assert _est(many, 300.0) == pytest.approx(PRIOR + 20 / (300 + PSEUDO), rel=1e-2)
+
+
 def test_a_token_that_turns_quiet_is_forgotten_within_a_few_half_lives():
     r = TokenRate()
     for k in range(1, 61):  # busy for 10 minutes: about one change per check of 10 s

@@ -238,9 +238,20 @@ class Model:
                         due.append(i)
                     else:
                         outcome[i] = 0
+            follow: tuple[int, ...] = ()
+            if choice.probe is not None:  # synced first; the followers only if it found changes
+                yield from self._request("status", paced=True)
+                self.run.direct_syncs += 1
+                outcome[choice.probe] = self._deliver(cid, streams[choice.probe])
+                follow = choice.followers if outcome[choice.probe] else ()
             for i in choice.direct:
                 yield from self._request("status", paced=True)
                 self.run.direct_syncs += 1
+                outcome[i] = self._deliver(cid, streams[i])
+            for i in follow:
+                planner.sync_pages_asked(1)
+                yield from self._request("sync", paced=False)
+                self.run.follow_syncs += 1
                 outcome[i] = self._deliver(cid, streams[i])
             for i in due:
                 planner.sync_pages_asked(1)

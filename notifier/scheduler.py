@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence, Set
 
+from notifier.core.checks import CheckChoice
 from notifier.core.planner import Planner, SchedulerSettings
 from notifier.errors import NotifierError, StateError
 from notifier.failures import FailurePolicy
@@ -259,8 +260,9 @@ class CredentialScheduler:
         forced = [s for s in active if s.needs_drain]  # first syncs, resyncs: not asked
         polled = [s for s in active if not s.needs_drain]
         since = {id(s): s.last_checked for s in polled}
-        choice = self.planner.plan_check(
-            group.container_id, [(s.spec.key, s.last_checked) for s in polled], now)
+        choice = self.planner.plan_check(  # --once checks every stream: no probe then
+            group.container_id, [(s.spec.key, s.last_checked) for s in polled], now,
+            probe=not drain_all_due)
         due, unchanged = list[StreamRuntime](), list[StreamRuntime]()
         asked, chunk_size = [polled[i] for i in choice.status], max(1, self._s.status_chunk)
         for start in range(0, len(asked), chunk_size):
@@ -270,9 +272,13 @@ class CredentialScheduler:
             due.extend(outcome[0])
             unchanged.extend(outcome[1])
         self._metrics.status_checked(self.name, len(asked))
-        drains = [*forced, *due, *(polled[i] for i in choice.direct)]
-        results = await asyncio.gather(*(self._drain(s, check=k >= len(forced) + len(due))
+        probe, probed, skipped = await self._probe(polled, choice)
+        direct = [polled[i] for i in choice.direct]
+        followers = [] if skipped else [polled[i] for i in choice.followers]
+        drains = [*forced, *due, *followers, *direct]
+        results = await asyncio.gather(*(self._drain(s, check=k >= len(drains) - len(direct))
                                          for k, s in enumerate(drains)))
+        drains, results = [*drains, *probe], [*results, *probed]
         now = self._clock()
         checked = [*unchanged, *(s for s, (ok, _) in zip(drains, results, strict=True) if ok)]
         said_changed = {id(s) for s in due}
@@ -290,9 +296,20 @@ class CredentialScheduler:
                     await self._store.clear_quarantine(*s.spec.key, reset_failures=True)
                     log.info("stream recovered from quarantine", extra=self._failures.ctx(s))
                     s.failures = 0
-        if len(checked) == len(group.streams):
+        if len(checked) + skipped == len(group.streams):  # as planned (followers may wait)
             self.planner.checked(group.container_id, now)
         self._count_pass()
+
+    async def _probe(self, polled: list[StreamRuntime], choice: CheckChoice
+                     ) -> tuple[list[StreamRuntime], list[tuple[bool, int]], int]:
+        """The check's probe, if any (notifier.core.checks.choose_probe), synced first:
+        ([it], [its drain's result], how many followers to skip: all unless it found
+        changes)."""
+        if choice.probe is None:
+            return [], [], 0
+        s = polled[choice.probe]
+        ok, n = await self._drain(s, check=True)
+        return [s], [(ok, n)], 0 if ok and n else len(choice.followers)
 
     async def _flush_checked(self, *, force: bool = False) -> None:
         batch = self._checked.take(force=force)

@@ -12,6 +12,12 @@ to the direct syncs, which deliver one round trip sooner. A token whose ``p`` is
 ``min_direct`` is never synced directly: the saving would be below ``min_direct`` of a request,
 not worth a checkpoint write per check of a quiet container.
 
+The tokens of one container often change together (several subscriptions to one project). For
+a container seen doing so (``Together``), ``choose_probe`` also weighs syncing one token first
+(the *probe*) and the others (*followers*) only when it returned changes: ``1 + p·followers``
+requests. A follower is skipped only while its next check can still come within the staleness
+cap; the scheduler then leaves it unchecked (its last check unchanged), not inferred.
+
 The change rate of a token is a gamma-Poisson estimate with forgetting: changes found and the
 seconds the checks covered both decay with ``half_life``, so a token that turns busy is seen
 as busy from the first check that finds a change (rate ≈ 1 / what that check covered), and one
@@ -32,6 +38,9 @@ from dataclasses import dataclass
 
 MIN_DIRECT = 0.05  # direct sync only for a token at least this likely to have changed
 MAX_CHANGES_PER_CHECK = 20.0  # what one check that found changes may count for
+TOGETHER_MIN = 2.5  # checks of every token that found every one changed, before a probe
+TOGETHER_SHARE = 0.9  # ... and the share of such checks among those that found changes
+TOGETHER_KEEP = 0.9  # the weight of the past at each such check
 
 
 def status_calls(tokens: int, chunk: int) -> int:
@@ -46,12 +55,15 @@ def change_probability(rate_per_s: float, elapsed: float) -> float:
 
 @dataclass(frozen=True, slots=True)
 class CheckChoice:
-    """How one check goes: indices synced directly and indices asked by syncStatus."""
+    """How one check goes: indices synced directly and indices asked by syncStatus; with a
+    ``probe``, that index is synced first, and ``followers`` only if it returned changes."""
 
     direct: tuple[int, ...]
     status: tuple[int, ...]
     requests: int  # requests of the check itself (status calls + direct syncs)
     expected: float  # the same plus the sync pages status is expected to call for
+    probe: int | None = None
+    followers: tuple[int, ...] = ()
 
 
 def choose_check(p: Sequence[float], chunk: int, *, min_direct: float = MIN_DIRECT
@@ -73,6 +85,52 @@ def choose_check(p: Sequence[float], chunk: int, *, min_direct: float = MIN_DIRE
     direct = tuple(sorted(order[:best_k]))
     status = tuple(sorted(order[best_k:]))
     return CheckChoice(direct, status, best_k + status_calls(n - best_k, chunk), best)
+
+
+def choose_probe(p: Sequence[float], due: Sequence[bool], chunk: int) -> CheckChoice:
+    """For tokens that change together: the cheaper of ``choose_check`` and syncing the
+    likeliest token first (the *probe*) and the others only when it returned changes. Tokens
+    that are ``due`` (their check may not wait for the next one: the staleness cap) are
+    checked anyway, the cheapest way (``choose_check``), and never wait on the probe."""
+    plain = choose_check(p, chunk)
+    n = len(p)
+    if n < 2:
+        return plain
+    probe = max(range(n), key=lambda i: (p[i], due[i]))
+    followers = tuple(i for i in range(n) if i != probe and not due[i])
+    if p[probe] < MIN_DIRECT:
+        return plain
+    rest = [i for i in range(n) if i != probe and due[i]]
+    sub = choose_check([p[i] for i in rest], chunk)
+    cost = 1.0 + p[probe] * len(followers) + sub.expected
+    if not followers or cost >= plain.expected - 1e-9:
+        return plain
+    return CheckChoice(tuple(rest[i] for i in sub.direct), tuple(rest[i] for i in sub.status),
+                       1 + sub.requests, cost, probe, followers)
+
+
+@dataclass(slots=True)
+class Together:
+    """Whether a container's tokens change together: of its checks of every token that found
+    changes, how many (decayed per such check) found every token changed, and how many not."""
+
+    agreed: float = 0.0
+    split: float = 0.0
+
+    def observe(self, changed: Sequence[bool]) -> None:
+        if len(changed) < 2 or not any(changed):
+            return
+        self.agreed *= TOGETHER_KEEP
+        self.split *= TOGETHER_KEEP
+        if all(changed):
+            self.agreed += 1.0
+        else:
+            self.split += 1.0
+
+    @property
+    def likely(self) -> bool:
+        return self.agreed >= TOGETHER_MIN and self.split <= (1 - TOGETHER_SHARE) * (
+            self.agreed + self.split)
 
 
 @dataclass(slots=True)

@@ -41,6 +41,7 @@ from notifier.core.checks import (
     TokenRate,
     change_probability,
     choose_check,
+    choose_probe,
     status_calls,
 )
 from notifier.core.plan_queue import GroupPlan, Kind, PlanQueue
@@ -215,9 +216,9 @@ class Planner:
                 PSEUDO_CAPS * self._cap)
 
     def plan_check(self, cid: str, tokens: Sequence[tuple[Hashable, float | None]],
-                   now: float) -> CheckChoice:
+                   now: float, *, probe: bool = True) -> CheckChoice:
         """How to check these tokens of ``cid`` (key, last checked): which by direct sync,
-        which by syncStatus. Round-robin asks syncStatus about all of them."""
+        which by syncStatus, and (``probe``) which first. Round-robin asks status of all."""
         g = self.groups[cid]
         chunk = self.settings.status_chunk
         if self.settings.policy == "round_robin" or not tokens:
@@ -227,14 +228,16 @@ class Planner:
         if len(g.tokens) > 2 * len(tokens) + 8:  # streams removed meanwhile: forget theirs
             g.tokens = {k: g.tokens[k] for k, _ in tokens if k in g.tokens}
         half_life, prior, pseudo = self._learning()
-        p = []
+        p, due = [], []  # due: may not wait for the next check (the staleness cap)
         for key, since in tokens:
             est = g.tokens.get(key)
             rate = prior if est is None else est.estimate(now, half_life=half_life,
                                                           prior=prior, pseudo=pseudo)
             p.append(change_probability(rate, now - since if since is not None
                                         else g.interval))
-        choice = choose_check(p, chunk)
+            due.append(since is None or now - since + g.interval >= self._cap * (1 - 1e-9))
+        choice = (choose_probe(p, due, chunk) if probe and g.together.likely
+                  and len(tokens) == g.streams else choose_check(p, chunk))
         g.requests = float(max(1, choice.requests))
         return choice
 
@@ -252,7 +255,9 @@ class Planner:
         if g is None or self.settings.policy == "round_robin":
             return
         half_life, prior, pseudo = self._learning()
-        learnt = False
+        learnt, outcomes = False, list(outcomes)
+        if len(outcomes) == g.streams:  # every token: did they change together?
+            g.together.observe([bool(c) for _, _, c in outcomes])
         for key, since, changed in outcomes:
             est = g.tokens.get(key)
             if est is None:

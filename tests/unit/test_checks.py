@@ -7,7 +7,14 @@ import math
 
 import pytest
 
-from notifier.core.checks import TokenRate, change_probability, choose_check, status_calls
+from notifier.core.checks import (
+    Together,
+    TokenRate,
+    change_probability,
+    choose_check,
+    choose_probe,
+    status_calls,
+)
 from notifier.core.planner import QUIET_PASSES, Planner, SchedulerSettings
 
 # --- the cost choice --------------------------------------------------------------------------
@@ -51,6 +58,47 @@ def test_change_probability():
     assert change_probability(0.0, 100.0) == 0.0
     assert change_probability(1 / 60, 60.0) == pytest.approx(1 - math.exp(-1))
     assert change_probability(1.0, -5.0) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("p", "due", "probe", "followers", "direct", "status", "expected"),
+    [
+        # three tokens that change together, each half likely to have: one sync, and the two
+        # others only if it found changes (1 + 0.5 x 2), not status and three syncs (2.5)
+        ([0.5, 0.5, 0.5], [False] * 3, 0, (1, 2), (), (), 2.0),
+        # the likeliest goes first; one whose check may not wait goes first on a tie...
+        ([0.4, 0.5, 0.4], [False] * 3, 1, (0, 2), (), (), 2.0),
+        ([0.5, 0.5, 0.5], [False, False, True], 2, (0, 1), (), (), 2.0),
+        # ... and one that may not wait and does not go first is checked in any case
+        ([0.7, 0.7, 0.7, 0.6], [False, False, False, True], 0, (1, 2), (3,), (), 3.4),
+        # sure changes: three syncs either way, no waiting on the first
+        ([1.0, 1.0, 1.0], [False] * 3, None, (), (0, 1, 2), (), 3.0),
+        # quiet tokens: one status call, no checkpoint writes for nothing
+        ([0.01, 0.01, 0.01], [False] * 3, None, (), (), (0, 1, 2), 1.03),
+        # every token may not wait: nothing to gain
+        ([0.5, 0.5], [True, True], None, (), (0, 1), (), 2.0),
+        ([0.5], [False], None, (), (0,), (), 1.0),
+    ],
+)
+def test_choose_probe_syncs_one_token_first_when_that_is_cheaper(p, due, probe, followers,
+                                                                  direct, status, expected):
+    choice = choose_probe(p, due, 100)
+    assert (choice.probe, choice.followers, choice.direct, choice.status) == (
+        probe, followers, direct, status)
+    assert choice.expected == pytest.approx(expected)
+    assert choice.requests == (probe is not None) + len(direct) + status_calls(len(status), 100)
+
+
+def test_tokens_are_taken_to_change_together_after_checks_that_found_them_all_changed():
+    t = Together()
+    for changed in ([True, True], [False, False], [True, True]):  # no change: no evidence
+        t.observe(changed)
+    assert not t.likely
+    t.observe([True, True])
+    t.observe([True])  # one token alone says nothing
+    assert t.likely
+    t.observe([True, False])  # one went alone: not any more
+    assert not t.likely
 
 
 # --- learning and forgetting ------------------------------------------------------------------
@@ -235,3 +283,38 @@ def test_containers_never_seen_changing_leave_the_busy_ones_their_share_at_any_s
     assert most < quiet / 10
     assert most < 0.1 * one_pass
     assert quiet < plan.retune(NOW + 2).cap  # type: ignore[union-attr]  # they share the rest
+
+
+def _together(changed: list[bool]) -> tuple[Planner, float]:
+    """A plan where CIDS[0] has three tokens, seen by three checks to change so."""
+    plan = Planner(SchedulerSettings(interval=5.0), {**dict.fromkeys(CIDS[1:], 1), CIDS[0]: 3})
+    for cid in CIDS:
+        plan.start(cid, NOW - 10, NOW)
+    plan.retune(NOW)
+    t = NOW
+    for _ in range(3):
+        t += 30
+        plan.learn(CIDS[0], [(k, t - 30, c) for k, c in zip("abc", changed, strict=True)], t)
+    return plan, t
+
+
+def test_tokens_that_change_together_are_probed_by_one_sync_first():
+    plan, t = _together([True, True, True])
+    choice = plan.plan_check(CIDS[0], [(k, t - 10) for k in "abc"], t)
+    assert choice.probe is not None
+    assert len(choice.followers) == 2
+    assert (choice.direct, choice.status, choice.requests) == ((), (), 1)
+    # a token whose next check would come after the cap does not wait on the probe
+    cap = plan.retune(t).cap  # type: ignore[union-attr]
+    stale = plan.plan_check(CIDS[0], [("a", t - 10), ("b", t - 10), ("c", t - cap)], t)
+    assert 2 not in stale.followers
+    assert stale.probe == 2 or 2 in stale.direct + stale.status
+    # only when every token is asked about (not while some are quarantined or resyncing)
+    assert plan.plan_check(CIDS[0], [(k, t - 10) for k in "ab"], t).probe is None
+    # nor in a one-off pass (--once), which checks every stream
+    assert plan.plan_check(CIDS[0], [(k, t - 10) for k in "abc"], t, probe=False).probe is None
+
+
+def test_tokens_that_change_apart_are_not_probed():
+    plan, t = _together([True, False, True])
+    assert plan.plan_check(CIDS[0], [(k, t - 10) for k in "abc"], t).probe is None

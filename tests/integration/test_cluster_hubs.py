@@ -30,8 +30,20 @@ def per_project(events: list[dict[str, Any]]) -> Counter[str]:
     return Counter(e["data"]["containerId"] for e in events)
 
 
+async def owning(replicas: Replicas) -> bool:
+    """Every partition owned, and each replica owns some."""
+    owned = await replicas.ownership()
+    return sum(owned.values()) == replicas.settings.work_partitions and all(owned.values())
+
+
+def since_assigned(replica: Replica) -> str:
+    """Its log since its last assignment (a replica that starts first owns every partition
+    until the other joins, and may discover the hub meanwhile)."""
+    return replica.output().split("work partitions assigned")[-1]
+
+
 def owns_the_hub(replica: Replica) -> bool:
-    return "running: 1 credential(s)" in replica.output()
+    return "running: 1 credential(s)" in since_assigned(replica)
 
 
 @pytest.mark.timeout(180)
@@ -57,9 +69,15 @@ async def test_the_hub_owner_dies_and_the_new_owner_carries_on(tmp_path: Path,
             await replicas.start()
             await wait_for(lambda: delivered({a: 3, b: 2}), 60, "the hub's projects bootstrapped",
                            interval=0.5)
+            # Both have joined: each owns some of the partitions, so the hub's stays put.
+            await wait_for(lambda: owning(replicas), 60, "both replicas owning partitions",
+                           interval=0.5)
+            await wait_for(lambda: any(owns_the_hub(r) for r in replicas.members), 30,
+                           "a replica running the hub's partition", interval=0.5)
             owner = next(r for r in replicas.members if owns_the_hub(r))
             other = next(r for r in replicas.members if r is not owner)
-            assert "hub subscription" not in other.output(), "only the owner discovers the hub"
+            assert "hub subscription" not in since_assigned(other), \
+                "only the owner discovers the hub"
             await owner.kill()
             c = sim.hubs.add_project(HUB, "Tower C", relationships=4)[2:]
             sim.state.create_relationships(a, 2)

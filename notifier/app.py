@@ -169,10 +169,10 @@ class App:
             for sch in self.schedulers:
                 await sch.load()
             run_gc.started()  # what was built so far lives until exit (notifier.gc_policy)
-            self.metrics.streams_tracked(sum(len(s.streams) for s in self.schedulers))
+            self.metrics.streams_tracked(sum(s.stream_count for s in self.schedulers))
             log.info("notifier %s started: %d credentials, %d streams, %d sinks",
                      __version__, len(self.schedulers),
-                     sum(len(s.streams) for s in self.schedulers), len(sinks))
+                     sum(s.stream_count for s in self.schedulers), len(sinks))
             tick = asyncio.create_task(self._tick(sinks))
             discovery = [] if once else self.hubs.tasks(self._stop)
             try:
@@ -294,7 +294,7 @@ class App:
             fresh.add(sch.freshness(now))
         # Every scheduler's (in cluster mode, of every partition this replica runs), also after
         # a hub subscription added or retired projects.
-        self.metrics.streams_tracked(sum(len(s.streams) for s in schedulers))
+        self.metrics.streams_tracked(sum(s.stream_count for s in schedulers))
         self.metrics.staleness("busy", fresh.busy)
         self.metrics.staleness("quiet", fresh.quiet)
         self.metrics.stalest_check_age(fresh.stalest)

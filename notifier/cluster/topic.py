@@ -3,6 +3,7 @@ partition), created if missing and checked if present."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -26,6 +27,11 @@ log = logging.getLogger(__name__)
 # Bytes to a record batch of a partition's producer (aiokafka's default is 16 KiB: a page's
 # events and state records would go in dozens of batches); as the kafka sink's default.
 BATCH_BYTES = 1024 * 1024
+
+# A topic just created may not be described at once (the broker answering has not yet seen its
+# metadata: UnknownTopicOrPartition): its checks are tried again this many times, this far apart.
+SETTLE_ATTEMPTS = 20
+SETTLE_DELAY = 0.25
 
 
 def client_options(cfg: ClusterConfig) -> dict[str, Any]:
@@ -62,13 +68,14 @@ async def ensure_state_topic(cfg: ClusterConfig, options: dict[str, Any], *,
                                {"cleanup.policy": "compact"})
             log.info("created the state topic %s (%d partitions, compacted)", topic,
                      cfg.work_partitions)
-        count = await partition_count(admin, topic)
+            count, policy = await _settled(admin, topic)
+        else:
+            count, policy = await _described(admin, topic)
         if count != cfg.work_partitions:
             raise NotifierError(
                 f"the state topic {topic!r} has {count} partitions but cluster.work_partitions "
                 f"is {cfg.work_partitions}: they must match (a credential's state lives in its "
                 "partition)")
-        policy = await topic_config(admin, topic, "cleanup.policy")
         if policy != "compact":
             raise NotifierError(
                 f"the state topic {topic!r} has cleanup.policy={policy}, not compact: its "
@@ -83,6 +90,26 @@ async def ensure_state_topic(cfg: ClusterConfig, options: dict[str, Any], *,
                                f"{type(err).__name__}") from None
     finally:
         await admin.close()
+
+
+async def _described(admin: AIOKafkaAdminClient, topic: str) -> tuple[int, str | None]:
+    """The topic's partition count and cleanup policy."""
+    return (await partition_count(admin, topic),
+            await topic_config(admin, topic, "cleanup.policy"))
+
+
+async def _settled(admin: AIOKafkaAdminClient, topic: str) -> tuple[int, str | None]:
+    """``_described`` for a topic just created: a retriable error (its metadata not yet
+    propagated) is tried again, SETTLE_ATTEMPTS times at most."""
+    for attempt in range(1, SETTLE_ATTEMPTS + 1):
+        try:
+            return await _described(admin, topic)
+        except (TopicError, KafkaError) as err:
+            if not getattr(err, "retriable", False) or attempt == SETTLE_ATTEMPTS:
+                raise
+            log.debug("the state topic %s is not described yet (%s); again", topic, err)
+        await asyncio.sleep(SETTLE_DELAY)
+    raise AssertionError("unreachable")
 
 
 async def start_partition_producer(options: dict[str, Any], group: str, partition: int,

@@ -68,9 +68,10 @@ async def topic_config(admin: AIOKafkaAdminClient, topic: str, name: str) -> str
             if resource_name != topic:
                 continue
             if code:
+                error = for_code(code)
                 raise TopicError(f"cannot read the configuration of kafka topic {topic!r}: "
-                                 f"{for_code(code).__name__} {message or ''}".rstrip(),
-                                 retriable=False)
+                                 f"{error.__name__} {message or ''}".rstrip(),
+                                 retriable=bool(getattr(error, "retriable", False)))
             for entry in entries:
                 if entry[0] == name:
                     return None if entry[1] is None else str(entry[1])

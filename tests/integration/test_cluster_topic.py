@@ -13,14 +13,15 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaConnectionError
 
+from notifier.cluster import topic as topic_module
 from notifier.cluster.coordinator import Coordinator
 from notifier.cluster.partitions import WorkMap
-from notifier.cluster.topic import client_options, ensure_state_topic
+from notifier.cluster.topic import KafkaUnreachable, client_options, ensure_state_topic
 from notifier.cluster.transfer import export_state
 from notifier.config import Config
 from notifier.config.cluster import ClusterConfig
 from notifier.errors import NotifierError
-from notifier.sinks.kafka_topic import create_topic, topic_exists
+from notifier.sinks.kafka_topic import TopicError, create_topic, topic_exists
 from tests.integration.cluster_support import running_coordinator
 
 pytestmark = pytest.mark.kafka
@@ -119,3 +120,47 @@ async def test_a_group_consumer_that_cannot_start_is_retried(
         await asyncio.wait_for(coordinator.joined.wait(), 60)
         assert failures == 1
         assert not task.done(), "still running after the failed start"
+
+
+@pytest.mark.timeout(60)
+async def test_a_state_topic_just_created_is_described_once_its_metadata_arrives(
+        kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A broker that does not know a topic it has just created yet (UnknownTopicOrPartition
+    while its metadata propagates) delays the checks; it is no error, as long as it settles."""
+    cfg = cluster(kafka_bootstrap)
+    real = topic_module.partition_count
+    refusals = 0
+
+    async def not_yet(admin: AIOKafkaAdminClient, topic: str) -> int:
+        nonlocal refusals
+        if refusals < 3:
+            refusals += 1
+            raise TopicError(f"cannot describe kafka topic {topic!r}: "
+                             "UnknownTopicOrPartitionError", retriable=True)
+        return await real(admin, topic)
+
+    monkeypatch.setattr(topic_module, "partition_count", not_yet)
+    await ensure_state_topic(cfg, client_options(cfg))
+    assert refusals == 3
+    assert await exists(kafka_bootstrap, cfg.state_topic)
+
+
+@pytest.mark.timeout(60)
+async def test_an_existing_state_topic_that_cannot_be_described_is_not_waited_for(
+        kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The retries are for a topic just created: one that existed and cannot be described is
+    reported at once (the replica's start retries it with its own backoff)."""
+    cfg = cluster(kafka_bootstrap)
+    await make_topic(kafka_bootstrap, cfg.state_topic, 3, {"cleanup.policy": "compact"})
+    calls = 0
+
+    async def never(admin: AIOKafkaAdminClient, topic: str) -> int:
+        nonlocal calls
+        calls += 1
+        raise TopicError(f"cannot describe kafka topic {topic!r}: "
+                         "UnknownTopicOrPartitionError", retriable=True)
+
+    monkeypatch.setattr(topic_module, "partition_count", never)
+    with pytest.raises(KafkaUnreachable, match="UnknownTopicOrPartitionError"):
+        await ensure_state_topic(cfg, client_options(cfg))
+    assert calls == 1

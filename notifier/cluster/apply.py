@@ -8,10 +8,11 @@ chunk (a forced import merged into a topic that held it elsewhere) leaves that c
 shipped again, so the topic stops listing the id twice. Column names are taken only if the local
 table has them, so a record written by another release adds what it can and never injects SQL.
 
-A record this release cannot read (not JSON, not a row, a column that is not a stored value) is
-left out and noted in ``bad`` under its key; a later record of the same key, which replaces it
-in the topic, clears the note. The caller refuses a restore that ends with notes left
-(``BadRecords.check``): applying the rest would leave the cache short of rows the topic holds.
+A record this release cannot read (not JSON, not a row, a column that is not a stored value, a
+row its tables refuse such as one without a NOT NULL column) is left out and noted in ``bad``
+under its key; a later record of the same key, which replaces it in the topic, clears the note.
+The caller refuses a restore that ends with notes left (``BadRecords.check``): applying the rest
+would leave the cache short of rows the topic holds.
 """
 
 from __future__ import annotations
@@ -167,36 +168,70 @@ def _read(tables: dict[str, Table], raw_key: bytes, raw_value: bytes | None
     return t, key, decode_chunk(raw_value) if t.kind == "chunk" else decode_row(raw_value)
 
 
+def _apply(conn: sqlite3.Connection, tables: dict[str, Table],
+           records: Sequence[tuple[bytes | None, bytes | None]], bad: BadRecords | None) -> int:
+    """Apply ``records`` in the open transaction; how many were rows."""
+    applied = 0
+    ids: dict[tuple[str, str], int] = {}  # stream ids met in this batch
+    batch = _Batch(conn)
+    for raw_key, raw_value in records:
+        if raw_key is None:
+            continue
+        try:
+            read = _read(tables, raw_key, raw_value)
+        except BadRecord as exc:
+            if bad is None:
+                raise
+            bad[raw_key] = str(exc)
+            continue
+        if bad:
+            bad.pop(raw_key, None)
+        if read is None:
+            continue
+        t, key, value = read
+        if t.kind == "chunk":
+            _chunk(batch, t, key, value, ids)
+        elif value is None:
+            _delete(batch, t, key, ids)
+        else:
+            _upsert(batch, t, key, value, ids)
+        applied += 1
+    batch.flush()
+    return applied
+
+
+def _apply_alone(conn: sqlite3.Connection, tables: dict[str, Table],
+                 record: tuple[bytes | None, bytes | None], bad: BadRecords) -> int:
+    """One record in a savepoint of its own: one the tables refuse is noted in ``bad``, by the
+    constraint SQLite names (never a value: a credential's row holds its refresh token)."""
+    conn.execute("SAVEPOINT cluster_record")
+    try:
+        applied = _apply(conn, tables, [record], bad)
+    except sqlite3.IntegrityError as exc:
+        conn.execute("ROLLBACK TO cluster_record")
+        if record[0] is not None:
+            bad[record[0]] = f"a row this release's tables refuse ({exc})"
+        applied = 0
+    conn.execute("RELEASE cluster_record")
+    return applied
+
+
 def apply_records(conn: sqlite3.Connection, tables: dict[str, Table],
                   records: Sequence[tuple[bytes | None, bytes | None]],
                   bad: BadRecords | None = None) -> int:
     """Apply ``records`` (key, value) in one transaction, uncaptured; how many were rows. A
-    record that cannot be read is left out and noted in ``bad`` (BadRecord raised without)."""
-    applied = 0
-    ids: dict[tuple[str, str], int] = {}  # stream ids met in this batch
-    batch = _Batch(conn)
+    record that cannot be read, or whose row the tables refuse (a NOT NULL column without a
+    value, say), is left out and noted in ``bad`` (BadRecord or sqlite3.IntegrityError raised
+    without). The batch is applied as a whole first; only one the tables refuse is applied
+    again a record at a time, to find which."""
     with uncaptured(conn):
-        for raw_key, raw_value in records:
-            if raw_key is None:
-                continue
-            try:
-                read = _read(tables, raw_key, raw_value)
-            except BadRecord as exc:
-                if bad is None:
-                    raise
-                bad[raw_key] = str(exc)
-                continue
-            if bad:
-                bad.pop(raw_key, None)
-            if read is None:
-                continue
-            t, key, value = read
-            if t.kind == "chunk":
-                _chunk(batch, t, key, value, ids)
-            elif value is None:
-                _delete(batch, t, key, ids)
-            else:
-                _upsert(batch, t, key, value, ids)
-            applied += 1
-        batch.flush()
-    return applied
+        if bad is None:
+            return _apply(conn, tables, records, None)
+        conn.execute("SAVEPOINT cluster_batch")
+        try:
+            applied = _apply(conn, tables, records, bad)
+        except sqlite3.IntegrityError:
+            conn.execute("ROLLBACK TO cluster_batch")
+            applied = sum(_apply_alone(conn, tables, record, bad) for record in records)
+        conn.execute("RELEASE cluster_batch")
+        return applied

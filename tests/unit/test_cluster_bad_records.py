@@ -105,3 +105,38 @@ def test_a_long_list_of_bad_keys_is_cut_short() -> None:
     with pytest.raises(StateRecordError, match=r"12 record\(s\).*\(and 7 more\)"):
         bad.check("state topic 't'")
     BadRecords().check("nothing wrong")
+
+
+async def test_a_row_the_tables_refuse_is_named_and_the_rest_applied(tmp_path: Path) -> None:
+    """Valid JSON that breaks a column's constraint (a NOT NULL column missing or null) failed
+    the whole batch as a generic store error; it is now noted under its key like any unreadable
+    record, by the constraint SQLite names, and the batch's other rows are applied."""
+    records: list[tuple[bytes | None, bytes | None]] = [
+        (key("streams", None), encode_row({"sync_token": "t1"})),
+        (key("refresh_tokens", "alice", None, None),
+         encode_row({"seed_fingerprint": SECRET})),  # no refresh_token: NOT NULL
+        (key("streams", None, cid="c2"), encode_row({"sync_token": "t2", "in_resync": None})),
+        (key("known", 1), encode_chunk(["rel_id"], [["r1"]])),
+        (key("streams", None, cid="c3"), encode_row({"sync_token": "t3", "in_resync": None})),
+        (key("streams", None, cid="c3"), encode_row({"sync_token": "t3b"})),  # replaces it
+    ]
+    async with SqliteStateStore(tmp_path / "s.db") as store:
+        tables = await store._call("install", capture.install, WORK)
+        bad = BadRecords()
+        applied = await store._call("apply", apply_records, tables, records, bad)
+        assert applied == 3
+        tokens = {s.key: s.sync_token for s in await store.list_streams()}
+        assert tokens == {("a", "c1"): "t1", ("a", "c3"): "t3b"}
+        assert await store.known_subset("a", "c1", ["r1", "r2"]) == {"r1"}
+        assert await store.load_refresh_token("alice", SECRET) is None
+        assert set(bad) == {key("refresh_tokens", "alice", None, None),
+                            key("streams", None, cid="c2")}
+        with pytest.raises(StateRecordError) as caught:
+            bad.check("state topic 't' partition 0")
+        message = str(caught.value)
+        assert "NOT NULL constraint failed: refresh_tokens.refresh_token" in message
+        assert "NOT NULL constraint failed: streams.in_resync" in message
+        assert SECRET not in message
+        # a batch the tables accept is applied whole, as before
+        more = await store._call("apply", apply_records, tables, records[:1], BadRecords())
+        assert more == 1

@@ -251,7 +251,8 @@ class App:
             return schedulers
 
         self.coordinator = Coordinator(self.config.cluster, store, self.metrics.cluster,
-                                       start_work)
+                                       start_work,
+                                       orphan_retention=self.config.state.orphan_retention)
         self.health.add_check("cluster", self.coordinator.joined.is_set)  # Kafka reached
         log.info("notifier %s started: cluster mode, group %s, %d credentials, %d sinks",
                  __version__, self.config.cluster.group, len(self.config.credentials),

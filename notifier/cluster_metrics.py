@@ -30,6 +30,10 @@ class ClusterMetrics:
         self._unreadable = Gauge("notifier_cluster_unreadable_partitions",
                                  "Owned work partitions not running because their state holds "
                                  "a record this release cannot read.", registry=r)
+        self._strays = Gauge("notifier_cluster_stray_streams",
+                             "Streams whose state an owned work partition holds but the "
+                             "configuration puts elsewhere or nowhere (kept for "
+                             "state.orphan_retention, not polled).", registry=r)
         self._rebalances = Counter("notifier_cluster_rebalances_total",
                                    "Work partitions assigned to or revoked from this replica.",
                                    ["change"], registry=r)
@@ -59,6 +63,9 @@ class ClusterMetrics:
 
     def unreadable(self, count: int) -> None:
         self._unreadable.set(count)
+
+    def strays(self, count: int) -> None:
+        self._strays.set(count)
 
     def rebalanced(self, change: str, partitions: int) -> None:
         if partitions:

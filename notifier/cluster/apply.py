@@ -24,6 +24,7 @@ from typing import Any
 
 from notifier.cluster.capture import Table, chunk_is, uncaptured
 from notifier.cluster.records import BadRecord, RowKey, decode_chunk, decode_key, decode_row
+from notifier.cluster.strays import Strays
 from notifier.errors import StateRecordError
 
 # Keys named in the error of a restore that met unreadable records (the count says the rest).
@@ -169,13 +170,18 @@ def _read(tables: dict[str, Table], raw_key: bytes, raw_value: bytes | None
 
 
 def _apply(conn: sqlite3.Connection, tables: dict[str, Table],
-           records: Sequence[tuple[bytes | None, bytes | None]], bad: BadRecords | None) -> int:
+           records: Sequence[tuple[bytes | None, bytes | None]], bad: BadRecords | None,
+           strays: Strays | None) -> int:
     """Apply ``records`` in the open transaction; how many were rows."""
     applied = 0
     ids: dict[tuple[str, str], int] = {}  # stream ids met in this batch
     batch = _Batch(conn)
     for raw_key, raw_value in records:
         if raw_key is None:
+            continue
+        if strays is not None and strays.take(decode_key(raw_key), raw_key, raw_value):
+            if bad:
+                bad.pop(raw_key, None)
             continue
         try:
             read = _read(tables, raw_key, raw_value)
@@ -201,12 +207,13 @@ def _apply(conn: sqlite3.Connection, tables: dict[str, Table],
 
 
 def _apply_alone(conn: sqlite3.Connection, tables: dict[str, Table],
-                 record: tuple[bytes | None, bytes | None], bad: BadRecords) -> int:
+                 record: tuple[bytes | None, bytes | None], bad: BadRecords,
+                 strays: Strays | None) -> int:
     """One record in a savepoint of its own: one the tables refuse is noted in ``bad``, by the
     constraint SQLite names (never a value: a credential's row holds its refresh token)."""
     conn.execute("SAVEPOINT cluster_record")
     try:
-        applied = _apply(conn, tables, [record], bad)
+        applied = _apply(conn, tables, [record], bad, strays)
     except sqlite3.IntegrityError as exc:
         conn.execute("ROLLBACK TO cluster_record")
         if record[0] is not None:
@@ -218,20 +225,22 @@ def _apply_alone(conn: sqlite3.Connection, tables: dict[str, Table],
 
 def apply_records(conn: sqlite3.Connection, tables: dict[str, Table],
                   records: Sequence[tuple[bytes | None, bytes | None]],
-                  bad: BadRecords | None = None) -> int:
+                  bad: BadRecords | None = None, strays: Strays | None = None) -> int:
     """Apply ``records`` (key, value) in one transaction, uncaptured; how many were rows. A
     record that cannot be read, or whose row the tables refuse (a NOT NULL column without a
     value, say), is left out and noted in ``bad`` (BadRecord or sqlite3.IntegrityError raised
     without). The batch is applied as a whole first; only one the tables refuse is applied
-    again a record at a time, to find which."""
+    again a record at a time, to find which. With ``strays`` (a restore of one partition),
+    rows of streams the configuration puts elsewhere are left out and noted there."""
     with uncaptured(conn):
         if bad is None:
-            return _apply(conn, tables, records, None)
+            return _apply(conn, tables, records, None, strays)
         conn.execute("SAVEPOINT cluster_batch")
         try:
-            applied = _apply(conn, tables, records, bad)
+            applied = _apply(conn, tables, records, bad, strays)
         except sqlite3.IntegrityError:
             conn.execute("ROLLBACK TO cluster_batch")
-            applied = sum(_apply_alone(conn, tables, record, bad) for record in records)
+            applied = sum(_apply_alone(conn, tables, record, bad, strays)
+                          for record in records)
         conn.execute("RELEASE cluster_batch")
         return applied

@@ -28,6 +28,7 @@ from aiokafka.errors import KafkaError
 from notifier.cluster.apply import BadRecords
 from notifier.cluster.restore import read_partition
 from notifier.cluster.store import ClusterStore
+from notifier.cluster.strays import Strays, tend
 from notifier.cluster.topic import (
     KafkaUnreachable,
     client_options,
@@ -57,14 +58,16 @@ class Owned:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     starting: asyncio.Task[None] | None = None
     restored: bool = False
+    tending: asyncio.Task[None] | None = None  # its stray streams (notifier.cluster.strays)
 
 
 class Coordinator(ConsumerRebalanceListener):  # type: ignore[misc]
     """Runs the owned partitions of one replica (see the module doc)."""
 
     def __init__(self, cfg: ClusterConfig, store: ClusterStore, metrics: ClusterMetrics,
-                 start_work: StartWork) -> None:
+                 start_work: StartWork, *, orphan_retention: float = 7 * 86400.0) -> None:
         self._cfg = cfg
+        self._retention = orphan_retention
         self._options = client_options(cfg)
         self._store = store
         self._metrics = metrics
@@ -85,6 +88,8 @@ class Coordinator(ConsumerRebalanceListener):  # type: ignore[misc]
         # Owned partitions whose state holds a record this replica cannot read: not running
         # until someone mends the topic (tried again every BAD_RECORD_RETRY seconds).
         self._unreadable: set[int] = set()
+        # Per partition, the state its last restore here left out (streams put elsewhere).
+        self._strays: dict[int, Strays] = {}
         self.joined = asyncio.Event()
 
     @property
@@ -201,8 +206,10 @@ class Coordinator(ConsumerRebalanceListener):  # type: ignore[misc]
             else:
                 await self._store.wipe_partition(p)
                 bad = BadRecords()
+                strays = self._strays[p] = Strays(p, self._store.work)
                 await read_partition(self._options, cfg.state_topic, p,
-                                     functools.partial(self._store.apply, bad=bad),
+                                     functools.partial(self._store.apply, bad=bad,
+                                                       strays=strays),
                                      metrics=self._metrics)
                 bad.check(f"state topic {cfg.state_topic!r} partition {p}")
             owned.restored = True
@@ -213,6 +220,10 @@ class Coordinator(ConsumerRebalanceListener):  # type: ignore[misc]
                                                name=f"scheduler-{s.name}")
                            for s in owned.schedulers]
             self._readable(p)
+            owned.tending = asyncio.create_task(
+                tend(self._strays.setdefault(p, Strays(p, self._store.work)), owned.txn,
+                     cfg.state_topic, self._retention, self._count_strays),
+                name=f"strays-{p}")
             log.info("work partition %d running: %d credential(s)", p, len(owned.schedulers))
         except asyncio.CancelledError:
             raise
@@ -278,9 +289,10 @@ class Coordinator(ConsumerRebalanceListener):  # type: ignore[misc]
         owned = self._owned.pop(p, None)
         if owned is None:
             return
-        if owned.starting is not None and not owned.starting.done():
-            owned.starting.cancel()
-            await asyncio.gather(owned.starting, return_exceptions=True)
+        for task in (owned.starting, owned.tending):
+            if task is not None and not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         for s in owned.schedulers:
             s.stop()
         if owned.tasks:
@@ -296,6 +308,11 @@ class Coordinator(ConsumerRebalanceListener):  # type: ignore[misc]
         if self._store.txns.get(p) is owned.txn:
             self._store.txns.pop(p, None)
         self._metrics.owned(len(self._owned))
+        self._count_strays()
+
+    def _count_strays(self) -> None:
+        self._metrics.strays(sum(len(self._strays[p].streams) for p in self._owned
+                                 if p in self._strays))
 
     async def _end_offset(self, p: int) -> int:
         """The state partition's last stable offset (what a read_committed restore reads to)."""

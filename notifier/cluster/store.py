@@ -25,6 +25,7 @@ from notifier.cluster.capture import Pending, Table
 from notifier.cluster.outbox import ClusterOutbox
 from notifier.cluster.partitions import WorkMap
 from notifier.cluster.records import CHUNK_ROWS
+from notifier.cluster.strays import Strays
 from notifier.cluster.txn import PartitionTxn
 from notifier.errors import PartitionLostError, StateError
 from notifier.state.base import PruneResult, StreamKey
@@ -104,11 +105,13 @@ class ClusterStore(ClusterOutbox, SqliteStateStore):
         self._ids.clear()
 
     async def apply(self, records: Sequence[tuple[bytes | None, bytes | None]],
-                    bad: BadRecords | None = None) -> int:
-        """Apply restored records; how many were rows. Unreadable ones are noted in ``bad``
-        (see ``apply_records``)."""
+                    bad: BadRecords | None = None, strays: Strays | None = None) -> int:
+        """Apply restored records; how many were rows. Unreadable ones are noted in ``bad``,
+        those of streams the configuration puts elsewhere in ``strays`` (see
+        ``apply_records``)."""
         try:
-            return await self._call("restore", apply_records, self._tables, records, bad)
+            return await self._call("restore", apply_records, self._tables, records, bad,
+                                    strays)
         finally:
             self._ids.clear()
 

@@ -77,12 +77,14 @@ class Cluster:
 async def running_coordinator(
     cfg: ClusterConfig, cache: Path, work: WorkMap,
     start_work: Callable[[list[str], Any], Awaitable[list[Any]]],
+    registry: CollectorRegistry | None = None, **options: Any,
 ) -> AsyncIterator[tuple[Coordinator, ClusterStore, asyncio.Task[None]]]:
     """A replica's coordinator in this process, on a cache at ``cache``, ``start_work`` called
-    for each partition it starts; stopped (and awaited) on leaving."""
+    for each partition it starts, its metrics in ``registry``, ``options`` to Coordinator;
+    stopped (and awaited) on leaving."""
     async with ClusterStore(cache, work) as store:
-        coordinator = Coordinator(cfg, store, ClusterMetrics(CollectorRegistry()),
-                                  start_work)  # type: ignore[arg-type]
+        coordinator = Coordinator(cfg, store, ClusterMetrics(registry or CollectorRegistry()),
+                                  start_work, **options)  # type: ignore[arg-type]
         stop = asyncio.Event()
         task = asyncio.create_task(coordinator.run(stop))
         try:

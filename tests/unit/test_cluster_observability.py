@@ -31,6 +31,7 @@ CLUSTER_METRICS = {
     "notifier_cluster_owned_partitions": ("gauge", set()),
     "notifier_cluster_restoring_partitions": ("gauge", set()),
     "notifier_cluster_unreadable_partitions": ("gauge", set()),
+    "notifier_cluster_stray_streams": ("gauge", set()),
     "notifier_cluster_restore_records": ("counter", set()),
     "notifier_cluster_restore_seconds": ("histogram", {"le"}),
     "notifier_cluster_rebalances": ("counter", {"change"}),
@@ -41,6 +42,7 @@ CLUSTER_ALERTS = {
     "NotifierClusterPartitionsUnowned",
     "NotifierClusterRestoreStuck",
     "NotifierClusterStateUnreadable",
+    "NotifierClusterStrayStreams",
     "NotifierClusterFenced",
     "NotifierClusterTransactionsAborting",
     "NotifierClusterRebalancing",
@@ -159,6 +161,16 @@ CASES: dict[str, dict[str, Any]] = {
             alert("NotifierClusterStateUnreadable", "20m",
                   {"job": "notifier", "instance": "a:9464", "severity": "critical"}),
             alert("NotifierClusterStateUnreadable", "35m"),  # mended
+        ],
+    },
+    "stray-streams-fire-until-dropped": {
+        "interval": "1m",
+        "input_series": [series("notifier_cluster_stray_streams", "0x5 3x60 0x20")],
+        "alert_rule_test": [
+            alert("NotifierClusterStrayStreams", "20m"),  # not for 30m yet
+            alert("NotifierClusterStrayStreams", "50m",
+                  {"job": "notifier", "instance": "a:9464", "severity": "warning"}),
+            alert("NotifierClusterStrayStreams", "75m"),  # dropped after the retention
         ],
     },
     "fencing-fires-then-clears": {

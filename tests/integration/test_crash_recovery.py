@@ -100,7 +100,7 @@ def no_traceback(log: Path) -> None:
     assert "Traceback" not in text, text[-3000:]
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(420)
 async def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path) -> None:
     seed = int(os.environ.get("CRASH_SEED", time.time_ns() % 10_000))
     rng = random.Random(seed)
@@ -121,13 +121,13 @@ async def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path) -> None:
         # A kill in the middle of the bootstrap (many small pages, nothing changing yet).
         proc = await start_notifier(cfg, log=log)
         await started(log, 0)
-        await wait_for(lambda: path.exists() and path.stat().st_size > 0, 20, "first events")
+        await wait_for(lambda: path.exists() and path.stat().st_size > 0, 45, "first events")
         await asyncio.sleep(rng.uniform(0.0, 0.3))
         await kill(proc)
         n = starts(log)
         proc = await start_notifier(cfg, log=log)
         await started(log, n)
-        await wait_for(caught_up(sim, SUBS, path), 20, f"the bootstrap (seed {seed})")
+        await wait_for(caught_up(sim, SUBS, path), 45, f"the bootstrap (seed {seed})")
         start = {cid: sim.state.container(cid).seq for cid in (A, B)}
 
         # Changes flowing, kill -9 at random moments, restart at once each time.
@@ -140,7 +140,7 @@ async def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path) -> None:
         await asyncio.sleep(0.5)
         sim.state.set_knobs(change_rate=0.0)
         await started(log, n)
-        await wait_for(caught_up(sim, SUBS, path), 20, f"catching up (seed {seed})")
+        await wait_for(caught_up(sim, SUBS, path), 45, f"catching up (seed {seed})")
 
         # A forced overwrite while it is down, and a kill in the middle of the resync.
         assert await stop_process(proc, signal.SIGTERM) == 0
@@ -153,14 +153,14 @@ async def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path) -> None:
         n = starts(log)
         proc = await start_notifier(cfg, log=log)
         await started(log, n)
-        await wait_for(lambda: log.read_bytes().count(marker) > seen, 20, "the overwrite")
+        await wait_for(lambda: log.read_bytes().count(marker) > seen, 45, "the overwrite")
         await asyncio.sleep(rng.uniform(0.0, 0.2))
         await kill(proc)
         in_resync = resyncing_streams(tmp_path / "state.db")
         n = starts(log)
         proc = await start_notifier(cfg, log=log)
         await started(log, n)
-        await wait_for(caught_up(sim, SUBS, path), 20, f"the overwrite resync (seed {seed})")
+        await wait_for(caught_up(sim, SUBS, path), 45, f"the overwrite resync (seed {seed})")
         assert await stop_process(proc, signal.SIGTERM) == 0
 
         got = read_jsonl(path)
@@ -180,13 +180,13 @@ async def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path) -> None:
     no_traceback(log)
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(120)
 async def test_sigterm_exits_zero_in_time_and_restart_continues(tmp_path: Path) -> None:
     path, log = tmp_path / "events.jsonl", tmp_path / "notifier.log"
     async with Simulator(sim_config([A, B], relationships=20, page_size=4)) as sim:
         cfg = write_config(tmp_path, base_config(tmp_path, sim.url, SUBS))
         proc = await start_notifier(cfg, log=log)
-        await wait_for(caught_up(sim, SUBS, path), 20, "the bootstrap")
+        await wait_for(caught_up(sim, SUBS, path), 45, "the bootstrap")
         start = {cid: sim.state.container(cid).seq for cid in (A, B)}
         sim.state.set_knobs(change_rate=20.0, latency=0.3)  # requests in flight at the signal
         await asyncio.sleep(1.5)
@@ -202,7 +202,7 @@ async def test_sigterm_exits_zero_in_time_and_restart_continues(tmp_path: Path) 
         await asyncio.sleep(0.5)
         sim.state.set_knobs(change_rate=0.0, latency=0.0)
         proc = await start_notifier(cfg, log=log)
-        await wait_for(caught_up(sim, SUBS, path), 20, "catching up after the restart")
+        await wait_for(caught_up(sim, SUBS, path), 45, "catching up after the restart")
         assert await stop_process(proc, signal.SIGINT) == 0  # SIGINT is a stop too
 
         events = read_jsonl(path).events
@@ -212,7 +212,7 @@ async def test_sigterm_exits_zero_in_time_and_restart_continues(tmp_path: Path) 
     no_traceback(log)
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(180)
 async def test_quarantined_streams_do_not_stall_the_others(tmp_path: Path) -> None:
     """A quarantine's end is judged against when it was set, not against the test's clock at a
     later ``status`` call: under load one status subprocess takes seconds, so the backoff is
@@ -240,7 +240,7 @@ async def test_quarantined_streams_do_not_stall_the_others(tmp_path: Path) -> No
         started = time.time()
         app = App(config_from_data(data))
         task = asyncio.create_task(app.run())
-        await wait_for(lambda: delivered() == live_truth(), 10, "the first bootstrap")
+        await wait_for(lambda: delivered() == live_truth(), 30, "the first bootstrap")
         # The missing container does not hold back the other container of its subscription.
         assert ("ghost", A) in delivered()
         app.request_stop()
@@ -270,7 +270,7 @@ async def test_quarantined_streams_do_not_stall_the_others(tmp_path: Path) -> No
                 seen.append(await status_json(cfg))
                 return bool(seen[-1][("victim", B)]["quarantine_reason"] == "bad_token")
 
-            await wait_for(victim_quarantined, 10, "the rejected token's quarantine")
+            await wait_for(victim_quarantined, 30, "the rejected token's quarantine")
             status = seen[-1]
             # The victim had no failure before: quarantined from its first check for the
             # initial backoff.
@@ -286,7 +286,7 @@ async def test_quarantined_streams_do_not_stall_the_others(tmp_path: Path) -> No
                             if e["data"]["subscription"] == "good"}
                 return set(fresh) <= subjects
 
-            await wait_for(good_has_fresh, 10, "events for the healthy stream")
+            await wait_for(good_has_fresh, 30, "events for the healthy stream")
             # The healthy stream was served while the victim sat out its quarantine: its fresh
             # events are in the file before anything the victim's recovery wrote.
             later = read_jsonl(path).events[bootstrap_count:]
@@ -296,13 +296,13 @@ async def test_quarantined_streams_do_not_stall_the_others(tmp_path: Path) -> No
             assert last_fresh < first_victim, "the good stream waited for the victim"
 
             # After the backoff the victim resyncs: exactly its real differences, no more.
-            await wait_for(lambda: delivered() == live_truth(), 40, "the victim's recovery")
+            await wait_for(lambda: delivered() == live_truth(), 60, "the victim's recovery")
 
             async def victim_clear() -> bool:
                 st = (await status_json(cfg))[("victim", B)]
                 return st["quarantine_reason"] is None and bool(st["bootstrapped"])
 
-            await wait_for(victim_clear, 10, "the victim's quarantine to clear")
+            await wait_for(victim_clear, 30, "the victim's quarantine to clear")
         finally:
             app.request_stop()
             assert await asyncio.wait_for(task, 10) == 0
@@ -320,7 +320,7 @@ async def test_quarantined_streams_do_not_stall_the_others(tmp_path: Path) -> No
         assert status[("ghost", GHOST)]["failures"] >= 2, "the ghost was retried after backoff"
 
 
-@pytest.mark.timeout(30)
+@pytest.mark.timeout(60)
 async def test_a_crashed_scheduler_stops_the_process_with_a_failure_status(tmp_path: Path
                                                                            ) -> None:
     """If the loop dies (here: a bug raises in the middle of it), the job must not exit 0:
@@ -331,7 +331,7 @@ async def test_a_crashed_scheduler_stops_the_process_with_a_failure_status(tmp_p
         data = base_config(tmp_path, sim.url, SUBS[:1])
         app = App(config_from_data(data))
         task = asyncio.create_task(app.run())
-        await wait_for(caught_up(sim, SUBS[:1], path), 10, "the bootstrap")
+        await wait_for(caught_up(sim, SUBS[:1], path), 30, "the bootstrap")
 
         async def broken(*args: Any, **kwargs: Any) -> None:
             raise RuntimeError("a bug")
@@ -341,7 +341,7 @@ async def test_a_crashed_scheduler_stops_the_process_with_a_failure_status(tmp_p
     assert rc != 0
 
 
-@pytest.mark.timeout(30)
+@pytest.mark.timeout(60)
 async def test_a_torn_last_line_does_not_corrupt_the_file_after_restart(tmp_path: Path) -> None:
     path = tmp_path / "events.jsonl"
     async with Simulator(sim_config([A], relationships=5)) as sim:
@@ -349,7 +349,7 @@ async def test_a_torn_last_line_does_not_corrupt_the_file_after_restart(tmp_path
         for round_ in range(2):
             app = App(config_from_data(data))
             task = asyncio.create_task(app.run())
-            await wait_for(caught_up(sim, SUBS[:1], path), 10, "the notifier to catch up")
+            await wait_for(caught_up(sim, SUBS[:1], path), 30, "the notifier to catch up")
             app.request_stop()
             assert await asyncio.wait_for(task, 10) == 0
             if round_ == 0:

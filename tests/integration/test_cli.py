@@ -25,7 +25,7 @@ from tests.integration.main_job_support import (
     write_config,
 )
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = pytest.mark.timeout(120)  # CLI processes: slow to start on a loaded machine
 
 A = "0f8a3c52-6d1e-4b7a-9c2e-5a1b3d4e6f70"
 B = "7b2e9d14-3a5c-4f86-b0d1-2c9e8f7a6b53"

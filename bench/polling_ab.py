@@ -8,6 +8,9 @@ Each checkout runs its own ``bench/common.py`` child, so its own code is measure
 and start-up CPU per run and the best of each.
 
     python bench/polling_ab.py --size 10000x10000 --rounds 2 BASELINE_CHECKOUT .
+
+A checkout may carry environment variables for its runs, ``PATH::NAME=VALUE[,NAME=VALUE]``
+(e.g. ``.::NOTIFIER_EVENT_LOOP=asyncio`` against ``.``: one checkout on two event loops).
 """
 
 from __future__ import annotations
@@ -29,10 +32,11 @@ def main() -> int:
     p.add_argument("--size", type=polling_cost.parse_sizes, default="10000x10000",
                    help="SUBSCRIPTIONSxCONTAINERS")
     p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("checkouts", nargs="+", type=Path, help="roots of the checkouts to compare")
+    p.add_argument("checkouts", nargs="+",
+                   help="roots of the checkouts to compare, each PATH[::NAME=VALUE,...]")
     args = p.parse_args()
     [(subs, conts)] = args.size
-    roots = [c.resolve() for c in args.checkouts]
+    runs = [_checkout(c) for c in args.checkouts]
     work = fresh_dir(Path(tempfile.mkdtemp(prefix="bench-ab-")) / f"{subs}x{conts}")
     print(f"# polling_ab: {machine()}")
     rows = []
@@ -42,23 +46,31 @@ def main() -> int:
         polling_cost.seed_state(sim, cfg)
         (work / "config.json").write_text(json.dumps(cfg))
         for i in range(args.rounds):
-            for root in roots:
+            for label, root, extra in runs:
                 report = work / "report.json"
                 subprocess.run([sys.executable, str(root / "bench" / "common.py"), "notifier",
                                 str(work / "config.json"), str(report)], cwd=root, check=True,
-                               env=dict(os.environ, PYTHONPATH=str(root)),
+                               env=dict(os.environ, PYTHONPATH=str(root), **extra),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 rep = json.loads(report.read_text())
-                rows.append([i + 1, str(root), rep["cpu_pass"], rep["cpu_startup"],
+                rows.append([i + 1, label, rep["cpu_pass"], rep["cpu_startup"],
                              round(os.getloadavg()[0], 1)])
-                note(f"round {i + 1} {root}: pass {rep['cpu_pass']:.2f} CPU-s, start-up "
+                note(f"round {i + 1} {label}: pass {rep['cpu_pass']:.2f} CPU-s, start-up "
                      f"{rep['cpu_startup']:.2f}")
     print(table(["round", "checkout", "idle pass CPU s", "start-up CPU s", "load"], rows))
-    for root in roots:
-        mine = [r for r in rows if r[1] == str(root)]
-        print(f"{root}: best idle pass {min(r[2] for r in mine):.2f} CPU-s, "
+    for label, _, _ in runs:
+        mine = [r for r in rows if r[1] == label]
+        print(f"{label}: best idle pass {min(r[2] for r in mine):.2f} CPU-s, "
               f"best start-up {min(r[3] for r in mine):.2f} CPU-s")
     return 0
+
+
+def _checkout(arg: str) -> tuple[str, Path, dict[str, str]]:
+    """(label, root, extra environment) of ``PATH[::NAME=VALUE,...]``."""
+    path, _, env_text = arg.partition("::")
+    extra = dict(item.split("=", 1) for item in env_text.split(",") if item)
+    root = Path(path).resolve()
+    return (f"{root} {env_text}" if env_text else str(root)), root, extra
 
 
 if __name__ == "__main__":

@@ -42,7 +42,9 @@ _NAME = re.compile(NAME_PATTERN)  # compiled once: a large config checks 100,000
 def _check_name(value: str) -> str:
     if not _NAME.match(value):
         raise _fail("name", "must be 1-128 characters: letters, digits, '.', '_' or '-'")
-    return value
+    # Interned: 100,000 subscriptions name the same few credentials and sinks (one string
+    # serves them all), and the store's rows share the subscription names (state.sqlite_streams).
+    return sys.intern(value)
 
 
 Name = Annotated[

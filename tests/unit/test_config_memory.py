@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from notifier.config import config_from_data
 
 C1 = "5d0c2a3e-3b1f-4b8e-9a51-0d3c1f6f7a10"
@@ -34,3 +36,18 @@ def test_equal_field_sets_are_one_shared_set_and_stay_correct() -> None:
     d.model_fields_set.add("domains")
     assert a.model_fields_set == {"name", "credential", "container_id", "sinks"}
     assert a.container_id is b.container_id  # one string per container id
+
+
+def test_names_are_interned_so_many_subscriptions_share_their_credential_and_sinks() -> None:
+    subs = [{"name": f"s{i}", "credential": "main", "container_id": C1, "sinks": ["out"]}
+            for i in range(3)]
+    # Separate string objects in the input, as a parser gives them.
+    for s in subs:
+        s["credential"] = "".join(["ma", "in"])
+        s["sinks"] = ["".join(["o", "ut"])]
+    a, b, c = _config(subs).subscriptions
+    assert a.credential == "main"
+    assert a.sinks == ["out"]
+    assert a.credential is b.credential is c.credential
+    assert a.sinks[0] is b.sinks[0] is c.sinks[0]
+    assert a.name is sys.intern("s0")  # the store's rows share it (state.sqlite_streams)

@@ -4,6 +4,7 @@ resync reason, orphan retention, and whole-subscription forget and rename (real 
 from __future__ import annotations
 
 import sqlite3
+import sys
 from pathlib import Path
 
 import orjson
@@ -171,3 +172,20 @@ async def test_rename_and_forget_a_subscription(tmp_path: Path) -> None:
         assert conn.execute("SELECT count(*) FROM known").fetchone()[0] == 1
     finally:
         conn.close()
+
+
+async def test_listed_streams_share_their_names_and_container_ids(tmp_path: Path) -> None:
+    """At start-up 100,000 rows come back: their names, container ids and filter fingerprints
+    are interned (the configuration's strings are too), so they hold no copies."""
+    async with SqliteStateStore(tmp_path / "s.db") as store:
+        for sub in ("a", "b"):
+            await commit(store, sub, next_token=f"t-{sub}", filter_fingerprint="f" * 16)
+        first, second = await store.list_streams()
+        assert (first.subscription, second.subscription) == ("a", "b")
+        assert first.container_id == CONT
+        assert first.container_id is second.container_id
+        assert first.container_id is sys.intern(CONT)
+        assert first.subscription is sys.intern("a")
+        assert first.filter_fingerprint == "f" * 16
+        assert first.filter_fingerprint is second.filter_fingerprint
+        assert (first.sync_token, second.sync_token) == ("t-a", "t-b")

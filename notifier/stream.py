@@ -8,6 +8,12 @@ from dataclasses import dataclass, field
 
 from notifier.sinks.base import DirectSink, OutboxSink, Sink, split_sinks
 
+# The last sinks tuple split and its parts: specs built in a row from one shared tuple share
+# their ``direct`` and ``outbox`` tuples too (time and ~100 bytes per stream at start-up). The
+# tuple is held, so its identity cannot be reused by another.
+_LAST_SPLIT: list[tuple[tuple[Sink, ...], tuple[DirectSink, ...], tuple[OutboxSink, ...]]] = [
+    ((), (), ())]
+
 
 @dataclass(frozen=True, slots=True)
 class StreamSpec:
@@ -27,7 +33,10 @@ class StreamSpec:
     """``sinks`` whose events go to the state store's outbox with each checkpoint."""
 
     def __post_init__(self) -> None:
-        direct, outbox = split_sinks(self.sinks)
+        sinks, direct, outbox = _LAST_SPLIT[0]
+        if self.sinks is not sinks:  # 100,000 specs share a few tuples (Assembly.specs)
+            direct, outbox = split_sinks(self.sinks)
+            _LAST_SPLIT[0] = (self.sinks, direct, outbox)
         object.__setattr__(self, "direct", direct)
         object.__setattr__(self, "outbox", outbox)
 

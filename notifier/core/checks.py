@@ -33,7 +33,7 @@ check, which is the delay the plan spends its checks against.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 
 MIN_DIRECT = 0.05  # direct sync only for a token at least this likely to have changed
@@ -71,8 +71,11 @@ def choose_check(p: Sequence[float], chunk: int, *, min_direct: float = MIN_DIRE
     """The cheapest way, in expected requests, to check tokens changed with probabilities
     ``p`` (see the module docstring); status for everyone when ``min_direct`` > 1."""
     n = len(p)
-    order = sorted(range(n), key=lambda i: -p[i])
     rest = math.fsum(p)
+    if not p or max(p) < min_direct:  # the usual quiet container: status for everyone
+        return CheckChoice((), tuple(range(n)), status_calls(n, chunk),
+                           status_calls(n, chunk) + rest)
+    order = sorted(range(n), key=lambda i: -p[i])
     best_k, best = 0, status_calls(n, chunk) + rest
     for k in range(1, n + 1):
         pi = p[order[k - 1]]
@@ -170,3 +173,34 @@ class TokenRate:
         self._decay(now, half_life)
         self.changes += found
         self.covered += covered
+
+
+def token_probabilities(
+    tokens: Sequence[tuple[Hashable, float | None]], rates: Mapping[Hashable, TokenRate],
+    now: float, *, interval: float, cap: float, half_life: float, prior: float, pseudo: float,
+) -> tuple[list[float], list[bool]]:
+    """For each token (key, last checked: None for never) of a container checked every
+    ``interval``: the probability that it changed since its last check, and whether it is
+    due (its check may not wait for the next one: the staleness ``cap``). ``rates`` has the
+    tokens seen changing; the others are at the ``prior``."""
+    p: list[float] = []
+    due: list[bool] = []
+    learnt, limit = rates.get, cap * (1 - 1e-9)
+    # Tokens at the prior checked together share their last check (10 or 100 on one
+    # container): computed once per last check, not per token.
+    at_prior: dict[float | None, tuple[float, bool]] = {}
+    for key, since in tokens:
+        est = learnt(key)
+        if est is None:
+            known = at_prior.get(since)
+            if known is None:
+                known = at_prior[since] = (
+                    change_probability(prior, now - since if since is not None else interval),
+                    since is None or now - since + interval >= limit)
+            p.append(known[0])
+            due.append(known[1])
+            continue
+        rate = est.estimate(now, half_life=half_life, prior=prior, pseudo=pseudo)
+        p.append(change_probability(rate, now - since if since is not None else interval))
+        due.append(since is None or now - since + interval >= limit)
+    return p, due

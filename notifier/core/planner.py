@@ -39,10 +39,10 @@ from typing import Literal
 from notifier.core.checks import (
     CheckChoice,
     TokenRate,
-    change_probability,
     choose_check,
     choose_probe,
     status_calls,
+    token_probabilities,
 )
 from notifier.core.plan_queue import GroupPlan, Kind, PlanQueue
 from notifier.core.schedule import (
@@ -228,14 +228,9 @@ class Planner:
         if len(g.tokens) > 2 * len(tokens) + 8:  # streams removed meanwhile: forget theirs
             g.tokens = {k: g.tokens[k] for k, _ in tokens if k in g.tokens}
         half_life, prior, pseudo = self._learning()
-        p, due = [], []  # due: may not wait for the next check (the staleness cap)
-        for key, since in tokens:
-            est = g.tokens.get(key)
-            rate = prior if est is None else est.estimate(now, half_life=half_life,
-                                                          prior=prior, pseudo=pseudo)
-            p.append(change_probability(rate, now - since if since is not None
-                                        else g.interval))
-            due.append(since is None or now - since + g.interval >= self._cap * (1 - 1e-9))
+        p, due = token_probabilities(
+            tokens, g.tokens, now, interval=g.interval, cap=self._cap,
+            half_life=half_life, prior=prior, pseudo=pseudo)
         choice = (choose_probe(p, due, chunk) if probe and g.together.likely
                   and len(tokens) == g.streams else choose_check(p, chunk))
         g.requests = float(max(1, choice.requests))

@@ -8,12 +8,14 @@ import math
 import pytest
 
 from notifier.core.checks import (
+    CheckChoice,
     Together,
     TokenRate,
     change_probability,
     choose_check,
     choose_probe,
     status_calls,
+    token_probabilities,
 )
 from notifier.core.planner import QUIET_PASSES, Planner, SchedulerSettings
 
@@ -318,3 +320,42 @@ def test_tokens_that_change_together_are_probed_by_one_sync_first():
 def test_tokens_that_change_apart_are_not_probed():
     plan, t = _together([True, False, True])
     assert plan.plan_check(CIDS[0], [(k, t - 10) for k in "abc"], t).probe is None
+
+
+def _reference_probabilities(tokens, rates, now, *, interval, cap, half_life, prior, pseudo):
+    """token_probabilities computed token by token, as the planner did before."""
+    p, due = [], []
+    for key, since in tokens:
+        est = rates.get(key)
+        rate = prior if est is None else est.estimate(now, half_life=half_life, prior=prior,
+                                                      pseudo=pseudo)
+        p.append(change_probability(rate, now - since if since is not None else interval))
+        due.append(since is None or now - since + interval >= cap * (1 - 1e-9))
+    return p, due
+
+
+def test_token_probabilities_per_last_check_equal_the_per_token_computation() -> None:
+    busy = TokenRate()
+    busy.observe(900.0, 300.0, 1, half_life=3600.0, prior=1e-5, pseudo=600.0)
+    rates = {"busy": busy}
+    # Tokens at the prior sharing last checks, one never checked, one past the cap, and a
+    # learnt token sharing a last check with prior ones (it must not take theirs).
+    tokens = [("a", 400.0), ("b", 400.0), ("busy", 400.0), ("c", None), ("d", 10.0),
+              ("e", 400.0), ("f", 990.0), ("g", None)]
+    args = {"interval": 60.0, "cap": 1000.0, "half_life": 3600.0, "prior": 1e-5,
+            "pseudo": 600.0}
+    got = token_probabilities(tokens, rates, 1000.0, **args)
+    assert got == _reference_probabilities(tokens, rates, 1000.0, **args)
+    p, due = got
+    assert p[0] == p[1] == p[5]
+    assert p[2] > p[0]  # the learnt rate, not the prior
+    assert due == [False, False, False, True, True, False, False, True]
+
+
+def test_choose_check_for_a_quiet_container_asks_status_of_every_token() -> None:
+    p = [0.001, 0.04, 0.0, 0.049]
+    choice = choose_check(p, 2)
+    assert choice == CheckChoice((), (0, 1, 2, 3), 2, 2 + math.fsum(p))
+    assert choose_check([], 2) == CheckChoice((), (), 0, 0.0)
+    # One token likely enough changes the answer (the general path).
+    assert choose_check([0.9], 2).direct == (0,)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import platform
 from collections.abc import Iterable, Mapping
 
-from prometheus_client import CollectorRegistry, Info
+from prometheus_client import CollectorRegistry, Counter, Histogram, Info
 from prometheus_client.exposition import choose_encoder
 
 from notifier.cluster_metrics import ClusterMetrics
@@ -35,6 +35,7 @@ from notifier.metrics_base import (
     flag,
     nonneg,
 )
+from notifier.metrics_observer import CredentialObserver
 from notifier.metrics_sinks import SinkMetrics
 from notifier.store_metrics import StoreMetrics
 
@@ -246,10 +247,18 @@ class Metrics(SinkMetrics):
         self, credential: str, endpoint: str, outcome: str, seconds: float
     ) -> None:
         """One request to the Relationship Service finished (or failed) after ``seconds``."""
+        count, duration = self.upstream_series(credential, endpoint, outcome)
+        count.inc()
+        duration.observe(nonneg(seconds))
+
+    def upstream_series(self, credential: str, endpoint: str, outcome: str
+                        ) -> tuple[Counter, Histogram]:
+        """The request count and duration series ``upstream_request`` updates (an observer
+        keeps them: one pair per endpoint and outcome, used for every request)."""
         credential = self._credential(credential)
         outcome = self._bounded("upstream outcome", outcome, UPSTREAM_OUTCOMES)
-        self._labelled(self._upstream_requests, credential, endpoint, outcome).inc()
-        self._labelled(self._upstream_duration, credential, endpoint).observe(nonneg(seconds))
+        return (self._labelled(self._upstream_requests, credential, endpoint, outcome),
+                self._labelled(self._upstream_duration, credential, endpoint))
 
     def rate_limited(self, credential: str, retry_after_seconds: float) -> None:
         """A 429 arrived; the caller waits ``retry_after_seconds`` before trying again."""
@@ -259,9 +268,15 @@ class Metrics(SinkMetrics):
 
     def budget_acquired(self, credential: str, priority: str, waited_seconds: float) -> None:
         """A request slot was taken from the credential's budget after waiting."""
+        count, wait = self.budget_series(credential, priority)
+        count.inc()
+        wait.observe(nonneg(waited_seconds))
+
+    def budget_series(self, credential: str, priority: str) -> tuple[Counter, Histogram]:
+        """The series ``budget_acquired`` updates (kept by an observer, as above)."""
         credential = self._credential(credential)
-        self._labelled(self._budget_acquired, credential, priority).inc()
-        self._labelled(self._budget_wait, credential, priority).observe(nonneg(waited_seconds))
+        return (self._labelled(self._budget_acquired, credential, priority),
+                self._labelled(self._budget_wait, credential, priority))
 
     def budget_configured(self, credential: str, requests_per_minute: float) -> None:
         """The credential's budget is ``requests_per_minute`` (exported per second)."""
@@ -380,20 +395,3 @@ class Metrics(SinkMetrics):
         """Return (body, content type) of a scrape; text 0.0.4 unless ``accept`` asks otherwise."""
         encoder, content_type = choose_encoder(accept)
         return encoder(self.registry), content_type
-
-
-class CredentialObserver:
-    """Upstream-client hooks bound to one credential (the client does not pass it)."""
-
-    def __init__(self, metrics: Metrics, credential: str) -> None:
-        self._metrics = metrics
-        self.credential = credential
-
-    def on_request(self, endpoint: str, outcome: str, seconds: float) -> None:
-        self._metrics.upstream_request(self.credential, endpoint, outcome, seconds)
-
-    def on_rate_limited(self, retry_after_seconds: float) -> None:
-        self._metrics.rate_limited(self.credential, retry_after_seconds)
-
-    def on_budget(self, priority: str, waited_seconds: float) -> None:
-        self._metrics.budget_acquired(self.credential, priority, waited_seconds)

@@ -23,6 +23,8 @@ def exercise_every_method(m: Metrics) -> None:
     m.token_refresh("main", "invalid_grant")
     m.on_refresh("main", "ok")
     m.client_observer("main").on_request("search", "ok", 0.1)
+    m.upstream_series("main", "sync", "ok")  # what the observer keeps
+    m.budget_series("main", "status")
     m.streams_tracked(3)
     m.status_checked("main", 3)
     m.cycle_completed("main", 2.0, 3)
@@ -343,6 +345,33 @@ def test_observer_hooks_of_the_upstream_client_and_auth(metrics: Metrics) -> Non
     assert value(metrics, refreshes, credential="main", outcome="unavailable") == 1
     assert value(metrics, refreshes, credential="main", outcome="store_failed") == 1
     assert value(metrics, "notifier_auth_refresh_consecutive_failures", credential="main") == 2
+
+
+def test_the_client_observer_counts_each_request_and_slot_as_the_metrics_methods_do(
+    metrics: Metrics, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The observer keeps the series it updates: repeated calls still count each one, an
+    unknown outcome still goes to "other" (warned once), negative times count as 0."""
+    observer = metrics.client_observer("main")
+    with caplog.at_level(logging.WARNING, logger="notifier.metrics"):
+        for seconds in (0.1, 0.2, -1.0):
+            observer.on_request("syncStatus", "ok", seconds)
+            observer.on_request("sync", "weird", 1.0)
+            observer.on_budget("status", seconds)
+    metrics.upstream_request("main", "syncStatus", "ok", 0.3)  # the same series
+    status = {"credential": "main", "endpoint": "syncStatus"}
+    assert value(metrics, "notifier_upstream_requests_total", **status, outcome="ok") == 4
+    assert value(metrics, "notifier_upstream_request_duration_seconds_count", **status) == 4
+    assert value(metrics, "notifier_upstream_request_duration_seconds_sum", **status) == (
+        pytest.approx(0.6))
+    assert value(metrics, "notifier_upstream_requests_total", credential="main",
+                 endpoint="sync", outcome="other") == 3
+    assert len([r for r in caplog.records if "unexpected" in r.getMessage()]) == 1
+    budget = {"credential": "main", "priority": "status"}
+    assert value(metrics, "notifier_budget_acquired_total", **budget) == 3
+    assert value(metrics, "notifier_budget_wait_seconds_sum", **budget) == pytest.approx(0.3)
+    # The credential's alerting series exist (created at zero by the first call).
+    assert value(metrics, "notifier_upstream_rate_limited_total", credential="main") == 0
 
 
 def test_hub_discovery_metrics() -> None:

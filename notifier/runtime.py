@@ -8,6 +8,7 @@ its place in the plan (notifier.core.planner). ``Freshness`` is what App exports
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable, Set
 from dataclasses import dataclass, field
@@ -61,11 +62,22 @@ class StreamRuntime:
 
 @dataclass(slots=True)
 class Group:
-    """One container's streams (all polled with one credential) and its plan."""
+    """One container's streams (all polled with one credential) and its plan.
+
+    ``ages`` is what the freshness tick last found in the group (see ``freshness``); whoever
+    changes a stream's check time or quarantine drops it (``touched``), and the scheduler
+    keeps ``checking`` raised while a check of the group is under way (nothing is kept then).
+    """
 
     container_id: str
     streams: list[StreamRuntime]
     plan: GroupPlan
+    ages: GroupAges | None = None
+    checking: int = 0
+
+    def touched(self) -> None:
+        """Its streams' check times or quarantines changed: the tick looks at them again."""
+        self.ages = None
 
     @property
     def interval(self) -> float:
@@ -264,28 +276,68 @@ def remove_streams(groups: dict[str, Group], planner: Planner, keys: Set[StreamK
     return removed
 
 
+@dataclass(slots=True)
+class GroupAges:
+    """A group's streams as the freshness tick sees them, valid until a stream's check or
+    quarantine changes (``Group.touched``), its streams are replaced, or ``until`` (the first
+    quarantine to end). Times, not ages: the ages of a group nobody touched grow with ``now``."""
+
+    streams: list[StreamRuntime]  # the list they were read from
+    since: float  # when (an earlier ``now`` reads them again)
+    until: float
+    times: list[float]  # last check (or start) of each stream not in quarantine, in order
+    subs: list[tuple[str, float]]  # each subscription's oldest such time, first seen first
+    quarantined: int
+
+
+def group_ages(g: Group, now: float, started_at: float) -> GroupAges:
+    """Read ``g``'s streams for ``freshness`` (every stream not in quarantine at ``now``)."""
+    times: list[float] = []
+    oldest: dict[str, float] = {}
+    quarantined, until = 0, math.inf
+    for s in g.streams:
+        q = s.quarantined_until
+        if q > now:
+            quarantined += 1
+            until = min(until, q)
+            continue
+        checked = s.last_checked
+        t = started_at if checked is None else checked
+        times.append(t)
+        sub = s.spec.subscription
+        if t <= oldest.get(sub, math.inf):
+            oldest[sub] = t
+    return GroupAges(g.streams, now, until, times, list(oldest.items()), quarantined)
+
+
 def freshness(groups: dict[str, Group], planner: Planner, now: float, started_at: float
               ) -> Freshness:
     """Ages of the streams' last successful checks, by busy and quiet groups; a stream never
-    checked successfully is as stale as the process is old (``started_at``)."""
+    checked successfully is as stale as the process is old (``started_at``).
+
+    Every few seconds over every stream (100,000), so each group's streams are read again
+    only when they changed (``GroupAges``); the ages are the same as reading them all.
+    """
     out = Freshness()
     per_sub = out.per_subscription
     age_of = per_sub.get
-    busy, quiet = out.busy.append, out.quiet.append
+    busy: list[float] = []
+    quiet: list[float] = []
     quarantined = 0
-    for g in groups.values():  # every few seconds over every stream (100,000): kept lean
-        add = busy if planner.is_busy(g.container_id, now) else quiet
-        for s in g.streams:
-            if s.quarantined_until > now:
-                quarantined += 1
-                continue
-            checked = s.last_checked
-            age = now - (started_at if checked is None else checked)
-            age = max(age, 0.0)
-            add(age)
-            sub = s.spec.subscription
+    for g in groups.values():
+        a = g.ages
+        if (a is None or a.streams is not g.streams or not a.since <= now < a.until
+                or g.checking):
+            a = group_ages(g, now, started_at)
+            g.ages = None if g.checking else a
+        (busy if planner.is_busy(g.container_id, now) else quiet).extend(a.times)
+        quarantined += a.quarantined
+        for sub, t in a.subs:  # (a conditional, not max(): a call per stream costs more)
+            age = now - t if t < now else 0.0
             if age >= age_of(sub, 0.0):
                 per_sub[sub] = age
+    out.busy = [age if age >= 0.0 else 0.0 for age in [now - t for t in busy]]
+    out.quiet = [age if age >= 0.0 else 0.0 for age in [now - t for t in quiet]]
     out.quarantined = quarantined
     out.stalest = max(max(out.busy, default=0.0), max(out.quiet, default=0.0))
     return out

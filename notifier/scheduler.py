@@ -108,6 +108,7 @@ class CredentialScheduler:
         for g in self.groups.values():
             for s in g.streams:
                 s.load(states.get(s.spec.key))
+            g.touched()
             self.planner.start(g.container_id, g.last_success(), now)
         self.retune()
         eff = self.planner.start_interval()
@@ -253,6 +254,14 @@ class CredentialScheduler:
         return all(g.last_checked is not None for g in self.groups.values())
 
     async def _check_group(self, group: Group, drain_all_due: bool = False) -> None:
+        group.checking += 1  # its streams change meanwhile: the freshness tick reads them
+        try:
+            await self._check(group, drain_all_due)
+        finally:
+            group.checking -= 1
+            group.touched()
+
+    async def _check(self, group: Group, drain_all_due: bool) -> None:
         now = self._clock()
         # A one-off pass (--once) tries every stream, quarantined or not: skipping one would
         # report success for a subscription it never drained.

@@ -51,6 +51,8 @@ async def test_direct_syncs_deliver_changes_and_store_the_token(tmp_path: Path) 
         await sch.run(once=True)  # first syncs: every stream has a token
         tokens = {s.spec.container_id: s.token for s in sch.streams}
         assert all(tokens.values())
+        fresh = sch.freshness(time.time())  # the tick keeps what it read until a check
+        assert max(fresh.per_subscription.values()) < 30
         # The plan has seen BUSY and FILTERED change at their last checks: both are likely to
         # have changed again, so their next checks are direct syncs; QUIET is asked by status.
         now = sch.planner.groups[BUSY].last_checked or 0.0
@@ -64,6 +66,10 @@ async def test_direct_syncs_deliver_changes_and_store_the_token(tmp_path: Path) 
         later = 60.0
         await sch.run(once=True)
         served = {ep: n - calls.get(ep, 0) for ep, n in sim.state.stats.requests.items()}
+        # Checked a minute "later": the ages start again from those checks (not 60 s on).
+        fresh = sch.freshness(time.time() + later)
+        assert max(fresh.per_subscription.values()) < 30
+        assert len(fresh.busy) + len(fresh.quiet) == 3
 
         assert {e.subject for e in sink.events} == made  # nothing of the other domain
         assert served.get("syncStatus") == 1  # QUIET only

@@ -97,10 +97,12 @@ def test_freshness_splits_ages_by_busy_and_quiet_groups_and_keeps_each_subscript
                   quarantined_until=quarantined_until)
 
     groups = {
-        "busy": NS(container_id="busy", streams=[stream("a", 90.0), stream("b", None)]),
+        "busy": NS(container_id="busy", streams=[stream("a", 90.0), stream("b", None)],
+                   ages=None, checking=0),
         "quiet": NS(container_id="quiet", streams=[
             stream("a", 40.0), stream("c", 130.0),  # checked "after" now: age 0, not negative
-            stream("d", 10.0, quarantined_until=150.0)]),  # quarantined: not an age
+            stream("d", 10.0, quarantined_until=150.0)],  # quarantined: not an age
+            ages=None, checking=0),
     }
     planner = NS(is_busy=lambda cid, now: cid == "busy")
     f = freshness(groups, planner, 100.0, 20.0)  # type: ignore[arg-type]
@@ -109,3 +111,78 @@ def test_freshness_splits_ages_by_busy_and_quiet_groups_and_keeps_each_subscript
     assert f.quarantined == 1
     assert f.stalest == 80.0
     assert f.per_subscription == {"a": 60.0, "b": 80.0, "c": 0.0}
+
+
+def _freshness_by_reading_every_stream(groups, planner, now, started_at):  # type: ignore[no-untyped-def]
+    """The tick as it was before it kept what it read (the reference)."""
+    from notifier.runtime import Freshness
+
+    out = Freshness()
+    for g in groups.values():
+        add = out.busy if planner.is_busy(g.container_id, now) else out.quiet
+        for s in g.streams:
+            if s.quarantined_until > now:
+                out.quarantined += 1
+                continue
+            age = max(now - (started_at if s.last_checked is None else s.last_checked), 0.0)
+            add.append(age)
+            if age >= out.per_subscription.get(s.spec.subscription, 0.0):
+                out.per_subscription[s.spec.subscription] = age
+    out.stalest = max(max(out.busy, default=0.0), max(out.quiet, default=0.0))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_freshness_that_keeps_what_it_read_reports_what_reading_every_stream_does(seed: int):
+    """Ticks over groups changed between them as the scheduler changes them (checks mark
+    the group touched; quarantines end by themselves; streams are added and removed; a tick
+    lands mid-check): every tick equals the reference, per-subscription order included."""
+    import random
+    from types import SimpleNamespace as NS
+
+    from notifier.runtime import Group, StreamRuntime, freshness
+    from notifier.stream import StreamSpec
+
+    rnd = random.Random(seed)
+    cids = [f"c{i}" for i in range(12)]
+    subs = [f"s{i}" for i in range(15)]
+
+    def runtime(cid: str) -> StreamRuntime:
+        rt = StreamRuntime(StreamSpec(subscription=rnd.choice(subs), container_id=cid,
+                                      credentials=("x",), sinks=()))
+        rt.last_checked = rnd.choice([None, rnd.uniform(0, 100)])
+        if rnd.random() < 0.2:
+            rt.quarantined_until = rnd.uniform(50, 300)
+        return rt
+
+    groups = {cid: Group(cid, [runtime(cid) for _ in range(rnd.randint(1, 6))],
+                         None)  # type: ignore[arg-type]
+              for cid in cids}
+    busy = set(rnd.sample(cids, 4))
+    planner = NS(is_busy=lambda cid, now: cid in busy)
+    now, started = 100.0, 5.0
+    for _ in range(40):
+        now += rnd.choice([0.0, 5.0, 5.0, 37.5, -1.0])  # the clock may step back
+        for g in rnd.sample(list(groups.values()), 3):
+            action = rnd.random()
+            if action < 0.5:  # a check: new times, maybe a quarantine; touched after it
+                for s in g.streams:
+                    s.last_checked = now - rnd.uniform(0, 3)
+                    s.quarantined_until = now + 40 if rnd.random() < 0.1 else 0.0
+                g.touched()
+            elif action < 0.65:
+                g.streams = [*g.streams, runtime(g.container_id)]
+            elif action < 0.8 and len(g.streams) > 1:
+                g.streams = g.streams[1:]
+            elif action < 0.9:  # a check under way: changed, not yet touched
+                g.checking += 1
+                g.streams[0].last_checked = now
+            elif g.checking:
+                g.checking -= 1
+                g.touched()
+        if rnd.random() < 0.2:
+            busy ^= {rnd.choice(cids)}  # a re-plan moves a group between busy and quiet
+        got = freshness(groups, planner, now, started)  # type: ignore[arg-type]
+        want = _freshness_by_reading_every_stream(groups, planner, now, started)
+        assert got == want
+        assert list(got.per_subscription) == list(want.per_subscription)

@@ -23,6 +23,7 @@ from notifier.source.models import (
     SyncStatusResponse,
     SyncStatusResult,
 )
+from notifier.source.parse_sync import decode_sync_page
 
 __all__ = [
     "error_detail",
@@ -32,6 +33,7 @@ __all__ = [
     "parse_search_page",
     "parse_sync_page",
     "parse_sync_status",
+    "sync_page_from_dicts",
 ]
 
 _MAX_DETAIL = 500
@@ -190,7 +192,18 @@ def parse_relationship_list(body: bytes, endpoint: str = "batch") -> list[Relati
 
 
 def parse_sync_page(body: bytes, endpoint: str = "sync") -> SyncPage:
-    """``relationships:sync``: ``current.data``, ``deleted.data``, moreData, overwrite, token."""
+    """``relationships:sync``: ``current.data``, ``deleted.data``, moreData, overwrite, token.
+
+    The fast path (``source.parse_sync``) takes every page it can; the rest, malformed ones
+    included, are parsed here, which names the problem."""
+    fast = decode_sync_page(body)
+    if fast is not None:
+        return fast
+    return sync_page_from_dicts(body, endpoint)
+
+
+def sync_page_from_dicts(body: bytes, endpoint: str = "sync") -> SyncPage:
+    """``parse_sync_page`` without its fast path: every relationship keeps its decoded dict."""
     data = _object(loads(body, endpoint), endpoint, "")
     current = _field(data, "current", dict, endpoint, "")
     deleted = _field(data, "deleted", dict, endpoint, "")

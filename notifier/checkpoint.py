@@ -168,7 +168,7 @@ class PageWriter:
         if not spec.direct or not self.ANNOUNCES:
             return
         items = [
-            Announcement(e.subject, e.time, orjson.dumps(e.data["relationship"]), fingerprint)
+            Announcement(e.subject, e.time, e.relationship_json(), fingerprint)
             for e in events if e.kind is CREATED
         ]
         if items:

@@ -29,6 +29,10 @@ from notifier.source.models import Relationship
 from notifier.state.base import KnownRelationship
 
 _DELETION_FIELDS = frozenset({"isDeleted", "deletedOn"})
+# ``"isDeleted":<bool>`` with the comma that joins it to the next member, or else the previous
+# one (last member): what replaces it
+_DELETED_MEMBERS = ((b'"isDeleted":false,', b""), (b'"isDeleted":true,', b""),
+                    (b',"isDeleted":false}', b"}"), (b',"isDeleted":true}', b"}"))
 
 
 @dataclass(slots=True)
@@ -125,7 +129,18 @@ def diff_page(
 
 def stored_body(rel: Relationship) -> bytes:
     """What the store keeps of a relationship for a later deleted event: the body the API
-    sent, without the deletion fields (they are set when the deletion is found)."""
+    sent, without the deletion fields (they are set when the deletion is found).
+
+    Cut out of the relationship's compact JSON text when it has no ``deletedOn`` and one
+    ``isDeleted`` member (a parsed relationship always has that one at its top level: the
+    pattern cannot match inside a string, where a quote is escaped), so a sync page's
+    relationships are not decoded for it; otherwise built from ``raw``."""
+    body = rel.json
+    if b'"deletedOn"' not in body and body.count(b'"isDeleted":') == 1:
+        for member, rest in _DELETED_MEMBERS:
+            cut = body.replace(member, rest, 1)
+            if len(cut) < len(body):
+                return cut
     return orjson.dumps({k: v for k, v in rel.raw.items() if k not in _DELETION_FIELDS})
 
 

@@ -41,12 +41,12 @@ def build_records(
         out: list[Record] = []
         for ev in events:
             pkey = ev.container_id if by_container else ev.subject
-            body = ev.structured()
+            body = ev.attributes()
+            body["data"] = ev.json_data()
             body["partitionkey"] = pkey
             out.append((pkey.encode(), orjson.dumps(body), _STRUCTURED_HEADERS))
         return out
     encoded: dict[str, bytes] = {}  # sources and types repeat across a page: encode them once
-    dumps = orjson.dumps
     records: list[Record] = []
     append = records.append
     for ev in events:
@@ -57,7 +57,7 @@ def build_records(
         etype = encoded.get(ev.type)
         if etype is None:
             etype = encoded[ev.type] = ev.type.encode()
-        append((k, dumps(ev.data), [
+        append((k, ev.data_json(), [
             ("ce_specversion", _SPEC),
             ("ce_id", ev.id.encode()),
             ("ce_source", source),

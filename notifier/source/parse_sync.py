@@ -5,7 +5,9 @@ store already knows) only the id is ever read. Building each one's dict and free
 was most of a large overwrite's event-loop time, so a page is decoded twice at C speed instead:
 once into typed structs, which check every field the notifier relies on (the rules of
 ``source.parse``), and once into the JSON text of each relationship (``msgspec.Raw``), which
-``Relationship.raw`` decodes only when an event needs it.
+``Relationship.raw`` decodes only when an event needs it. A page with whitespace is made compact
+first (``msgspec.json.format``; strings are left as they are), so a kept text is one line of
+JSON like orjson's.
 
 Every struct forbids fields it does not list, so every byte of a relationship is validated
 (strings as UTF-8, escapes, no number can hide an overflow that orjson would reject). Whatever
@@ -65,15 +67,22 @@ class _RawPage(msgspec.Struct, gc=False):
     deleted: _RawList
 
 
+_WHITESPACE = (b" ", b"\n", b"\r", b"\t")
 _TYPED = msgspec.json.Decoder(_Page)
 _RAW = msgspec.json.Decoder(_RawPage)
 
 
 def decode_sync_page(body: bytes) -> SyncPage | None:
     """The page, if this path accepts it (see the module's doc); None: parse it the slow way."""
+    text = body
+    if any(space in body for space in _WHITESPACE):
+        try:  # kept texts are compact, like orjson's: one line each
+            text = msgspec.json.format(body, indent=-1)
+        except msgspec.DecodeError:
+            return None
     try:
-        page = _TYPED.decode(body)
-        raw = _RAW.decode(body)
+        page = _TYPED.decode(text)
+        raw = _RAW.decode(text)
     except msgspec.DecodeError:  # ValidationError included
         return None
     return SyncPage(

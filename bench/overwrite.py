@@ -199,6 +199,7 @@ def main() -> int:
     print(f"\nupstream requests: {requests}; notifier start-up CPU {run.cpu_startup:.2f} s; "
           f"RSS before/after the pass {mib(run.rss_before_pass_kib):.0f}/"
           f"{mib(run.rss_after_pass_kib):.0f} MiB")
+    print(f"pass CPU by thread [user, system]: {run.threads_pass}")
     print(f"diff exact (events == the {len(deleted):,} deletions and {len(created):,} creations, "
           f"by id): {'yes' if exact else 'NO'}; known ids after: {known_after:,} "
           f"(expected {expected_known:,}); resync pending: {'yes' if in_resync else 'no'}")

@@ -17,7 +17,7 @@ from typing import Protocol
 from notifier.core.plan_queue import GroupPlan
 from notifier.core.planner import Planner
 from notifier.source.models import SyncStatusResponse
-from notifier.state.base import StreamKey, StreamState
+from notifier.state.base import StreamCheckState, StreamKey, StreamState
 from notifier.stream import DrainResult, StreamSpec
 
 
@@ -37,11 +37,11 @@ class StreamRuntime:
         """Drained without asking syncStatus: a first sync, a resync under way or due."""
         return self.token is None or self.in_resync or self.force_resync
 
-    def load(self, st: StreamState | None) -> None:
+    def load(self, st: StreamState | StreamCheckState | None) -> None:
         if st is None:
             return
         self.token = st.sync_token
-        self.in_resync = st.in_resync
+        self.in_resync = bool(st.in_resync)
         self.quarantined_until = st.quarantined_until or 0.0
         self.failures = st.failures
         self.last_checked = st.last_checked_at

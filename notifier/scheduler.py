@@ -103,7 +103,7 @@ class CredentialScheduler:
 
     async def load(self) -> None:
         """Restore tokens, quarantines and check times from the store; schedule every group."""
-        states = {st.key: st for st in await self._store.list_streams()}
+        states = {(st[0], st[1]): st for st in await self._store.stream_checks()}
         now = self._clock()
         for g in self.groups.values():
             for s in g.streams:

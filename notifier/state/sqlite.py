@@ -21,6 +21,7 @@ from notifier.state.base import (
     OutboxItem,
     PruneResult,
     ResyncReason,
+    StreamCheckState,
     StreamKey,
     StreamState,
 )
@@ -67,6 +68,9 @@ class SqliteStateStore(OutboxMethods):
 
     async def list_streams(self) -> list[StreamState]:
         return await self._call("list streams", st.list_streams, self._ids)
+
+    async def stream_checks(self) -> list[StreamCheckState]:
+        return await self._call("list streams", st.stream_checks)
 
     async def mark_checked(self, keys: Sequence[StreamKey], now: float) -> None:
         """Record a successful status check of many streams in one transaction."""

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from notifier.state.base import StreamKey, StreamState
+from notifier.state.base import StreamCheckState, StreamKey, StreamState
 from notifier.state.sqlite_keys import Staging
 from notifier.state.sqlite_tx import transaction
 
@@ -114,6 +114,13 @@ def list_streams(conn: sqlite3.Connection, ids: StreamIds) -> list[StreamState]:
         f"SELECT {_STREAM_COLUMNS} FROM streams ORDER BY subscription, container_id")
     staging = ids.staging
     return [_state(row, staging) for row in cur]
+
+
+def stream_checks(conn: sqlite3.Connection) -> list[StreamCheckState]:
+    # The rows as they come (no conversion per row: the columns have the types they name).
+    return list(map(StreamCheckState._make, conn.execute(
+        "SELECT subscription, container_id, sync_token, in_resync, last_checked_at,"
+        " quarantined_until, quarantine_reason, failures FROM streams")))
 
 
 def mark_checked(conn: sqlite3.Connection, keys: Iterable[StreamKey], now: float) -> None:

@@ -186,3 +186,21 @@ def test_freshness_that_keeps_what_it_read_reports_what_reading_every_stream_doe
         want = _freshness_by_reading_every_stream(groups, planner, now, started)
         assert got == want
         assert list(got.per_subscription) == list(want.per_subscription)
+
+
+def test_a_runtime_loads_the_same_from_a_stream_state_and_its_start_up_fields():
+    from notifier.runtime import StreamRuntime
+    from notifier.state.base import StreamCheckState, StreamState
+    from notifier.stream import StreamSpec
+
+    spec = StreamSpec(subscription="s", container_id="c", credentials=("x",), sinks=())
+    for token, resync, reason in (("t", False, None), (None, True, "bad_token")):
+        full = StreamState("s", "c", token, None, resync, 12.5, None, None, 0, 40.0, reason, 2)
+        light = StreamCheckState("s", "c", token, int(resync), 12.5, 40.0, reason, 2)
+        a, b = StreamRuntime(spec), StreamRuntime(spec)
+        a.load(full)
+        b.load(light)
+        assert a == b
+        assert b.in_resync is resync
+        assert b.force_resync is (reason == "bad_token")
+        assert (b.token, b.last_checked, b.quarantined_until, b.failures) == (token, 12.5, 40.0, 2)

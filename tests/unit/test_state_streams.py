@@ -189,3 +189,24 @@ async def test_listed_streams_share_their_names_and_container_ids(tmp_path: Path
         assert first.filter_fingerprint == "f" * 16
         assert first.filter_fingerprint is second.filter_fingerprint
         assert (first.sync_token, second.sync_token) == ("t-a", "t-b")
+
+
+async def test_stream_checks_are_the_start_up_fields_of_list_streams(tmp_path: Path) -> None:
+    async with SqliteStateStore(tmp_path / "s.db") as store:
+        await commit(store, "a", next_token="t-a", now=100.0)
+        await commit(store, "b", next_token=None, in_resync=True, resync_cursor="c-b")
+        await store.mark_checked([("a", CONT)], 150.5)
+        await store.quarantine("b", CONT, until=900.0, reason="bad_token")
+        checks = {(c.subscription, c.container_id): c for c in await store.stream_checks()}
+        states = {s.key: s for s in await store.list_streams()}
+        assert set(checks) == set(states) == {("a", CONT), ("b", CONT)}
+        for key, c in checks.items():
+            s = states[key]
+            assert (c.sync_token, bool(c.in_resync), c.last_checked_at, c.quarantined_until,
+                    c.quarantine_reason, c.failures) == (
+                s.sync_token, s.in_resync, s.last_checked_at, s.quarantined_until,
+                s.quarantine_reason, s.failures)
+        assert checks["a", CONT].last_checked_at == 150.5
+        assert checks["b", CONT].in_resync == 1
+        assert checks["b", CONT].quarantine_reason == "bad_token"
+        assert checks["b", CONT].failures == 1

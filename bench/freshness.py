@@ -30,6 +30,7 @@ learning included. Per cell:
     python bench/freshness.py              # quick: 5 cells, about a minute
     python bench/freshness.py --full --jobs 3   # the 28 cells of issue 15, cells in parallel
     python bench/freshness.py --cell 1000 0.05 2 1   # one cell: containers share rate subs
+    python bench/freshness.py --cell 100 0.2 2 1 --seeds 1 2 3 4   # ratio / bound over seeds
     python bench/freshness_live.py         # the end-to-end run: real App, HTTP simulator
 """
 
@@ -41,6 +42,7 @@ import json
 import math
 import multiprocessing
 import random
+import statistics
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -203,6 +205,17 @@ def line(res: dict[str, Any]) -> str:
             f"{'met' if ok else 'MISSED ' + ','.join(why)}")
 
 
+def over_seeds(runs: Sequence[dict[str, Any]]) -> str:
+    """One cell's ratio / bound over several seeds: mean ± standard deviation, each seed's,
+    and how many seeds met every goal."""
+    c = runs[0]["cell"]
+    x = [r["busy_ratio"] / r["bound_ratio"] for r in runs]
+    met = sum(1 for r in runs if r["busy_goal_met"] and r["quiet_goal_met"] and r["no_429"])
+    return (f"{c['containers']:>6} {c['busy_share']:>5.0%} {c['busy_per_cycle']:>4g} "
+            f"{c['subs']:>4}  {statistics.fmean(x):.2f} ± {statistics.pstdev(x):.2f} "
+            f"[{' '.join(f'{v:.2f}' for v in x)}]  met {met} of {len(runs)}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--full", action="store_true", help="the whole matrix (28 cells)")
@@ -211,6 +224,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--quiet-per-cycle", type=float, default=0.01,
                     help="changes per round-robin cycle of one quiet container")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--seeds", type=int, nargs="+", default=None, metavar="SEED",
+                    help="run each cell with each of these seeds (instead of --seed) and add "
+                         "each cell's ratio / bound over them (one seed moves it by several "
+                         "hundredths)")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
     ap.add_argument("--jobs", type=int, default=1, help="cells run in parallel processes")
     a = ap.parse_args(argv)
@@ -218,7 +235,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         [(int(n), float(s), float(r), int(k)) for n, s, r, k in a.cell] if a.cell
         else full_matrix() if a.full else QUICK)
     print(HEADER, flush=True)
-    todo = [(n, share, rate, subs, a.quiet_per_cycle, a.seed) for n, share, rate, subs in cells]
+    seeds = a.seeds or [a.seed]
+    todo = [(n, share, rate, subs, a.quiet_per_cycle, seed) for n, share, rate, subs in cells
+            for seed in seeds]
     results = []
     with multiprocessing.Pool(max(1, a.jobs)) as pool:  # printed in the matrix's order
         for res in pool.imap(_run, todo):
@@ -228,6 +247,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"\n{met} of {len(results)} cells meet every goal (busy: ratio <= goal, where goal "
           "is 0.2 or 1.25 x the bound when the bound is above 0.16; quiet p99 and oldest "
           "undelivered in round-robin cycles; max/60s <= 120: no 429s)")
+    if len(seeds) > 1:
+        print(f"\nratio / bound over seeds {' '.join(map(str, seeds))}:")
+        for k in range(0, len(results), len(seeds)):
+            print(over_seeds(results[k:k + len(seeds)]))
     if a.json is not None:
         a.json.write_text(json.dumps({"defaults": asdict(Cell()), "cells": results}, indent=2,
                                      default=str) + "\n", encoding="utf-8")

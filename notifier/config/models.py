@@ -214,6 +214,15 @@ class SubscriptionConfig(ConfigModel):
     emit_initial: bool = True
     sinks: Annotated[list[Name], Field(min_length=1)]
 
+    def _rules_hold(self) -> bool:
+        """One credential, one container, no hub, distinct sinks, not domains and query: the
+        rules below all hold (tests/unit/test_config_memory.py checks it against them)."""
+        return (self.hub_id is None and self.credentials is None and self.container_ids is None
+                and self.credential is not None and self.container_id is not None
+                and (self.domains is None or self.query is None)
+                and len(set(self.sinks)) == len(self.sinks)
+                and self.model_fields_set.isdisjoint(HUB_ONLY_FIELDS))
+
     def _enforce_one_credential_form(self) -> Problems:
         return one_of(self, "credential", "credentials")
 

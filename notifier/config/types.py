@@ -39,12 +39,22 @@ NAME_PATTERN = r"^[A-Za-z0-9._-]{1,128}$"
 _NAME = re.compile(NAME_PATTERN)  # compiled once: a large config checks 100,000s of names
 
 
+_VALID_NAMES: dict[str, str] = {}  # the first names found valid, interned: the repeated ones
+_VALID_NAMES_MAX = 1024
+
+
 def _check_name(value: str) -> str:
+    known = _VALID_NAMES.get(value)  # 100,000 subscriptions name the same few credentials
+    if known is not None:  # and sinks: checked once
+        return known
     if not _NAME.match(value):
         raise _fail("name", "must be 1-128 characters: letters, digits, '.', '_' or '-'")
-    # Interned: 100,000 subscriptions name the same few credentials and sinks (one string
-    # serves them all), and the store's rows share the subscription names (state.sqlite_streams).
-    return sys.intern(value)
+    # Interned: one string serves every subscription that names it, and the store's rows
+    # share the subscription names (state.sqlite_streams).
+    value = sys.intern(value)
+    if len(_VALID_NAMES) < _VALID_NAMES_MAX:
+        _VALID_NAMES[value] = value
+    return value
 
 
 Name = Annotated[

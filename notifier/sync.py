@@ -229,12 +229,12 @@ class StreamSyncer(PageWriter):
                     _check_advances(page.next_sync_token, nxt)
                 except BadRequestError:
                     break  # asked again, alone, after this batch's checkpoint
+            ids = [r.id for r in nxt.current] if pos.resync else []
             if (nxt.overwrite and not pos.resync) or (
-                    pos.resync and not listed.isdisjoint(r.id for r in nxt.current)):
+                    pos.resync and not listed.isdisjoint(ids)):
                 carried.appendleft(nxt)
                 break
-            if pos.resync:
-                listed.update(r.id for r in nxt.current)
+            listed.update(ids)
             pages.append(nxt)
             page = nxt
         return pages

@@ -91,6 +91,20 @@ def diff_page(
                 )
             )
 
+    if not deleted_ids:
+        # The common page (a resync's above all): no deletions. If no id repeats either, the
+        # listed ids are the page's and the new ones are those the store does not know.
+        ids = [r.id for r in current]
+        in_page.update(ids)
+        if len(in_page) == len(ids):
+            if resync:
+                out.seen_ids = ids
+            for rel in [r for r in current if r.id not in known]:
+                add(rel, CREATED)
+                out.add_ids.append(rel.id)
+            return out
+        in_page.clear()
+
     current_by_id: dict[str, Relationship] = {}
     for rel in current:
         if rel.id in in_page:

@@ -26,7 +26,7 @@ class Relationship:
     __slots__ = ("_json", "_raw", "created_on", "deleted_on", "id", "is_deleted")
 
     def __init__(self, id: str, created_on: str, is_deleted: bool,
-                 deleted_on: str | None, raw: dict[str, Any] | None = None, *,
+                 deleted_on: str | None, raw: dict[str, Any] | None = None,
                  json: bytes | None = None) -> None:
         if raw is None and json is None:
             raise TypeError("Relationship needs raw or json")

@@ -96,5 +96,6 @@ def decode_sync_page(body: bytes) -> SyncPage | None:
 
 
 def _relationships(typed: list[_Relationship], raw: list[msgspec.Raw]) -> list[Relationship]:
-    return [Relationship(t.id, t.createdOn, t.isDeleted, t.deletedOn, json=bytes(r))
+    new = Relationship
+    return [new(t.id, t.createdOn, t.isDeleted, t.deletedOn, None, bytes(r))
             for t, r in zip(typed, raw, strict=True)]

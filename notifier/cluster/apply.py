@@ -156,11 +156,11 @@ def _chunk(batch: _Batch, t: Table, key: RowKey, rows: list[dict[str, Any]],
          for c in moved])
 
 
-def _read(tables: dict[str, Table], raw_key: bytes, raw_value: bytes | None
+def _read(tables: dict[str, Table], key: RowKey | None, raw_value: bytes | None
           ) -> tuple[Table, RowKey, Any] | None:
-    """The table, key and decoded value of a record; None if it is not a row of this release's
-    tables (a probe, or a table it does not have). BadRecord if it cannot be read."""
-    key = decode_key(raw_key)
+    """The table, key and decoded value of a record (``key``: its decoded key); None if it is
+    not a row of this release's tables (a probe, or a table it does not have). BadRecord if it
+    cannot be read."""
     t = tables.get(key.table) if key is not None else None
     if key is None or t is None:
         return None
@@ -179,12 +179,13 @@ def _apply(conn: sqlite3.Connection, tables: dict[str, Table],
     for raw_key, raw_value in records:
         if raw_key is None:
             continue
-        if strays is not None and strays.take(decode_key(raw_key), raw_key, raw_value):
+        key = decode_key(raw_key)
+        if strays is not None and strays.take(key, raw_key, raw_value):
             if bad:
                 bad.pop(raw_key, None)
             continue
         try:
-            read = _read(tables, raw_key, raw_value)
+            read = _read(tables, key, raw_value)
         except BadRecord as exc:
             if bad is None:
                 raise

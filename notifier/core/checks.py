@@ -100,9 +100,9 @@ def choose_probe(p: Sequence[float], due: Sequence[bool], chunk: int) -> CheckCh
     if n < 2:
         return plain
     probe = max(range(n), key=lambda i: (p[i], due[i]))
-    followers = tuple(i for i in range(n) if i != probe and not due[i])
     if p[probe] < MIN_DIRECT:
         return plain
+    followers = tuple(i for i in range(n) if i != probe and not due[i])
     rest = [i for i in range(n) if i != probe and due[i]]
     sub = choose_check([p[i] for i in rest], chunk)
     cost = 1.0 + p[probe] * len(followers) + sub.expected
@@ -186,6 +186,12 @@ def token_probabilities(
     p: list[float] = []
     due: list[bool] = []
     learnt, limit = rates.get, cap * (1 - 1e-9)
+
+    def p_due(rate: float, since: float | None) -> tuple[float, bool]:
+        if since is None:
+            return change_probability(rate, interval), True
+        return change_probability(rate, now - since), now - since + interval >= limit
+
     # Tokens at the prior checked together share their last check (10 or 100 on one
     # container): computed once per last check, not per token.
     at_prior: dict[float | None, tuple[float, bool]] = {}
@@ -194,13 +200,10 @@ def token_probabilities(
         if est is None:
             known = at_prior.get(since)
             if known is None:
-                known = at_prior[since] = (
-                    change_probability(prior, now - since if since is not None else interval),
-                    since is None or now - since + interval >= limit)
-            p.append(known[0])
-            due.append(known[1])
-            continue
-        rate = est.estimate(now, half_life=half_life, prior=prior, pseudo=pseudo)
-        p.append(change_probability(rate, now - since if since is not None else interval))
-        due.append(since is None or now - since + interval >= limit)
+                known = at_prior[since] = p_due(prior, since)
+        else:
+            known = p_due(est.estimate(now, half_life=half_life, prior=prior, pseudo=pseudo),
+                          since)
+        p.append(known[0])
+        due.append(known[1])
     return p, due

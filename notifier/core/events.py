@@ -140,10 +140,14 @@ class Event:
         out["data"] = self.data
         return out
 
-    def structured_json(self) -> bytes:
+    def structured_for_json(self) -> dict[str, Any]:
+        """``structured()`` for ``orjson.dumps``: its ``data`` is ``json_data()``."""
         out = self.attributes()
         out["data"] = self.json_data()
-        return orjson.dumps(out)
+        return out
+
+    def structured_json(self) -> bytes:
+        return orjson.dumps(self.structured_for_json())
 
     def data_json(self) -> bytes:
         return orjson.dumps(self.json_data())

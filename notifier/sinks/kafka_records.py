@@ -41,8 +41,7 @@ def build_records(
         out: list[Record] = []
         for ev in events:
             pkey = ev.container_id if by_container else ev.subject
-            body = ev.attributes()
-            body["data"] = ev.json_data()
+            body = ev.structured_for_json()
             body["partitionkey"] = pkey
             out.append((pkey.encode(), orjson.dumps(body), _STRUCTURED_HEADERS))
         return out

@@ -17,11 +17,10 @@ from notifier.cluster.partitions import WorkMap, partition_of
 from notifier.cluster.records import RowKey, encode_key, encode_row
 from notifier.cluster.transfer import export_state
 from notifier.config import Config
-from notifier.config.cluster import ClusterConfig
 from notifier.errors import StateRecordError
 from tests.integration.cluster_support import running_coordinator
 from tests.integration.main_job_support import wait_for
-from tests.integration.test_cluster_topic import make_topic
+from tests.integration.test_cluster_topic import compacted_state_topic
 
 pytestmark = pytest.mark.kafka
 
@@ -43,15 +42,9 @@ async def send(bootstrap: str, topic: str, key: bytes, value: bytes | None,
 async def test_an_unreadable_record_stops_its_partition_only_until_mended(
         kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
-    tag = uuid.uuid4().hex[:10]
-    cfg = ClusterConfig.model_validate({
-        "bootstrap_servers": kafka_bootstrap, "group": f"bad-{tag}",
-        "state_topic": f"bad-{tag}.state", "work_partitions": PARTITIONS,
-        "session_timeout": "6s"})
+    cfg = await compacted_state_topic(kafka_bootstrap, PARTITIONS, "bad")
     alice, bob = partition_of("alice", PARTITIONS), partition_of("bob", PARTITIONS)
     assert alice != bob
-    await make_topic(kafka_bootstrap, cfg.state_topic, PARTITIONS,
-                     {"cleanup.policy": "compact"})
     token_key = encode_key(RowKey("refresh_tokens", None, None, "alice"))
     await send(kafka_bootstrap, cfg.state_topic, token_key,
                b'{"seed_fingerprint": "fp", "refresh_token": ["' + SECRET.encode() + b'"], '

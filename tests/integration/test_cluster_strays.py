@@ -6,7 +6,6 @@ announced once, counted, marked in the topic, and tombstoned after state.orphan_
 from __future__ import annotations
 
 import logging
-import uuid
 from pathlib import Path
 
 import pytest
@@ -14,12 +13,11 @@ from prometheus_client import CollectorRegistry
 
 from notifier.cluster.partitions import WorkMap, partition_of
 from notifier.cluster.records import RowKey, decode_key, encode_chunk, encode_key, encode_row
-from notifier.config.cluster import ClusterConfig
 from tests.integration.cluster_support import running_coordinator
 from tests.integration.kafka_support import read_topic
 from tests.integration.main_job_support import wait_for
 from tests.integration.test_cluster_bad_record import send
-from tests.integration.test_cluster_topic import make_topic
+from tests.integration.test_cluster_topic import compacted_state_topic
 
 pytestmark = pytest.mark.kafka
 
@@ -42,15 +40,9 @@ async def latest(bootstrap: str, topic: str, partition: int) -> dict[bytes, byte
 @pytest.mark.timeout(120)
 async def test_strays_are_left_out_announced_and_dropped_after_the_retention(
         kafka_bootstrap: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    tag = uuid.uuid4().hex[:10]
-    cfg = ClusterConfig.model_validate({
-        "bootstrap_servers": kafka_bootstrap, "group": f"strays-{tag}",
-        "state_topic": f"strays-{tag}.state", "work_partitions": PARTITIONS,
-        "session_timeout": "6s"})
+    cfg = await compacted_state_topic(kafka_bootstrap, PARTITIONS, "strays")
     alice, bob = partition_of("alice", PARTITIONS), partition_of("bob", PARTITIONS)
     assert alice != bob
-    await make_topic(kafka_bootstrap, cfg.state_topic, PARTITIONS,
-                     {"cleanup.policy": "compact"})
     # alice's partition as an earlier configuration left it: "a" (still alice's), "gone"
     # (removed since) and "moved" (its credential is bob now)
     for sub in ("a", "gone", "moved"):

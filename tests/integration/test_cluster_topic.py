@@ -27,12 +27,21 @@ from tests.integration.cluster_support import running_coordinator
 pytestmark = pytest.mark.kafka
 
 
-def cluster(bootstrap: str, partitions: int = 3) -> ClusterConfig:
+def cluster(bootstrap: str, partitions: int = 3, prefix: str = "topic") -> ClusterConfig:
+    """A cluster section with a group and state topic of its own (``prefix``-tag)."""
     tag = uuid.uuid4().hex[:10]
     return ClusterConfig.model_validate({
-        "bootstrap_servers": bootstrap, "group": f"topic-{tag}",
-        "state_topic": f"topic-{tag}.state", "work_partitions": partitions,
+        "bootstrap_servers": bootstrap, "group": f"{prefix}-{tag}",
+        "state_topic": f"{prefix}-{tag}.state", "work_partitions": partitions,
         "session_timeout": "6s"})
+
+
+async def compacted_state_topic(bootstrap: str, partitions: int, prefix: str) -> ClusterConfig:
+    """``cluster(...)`` whose state topic exists already, compacted (records can be put in it
+    before any replica starts)."""
+    cfg = cluster(bootstrap, partitions, prefix)
+    await make_topic(bootstrap, cfg.state_topic, partitions, {"cleanup.policy": "compact"})
+    return cfg
 
 
 async def make_topic(bootstrap: str, name: str, partitions: int,

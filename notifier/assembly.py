@@ -22,14 +22,14 @@ from notifier.core.planner import SchedulerSettings
 from notifier.discovery import token_provider
 from notifier.metrics import Metrics
 from notifier.scheduler import CredentialScheduler
-from notifier.sinks.base import Sink
+from notifier.sinks.base import Sink, split_sinks
 from notifier.source.auth import TokenProvider
 from notifier.source.client import RelationshipClient
 from notifier.source.credential_log import RefreshRecorder
 from notifier.source.keepalive import KeepAlivePool
 from notifier.state.base import StateStore
 from notifier.store_guard import StoreGuard
-from notifier.stream import StreamSpec
+from notifier.stream import SinkSplit, StreamSpec
 from notifier.sync import StreamSyncer
 
 RefreshGuard = Callable[[], AbstractAsyncContextManager[None]]
@@ -90,20 +90,22 @@ class Assembly:
         out: dict[str, list[StreamSpec]] = {c.name: [] for c in self.config.credentials}
         # Subscriptions by the 100,000 name the same few credentials and sinks: one tuple each.
         cred_sets: dict[tuple[str, ...], tuple[str, ...]] = {}
-        sink_sets: dict[tuple[str, ...], tuple[Sink, ...]] = {}
+        sink_sets: dict[tuple[str, ...], tuple[tuple[Sink, ...], SinkSplit]] = {}
         for sub in self.config.subscriptions:
             creds = tuple(sub.credential_names)
             creds = cred_sets.setdefault(creds, creds)
             names = tuple(sub.sinks)
             if names not in sink_sets:
-                sink_sets[names] = tuple(sinks[n] for n in names)
+                chosen = tuple(sinks[n] for n in names)
+                sink_sets[names] = (chosen, split_sinks(chosen))
+            sub_sinks, split = sink_sets[names]
             domains = tuple(sub.domains) if sub.domains else None
             query = sub.query.as_params() if sub.query is not None else None
             for cid in sub.containers:
                 spec = StreamSpec(
                     subscription=sub.name, container_id=cid, credentials=creds,
-                    sinks=sink_sets[names], domains=domains, query=query,
-                    emit_initial=sub.emit_initial,
+                    sinks=sub_sinks, domains=domains, query=query,
+                    emit_initial=sub.emit_initial, split=split,
                 )
                 out[assign_credential(cid, creds)].append(spec)
         return out

@@ -4,15 +4,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 
 from notifier.sinks.base import DirectSink, OutboxSink, Sink, split_sinks
 
-# The last sinks tuple split and its parts: specs built in a row from one shared tuple share
-# their ``direct`` and ``outbox`` tuples too (time and ~100 bytes per stream at start-up). The
-# tuple is held, so its identity cannot be reused by another.
-_LAST_SPLIT: list[tuple[tuple[Sink, ...], tuple[DirectSink, ...], tuple[OutboxSink, ...]]] = [
-    ((), (), ())]
+SinkSplit = tuple[tuple[DirectSink, ...], tuple[OutboxSink, ...]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,16 +23,16 @@ class StreamSpec:
     query: Mapping[str, str] | None = None
     emit_initial: bool = True
     project_name: str | None = None  # hub subscriptions: the project's name, in event data
+    split: InitVar[SinkSplit | None] = None
+    """``split_sinks(sinks)`` when the caller has it: specs built from one shared sinks tuple
+    (Assembly.specs: 100,000 streams, a few tuples) share its parts too."""
     direct: tuple[DirectSink, ...] = field(init=False, repr=False)
     """``sinks`` the pipeline publishes to before each checkpoint."""
     outbox: tuple[OutboxSink, ...] = field(init=False, repr=False)
     """``sinks`` whose events go to the state store's outbox with each checkpoint."""
 
-    def __post_init__(self) -> None:
-        sinks, direct, outbox = _LAST_SPLIT[0]
-        if self.sinks is not sinks:  # 100,000 specs share a few tuples (Assembly.specs)
-            direct, outbox = split_sinks(self.sinks)
-            _LAST_SPLIT[0] = (self.sinks, direct, outbox)
+    def __post_init__(self, split: SinkSplit | None) -> None:
+        direct, outbox = split_sinks(self.sinks) if split is None else split
         object.__setattr__(self, "direct", direct)
         object.__setattr__(self, "outbox", outbox)
 

@@ -242,6 +242,7 @@ class App:
                               store=store, tokens=self.assembly.tokens, session=session,
                               metrics=self.metrics, clock=self._clock)
             await hubs.start()
+            await hubs.prune_retired()
             for s in schedulers:
                 await s.load()
             for task in hubs.tasks():

@@ -133,10 +133,16 @@ class HubStreams:
         if changes.added or changes.retired:
             await self._mark_orphans()
 
+    async def prune_retired(self) -> None:
+        """Drop the retired streams past the retention now (cluster mode: a new owner of the
+        partition, whose drops otherwise wait for the next change of a hub's projects)."""
+        if self.watchers:
+            await self._mark_orphans()
+
     async def _mark_orphans(self) -> None:
-        """Retired streams become orphans (kept for the retention); re-added ones stop being.
-        Only the hub subscriptions' streams: a subscription missing from the configuration is
-        the start's business (notifier.housekeeping.prune_orphans)."""
+        """Retired streams become orphans (kept for the retention, then dropped); re-added ones
+        stop being. Only the hub subscriptions' streams: a subscription missing from the
+        configuration is the start's business (notifier.housekeeping.prune_orphans)."""
         keep = {r.spec.key for s in self._schedulers.values() for r in s.streams}
         res = await self._store.prune_streams(
             keep, now=self._clock(), retention=self._config.state.orphan_retention,

@@ -13,7 +13,6 @@ mode the state lives in the topic, not in this file.
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -165,9 +164,10 @@ class ClusterStore(ClusterOutbox, SqliteStateStore):
     async def prune_streams(self, keep: set[StreamKey], *, now: float, retention: float,
                             subscriptions: set[str] | None = None) -> PruneResult:
         """Hub retirement (``subscriptions``: the hub subscriptions' streams): retired streams
-        are marked orphaned and re-added ones un-marked, in their partition's scope, so a new
-        owner seeds the same list; they are not dropped after the retention (their state stays
-        in the topic). Pruning every subscription (the start's orphans) is refused."""
+        are marked orphaned and re-added ones un-marked, and those orphaned for ``retention``
+        dropped (tombstones in the topic), in their partition's scope, so a new owner seeds the
+        same list. Pruning every subscription (the start's orphans) is refused: a single
+        process's orphans are strays here (notifier.cluster.strays)."""
         if subscriptions is None:
             raise StateError(_NOT_HERE)
         by_partition: dict[int, set[str]] = {}
@@ -178,10 +178,11 @@ class ClusterStore(ClusterOutbox, SqliteStateStore):
         result = PruneResult([], [], [])
         for p, subs in by_partition.items():
             async with self._scope(p, "hub retirement"):
-                res = await super().prune_streams(keep, now=now, retention=math.inf,
+                res = await super().prune_streams(keep, now=now, retention=retention,
                                                   subscriptions=subs)
             result.orphaned.extend(res.orphaned)
             result.kept.extend(res.kept)
+            result.dropped.extend(res.dropped)
         return result
 
     async def forget_subscription(self, subscription: str) -> int:

@@ -3,10 +3,13 @@ the replica that owns the hub credential's work partition discovers the hub, and
 persists (the discovered projects' streams, the retired ones marked orphaned) is in the state
 topic, so after a SIGKILL the new owner carries on: no project is bootstrapped twice (a
 read_committed consumer sees every change exactly once), projects added or removed after the
-failover are picked up or retired, and the retirement is in the topic."""
+failover are picked up or retired, and the retirement is in the topic; a retired project's
+state is dropped from the topic once state.orphan_retention has passed (at the next change of
+the hub's projects, or when a partition's new owner starts)."""
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections import Counter
 from pathlib import Path
@@ -59,6 +62,8 @@ async def test_the_hub_owner_dies_and_the_new_owner_carries_on(tmp_path: Path,
         data = hub_config(tmp_path, sim, sinks=["events"])
         data["sinks"] = [{"name": "events", "type": "kafka", "bootstrap_servers": kafka_bootstrap,
                           "topic": cluster.events_topic}]
+        # Drops wait for a change of the hub's projects: short enough to see one in the test.
+        data["state"] = {**data.get("state", {}), "orphan_retention": "2s"}
         replicas = Replicas.create(tmp_path, settings, data, 2)
 
         async def delivered(want: dict[str, int]) -> bool:
@@ -96,6 +101,19 @@ async def test_the_hub_owner_dies_and_the_new_owner_carries_on(tmp_path: Path,
 
             await wait_for(retired_in_topic, 30, "the retirement of Tower B in the state topic",
                            interval=1.0)
+            # Past the retention, the next change of the hub's projects drops Tower B's state.
+            await asyncio.sleep(2.5)
+            d = sim.hubs.add_project(HUB, "Tower D", relationships=1)[2:]
+            await wait_for(lambda: delivered({d: 1}), 60, "Tower D polled", interval=0.5)
+
+            async def dropped_from_topic() -> bool:
+                state.unlink(missing_ok=True)
+                await export_state(load_config(other.config), state)
+                async with SqliteStateStore(state) as store:
+                    return await store.get_stream(SUB, b) is None
+
+            await wait_for(dropped_from_topic, 30, "Tower B's state dropped from the topic",
+                           interval=1.0)
             await replicas.stop_all()
         except BaseException:
             print(replicas.output(), file=sys.stderr)
@@ -104,7 +122,7 @@ async def test_the_hub_owner_dies_and_the_new_owner_carries_on(tmp_path: Path,
     events = await cluster.events()
     counts = Counter(e["id"] for e in events)
     assert [i for i, n in counts.items() if n > 1] == [], "a change delivered twice"
-    assert per_project(events) == {a: 5, b: 2, c: 4}
+    assert per_project(events) == {a: 5, b: 2, c: 4, d: 1}
     assert {e["data"]["projectName"] for e in events if e["data"]["containerId"] == c} == {
         "Tower C"}
     async with SqliteStateStore(state) as store:

@@ -8,6 +8,7 @@ its place in the plan (notifier.core.planner). ``Freshness`` is what App exports
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Callable, Iterable, Set
@@ -142,24 +143,30 @@ class CheckTimes:
     oldest time, which never overstates freshness."""
 
     def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
-        self._pending: dict[StreamKey, float] = {}
+        # As noted, one list per check (no work per key until a batch is taken).
+        self._pending: list[tuple[list[StreamKey], float]] = []
+        self._count = 0
         self._monotonic = monotonic
         self._flushed = monotonic()
 
     def note(self, keys: Iterable[StreamKey], now: float) -> None:
-        for key in keys:
-            self._pending.setdefault(key, now)
+        keys = list(keys)
+        if keys:
+            self._pending.append((keys, now))
+            self._count += len(keys)
 
     def take(self, *, force: bool = False) -> tuple[list[StreamKey], float] | None:
-        """The batch to store now (keys and their time), or None while it may wait."""
+        """The batch to store now (each key once, first noted first, and the oldest time
+        noted), or None while it may wait."""
         if not self._pending:
             return None
-        if not force and len(self._pending) < CHECKED_FLUSH_SIZE and (
+        if not force and self._count < CHECKED_FLUSH_SIZE and (
                 self._monotonic() - self._flushed < CHECKED_FLUSH_SECONDS):
             return None
-        batch, self._pending = self._pending, {}
+        batch, self._pending, self._count = self._pending, [], 0
         self._flushed = self._monotonic()
-        return list(batch), min(batch.values())
+        keys = list(dict.fromkeys(itertools.chain.from_iterable(k for k, _ in batch)))
+        return keys, min(t for _, t in batch)
 
 
 SINK_LOG_EVERY = 60.0  # seconds between two log lines about the same failing sink
@@ -196,9 +203,27 @@ class StatusAnswer:
     answered: int = 0  # the rest got no answer (retried at the next check)
 
 
+_REFERENCE_IDS: list[str] = []
+
+
+def reference_ids(n: int) -> list[str]:
+    """"0".."n-1": the referenceIds of a chunk of ``n`` tokens (kept, asked at every check)."""
+    if n > len(_REFERENCE_IDS):
+        _REFERENCE_IDS.extend(str(i) for i in range(len(_REFERENCE_IDS), n))
+    return _REFERENCE_IDS[:n]
+
+
 def match_status(resp: SyncStatusResponse, n: int) -> StatusAnswer:
     """Sort the answers for a chunk of ``n`` tokens asked with referenceIds "0".."n-1"; an
     unknown or repeated referenceId is ignored (the first answer for a token wins)."""
+    results = resp.results
+    if (not resp.errors and len(results) == n
+            and [r.reference_id for r in results] == reference_ids(n)):
+        # The usual answer, every token once and in order: sorted by position.
+        due = [i for i, r in enumerate(results) if r.more_data or r.overwrite]
+        ok = ([i for i, r in enumerate(results) if not (r.more_data or r.overwrite)] if due
+              else list(range(n)))
+        return StatusAnswer(due, ok, [], n)
     out = StatusAnswer()
     answered: set[int] = set()
     for r in resp.results:
@@ -286,13 +311,22 @@ class GroupAges:
     since: float  # when (an earlier ``now`` reads them again)
     until: float
     times: list[float]  # last check (or start) of each stream not in quarantine, in order
-    subs: list[tuple[str, float]]  # each subscription's oldest such time, first seen first
+    subs: list[str]  # the subscriptions of those streams, each once, first seen first
+    oldest: list[float]  # each one's oldest such time
     quarantined: int
 
 
 def group_ages(g: Group, now: float, started_at: float) -> GroupAges:
     """Read ``g``'s streams for ``freshness`` (every stream not in quarantine at ``now``)."""
-    times: list[float] = []
+    streams = g.streams
+    if max([s.quarantined_until for s in streams], default=0.0) <= now:
+        # None in quarantine (the usual): a list comprehension per field, and when each
+        # stream is another subscription's (no hub subscription twice here), their times.
+        times = [started_at if t is None else t for t in [s.last_checked for s in streams]]
+        subs = [s.spec.subscription for s in streams]
+        if len(set(subs)) == len(subs):
+            return GroupAges(streams, now, math.inf, times, subs, times, 0)
+    times = []
     oldest: dict[str, float] = {}
     quarantined, until = 0, math.inf
     for s in g.streams:
@@ -307,7 +341,8 @@ def group_ages(g: Group, now: float, started_at: float) -> GroupAges:
         sub = s.spec.subscription
         if t <= oldest.get(sub, math.inf):
             oldest[sub] = t
-    return GroupAges(g.streams, now, until, times, list(oldest.items()), quarantined)
+    return GroupAges(streams, now, until, times, list(oldest), list(oldest.values()),
+                     quarantined)
 
 
 def freshness(groups: dict[str, Group], planner: Planner, now: float, started_at: float
@@ -319,10 +354,10 @@ def freshness(groups: dict[str, Group], planner: Planner, now: float, started_at
     only when they changed (``GroupAges``); the ages are the same as reading them all.
     """
     out = Freshness()
-    per_sub = out.per_subscription
-    age_of = per_sub.get
     busy: list[float] = []
     quiet: list[float] = []
+    subs: list[str] = []
+    oldest: list[float] = []
     quarantined = 0
     for g in groups.values():
         a = g.ages
@@ -331,11 +366,16 @@ def freshness(groups: dict[str, Group], planner: Planner, now: float, started_at
             a = group_ages(g, now, started_at)
             g.ages = None if g.checking else a
         (busy if planner.is_busy(g.container_id, now) else quiet).extend(a.times)
+        subs.extend(a.subs)
+        oldest.extend(a.oldest)
         quarantined += a.quarantined
-        for sub, t in a.subs:  # (a conditional, not max(): a call per stream costs more)
-            age = now - t if t < now else 0.0
-            if age >= age_of(sub, 0.0):
-                per_sub[sub] = age
+    # Each subscription's stalest stream, in the order first seen: one dict built at C speed;
+    # a subscription in several groups (a hub's) then takes the largest of its ages.
+    ages = [now - t if t < now else 0.0 for t in oldest]
+    per_sub = out.per_subscription = dict(zip(subs, ages, strict=True))
+    if len(per_sub) < len(subs):
+        for sub, age in zip(subs, ages, strict=True):
+            per_sub[sub] = max(per_sub[sub], age)
     out.busy = [age if age >= 0.0 else 0.0 for age in [now - t for t in busy]]
     out.quiet = [age if age >= 0.0 else 0.0 for age in [now - t for t in quiet]]
     out.quarantined = quarantined

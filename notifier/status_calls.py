@@ -19,7 +19,7 @@ from notifier.errors import (
     UpstreamError,
 )
 from notifier.failures import FailurePolicy
-from notifier.runtime import Group, StreamRuntime, match_status
+from notifier.runtime import Group, StreamRuntime, match_status, reference_ids
 from notifier.source.client import RelationshipClient
 
 log = logging.getLogger("notifier.scheduler")  # the scheduler's lines, as operators know them
@@ -39,7 +39,7 @@ class StatusCalls:
 
     async def ask(self, group: Group, chunk: list[StreamRuntime]) -> Outcome | None:
         """(changed, unchanged) among ``chunk``; None when the whole call failed."""
-        items = [(s.token or "", str(i)) for i, s in enumerate(chunk)]
+        items = list(zip([s.token or "" for s in chunk], reference_ids(len(chunk)), strict=True))
         if not await self._pace():
             return None
         try:
@@ -66,6 +66,8 @@ class StatusCalls:
             log.warning("syncStatus answered %d of %d tokens; the rest are retried later",
                         answer.answered, len(chunk),
                         extra={"credential": self._credential, "container": group.container_id})
+        if answer.ok == list(range(len(chunk))):  # the usual answer: nothing new anywhere
+            return [], chunk
         return [chunk[i] for i in answer.due], [chunk[i] for i in answer.ok]
 
     async def _split(self, group: Group, chunk: list[StreamRuntime], exc: Exception

@@ -8,8 +8,9 @@ can carry it unchanged; the typed fields are what the notifier itself reads. Par
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
+import msgspec
 import orjson
 
 
@@ -80,11 +81,13 @@ class SyncPage:
     size_bytes: int = 0
 
 
-class SyncStatusResult(NamedTuple):
-    """One token's answer (a NamedTuple: an idle pass reads one per stream, 100,000 of them)."""
+class SyncStatusResult(msgspec.Struct, rename="camel", frozen=True, kw_only=True, gc=False):
+    """One token's answer. A msgspec struct named as the API names its fields: an idle pass
+    reads one per stream (100,000 of them), decoded straight from the body at C speed
+    (``source.parse.parse_sync_status``)."""
 
     sync_token: str
-    reference_id: str | None
+    reference_id: str | None = None
     more_data: bool
     overwrite: bool
 

@@ -158,3 +158,42 @@ def test_the_fast_path_accepts_only_what_the_dict_parser_accepts_and_agrees(
         return
     if fast is not None:
         same(fast, slow)
+
+
+# -- syncStatus answers ------------------------------------------------------------------------
+
+
+def test_an_ordinary_status_answer_takes_the_fast_path_and_equals_the_dict_parse():
+    from notifier.source.models import SyncStatusResult
+    from notifier.source.parse import parse_sync_status
+    from notifier.source.parse_sync import decode_sync_status
+
+    body = orjson.dumps({"results": [
+        {"syncToken": "t0", "referenceId": "0", "moreData": False, "overwrite": False},
+        {"syncToken": "t1", "referenceId": "1", "moreData": True, "overwrite": False,
+         "extra": [1, 2]},  # a field the notifier does not read: ignored by both paths
+        {"syncToken": "t2", "referenceId": None, "moreData": False, "overwrite": True},
+        {"syncToken": "t3", "moreData": False, "overwrite": False}], "errors": []})
+    fast = decode_sync_status(body)
+    assert fast is not None
+    assert fast.results == [
+        SyncStatusResult(sync_token="t0", reference_id="0", more_data=False, overwrite=False),
+        SyncStatusResult(sync_token="t1", reference_id="1", more_data=True, overwrite=False),
+        SyncStatusResult(sync_token="t2", reference_id=None, more_data=False, overwrite=True),
+        SyncStatusResult(sync_token="t3", reference_id=None, more_data=False, overwrite=False)]
+    assert fast.errors == []
+    assert parse_sync_status(body) == fast
+
+
+@pytest.mark.parametrize("body", [
+    {"results": [], "errors": [{"detail": "expired", "referenceId": "0"}]},  # errors: parsed
+    {"results": [{"syncToken": "t", "moreData": "yes", "overwrite": False}]},  # by the dict
+    {"results": [{"moreData": True, "overwrite": False}]},  # parser, which names the problem
+    {"errors": []},
+    {"results": [], "errors": {}},
+])
+def test_a_status_answer_with_errors_or_defects_goes_to_the_dict_parser(body):
+    from notifier.source.parse_sync import decode_sync_status
+
+    assert decode_sync_status(orjson.dumps(body)) is None
+    assert decode_sync_status(b'{"results": [') is None  # truncated

@@ -9,7 +9,7 @@ from notifier.source.models import SyncStatusFailure, SyncStatusResponse, SyncSt
 
 
 def ok(ref: str | None, *, more: bool = False, overwrite: bool = False) -> SyncStatusResult:
-    return SyncStatusResult("t", ref, more, overwrite)
+    return SyncStatusResult(sync_token="t", reference_id=ref, more_data=more, overwrite=overwrite)
 
 
 def refused(ref: str | None) -> SyncStatusFailure:
@@ -204,3 +204,16 @@ def test_a_runtime_loads_the_same_from_a_stream_state_and_its_start_up_fields():
         assert b.in_resync is resync
         assert b.force_resync is (reason == "bad_token")
         assert (b.token, b.last_checked, b.quarantined_until, b.failures) == (token, 12.5, 40.0, 2)
+
+
+def test_reference_ids_and_an_answer_in_order_sorted_by_position():
+    from notifier.runtime import reference_ids
+
+    assert reference_ids(3) == ["0", "1", "2"]
+    assert reference_ids(12)[10:] == ["10", "11"]
+    assert reference_ids(2) == ["0", "1"]
+    quiet = match_status(SyncStatusResponse([ok(str(i)) for i in range(12)], []), 12)
+    assert (quiet.due, quiet.ok, quiet.rejected, quiet.answered) == ([], list(range(12)), [], 12)
+    mixed = match_status(SyncStatusResponse(
+        [ok("0", more=True), ok("1"), ok("2", overwrite=True)], []), 3)
+    assert (mixed.due, mixed.ok, mixed.answered) == ([0, 2], [1], 3)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 from collections.abc import Callable, Sequence, Set
@@ -262,23 +263,28 @@ class CredentialScheduler:
             group.touched()
 
     async def _check(self, group: Group, drain_all_due: bool) -> None:
+        # Runs once per container for its 10 or 100 streams: the steps per stream are kept
+        # few (list comprehensions, no per-stream keys unless needed; see BENCHMARKS.md).
         now = self._clock()
         # A one-off pass (--once) tries every stream, quarantined or not: skipping one would
         # report success for a subscription it never drained.
-        active = [s for s in group.streams if drain_all_due or s.quarantined_until <= now]
+        active = (group.streams if drain_all_due
+                  else [s for s in group.streams if s.quarantined_until <= now])
         if not active:
             return
         # A drain's first checkpoint resets the failure count (the drain's result says so):
         # note who is failing now, so a recovery is logged whichever way it happens.
         failing = {id(s) for s in active if s.failures}
         forced = [s for s in active if s.needs_drain]  # first syncs, resyncs: not asked
-        polled = [s for s in active if not s.needs_drain]
-        since = {id(s): s.last_checked for s in polled}
+        polled = [s for s in active if not s.needs_drain] if forced else active
+        since = [s.last_checked for s in polled]
         choice = self.planner.plan_check(  # --once checks every stream: no probe then
-            group.container_id, [(s.spec.key, s.last_checked) for s in polled], now,
+            group.container_id, list(zip([s.spec.key for s in polled], since, strict=True)), now,
             probe=not drain_all_due)
         due, unchanged = list[StreamRuntime](), list[StreamRuntime]()
-        asked, chunk_size = [polled[i] for i in choice.status], max(1, self._s.status_chunk)
+        asked = (polled if len(choice.status) == len(polled)
+                 else [polled[i] for i in choice.status])
+        chunk_size = max(1, self._s.status_chunk)
         for start in range(0, len(asked), chunk_size):
             outcome = await self._status.ask(group, asked[start:start + chunk_size])
             if outcome is None:
@@ -296,20 +302,26 @@ class CredentialScheduler:
         now = self._clock()
         checked = [*unchanged, *(s for s, (ok, _) in zip(drains, results, strict=True) if ok)]
         said_changed = {id(s) for s in due}
-        learnt = [(s, 0) for s in unchanged] + [  # first syncs teach nothing of a rate
-            (s, n or int(id(s) in said_changed)) for k, (s, (ok, n)) in
-            enumerate(zip(drains, results, strict=True)) if ok and k >= len(forced)]
-        self.planner.learn(group.container_id, [(s.spec.key, since[id(s)], changed)
-                                                for s, changed in learnt], now)
+        polled_drains = [(s, n or int(id(s) in said_changed)) for k, (s, (ok, n)) in
+                         enumerate(zip(drains, results, strict=True)) if ok and k >= len(forced)]
+        if polled_drains or self.planner.learns_from_quiet(group.container_id):
+            since_of = dict(zip(map(id, polled), since, strict=True))
+            self.planner.learn(group.container_id, [
+                (s.spec.key, since_of[id(s)], changed) for s, changed in
+                [*((s, 0) for s in unchanged), *polled_drains]], now)
         if checked:
-            self._checked.note([s.spec.key for s in checked], now)
+            self._checked.note(zip([s.spec.subscription for s in checked],
+                                   itertools.repeat(group.container_id)), now)
             await self._flush_checked()
             for s in checked:
                 s.last_checked = now
-                if s.failures or id(s) in failing:
-                    await self._store.clear_quarantine(*s.spec.key, reset_failures=True)
-                    log.info("stream recovered from quarantine", extra=self._failures.ctx(s))
-                    s.failures = 0
+            if failing:  # (a stream's failures only grow by its own failed check: not here)
+                for s in checked:
+                    if s.failures or id(s) in failing:
+                        await self._store.clear_quarantine(*s.spec.key, reset_failures=True)
+                        log.info("stream recovered from quarantine",
+                                 extra=self._failures.ctx(s))
+                        s.failures = 0
         if len(checked) + skipped == len(group.streams):  # as planned (followers may wait)
             self.planner.checked(group.container_id, now)
         self._count_pass()

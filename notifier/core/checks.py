@@ -192,6 +192,12 @@ def token_probabilities(
             return change_probability(rate, interval), True
         return change_probability(rate, now - since), now - since + interval >= limit
 
+    if not rates and tokens:  # none seen changing (the usual): all at the prior
+        since = tokens[0][1]
+        sinces = [t for _, t in tokens]
+        if sinces.count(since) == len(sinces):  # and checked together: one computation
+            p0, due0 = p_due(prior, since)
+            return [p0] * len(sinces), [due0] * len(sinces)
     # Tokens at the prior checked together share their last check (10 or 100 on one
     # container): computed once per last check, not per token.
     at_prior: dict[float | None, tuple[float, bool]] = {}

@@ -236,6 +236,11 @@ class Planner:
         g.requests = float(max(1, choice.requests))
         return choice
 
+    def learns_from_quiet(self, cid: str) -> bool:
+        """Whether a check of ``cid`` finding nothing teaches it anything (else no ``learn``)."""
+        g = self.groups.get(cid)
+        return g is not None and bool(g.tokens) and self.settings.policy != "round_robin"
+
     def observe(self, cid: str, key: Hashable, *, now: float, since: float | None,
                 changed: int) -> None:
         """One token's check (see ``learn``)."""

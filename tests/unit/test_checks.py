@@ -359,3 +359,30 @@ def test_choose_check_for_a_quiet_container_asks_status_of_every_token() -> None
     assert choose_check([], 2) == CheckChoice((), (), 0, 0.0)
     # One token likely enough changes the answer (the general path).
     assert choose_check([0.9], 2).direct == (0,)
+
+
+@pytest.mark.parametrize("tokens", [
+    [("a", 400.0), ("b", 400.0), ("c", 400.0)],  # checked together (the usual): one computation
+    [("a", None), ("b", None)],  # never checked
+    [("a", 400.0), ("b", 10.0), ("c", None), ("d", 400.0)],  # apart: per last check
+    [("a", 990.0)],
+])
+def test_token_probabilities_without_learnt_rates_equal_the_per_token_computation(tokens):
+    args = {"interval": 60.0, "cap": 1000.0, "half_life": 3600.0, "prior": 1e-5,
+            "pseudo": 600.0}
+    got = token_probabilities(tokens, {}, 1000.0, **args)
+    assert got == _reference_probabilities(tokens, {}, 1000.0, **args)
+    assert token_probabilities([], {}, 1000.0, **args) == ([], [])
+
+
+def test_a_check_that_found_nothing_teaches_only_a_group_with_learnt_rates() -> None:
+    plan = Planner(SchedulerSettings(), {"c": 2})
+    assert not plan.learns_from_quiet("c")  # at the prior: a quiet check changes nothing
+    before = (plan.groups["c"].rate, plan.groups["c"].interval)
+    plan.learn("c", [("a", 900.0, 0), ("b", 900.0, 0)], 1000.0)
+    assert (plan.groups["c"].rate, plan.groups["c"].interval) == before
+    assert not plan.groups["c"].tokens
+    plan.learn("c", [("a", 1000.0, 1), ("b", 1000.0, 0)], 1100.0)  # a change: a rate to lower
+    assert plan.learns_from_quiet("c")
+    assert not plan.learns_from_quiet("gone")
+    assert not Planner(SchedulerSettings(policy="round_robin"), {"c": 2}).learns_from_quiet("c")

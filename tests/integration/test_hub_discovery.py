@@ -70,6 +70,8 @@ async def test_projects_added_and_removed_while_running(tmp_path: Path) -> None:
         await asyncio.sleep(2.5)  # more than two checks of every polled container
         assert len(for_project(events_of(tmp_path), a)) == before
         assert all(s.spec.container_id != a[2:] for sch in app.schedulers for s in sch.streams)
+        assert [sch.stream_count for sch in app.schedulers] == [
+            len(sch.streams) for sch in app.schedulers]  # kept as projects come and go
 
         # Its state follows the orphan retention; the others are live.
         retired = await app.store.get_stream(SUB, a[2:])
@@ -94,6 +96,8 @@ async def test_projects_added_and_removed_while_running(tmp_path: Path) -> None:
                        "Tower A's new relationships after it came back")
         again = for_project(events_of(tmp_path), a)[before:]
         assert not any(e["snapshot"] for e in again)
+        assert [sch.stream_count for sch in app.schedulers] == [
+            len(sch.streams) for sch in app.schedulers]
         await stop(app, task)
 
 

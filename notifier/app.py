@@ -173,6 +173,7 @@ class App:
             log.info("notifier %s started: %d credentials, %d streams, %d sinks",
                      __version__, len(self.schedulers),
                      sum(s.stream_count for s in self.schedulers), len(sinks))
+            self.metrics.refresh_at_collect(self._report_freshness)
             tick = asyncio.create_task(self._tick(sinks))
             discovery = [] if once else self.hubs.tasks(self._stop)
             try:
@@ -258,6 +259,7 @@ class App:
         log.info("notifier %s started: cluster mode, group %s, %d credentials, %d sinks",
                  __version__, self.config.cluster.group, len(self.config.credentials),
                  len(sinks))
+        self.metrics.refresh_at_collect(self._report_freshness)
         tick = asyncio.create_task(self._tick(sinks))
         try:
             await self.coordinator.run(self._stop)
@@ -280,7 +282,8 @@ class App:
                           or loop.time() + self.config.shutdown_timeout)
 
     async def _tick(self, sinks: Mapping[str, Sink]) -> None:
-        """Periodic gauges: freshness, quarantine, sink health, readiness."""
+        """Periodic gauges: streams tracked, sink health, readiness (freshness and quarantine
+        are computed at each scrape: ``_report_freshness``)."""
         while True:
             try:
                 self._report(sinks)
@@ -289,22 +292,28 @@ class App:
             await asyncio.sleep(METRICS_TICK_SECONDS)
 
     def _report(self, sinks: Mapping[str, Sink]) -> None:
-        now = self._clock()
-        fresh = Freshness()
         schedulers = self.coordinator.schedulers if self.coordinator else self.schedulers
-        for sch in schedulers:
-            fresh.add(sch.freshness(now))
         # Every scheduler's (in cluster mode, of every partition this replica runs), also after
         # a hub subscription added or retired projects.
         self.metrics.streams_tracked(sum(s.stream_count for s in schedulers))
-        self.metrics.staleness("busy", fresh.busy)
-        self.metrics.staleness("quiet", fresh.quiet)
-        self.metrics.stalest_check_age(fresh.stalest)
-        self.metrics.subscription_check_ages(fresh.per_subscription)
-        self.metrics.quarantined(fresh.quarantined)
         for name, sink in sinks.items():
             up = sink.healthy()
             self.metrics.sink_up(name, up)  # metrics and alerts, never readiness
         if all(s.cycles_done for s in schedulers) and (
                 self.coordinator is None or self.coordinator.joined.is_set()):
             self.ready.set()
+
+    def _report_freshness(self) -> None:
+        """The freshness gauges, at each scrape (``Metrics.refresh_at_collect``): they walk
+        every stream (100,000), so they are computed when read, as of that moment, not on a
+        timer whether read or not."""
+        now = self._clock()
+        fresh = Freshness()
+        schedulers = self.coordinator.schedulers if self.coordinator else self.schedulers
+        for sch in schedulers:
+            fresh.add(sch.freshness(now))
+        self.metrics.staleness("busy", fresh.busy)
+        self.metrics.staleness("quiet", fresh.quiet)
+        self.metrics.stalest_check_age(fresh.stalest)
+        self.metrics.subscription_check_ages(fresh.per_subscription)
+        self.metrics.quarantined(fresh.quarantined)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import bisect
 import logging
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from enum import Enum
 from typing import TypeVar
 
@@ -76,12 +76,20 @@ class MetricsBase:
         registry exposes memory, CPU and file descriptors like the default one does.
         """
         self.registry = registry if registry is not None else CollectorRegistry()
+        # First in the registry, so what it sets is read in the same scrape.
+        self._at_collect = AtCollect()
+        self.registry.register(self._at_collect)
         if runtime:
             ProcessCollector(registry=self.registry)
             PlatformCollector(registry=self.registry)
             GCCollector(registry=self.registry)
         self._warned: set[tuple[str, str]] = set()
         self._children: dict[tuple[int, tuple[str, ...]], object] = {}
+
+    def refresh_at_collect(self, refresh: Callable[[], None] | None) -> None:
+        """Run ``refresh`` at every read of the registry (a scrape), before any value is read:
+        for gauges that cost a walk over every stream, computed only when someone looks."""
+        self._at_collect.refresh = refresh
 
     def _labelled(self, metric: M, *values: str) -> M:
         """``metric.labels(*values)``, looked up once per label set: a request's metrics are
@@ -137,6 +145,24 @@ class GaugeSnapshot:
         for key, value in self._values.items():
             family.add_metric([key], nonneg(value))
         yield family
+
+
+class AtCollect:
+    """A collector without series of its own: it runs ``refresh`` when the registry is read."""
+
+    def __init__(self) -> None:
+        self.refresh: Callable[[], None] | None = None
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        if self.refresh is not None:
+            try:
+                self.refresh()
+            except Exception:  # a metrics bug must never fail a scrape
+                log.exception("refreshing metrics at a scrape failed")
+        return iter(())
 
 
 class BulkHistogram:

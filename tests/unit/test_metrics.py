@@ -430,3 +430,19 @@ def test_bulk_histogram_exposes_what_a_histogram_observing_each_value_would() ->
     assert got.keys() == want.keys()
     assert all(got[k] == pytest.approx(want[k]) for k in want)
     assert bulk_reg.get_sample_value("x_seconds_created", {"class": "c0"}) is not None
+
+
+def test_gauges_refreshed_at_collect_are_read_in_the_same_scrape(caplog) -> None:
+    m = Metrics(CollectorRegistry(), runtime=False)
+    ages = iter([40.0, 7.0])
+    m.refresh_at_collect(lambda: m.stalest_check_age(next(ages)))
+    scrape = m.render()[0].decode()
+    assert "notifier_scheduler_stalest_check_age_seconds 40.0" in scrape
+    assert m.registry.get_sample_value("notifier_scheduler_stalest_check_age_seconds") == 7.0
+    # A failing refresh is logged; the scrape goes on with the values as they were.
+    m.refresh_at_collect(lambda: 1 / 0)
+    with caplog.at_level(logging.ERROR, logger="notifier.metrics"):
+        assert m.registry.get_sample_value("notifier_scheduler_stalest_check_age_seconds") == 7.0
+    assert "refreshing metrics at a scrape failed" in caplog.text
+    m.refresh_at_collect(None)
+    assert "notifier_scheduler_stalest_check_age_seconds 7.0" in m.render()[0].decode()

@@ -32,6 +32,9 @@ log = logging.getLogger("notifier.state.sqlite")
 T = TypeVar("T")
 
 BUSY_TIMEOUT_MS = 10_000
+# The statements use RETURNING (3.35) and JSON1's functions (built in since 3.38, compiled in
+# by the distributions before). Not the -> and ->> operators: they need 3.38.
+MIN_SQLITE = (3, 35, 0)
 CACHE_KIB = 32 * 1024  # page cache per connection; bounds SQLite's own memory use
 
 
@@ -91,6 +94,11 @@ class SqliteConnection:
             raise
 
     def _open_sync(self) -> None:
+        if sqlite3.sqlite_version_info < MIN_SQLITE:
+            raise StateError(
+                f"SQLite {sqlite3.sqlite_version} is too old for the state store (it needs "
+                f"{'.'.join(map(str, MIN_SQLITE))} or newer, with JSON1): run the notifier on a "
+                "Python whose sqlite3 module links a newer SQLite")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             _make_private(self.path)

@@ -132,7 +132,8 @@ def mark_checked(conn: sqlite3.Connection, keys: Sequence[StreamKey], now: float
     with transaction(conn):
         conn.execute(
             "INSERT INTO streams (subscription, container_id, last_checked_at)"
-            " SELECT value ->> 0, value ->> 1, ?1 FROM json_each(?2) WHERE true"
+            " SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), ?1"
+            " FROM json_each(?2) WHERE true"
             " ON CONFLICT (subscription, container_id)"
             " DO UPDATE SET last_checked_at = excluded.last_checked_at",
             (now, orjson.dumps(keys).decode()),

@@ -65,6 +65,18 @@ async def test_newer_schema_is_refused(tmp_path: Path) -> None:
             pass
 
 
+async def test_an_sqlite_too_old_is_refused_by_name_before_the_file_is_touched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 34, 1))
+    monkeypatch.setattr(sqlite3, "sqlite_version", "3.34.1")
+    path = tmp_path / "state.db"
+    with pytest.raises(StateError, match=r"SQLite 3\.34\.1 is too old .* needs 3\.35\.0"):
+        async with SqliteStateStore(path):
+            pass
+    assert not path.exists()
+
+
 async def test_foreign_files_are_refused(tmp_path: Path) -> None:
     other = tmp_path / "other.db"
     conn = sqlite3.connect(other)

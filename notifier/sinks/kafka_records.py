@@ -45,11 +45,18 @@ def build_records(
             body["partitionkey"] = pkey
             out.append((pkey.encode(), orjson.dumps(body), _STRUCTURED_HEADERS))
         return out
-    encoded: dict[str, bytes] = {}  # sources and types repeat across a page: encode them once
+    encoded: dict[str, bytes] = {}  # sources, types and containers repeat: encode them once
     records: list[Record] = []
     append = records.append
+    spec, snapshot, content_type = _SPEC, _SNAPSHOT, CONTENT_TYPE_JSON
     for ev in events:
-        k = (ev.container_id if by_container else ev.subject).encode()
+        subject = ev.subject.encode()
+        if by_container:
+            k = encoded.get(ev.container_id)
+            if k is None:
+                k = encoded[ev.container_id] = ev.container_id.encode()
+        else:
+            k = subject
         source = encoded.get(ev.source)
         if source is None:
             source = encoded[ev.source] = ev.source.encode()
@@ -57,15 +64,15 @@ def build_records(
         if etype is None:
             etype = encoded[ev.type] = ev.type.encode()
         append((k, ev.data_json(), [
-            ("ce_specversion", _SPEC),
+            ("ce_specversion", spec),
             ("ce_id", ev.id.encode()),
             ("ce_source", source),
             ("ce_type", etype),
-            ("ce_subject", ev.subject.encode()),
+            ("ce_subject", subject),
             ("ce_time", ev.time.encode()),
-            ("ce_snapshot", _SNAPSHOT[ev.snapshot]),
+            ("ce_snapshot", snapshot[ev.snapshot]),
             ("ce_partitionkey", k),
-            ("content-type", CONTENT_TYPE_JSON),
+            ("content-type", content_type),
         ]))
     return records
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from notifier.core import events as events_module
 from notifier.core.events import ChangeKind, build_event
 from notifier.source.models import Relationship
 
@@ -66,3 +69,28 @@ def test_project_name_only_for_hub_streams() -> None:
     assert named.data == {"subscription": "s", "containerId": "c", "projectName": "Tower A",
                           "relationship": {"id": "r1"}}
     assert named.id == plain.id
+
+
+@settings(max_examples=200, deadline=None)
+@given(subscription=st.text(), container=st.text(), project=st.none() | st.text(),
+       kept=st.booleans())
+def test_data_json_is_the_dump_of_data_for_any_names(subscription, container, project, kept):
+    """The head of ``data`` is cut from a dump and cached per stream: the bytes stay those of
+    ``orjson.dumps(data)`` whatever the names hold (quotes, escapes, non-ASCII), for a
+    relationship kept as text or built from a dict."""
+    rel = Relationship(id=RAW["id"], created_on=RAW["createdOn"], is_deleted=True,  # type: ignore[arg-type]
+                       deleted_on=RAW["deletedOn"],  # type: ignore[arg-type]
+                       **({"json": orjson.dumps(RAW)} if kept else {"raw": dict(RAW)}))
+    for _ in range(2):  # the second time from the cache
+        ev = build_event(subscription=subscription, container_id=container, relationship=rel,
+                         kind=ChangeKind.DELETED, snapshot=False, seen_at="now",
+                         project_name=project)
+        assert ev.data_json() == orjson.dumps(ev.data)
+        assert orjson.loads(ev.data_json())["subscription"] == subscription
+
+
+def test_data_json_heads_are_bounded():
+    for i in range(events_module._HEADS_MAX + 10):
+        build_event(subscription=f"s{i}", container_id="c", relationship=REL,
+                    kind=ChangeKind.CREATED, snapshot=False, seen_at="now").data_json()
+    assert len(events_module._HEADS) <= events_module._HEADS_MAX

@@ -24,7 +24,14 @@ from typing import Any
 
 import orjson
 
-from notifier.core.events import CREATED, DELETED, ChangeKind, Event, build_event
+from notifier.core.events import (
+    CREATED,
+    DELETED,
+    ChangeKind,
+    Event,
+    build_event,
+    created_events,
+)
 from notifier.source.models import Relationship
 from notifier.state.base import KnownRelationship
 
@@ -99,9 +106,13 @@ def diff_page(
         if len(in_page) == len(ids):
             if resync:
                 out.seen_ids = ids
-            for rel in [r for r in current if r.id not in known]:
-                add(rel, CREATED)
-                out.add_ids.append(rel.id)
+            new = [r for r in current if r.id not in known]
+            out.add_ids = [r.id for r in new]
+            out.created = len(new)
+            if emit:
+                out.events = created_events(
+                    subscription=subscription, container_id=container_id, relationships=new,
+                    snapshot=resync, project_name=project_name)
             return out
         in_page.clear()
 

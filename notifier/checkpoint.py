@@ -110,8 +110,10 @@ class PageWriter:
         emit: bool,
         next_token: str | None,
         fingerprint: str | None = None,
+        snapshot_ends: bool = False,
     ) -> bool:
-        """Diff, publish and checkpoint one page; returns whether anything changed."""
+        """Diff, publish and checkpoint one page; returns whether anything changed.
+        ``snapshot_ends``: a resync's last page (the end of the resync follows)."""
         ids = page_ids(current, deleted)
         known = (
             await self._store.known_subset(spec.subscription, spec.container_id, ids)
@@ -138,7 +140,7 @@ class PageWriter:
             add_ids=d.add_ids, remove_ids=d.remove_ids, seen_ids=d.seen_ids,
             outbox=outbox, bodies=_Bodies(current), filter_fingerprint=fingerprint,
             listed_under=fingerprint if spec.query is not None else None,
-            changed=changed, now=now,
+            changed=changed, now=now, snapshot_ends=resync and snapshot_ends,
         )
         result.committed(now, token=None if resync else next_token, in_resync=resync)
         self._after_commit(d.events, result, outboxed=bool(outbox), created=d.created,

@@ -192,7 +192,8 @@ class StreamSyncer(PageWriter):
                 self._count_page(client, counted, result)
             changed = await self._apply(spec, current, deleted, result, resync=pos.resync,
                                         emit=emit, next_token=page.next_sync_token,
-                                        fingerprint=fingerprint)
+                                        fingerprint=fingerprint,
+                                        snapshot_ends=not (page.more_data or carried))
             pos = pos.checkpoint(page.next_sync_token)
             if page.more_data or carried:
                 continue

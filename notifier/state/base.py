@@ -278,12 +278,15 @@ class StateStore(Protocol):
         listed_under: str | None = None,
         changed: bool,
         now: float,
+        snapshot_ends: bool = False,
     ) -> None:
         """The checkpoint: every change of one page in one durable transaction. During a
         resync it also forgets the announcements of ``add_ids`` and ``remove_ids``. ``bodies``
         are stored with the added ids (and with seen ones that have none yet), and so is
         ``listed_under`` (the fingerprint of the query filter that listed them, see
-        ``KnownRelationship``); ``filter_fingerprint``, when given, replaces the stored one."""
+        ``KnownRelationship``); ``filter_fingerprint``, when given, replaces the stored one.
+        ``snapshot_ends``: the resync's last page (its end follows), a hint that the ids it
+        listed need not be staged durably any more."""
         ...
 
     async def mark_announced(

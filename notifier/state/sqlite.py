@@ -178,6 +178,7 @@ class SqliteStateStore(OutboxMethods):
         listed_under: str | None = None,
         changed: bool,
         now: float,
+        snapshot_ends: bool = False,
     ) -> None:
         """The checkpoint. In one fsync'd transaction: remove then add known ids, record
         ``seen_ids`` in the resync staging set and forget the announcements of ``add_ids``
@@ -187,8 +188,11 @@ class SqliteStateStore(OutboxMethods):
         last_checked_at (and last_changed_at if ``changed``), reset failures and any
         quarantine. ``bodies`` (JSON, by id) are stored with ``add_ids``, and with
         ``seen_ids`` that are known without one; ``listed_under`` with ``add_ids``. Creates
-        the stream if new. Raises ValueError, before touching anything, on an id both added
-        and removed or on ``seen_ids`` outside a resync."""
+        the stream if new. ``snapshot_ends`` (the resync's last page): the listed ids held in
+        memory are not written, however many (the end of the resync, which follows, drops
+        them; a crash before it resumes from the written ones, as anywhere). Raises
+        ValueError, before touching anything, on an id both added and removed or on
+        ``seen_ids`` outside a resync."""
         if not in_resync and seen_ids:
             raise ValueError("seen_ids are only recorded during a resync (in_resync=True)")
         if not in_resync and resync_cursor is not None:
@@ -200,7 +204,7 @@ class SqliteStateStore(OutboxMethods):
             next_token=next_token, resync_cursor=resync_cursor, in_resync=in_resync,
             add_ids=list(add_ids), remove_ids=list(remove_ids), seen_ids=list(seen_ids),
             outbox=list(outbox), bodies=bodies or {}, filter_fingerprint=filter_fingerprint,
-            listed_under=listed_under, changed=changed, now=now,
+            listed_under=listed_under, changed=changed, now=now, snapshot_ends=snapshot_ends,
         )
 
     async def begin_resync(

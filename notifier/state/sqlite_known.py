@@ -94,6 +94,7 @@ def commit_page(
     listed_under: str | None,
     changed: bool,
     now: float,
+    snapshot_ends: bool = False,
 ) -> None:
     """Apply one checkpoint in one transaction; see SqliteStateStore.commit_page."""
     staging = ids.staging
@@ -118,9 +119,13 @@ def commit_page(
         staged: tuple[str | None] | tuple[()] = ()
         if in_resync:
             held = staging.get(sid)
-            if held is None or len(held) + len(seen) >= staging.FLUSH_IDS:
+            if held is None or (seen and not snapshot_ends
+                                and len(held) + len(seen) >= staging.FLUSH_IDS):
                 # Nothing held for this stream in this process (a resumed resync), or enough
-                # to write: the staging set now reaches this checkpoint's cursor.
+                # to write: the staging set now reaches this checkpoint's cursor. Not at the
+                # snapshot's last page (the end of the resync drops them a moment later; it
+                # reads held ids as it reads written ones), nor with nothing new listed (the
+                # end's own checkpoints).
                 flush = set(seen) if held is None else held | set(seen)
                 _write_staging(conn, sid, flush)
                 staged = (resync_cursor,)

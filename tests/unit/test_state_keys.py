@@ -118,10 +118,12 @@ async def test_a_version_4_file_is_migrated_and_keeps_every_id_and_the_resync(
 
 
 async def _commit(store: SqliteStateStore, cursor: str | None, seen: list[str],
-                  add: list[str] | None = None, in_resync: bool = True) -> None:
+                  add: list[str] | None = None, in_resync: bool = True,
+                  ends: bool = False) -> None:
     await store.commit_page(SUB, CONT, next_token=None if in_resync else "tok",
                             resync_cursor=cursor, in_resync=in_resync, add_ids=add or [],
-                            remove_ids=(), seen_ids=seen, changed=True, now=1.0)
+                            remove_ids=(), seen_ids=seen, changed=True, now=1.0,
+                            snapshot_ends=ends)
 
 
 def _staged(path: Path) -> tuple[str | None, str | None, int]:
@@ -183,3 +185,37 @@ async def test_a_crash_loses_the_held_ids_and_the_resync_resumes_where_written_o
         assert missing == []
         await _commit(store, None, [], in_resync=False)
         assert _staged(path) == (None, None, 0)
+
+
+async def test_the_last_page_of_a_snapshot_holds_its_ids_however_many(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Writing the held ids at the resync's last checkpoint was wasted (the end of the resync
+    drops them a moment later): they stay held, and the end reads them as it reads written
+    ones. Nor does a checkpoint that lists nothing new write them."""
+    monkeypatch.setattr(Staging, "FLUSH_IDS", 3)
+    path = tmp_path / "state.db"
+    async with SqliteStateStore(path) as store:
+        await _commit(store, None, [], add=[U3, "gone"], in_resync=False)
+        await store.begin_resync(SUB, CONT)
+        await _commit(store, "c1", [U1, "odd"], add=[U1, "odd"])
+        await _commit(store, "c2", [U2, U3], add=[U2], ends=True)  # four held: not written
+        assert _staged(path) == ("c2", None, 0)
+        assert await store.resync_seen_subset(SUB, CONT, [U1, U2, U3, "x"]) == {U1, U2, U3}
+        missing = [k.rel_id async for b in store.iter_resync_missing(SUB, CONT) for k in b]
+        assert missing == ["gone"]
+        await store.commit_page(SUB, CONT, next_token=None, resync_cursor="c2", in_resync=True,
+                                add_ids=(), remove_ids=["gone"], changed=True, now=1.0)
+        assert _staged(path) == ("c2", None, 0)  # nothing new listed: nothing written
+        await _commit(store, None, [], in_resync=False)
+        assert _staged(path) == (None, None, 0)
+        st = await store.get_stream(SUB, CONT)
+        assert st is not None
+        assert (st.phase, st.known_count) == ("incremental", 4)
+    # Without the hint the same checkpoint writes them (the threshold is reached).
+    path = tmp_path / "other.db"
+    async with SqliteStateStore(path) as store:
+        await store.begin_resync(SUB, CONT)
+        await _commit(store, "c1", [U1, "odd"], add=[U1, "odd"])
+        await _commit(store, "c2", [U2, U3], add=[U2, U3])
+        assert _staged(path) == ("c2", "c2", 4)

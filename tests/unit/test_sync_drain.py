@@ -514,3 +514,35 @@ def test_detection_lag_is_sampled_per_page() -> None:
     assert count() <= 5 + LAG_SAMPLES  # snapshot events carry no detection lag
     lag_sum = metrics.registry.get_sample_value("notifier_sync_detection_lag_seconds_sum")
     assert lag_sum == count() * 100.0  # createdOn 1_700_000_000, published 100 s later
+
+
+async def test_only_a_resync_last_page_says_the_snapshot_ends(
+        db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hint that lets the store keep a resync's listed ids in memory (nothing written that
+    the end of the resync drops a moment later) comes with the last page only; the bootstrap
+    whose last page reaches the flush threshold writes no staging row, and the diff is exact."""
+    from notifier.state.sqlite_keys import Staging
+
+    monkeypatch.setattr(Staging, "FLUSH_IDS", 10)  # reached by the 10 ids of the last page
+    svc = FakeService(page_size=4)
+    svc.create(*(f"r{i}" for i in range(10)))
+    sink = MemorySink()
+    hints: list[tuple[bool, bool]] = []
+    written: list[int] = []
+
+    class Recording(SqliteStateStore):
+        async def commit_page(self, *args: Any, **kwargs: Any) -> None:
+            hints.append((kwargs["in_resync"], kwargs.get("snapshot_ends", False)))
+            await super().commit_page(*args, **kwargs)
+            if kwargs["in_resync"]:
+                conn = sqlite3.connect(db)
+                written.append(conn.execute("SELECT count(*) FROM resync_seen").fetchone()[0])
+                conn.close()
+
+    async with Recording(db) as store:
+        syncer = StreamSyncer(store, metrics=private_metrics(), clock=lambda: 1_700_000_000.0)
+        assert (await syncer.drain(svc, spec(sink))).completed  # type: ignore[arg-type]
+    assert hints == [(True, False), (True, False), (True, True), (False, False)]
+    assert written == [0, 0, 0]
+    assert replay(sink.events) == svc.live()
+    assert await known_ids(db, svc) == svc.live()

@@ -27,8 +27,9 @@ Record = tuple[bytes, bytes, Headers]
 
 CONTENT_TYPE_JSON = b"application/json"
 CONTENT_TYPE_CLOUDEVENTS = b"application/cloudevents+json"
-_SPEC = SPEC_VERSION.encode()
-_SNAPSHOT = {True: b"true", False: b"false"}
+_H_SPEC = ("ce_specversion", SPEC_VERSION.encode())
+_H_SNAPSHOT = {True: ("ce_snapshot", b"true"), False: ("ce_snapshot", b"false")}
+_H_CONTENT_TYPE = ("content-type", CONTENT_TYPE_JSON)
 _STRUCTURED_HEADERS: Headers = [("content-type", CONTENT_TYPE_CLOUDEVENTS)]
 
 
@@ -45,34 +46,38 @@ def build_records(
             body["partitionkey"] = pkey
             out.append((pkey.encode(), orjson.dumps(body), _STRUCTURED_HEADERS))
         return out
-    encoded: dict[str, bytes] = {}  # sources, types and containers repeat: encode them once
+    # Headers whose value repeats (sources, types, the constant ones) are shared tuples:
+    # only the id, subject, time and key ones are built per record.
+    sources: dict[str, tuple[str, bytes]] = {}
+    types: dict[str, tuple[str, bytes]] = {}
+    containers: dict[str, bytes] = {}
     records: list[Record] = []
     append = records.append
-    spec, snapshot, content_type = _SPEC, _SNAPSHOT, CONTENT_TYPE_JSON
+    spec, snapshot, content_type = _H_SPEC, _H_SNAPSHOT, _H_CONTENT_TYPE
     for ev in events:
         subject = ev.subject.encode()
         if by_container:
-            k = encoded.get(ev.container_id)
+            k = containers.get(ev.container_id)
             if k is None:
-                k = encoded[ev.container_id] = ev.container_id.encode()
+                k = containers[ev.container_id] = ev.container_id.encode()
         else:
             k = subject
-        source = encoded.get(ev.source)
+        source = sources.get(ev.source)
         if source is None:
-            source = encoded[ev.source] = ev.source.encode()
-        etype = encoded.get(ev.type)
+            source = sources[ev.source] = ("ce_source", ev.source.encode())
+        etype = types.get(ev.type)
         if etype is None:
-            etype = encoded[ev.type] = ev.type.encode()
+            etype = types[ev.type] = ("ce_type", ev.type.encode())
         append((k, ev.data_json(), [
-            ("ce_specversion", spec),
+            spec,
             ("ce_id", ev.id.encode()),
-            ("ce_source", source),
-            ("ce_type", etype),
+            source,
+            etype,
             ("ce_subject", subject),
             ("ce_time", ev.time.encode()),
-            ("ce_snapshot", snapshot[ev.snapshot]),
+            snapshot[ev.snapshot],
             ("ce_partitionkey", k),
-            ("content-type", content_type),
+            content_type,
         ]))
     return records
 

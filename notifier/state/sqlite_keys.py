@@ -137,8 +137,9 @@ class Staging:
     """The ids a resync listed since its staging set was last written, per stream id.
 
     Staging every listed id durably page by page writes one B-tree page per id (random keys),
-    so ids are kept here and written in bulk, sorted, every ``FLUSH_IDS`` or so; the stream's
-    ``staged_cursor`` records how far the written set reaches. A crash loses what is held here,
+    so ids are kept here and written in bulk, sorted, every ``FLUSH_IDS`` or so (never at the
+    resync's last page: its end follows and drops them); the stream's ``staged_cursor``
+    records how far the written set reaches. A crash loses what is held here,
     and the resync then resumes from ``staged_cursor`` (listing those pages again) instead of
     its last checkpoint. Entries are dropped only with their stream (never on a failed call):
     an entry is exactly what was listed after ``staged_cursor`` in this process.

@@ -11,13 +11,15 @@ request:
 
 ``sync`` requests may not take more than ``1 - reserve`` of the window's capacity (counting sync
 grants only), so the scheduler's checks (``status``: syncStatus calls and the first page of a
-direct sync) always find room; checks may use the whole window (the scheduler paces them so
-that sync pages find room too). A 429 ``Retry-After`` pauses every request of
-the credential (``pause_until``).
+direct sync) always find room; checks may use the whole window. A 429 ``Retry-After`` pauses
+every request of the credential (``pause_until``).
 
-``RequestBudget`` is the asyncio wrapper shared by every request of one credential: waiters are
-served in arrival order (FIFO), except that a ``sync`` waiter held back only by the reserve does
-not block the ``status`` waiters behind it.
+``GrantOrder`` (pure too) decides who of the waiting requests goes next: *pages first*. A sync
+page is the rest of a change already found, so it goes before the checks waiting (checks may
+then be paced up to the whole budget: a burst of pages never queues behind them), except that
+checks are owed ``reserve`` of every ``SHARE_HORIZON`` grants while they wait (a burst of pages
+holds them back for a few grants at most, besides the window's own reserve). FIFO within a
+priority. ``RequestBudget`` is the asyncio wrapper shared by every request of one credential.
 """
 
 from __future__ import annotations
@@ -43,6 +45,9 @@ DEFAULT_BURST = 10
 _MIN_TIMER = 0.001
 _EPSILON = 1e-9
 _MIN_WAIT = 1e-6
+# Checks waiting are owed ``reserve`` of this many grants (GrantOrder): with the default 0.2,
+# two of every ten, so a burst of pages holds a check back for about 4 s at most.
+SHARE_HORIZON = 10
 
 
 class TokenBucket:
@@ -133,6 +138,68 @@ class TokenBucket:
         return now
 
 
+class GrantOrder:
+    """The waiting requests of one ``TokenBucket`` and who goes next (pure: the time is
+    passed in; see the module doc): ``add`` a request, then ``grant(now)`` hands out the
+    tickets the bucket allows now, in order, and the seconds until it is worth asking again."""
+
+    def __init__(self, bucket: TokenBucket, horizon: int = SHARE_HORIZON) -> None:
+        self.bucket = bucket
+        self._waiting: dict[Priority, deque[int]] = {"sync": deque(), "status": deque()}
+        self._recent: deque[Priority] = deque(maxlen=max(1, horizon))
+        self._owed = bucket.reserve * max(1, horizon)  # checks' grants per horizon
+        self._tickets = 0
+
+    def __len__(self) -> int:
+        return len(self._waiting["sync"]) + len(self._waiting["status"])
+
+    def add(self, priority: Priority) -> int:
+        """Queue one request; its ticket comes back from ``grant`` once it may go."""
+        self._tickets += 1
+        self._waiting[priority].append(self._tickets)
+        return self._tickets
+
+    def remove(self, ticket: int) -> None:
+        """Take a request out of the line (cancelled); nothing if it is not waiting."""
+        for line in self._waiting.values():
+            if ticket in line:
+                line.remove(ticket)
+                return
+
+    def grant(self, now: float) -> tuple[list[int], float]:
+        """(tickets granted at ``now``, in order; seconds until the next may go, inf when
+        nobody waits)."""
+        granted: list[int] = []
+        while True:
+            ticket, wait = self._next(now)
+            if ticket is None:
+                return granted, wait
+            granted.append(ticket)
+
+    def _next(self, now: float) -> tuple[int | None, float]:
+        """Grant the request that goes next, if the bucket allows: (its ticket, 0), or (None,
+        seconds to wait)."""
+        waits = [math.inf]
+        for priority in self._order():
+            wait = self.bucket.take(now, priority=priority)
+            if wait <= 0:
+                self._recent.append(priority)
+                return self._waiting[priority].popleft(), 0.0
+            waits.append(wait)
+            if priority == "status":
+                break  # status has the larger limit: if it must wait, everyone must
+        return None, min(waits)
+
+    def _order(self) -> tuple[Priority, ...]:
+        """Who is asked first: sync, unless checks waiting are owed their share."""
+        sync, status = bool(self._waiting["sync"]), bool(self._waiting["status"])
+        if not (sync and status):
+            return ("sync",) if sync else ("status",) if status else ()
+        if sum(1 for p in self._recent if p == "status") < self._owed:
+            return ("status", "sync")
+        return ("sync", "status")
+
+
 @dataclass(frozen=True, slots=True)
 class BudgetStats:
     """Counters for metrics: requests granted, total seconds callers waited, 429 pauses."""
@@ -145,13 +212,13 @@ class BudgetStats:
 
 @dataclass(slots=True)
 class _Waiter:
-    priority: Priority
     future: asyncio.Future[None]
     since: float
 
 
 class RequestBudget:
-    """The asyncio face of a ``TokenBucket``: ``await acquire()`` before every request."""
+    """The asyncio face of a ``TokenBucket``: ``await acquire()`` before every request; the
+    waiting ones go in ``GrantOrder``'s order (pages first)."""
 
     def __init__(
         self,
@@ -164,7 +231,8 @@ class RequestBudget:
     ) -> None:
         self.name = name
         self._bucket = TokenBucket(rate_per_minute, burst, reserve=reserve, window=window)
-        self._queue: deque[_Waiter] = deque()
+        self._order = GrantOrder(self._bucket)
+        self._waiters: dict[int, _Waiter] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._granted = 0
         self._waited = 0.0
@@ -182,27 +250,22 @@ class RequestBudget:
     @property
     def waiting(self) -> int:
         """Callers currently queued in ``acquire``."""
-        return len(self._queue)
+        return len(self._order)
 
     async def acquire(self, priority: Priority = "sync") -> None:
         """Wait for this caller's turn and for room in the budget; consumes one request."""
         loop = asyncio.get_running_loop()
-        now = loop.time()
-        if not self._queue and self._bucket.take(now, priority=priority) <= 0:
-            self._granted += 1
-            return
-        waiter = _Waiter(priority, loop.create_future(), now)
-        self._queue.append(waiter)
+        ticket = self._order.add(priority)
+        waiter = self._waiters[ticket] = _Waiter(loop.create_future(), loop.time())
         self._dispatch()
+        if waiter.future.done():
+            return  # granted at once
         try:
             await waiter.future
         except asyncio.CancelledError:
-            if not waiter.future.done() or waiter.future.cancelled():
+            if self._waiters.pop(ticket, None) is not None:
                 # Still queued: leave the line. (A grant that raced the cancel is simply spent.)
-                try:
-                    self._queue.remove(waiter)
-                except ValueError:
-                    pass
+                self._order.remove(ticket)
                 self._dispatch()
             raise
 
@@ -217,32 +280,20 @@ class RequestBudget:
         self._dispatch()
 
     def _dispatch(self) -> None:
-        """Grant queued waiters in order while the bucket allows; arm a timer for the rest."""
+        """Grant the waiters the bucket allows now; arm a timer for the rest."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if not self._queue:
-            return
         loop = asyncio.get_running_loop()
         now = loop.time()
-        next_wait = math.inf
-        blocked: set[Priority] = set()
-        for waiter in list(self._queue):
-            if waiter.priority in blocked:
-                continue  # same priority, same answer: keep FIFO within a priority
-            if waiter.future.done():
-                self._queue.remove(waiter)
-                continue
-            wait = self._bucket.take(now, priority=waiter.priority)
-            if wait <= 0:
-                self._queue.remove(waiter)
-                self._granted += 1
-                self._waited += now - waiter.since
-                waiter.future.set_result(None)
-                continue
-            next_wait = min(next_wait, wait)
-            blocked.add(waiter.priority)
-            if waiter.priority == "status" or len(blocked) == 2:
-                break  # status has the larger limit: if it must wait, everyone must
-        if self._queue and next_wait < math.inf:
-            self._timer = loop.call_later(max(next_wait, _MIN_TIMER), self._dispatch)
+        for ticket in [t for t, w in self._waiters.items() if w.future.done()]:
+            del self._waiters[ticket]  # cancelled, its task not yet run: out of the line
+            self._order.remove(ticket)
+        granted, wait = self._order.grant(now)
+        for ticket in granted:
+            waiter = self._waiters.pop(ticket)
+            self._granted += 1
+            self._waited += now - waiter.since
+            waiter.future.set_result(None)
+        if self._order and wait < math.inf:
+            self._timer = loop.call_later(max(wait, _MIN_TIMER), self._dispatch)

@@ -277,3 +277,19 @@ async def test_cancelled_waiter_leaves_the_queue():
     await asyncio.wait_for(second, 0.5)
     assert budget.waiting == 0
     assert budget.stats.granted == 2
+
+
+async def test_a_page_goes_before_checks_queued_earlier():
+    budget = RequestBudget(rate_per_minute=20, burst=1, window=1.0)  # one per 50 ms
+    await budget.acquire("status")
+    order: list[str] = []
+
+    async def go(name: str, priority: Priority) -> None:
+        await budget.acquire(priority)
+        order.append(name)
+
+    tasks = [asyncio.create_task(go(f"check{i}", "status")) for i in range(3)]
+    await asyncio.sleep(0)
+    tasks.append(asyncio.create_task(go("page", "sync")))
+    await asyncio.gather(*tasks)
+    assert order == ["page", "check0", "check1", "check2"]

@@ -55,7 +55,8 @@ class Cell:
         """The round-robin cycle the rates are given in: one syncStatus call per container at
         the idle check pace (a measured cycle is longer by the sync pages paid)."""
         s = self.settings
-        pace = status_budget(s.requests_per_minute, s.reserve, 0.0, CYCLE_PACE_SHARE)
+        pace = status_budget(s.requests_per_minute, s.reserve, 0.0, CYCLE_PACE_SHARE,
+                             window=60.0)
         per_container = math.ceil(self.subs / max(1, s.status_chunk))
         return max(s.interval, self.containers * per_container / pace)
 

@@ -7,7 +7,7 @@ uses the credential. Groups wait in a due-queue (notifier.core.plan_queue); the 
 one goes first, so when the budget is smaller than the work every group still gets its turn.
 
 Budget: checks (syncStatus calls and direct syncs' first pages) are paced (``status_budget``)
-so that, with the other sync pages being paid, the budget always has room for those pages. A
+at what the budget grants less the sync pages paid (pages go first in the budget: GrantOrder). A
 check slot that no group is due for goes to the group planned below the cap that is due next
 (``pop_due(early=True)``): the plan spends the whole pace only on average, due times bunch.
 
@@ -58,7 +58,7 @@ Policy = Literal["adaptive", "round_robin"]
 BUSY_RATE_PER_S = 1.0 / 3600.0  # a group that changes more than about hourly counts as busy
 PRIOR_RATE_PER_S = 1.0 / 86400.0  # a token never seen changing changes at most daily, and
 PRIOR_PER_CAP = 0.01  # at most this often per cap (module doc: learning is in caps)
-PACE_SHARE = 0.95  # of what checks may use without starving sync pages (see status_budget)
+PACE_SHARE = 1.0  # of what checks may use (status_budget): pages go first, no headroom needed
 QUIET_PASSES = 1.8  # the cap on any interval, in passes over every group (see module doc)
 # Frequency ∝ (rate / cost) ** this: 0.5 minimises the mean delay for known rates; learnt rates
 # are noisy, and 1 made busy checks irregular (jumping after each change found).

@@ -21,6 +21,12 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from notifier.core.budget import JITTER_ALLOWANCE, WINDOW_SECONDS
+
+# The window the budget counts requests_per_minute over (RequestBudget's default): what the
+# budget grants at most is requests_per_minute / BUDGET_WINDOW a second.
+BUDGET_WINDOW = WINDOW_SECONDS + JITTER_ALLOWANCE
+
 
 def quarantine_delay(failures: int, initial: float, maximum: float) -> float:
     """Backoff before a quarantined stream is tried again: doubles per consecutive failure."""
@@ -37,19 +43,21 @@ def effective_interval(groups: int, interval: float, status_per_minute: float) -
 
 
 def status_budget(
-    requests_per_minute: float, reserve: float, sync_per_s: float, share: float = 0.95
+    requests_per_minute: float, reserve: float, sync_per_s: float, share: float = 1.0,
+    window: float = BUDGET_WINDOW,
 ) -> float:
     """Checks per second (syncStatus calls and direct syncs' first pages) the scheduler may
     make without starving sync pages.
 
-    Checks and sync pages share one budget. The budget keeps the top ``reserve`` of every
-    window from sync pages (so a burst of pages cannot starve the checks), and grants a page
-    only while the window has room; checks could fill that room on their own, and then no
-    change found would ever be fetched. So checks stay under the whole budget by what sync is
-    paying now (``share`` < 1 keeps headroom for a burst of pages while the estimate catches
-    up), and keep at least the reserve when sync wants more.
+    Checks and sync pages share one budget, which grants ``requests_per_minute`` per
+    ``window``. Checks could fill it on their own, and then no change found would ever be
+    fetched; so checks are paced at what the budget grants less what sync is paying now, and
+    keep at least the reserve when sync wants more. No headroom is needed for a burst of
+    pages while the estimate catches up (``share`` 1): waiting sync pages go before waiting
+    checks (notifier.core.budget.GrantOrder), so such a burst delays checks, not pages, and
+    the budget keeps a ``reserve`` share for the checks.
     """
-    per_s = requests_per_minute / 60.0
+    per_s = requests_per_minute / window
     return share * max(reserve * per_s, per_s - max(0.0, sync_per_s))
 
 
@@ -61,14 +69,15 @@ def pass_seconds(costs: Sequence[float], checks_per_s: float) -> float:
 
 
 def round_robin_pass(costs: Sequence[float], tokens: Iterable[tuple[float, float]],
-                     requests_per_minute: float, reserve: float, share: float) -> float:
+                     requests_per_minute: float, reserve: float, share: float = 1.0,
+                     window: float = BUDGET_WINDOW) -> float:
     """What a round-robin pass takes at the idle check pace: one syncStatus call per chunk
     of every group's tokens (``costs``), and a sync page per token it finds changed
     (``tokens``: how many tokens change at what rate per second, by class)."""
-    cycle = pass_seconds(costs, status_budget(requests_per_minute, reserve, 0.0, share))
+    cycle = pass_seconds(costs, status_budget(requests_per_minute, reserve, 0.0, share, window))
     syncs = math.fsum(n * -math.expm1(-rate * cycle) for n, rate in tokens)
     # Round-robin's own pace falls by the pages it pays: N / (share (R - syncs/pass)).
-    return cycle + syncs / max(requests_per_minute / 60.0, 1e-9)
+    return cycle + syncs / max(requests_per_minute / window, 1e-9)
 
 
 def interval_at(price: float, rate: float, lo: float, hi: float) -> float:

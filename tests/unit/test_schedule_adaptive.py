@@ -88,22 +88,29 @@ def test_costs_weigh_groups_that_need_several_status_calls():
 @pytest.mark.parametrize(
     ("rpm", "reserve", "sync_per_s", "expected"),
     [
-        (120, 0.2, 0.0, 0.95 * 2.0),  # checks may use the whole budget (the reserve too)...
-        (120, 0.2, 0.5, 0.95 * 1.5),  # ... less what sync is paying now
-        (120, 0.2, 5.0, 0.95 * 0.4),  # sync wants everything: checks keep the reserve
-        (2400, 0.1, 3.0, 0.95 * 37.0),
-        (60, 0.0, 0.0, 0.95 * 1.0),
+        # The budget grants rpm per 61 s (RequestBudget's window: 60 s and the jitter allowance).
+        (120, 0.2, 0.0, 120 / 61),  # checks may use the whole budget (the reserve too)...
+        (120, 0.2, 0.5, 120 / 61 - 0.5),  # ... less what sync is paying now
+        (120, 0.2, 5.0, 0.2 * 120 / 61),  # sync wants everything: checks keep the reserve
+        (2400, 0.1, 3.0, 2400 / 61 - 3.0),
+        (60, 0.0, 0.0, 60 / 61),
     ],
 )
 def test_status_budget(rpm, reserve, sync_per_s, expected):
     assert status_budget(rpm, reserve, sync_per_s) == pytest.approx(expected)
 
 
+def test_status_budget_share_and_window():
+    assert status_budget(120, 0.2, 0.5, 0.95, window=60.0) == pytest.approx(0.95 * 1.5)
+
+
 @pytest.mark.parametrize("sync_per_s", [0.0, 0.2, 1.0])
 def test_check_pace_leaves_sync_its_room_in_the_budget(sync_per_s):
     rpm, reserve = 120, 0.2
     checks = status_budget(rpm, reserve, sync_per_s)
-    assert checks + sync_per_s < rpm / 60 or checks == pytest.approx(0.95 * reserve * rpm / 60)
+    # Never more than the budget grants (rpm per 61 s) with what sync pays, unless sync wants
+    # more than all but the reserve.
+    assert checks + sync_per_s <= rpm / 61 + 1e-9 or checks == pytest.approx(reserve * rpm / 61)
 
 
 def test_pass_seconds():
@@ -174,11 +181,11 @@ def test_sync_pages_paid_lower_the_status_plan():
     assert plan.sync_pages_per_s == pytest.approx(1 - math.exp(-1), rel=1e-6)
     assert plan.status_checks_per_s() < idle
     assert plan.status_pace_per_s == pytest.approx(
-        status_budget(120, 0.2, plan.sync_pages_per_s, 0.95))
+        status_budget(120, 0.2, plan.sync_pages_per_s))
 
 
 def test_a_budget_too_small_for_max_staleness_is_reported_once_with_the_stretched_pass():
-    # 20 containers at 1.9 checks/min cannot each be checked every 60 s: the cap is
+    # 20 containers at under 2 checks/min cannot each be checked every 60 s: the cap is
     # QUIET_PASSES passes, leaving budget to the containers that change.
     plan = _planner(rpm=2, max_staleness=60)
     first, second = plan.retune(NOW), plan.retune(NOW + 1)
@@ -272,8 +279,8 @@ def test_idle_wait(due_in, wait):
 @pytest.mark.parametrize(
     ("rpm", "calls", "waits"),
     [
-        (120, 3, [0.0, 1 / 1.9, 2 / 1.9]),  # 95% of 2/s: 1.9 checks/s
-        (1200, 2, [0.0, 1 / 19.0]),
+        (120, 3, [0.0, 61 / 120, 2 * 61 / 120]),  # what the budget grants: 120 per 61 s
+        (1200, 2, [0.0, 61 / 1200]),
     ],
 )
 def test_status_calls_are_paced(rpm, calls, waits):

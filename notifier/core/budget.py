@@ -159,6 +159,16 @@ class GrantOrder:
         self._waiting[priority].append(self._tickets)
         return self._tickets
 
+    def take_now(self, priority: Priority, now: float) -> bool:
+        """Grant a request at once if nobody waits and the bucket allows it (the usual case:
+        no ticket, no line); False: ``add`` it."""
+        if self._waiting["sync"] or self._waiting["status"]:
+            return False
+        if self.bucket.take(now, priority=priority) > 0:
+            return False
+        self._recent.append(priority)
+        return True
+
     def remove(self, ticket: int) -> None:
         """Take a request out of the line (cancelled); nothing if it is not waiting."""
         for line in self._waiting.values():
@@ -255,6 +265,9 @@ class RequestBudget:
     async def acquire(self, priority: Priority = "sync") -> None:
         """Wait for this caller's turn and for room in the budget; consumes one request."""
         loop = asyncio.get_running_loop()
+        if self._order.take_now(priority, loop.time()):  # nobody waits: no future, no line
+            self._granted += 1
+            return
         ticket = self._order.add(priority)
         waiter = self._waiters[ticket] = _Waiter(loop.create_future(), loop.time())
         self._dispatch()

@@ -132,3 +132,17 @@ def test_removed_request_leaves_the_line():
     assert len(order) == 1
     assert order.grant(1.0)[0] == [second]
     assert order.grant(2.0) == ([], math.inf)
+
+
+def test_a_request_is_taken_at_once_only_when_nobody_waits_and_counts_in_the_share():
+    order = GrantOrder(TokenBucket(4, burst=2, reserve=0.5, window=1.0), horizon=2)
+    assert order.take_now("status", 0.0)  # room, nobody waiting: granted, no ticket
+    assert order.take_now("status", 0.0)
+    assert not order.take_now("status", 0.0)  # the burst is spent: it must queue
+    check = order.add("status")
+    page = order.add("sync")
+    # Someone waits: a newcomer queues even where the bucket has room again.
+    assert not order.take_now("sync", 10.0)
+    assert len(order) == 2
+    # The two checks taken at once filled the horizon: the owed share is met, pages first.
+    assert order.grant(10.0)[0] == [page, check]

@@ -203,22 +203,19 @@ class StatusAnswer:
     answered: int = 0  # the rest got no answer (retried at the next check)
 
 
-_REFERENCE_IDS: list[str] = []
-
-
 def reference_ids(n: int) -> list[str]:
-    """"0".."n-1": the referenceIds of a chunk of ``n`` tokens (kept, asked at every check)."""
-    if n > len(_REFERENCE_IDS):
-        _REFERENCE_IDS.extend(str(i) for i in range(len(_REFERENCE_IDS), n))
-    return _REFERENCE_IDS[:n]
+    """"0".."n-1": the referenceIds of a chunk of ``n`` tokens."""
+    return [str(i) for i in range(n)]
 
 
-def match_status(resp: SyncStatusResponse, n: int) -> StatusAnswer:
-    """Sort the answers for a chunk of ``n`` tokens asked with referenceIds "0".."n-1"; an
-    unknown or repeated referenceId is ignored (the first answer for a token wins)."""
+def match_status(resp: SyncStatusResponse, n: int,
+                 refs: list[str] | None = None) -> StatusAnswer:
+    """Sort the answers for a chunk of ``n`` tokens asked with referenceIds "0".."n-1"
+    (``refs``: ``reference_ids(n)``, when the caller keeps it); an unknown or repeated
+    referenceId is ignored (the first answer for a token wins)."""
     results = resp.results
     if (not resp.errors and len(results) == n
-            and [r.reference_id for r in results] == reference_ids(n)):
+            and [r.reference_id for r in results] == (refs or reference_ids(n))):
         # The usual answer, every token once and in order: sorted by position.
         due = [i for i, r in enumerate(results) if r.more_data or r.overwrite]
         ok = ([i for i, r in enumerate(results) if not (r.more_data or r.overwrite)] if due

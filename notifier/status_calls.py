@@ -36,10 +36,14 @@ class StatusCalls:
         self._client = client
         self._failures = failures
         self._pace = pace  # False: stopped meanwhile
+        self._refs: dict[int, list[str]] = {}  # reference_ids by chunk size, built once
 
     async def ask(self, group: Group, chunk: list[StreamRuntime]) -> Outcome | None:
         """(changed, unchanged) among ``chunk``; None when the whole call failed."""
-        items = list(zip([s.token or "" for s in chunk], reference_ids(len(chunk)), strict=True))
+        refs = self._refs.get(len(chunk))
+        if refs is None:
+            refs = self._refs[len(chunk)] = reference_ids(len(chunk))
+        items = list(zip([s.token or "" for s in chunk], refs, strict=True))
         if not await self._pace():
             return None
         try:
@@ -59,7 +63,7 @@ class StatusCalls:
                             extra={"credential": self._credential,
                                    "container": group.container_id})
             return None
-        answer = match_status(resp, len(chunk))
+        answer = match_status(resp, len(chunk), refs)
         for idx, why in answer.rejected:
             await self._failures.on_failure(chunk[idx], BadRequestError(why, endpoint="syncStatus"))
         if answer.answered < len(chunk):

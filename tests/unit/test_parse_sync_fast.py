@@ -5,7 +5,6 @@ names the problem."""
 from __future__ import annotations
 
 import copy
-import uuid
 from typing import Any
 
 import orjson
@@ -17,25 +16,13 @@ from notifier.errors import ProtocolError
 from notifier.source.models import Relationship, SyncPage
 from notifier.source.parse import parse_sync_page, sync_page_from_dicts
 from notifier.source.parse_sync import decode_sync_page
+from tests.unit.test_parse import rel as plain_rel
 
 
 def rel(deleted: bool = False, **extra: Any) -> dict[str, Any]:
-    item: dict[str, Any] = {
-        "id": str(uuid.uuid4()),
-        "createdOn": "2022-03-01T14:17:34.781856+00:00",
-        "isReadOnly": False,
-        "isService": False,
-        "isDeleted": deleted,
-        "permission": None,
-        "entities": [
-            {"domain": "autodesk-bim360-asset", "type": "asset", "id": str(uuid.uuid4()),
-             "createdOn": "2022-03-01T14:17:34Z"},
-            {"domain": "autodesk-bim360-issue", "type": "issue", "id": "é\u2603 \"quoted\"",
-             "createdOn": "2022-03-01T14:17:34Z"},
-        ],
-    }
-    if deleted:
-        item["deletedOn"] = "2022-03-02T10:00:00Z"
+    """test_parse's relationship, its issue entity's id made of characters JSON escapes."""
+    item = plain_rel(deleted)
+    item["entities"][1]["id"] = "é\u2603 \"quoted\""
     item.update(extra)
     return item
 

@@ -92,28 +92,43 @@ async def test_the_hub_owner_dies_and_the_new_owner_carries_on(tmp_path: Path,
             await wait_for(lambda: owns_the_hub(other), 5, "the survivor owning the hub")
             state = tmp_path / "exported.db"
 
-            async def retired_in_topic() -> bool:
+            async def retired_in_topic(cid: str) -> bool:
                 state.unlink(missing_ok=True)
                 await export_state(load_config(other.config), state)
                 async with SqliteStateStore(state) as store:
-                    st = await store.get_stream(SUB, b)
+                    st = await store.get_stream(SUB, cid)
                 return st is not None and st.orphaned_at is not None
 
-            await wait_for(retired_in_topic, 30, "the retirement of Tower B in the state topic",
-                           interval=1.0)
+            await wait_for(lambda: retired_in_topic(b), 30,
+                           "the retirement of Tower B in the state topic", interval=1.0)
             # Past the retention, the next change of the hub's projects drops Tower B's state.
             await asyncio.sleep(2.5)
             d = sim.hubs.add_project(HUB, "Tower D", relationships=1)[2:]
             await wait_for(lambda: delivered({d: 1}), 60, "Tower D polled", interval=0.5)
 
-            async def dropped_from_topic() -> bool:
+            async def dropped(cid: str) -> bool:
                 state.unlink(missing_ok=True)
                 await export_state(load_config(other.config), state)
                 async with SqliteStateStore(state) as store:
-                    return await store.get_stream(SUB, b) is None
+                    return await store.get_stream(SUB, cid) is None
 
-            await wait_for(dropped_from_topic, 30, "Tower B's state dropped from the topic",
+            await wait_for(lambda: dropped(b), 30, "Tower B's state dropped from the topic",
                            interval=1.0)
+            # Tower C retired; past the retention its partition's next owner (the first
+            # replica, restarted after the survivor stops) drops it at its start, with no
+            # change of the hub's projects to prompt it.
+            sim.hubs.remove_projects(HUB, ["b." + c])
+            await wait_for(lambda: retired_in_topic(c), 30,
+                           "the retirement of Tower C in the state topic", interval=1.0)
+            assert await other.terminate() == 0
+            await asyncio.sleep(2.5)
+            before = len(owner.output())
+            await owner.start()
+            await wait_for(lambda: dropped(c), 60, "Tower C's state dropped by the new owner",
+                           interval=1.0)
+            restarted = owner.output()[before:]
+            assert "forgot 1 orphaned stream(s)" in restarted
+            assert "projects watched (" not in restarted, "dropped at start, not by a change"
             await replicas.stop_all()
         except BaseException:
             print(replicas.output(), file=sys.stderr)

@@ -19,7 +19,8 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from notifier.core.checks import Together, TokenRate
+from notifier.core.checks import Together
+from notifier.core.rates import TokenRate
 from notifier.core.schedule import DueQueue
 
 PULL_SLACK = 0.02  # a re-plan brings a group forward when its due time moves by more than this
@@ -39,6 +40,7 @@ class GroupPlan:
     requests: float = 0.0  # requests the last planned check took (its weight in the plan)
     rate: float = 0.0  # changes per second of all its tokens, as of the last look
     together: Together = field(default_factory=Together)  # do its tokens change together?
+    watched: float | None = None  # checked since (as far as the plan knows): see core.rates
 
     def __post_init__(self) -> None:
         self.requests = self.requests or float(self.cost)

@@ -14,17 +14,19 @@ check slot that no group is due for goes to the group planned below the cap that
 Adaptive policy. ``retune`` (every few seconds) fits every group's interval to the pace: the
 check frequency of a group is ∝ (rate / cost) ** ``CONCENTRATION``, within [interval, cap]. The
 cap is ``max_staleness`` when the budget covers it; when it does not (or when ``QUIET_PASSES``
-passes over every group are shorter) it is that many passes, so quiet groups wait at most
-about two passes and the rest of the budget goes to the groups that change. Groups left below
-the cap by the busy ones share what is left (their intervals shrink alike). Each check feeds
-its tokens' change rates (``learn``), and the group's interval follows at once, at the last
-retune's price: a group that turns busy is checked at its busy interval from the next check
-on. Each check goes the cheapest way in requests for its tokens' change probabilities
-(``plan_check``). Groups never seen changing are planned by kind (see plan_queue), at the
-prior: a token never seen changing is assumed to change ``PRIOR_PER_CAP`` times per cap (daily
-at most). Learning is in caps (memory, pseudo-counts, prior), so it scales with the containers:
-with 10,000 of them a cap is hours, and a daily prior was then only ~8 times less than a
-container changing every two passes, which made never-changing ones take the busy ones' share.
+passes over every group are shorter) it is that many passes, so quiet groups wait at most about
+two passes and the rest of the budget goes to the groups that change. Groups left below the cap
+by the busy ones share what is left (their intervals shrink alike). Each check feeds its tokens'
+change rates (``learn``), and the group's interval follows at once, at the last retune's price:
+a group that turns busy is checked at its busy interval from the next check on. Each check goes
+the cheapest way in requests for its tokens' change probabilities (``plan_check``). Groups never
+seen changing are planned by kind (see plan_queue), at the prior: a token never seen changing is
+assumed to change ``PRIOR_PER_CAP`` times per cap (daily at most). A first change counts against
+the group's quiet checks before it (notifier.core.rates): one change in a long quiet history is
+not a busy group. Learning is in caps (memory, pseudo-counts, prior), so it scales with the
+containers: with 10,000 of them a cap is hours, and a daily prior was then only ~8 times less
+than a container changing every two passes, which made never-changing ones take the busy ones'
+share.
 Round-robin keeps every interval at ``interval`` (stretched by the budget) and always asks
 syncStatus first.
 """
@@ -36,15 +38,9 @@ from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from notifier.core.checks import (
-    CheckChoice,
-    TokenRate,
-    choose_check,
-    choose_probe,
-    status_calls,
-    token_probabilities,
-)
+from notifier.core.checks import CheckChoice, choose_check, choose_probe, status_calls
 from notifier.core.plan_queue import GroupPlan, Kind, PlanQueue
+from notifier.core.rates import group_rate, learn_tokens, token_probabilities
 from notifier.core.schedule import (
     effective_interval,
     interval_at,
@@ -134,11 +130,13 @@ class Planner:
         group at once), the longest unchecked first."""
         g = self.groups[cid]
         g.last_checked = last_checked
+        g.watched = now if last_checked is None else last_checked  # quiet since (see rates)
         self._schedule(g, now if last_checked is None else min(now, last_checked + g.interval))
 
     def add_group(self, cid: str, streams: int, now: float) -> GroupPlan:
         """A container added at run time (hub discovery): planned like the others, due now."""
-        g = GroupPlan(cid, self._cost(streams), self.settings.interval, streams=streams)
+        g = GroupPlan(cid, self._cost(streams), self.settings.interval, streams=streams,
+                      watched=now)
         self.groups[cid] = g
         self._schedule(g, now)
         return g
@@ -255,20 +253,11 @@ class Planner:
         if g is None or self.settings.policy == "round_robin":
             return
         half_life, prior, pseudo = self._learning()
-        learnt, outcomes = False, list(outcomes)
+        outcomes = list(outcomes)
         if len(outcomes) == g.streams:  # every token: did they change together?
             g.together.observe([bool(c) for _, _, c in outcomes])
-        for key, since, changed in outcomes:
-            est = g.tokens.get(key)
-            if est is None:
-                if not changed:
-                    continue  # a token never seen changing is at the prior: nothing to learn
-                est = g.tokens[key] = TokenRate()
-            covered = 0.0 if since is None else now - since
-            if covered > 0 or changed:
-                est.observe(now, covered, changed, half_life=half_life, prior=prior,
-                            pseudo=pseudo)
-                learnt = True
+        learnt = learn_tokens(g.tokens, outcomes, now, watched=g.watched, half_life=half_life,
+                              prior=prior, pseudo=pseudo)
         if learnt:
             self._refresh(g, now)
 
@@ -282,11 +271,8 @@ class Planner:
     def _group_rate(self, g: GroupPlan, now: float) -> float:
         """Changes per second of ``g``'s tokens (the prior for those never seen changing)."""
         half_life, prior, pseudo = self._learning()
-        if not g.tokens:
-            return prior * g.streams
-        learnt = sum(t.estimate(now, half_life=half_life, prior=prior, pseudo=pseudo)
-                     for t in g.tokens.values())
-        return learnt + prior * max(0, g.streams - len(g.tokens))
+        return group_rate(g.tokens, g.streams, now, half_life=half_life, prior=prior,
+                          pseudo=pseudo)
 
     def is_busy(self, cid: str, now: float) -> bool:
         """Whether ``cid`` changes more than about hourly, as of its last check or re-plan

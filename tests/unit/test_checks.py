@@ -7,17 +7,9 @@ import math
 
 import pytest
 
-from notifier.core.checks import (
-    CheckChoice,
-    Together,
-    TokenRate,
-    change_probability,
-    choose_check,
-    choose_probe,
-    status_calls,
-    token_probabilities,
-)
+from notifier.core.checks import CheckChoice, Together, choose_check, choose_probe, status_calls
 from notifier.core.planner import QUIET_PASSES, Planner, SchedulerSettings
+from notifier.core.rates import TokenRate, change_probability, token_probabilities
 
 # --- the cost choice --------------------------------------------------------------------------
 

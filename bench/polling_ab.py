@@ -9,6 +9,9 @@ and start-up CPU per run and the best of each.
 
     python bench/polling_ab.py --size 10000x10000 --rounds 2 BASELINE_CHECKOUT .
 
+The state is seeded by the first checkout's notifier: put the one with the oldest state schema
+first, since a newer one migrates its copy but an older one refuses a newer file.
+
 A checkout may carry environment variables for its runs, ``PATH::NAME=VALUE[,NAME=VALUE]``
 (e.g. ``.::NOTIFIER_EVENT_LOOP=asyncio`` against ``.``: one checkout on two event loops).
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -43,13 +47,22 @@ def main() -> int:
     with simulator(containers=conts, relationships=2, seed=8) as sim:
         cfg = polling_cost.build_config(sim, subs, work)
         note(f"seeding {subs:,} streams")
-        polling_cost.seed_state(sim, cfg)
-        (work / "config.json").write_text(json.dumps(cfg))
+        _seed(runs[0][1], sim.url, sim.containers, cfg, work)
+        # Each checkout runs on its own copy of the seeded state: one whose schema is newer
+        # migrates its copy at its first run, which the other could then not open.
+        seeded = Path(cfg["state"]["path"])
+        for k in range(len(runs)):
+            mine = fresh_dir(work / f"checkout-{k}")
+            for part in (seeded, *seeded.parent.glob(seeded.name + "-wal")):
+                shutil.copy(part, mine / part.name)
+            (mine / "config.json").write_text(json.dumps(
+                {**cfg, "state": {**cfg["state"], "path": str(mine / seeded.name)}}))
         for i in range(args.rounds):
-            for label, root, extra in runs:
+            for k, (label, root, extra) in enumerate(runs):
                 report = work / "report.json"
+                config = work / f"checkout-{k}" / "config.json"
                 subprocess.run([sys.executable, str(root / "bench" / "common.py"), "notifier",
-                                str(work / "config.json"), str(report)], cwd=root, check=True,
+                                str(config), str(report)], cwd=root, check=True,
                                env=dict(os.environ, PYTHONPATH=str(root), **extra),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 rep = json.loads(report.read_text())
@@ -63,6 +76,18 @@ def main() -> int:
         print(f"{label}: best idle pass {min(r[2] for r in mine):.2f} CPU-s, "
               f"best start-up {min(r[3] for r in mine):.2f} CPU-s")
     return 0
+
+
+def _seed(root: Path, url: str, containers: list[str], cfg: dict[str, object],
+          work: Path) -> None:
+    """The seeded state written by ``root``'s notifier (``polling_cost.seed_state``)."""
+    args = work / "seed.json"
+    args.write_text(json.dumps({"url": url, "containers": containers, "cfg": cfg}))
+    program = ("import json, sys, types; sys.path.insert(0, sys.argv[1]); import polling_cost; "
+               "a = json.load(open(sys.argv[2])); polling_cost.seed_state("
+               "types.SimpleNamespace(url=a['url'], containers=a['containers']), a['cfg'])")
+    subprocess.run([sys.executable, "-c", program, str(root / "bench"), str(args)], cwd=root,
+                   check=True, env=dict(os.environ, PYTHONPATH=str(root)))
 
 
 def _checkout(arg: str) -> tuple[str, Path, dict[str, str]]:

@@ -10,6 +10,7 @@ with capped exponential backoff and full jitter; a 401 triggers one token refres
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Callable, Mapping, Sequence
@@ -118,6 +119,9 @@ class RelationshipClient:
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
         self._semaphore = asyncio.Semaphore(concurrency)
+        # Checks may hold all but one of the slots: a check waiting for the budget holds its
+        # slot, and a sync page (which the budget grants first) must find one to wait in.
+        self._check_slots = asyncio.Semaphore(max(1, concurrency - 1))
         self._deadline = deadline
         self._observer = observer
         self._max_body = max_response_bytes
@@ -330,7 +334,8 @@ class RelationshipClient:
         """One try within the concurrency limit and the budget: (token used, status, body,
         Retry-After, transport failure, seconds). A transport failure has status 0."""
         loop = asyncio.get_running_loop()
-        async with self._semaphore:
+        checks = self._check_slots if priority == "status" else contextlib.nullcontext()
+        async with checks, self._semaphore:
             # The slot first: waiting for it can take a window, and the token is then
             # fetched fresh (renewed if it got close to expiry meanwhile).
             asked = loop.time()

@@ -507,3 +507,28 @@ async def test_a_body_over_max_response_bytes_is_a_protocol_error(
     assert recorder.requests == [("sync", "protocol_error")]
     service.api = lambda seen: json_response(sync_page(3))
     assert len((await client.sync(CONTAINER)).current) == 3  # a normal page still fits
+
+
+async def test_a_page_is_not_kept_out_of_every_slot_by_checks_waiting_for_the_budget(
+    service: FakeService, make_client: MakeClient
+) -> None:
+    """Checks may hold all but one of the slots: with both slots of two held by checks waiting
+    for a paused budget, a sync page found no slot to wait in, and the budget (which grants
+    pages first) granted the checks before it."""
+    order: list[str] = []
+
+    def record(seen: Seen) -> web.Response:
+        order.append(seen.json().get("syncToken", "?"))
+        return json_response(sync_page())
+
+    service.api = record
+    budget = RequestBudget(6000, burst=1)
+    client = make_client(concurrency=2, budget=budget)
+    budget.pause(0.3)
+    checks = [asyncio.create_task(client.sync(CONTAINER, f"check-{i}", priority="status"))
+              for i in range(2)]
+    await asyncio.sleep(0.05)  # both checks have asked for their slots
+    page = asyncio.create_task(client.sync(CONTAINER, "page"))
+    await asyncio.gather(*checks, page)
+    assert order[0] == "page", order
+    assert sorted(order[1:]) == ["check-0", "check-1"]

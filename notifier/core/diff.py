@@ -31,6 +31,7 @@ from notifier.core.events import (
     Event,
     build_event,
     created_events,
+    data_head,
 )
 from notifier.source.models import Relationship
 from notifier.state.base import KnownRelationship
@@ -79,6 +80,7 @@ def diff_page(
     out = PageDiff()
     deleted_ids = {r.id for r in deleted}
     in_page: set[str] = set()
+    head = data_head(subscription, container_id, project_name) if emit else None
 
     def add(rel: Relationship, kind: ChangeKind) -> None:
         if kind is CREATED:
@@ -95,6 +97,7 @@ def diff_page(
                     kind=kind,
                     snapshot=resync,
                     seen_at=seen_at,
+                    head=head,
                 )
             )
 
@@ -112,7 +115,7 @@ def diff_page(
             if emit:
                 out.events = created_events(
                     subscription=subscription, container_id=container_id, relationships=new,
-                    snapshot=resync, project_name=project_name)
+                    snapshot=resync, project_name=project_name, head=head)
             return out
         in_page.clear()
 
@@ -202,6 +205,7 @@ def missing_deletions(
     (both entities) with ``isDeleted: true``, and the time the deletion was noticed.
     """
     events = []
+    head = data_head(subscription, container_id, project_name)
     for known in missing:
         rel = deleted_body(known.rel_id, known.body)
         events.append(
@@ -213,6 +217,7 @@ def missing_deletions(
                 kind=DELETED,
                 snapshot=True,
                 seen_at=seen_at,
+                head=head,
             )
         )
     return events
@@ -233,6 +238,7 @@ def vanished_announced(
     deleted event that follows it closes the relationship, and created comes first.
     """
     events = []
+    head = data_head(subscription, container_id, project_name)
     for rel in relationships:
         gone = Relationship(
             id=rel.id, created_on=rel.created_on, is_deleted=True, deleted_on=None,
@@ -248,6 +254,7 @@ def vanished_announced(
                     kind=kind,
                     snapshot=True,
                     seen_at=seen_at,
+                    head=head,
                 )
             )
     return events

@@ -58,17 +58,21 @@ class Event:
     Built once per event on the hot path. An event built from a relationship (``build_event``)
     keeps it and builds ``data`` only when asked: the sinks serialise it with the relationship's
     JSON text as it is (``json_data``), so a sync page's relationships are never decoded into
-    dicts just to be encoded again. Equal events have equal fields and ``data``; treat it as
-    immutable."""
+    dicts just to be encoded again; ``data_head``, the JSON of ``data`` up to the relationship
+    (``data_head()``), is the same for every event of a stream, so whoever builds a page's
+    events builds it once and hands it to them. Equal events have equal fields and ``data``;
+    treat it as immutable."""
 
-    __slots__ = ("_data", "container_id", "id", "kind", "project_name", "relationship",
-                 "snapshot", "source", "subject", "subscription", "time", "type")
+    __slots__ = ("_data", "container_id", "data_head", "id", "kind", "project_name",
+                 "relationship", "snapshot", "source", "subject", "subscription", "time", "type")
 
     def __init__(self, id: str, type: str, source: str, subject: str,
                  time: str, kind: ChangeKind, container_id: str, subscription: str,
                  snapshot: bool, data: dict[str, Any] | None = None, *,
                  relationship: Relationship | None = None,
-                 project_name: str | None = None) -> None:
+                 project_name: str | None = None, data_head: bytes | None = None) -> None:
+        """``data_head``: ``data_head(subscription, container_id, project_name)``, for an event
+        built from ``relationship`` (computed when asked for if not given)."""
         if data is None and relationship is None:
             raise TypeError("Event needs data or relationship")
         self.id = id
@@ -83,6 +87,8 @@ class Event:
         self._data = data
         self.relationship = relationship
         self.project_name = project_name
+        # Only where data_json() is the head and the relationship's text (see there).
+        self.data_head = data_head if data is None else None
 
     @property
     def data(self) -> dict[str, Any]:
@@ -152,13 +158,16 @@ class Event:
 
     def data_json(self) -> bytes:
         """``data`` as JSON. Built from a relationship, it is the stream's constant head
-        (``_data_head``) and the relationship's text: the bytes ``orjson.dumps`` of
+        (``data_head``) and the relationship's text: the bytes ``orjson.dumps`` of
         ``json_data()`` gives, without a dict or a serialisation per event."""
         rel = self.relationship
         if self._data is not None or rel is None:
             return orjson.dumps(self.data)
-        return _data_head(self.subscription, self.container_id, self.project_name) \
-            + rel.json + b"}"
+        head = self.data_head
+        if head is None:
+            head = self.data_head = data_head(self.subscription, self.container_id,
+                                              self.project_name)
+        return head + rel.json + b"}"
 
 
 def build_event(
@@ -170,9 +179,11 @@ def build_event(
     snapshot: bool,
     seen_at: str,
     project_name: str | None = None,
+    head: bytes | None = None,
 ) -> Event:
     """Build the CloudEvent for one change; ``seen_at`` stands in for a missing deletedOn.
-    ``project_name`` (hub subscriptions) becomes ``data.projectName``."""
+    ``project_name`` (hub subscriptions) becomes ``data.projectName``; ``head``: the stream's
+    ``data_head``, if the caller has it."""
     if kind is CREATED:
         time, etype = relationship.created_on, _CREATED_TYPE
     else:
@@ -181,26 +192,15 @@ def build_event(
     return Event(  # positional: the order of Event's fields
         event_id(container_id, rel_id, kind), etype, event_source(container_id), rel_id,
         time, kind, container_id, subscription, snapshot,
-        relationship=relationship, project_name=project_name,
+        relationship=relationship, project_name=project_name, data_head=head,
     )
 
 
-_HEADS: dict[tuple[str, str, str | None], bytes] = {}
-_HEADS_MAX = 4096  # streams whose heads are kept (a few hundred bytes each)
-
-
-def _data_head(subscription: str, container_id: str, project_name: str | None) -> bytes:
+def data_head(subscription: str, container_id: str, project_name: str | None) -> bytes:
     """``data``'s JSON up to the relationship's value (``...,"relationship":``), the same for
     every event of a stream: cut from ``orjson.dumps`` of ``data`` with a null relationship,
     the last member, so ``head + relationship JSON + b"}"`` is that dump's bytes."""
-    key = (subscription, container_id, project_name)
-    head = _HEADS.get(key)
-    if head is None:
-        if len(_HEADS) >= _HEADS_MAX:
-            _HEADS.clear()
-        head = _HEADS[key] = orjson.dumps(
-            _data(subscription, container_id, project_name, None))[:-len(b"null}")]
-    return head
+    return orjson.dumps(_data(subscription, container_id, project_name, None))[:-len(b"null}")]
 
 
 def created_events(
@@ -210,10 +210,13 @@ def created_events(
     relationships: Iterable[Relationship],
     snapshot: bool,
     project_name: str | None = None,
+    head: bytes | None = None,
 ) -> list[Event]:
     """``build_event`` of kind created for each of ``relationships``, in order: the same
-    events, built in one loop (the id's hash primed with the container once, the source and
-    type shared) for the pages whose every new relationship is a creation."""
+    events, built in one loop (the id's hash primed with the container once, the source,
+    type and ``data_head`` shared) for the pages whose every new relationship is a creation."""
+    if head is None:
+        head = data_head(subscription, container_id, project_name)
     base = _NAMESPACE_SHA1.copy()
     base.update(f"{container_id}/".encode())
     copy, variant = base.copy, _VARIANT
@@ -228,7 +231,8 @@ def created_events(
         x = sha.hexdigest()
         append(new(f"{x[:8]}-{x[8:12]}-5{x[13:16]}-{variant[x[16]]}{x[17:20]}-{x[20:32]}",
                    _CREATED_TYPE, source, rel_id, rel.created_on, CREATED, container_id,
-                   subscription, snapshot, relationship=rel, project_name=project_name))
+                   subscription, snapshot, relationship=rel, project_name=project_name,
+                   data_head=head))
     return out
 
 

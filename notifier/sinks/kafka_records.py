@@ -46,14 +46,18 @@ def build_records(
             body["partitionkey"] = pkey
             out.append((pkey.encode(), orjson.dumps(body), _STRUCTURED_HEADERS))
         return out
-    # Headers whose value repeats (sources, types, the constant ones) are shared tuples:
-    # only the id, subject, time and key ones are built per record.
-    sources: dict[str, tuple[str, bytes]] = {}
-    types: dict[str, tuple[str, bytes]] = {}
+    # Headers whose value repeats (the constant ones, the source and type, equal for a page's
+    # events and most often the very same string) are shared tuples: only the id, subject,
+    # time and key ones are built per record. The value is the event's ``data_head`` and its
+    # relationship's text where it has them (``Event.data_json`` without the call).
+    source_of: str | None = None
+    type_of: str | None = None
+    source = etype = _H_SPEC
     containers: dict[str, bytes] = {}
     records: list[Record] = []
     append = records.append
-    spec, snapshot, content_type = _H_SPEC, _H_SNAPSHOT, _H_CONTENT_TYPE
+    spec, content_type = _H_SPEC, _H_CONTENT_TYPE
+    snap_true, snap_false = _H_SNAPSHOT[True], _H_SNAPSHOT[False]
     for ev in events:
         subject = ev.subject.encode()
         if by_container:
@@ -62,20 +66,21 @@ def build_records(
                 k = containers[ev.container_id] = ev.container_id.encode()
         else:
             k = subject
-        source = sources.get(ev.source)
-        if source is None:
-            source = sources[ev.source] = ("ce_source", ev.source.encode())
-        etype = types.get(ev.type)
-        if etype is None:
-            etype = types[ev.type] = ("ce_type", ev.type.encode())
-        append((k, ev.data_json(), [
+        if ev.source is not source_of:
+            source_of = ev.source
+            source = ("ce_source", source_of.encode())
+        if ev.type is not type_of:
+            type_of = ev.type
+            etype = ("ce_type", type_of.encode())
+        head, rel = ev.data_head, ev.relationship
+        append((k, ev.data_json() if head is None or rel is None else head + rel.json + b"}", [
             spec,
             ("ce_id", ev.id.encode()),
             source,
             etype,
             ("ce_subject", subject),
             ("ce_time", ev.time.encode()),
-            snapshot[ev.snapshot],
+            snap_true if ev.snapshot else snap_false,
             ("ce_partitionkey", k),
             content_type,
         ]))

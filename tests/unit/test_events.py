@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from notifier.core import events as events_module
+from notifier.core.diff import diff_page
 from notifier.core.events import ChangeKind, build_event
 from notifier.source.models import Relationship
 
@@ -75,22 +76,33 @@ def test_project_name_only_for_hub_streams() -> None:
 @given(subscription=st.text(), container=st.text(), project=st.none() | st.text(),
        kept=st.booleans())
 def test_data_json_is_the_dump_of_data_for_any_names(subscription, container, project, kept):
-    """The head of ``data`` is cut from a dump and cached per stream: the bytes stay those of
+    """The head of ``data`` is cut from a dump, once per page: the bytes stay those of
     ``orjson.dumps(data)`` whatever the names hold (quotes, escapes, non-ASCII), for a
     relationship kept as text or built from a dict."""
     rel = Relationship(id=RAW["id"], created_on=RAW["createdOn"], is_deleted=True,  # type: ignore[arg-type]
                        deleted_on=RAW["deletedOn"],  # type: ignore[arg-type]
                        **({"json": orjson.dumps(RAW)} if kept else {"raw": dict(RAW)}))
-    for _ in range(2):  # the second time from the cache
+    head = events_module.data_head(subscription, container, project)
+    for handed in (None, head):  # computed by the event, or handed to it
         ev = build_event(subscription=subscription, container_id=container, relationship=rel,
                          kind=ChangeKind.DELETED, snapshot=False, seen_at="now",
-                         project_name=project)
+                         project_name=project, head=handed)
         assert ev.data_json() == orjson.dumps(ev.data)
         assert orjson.loads(ev.data_json())["subscription"] == subscription
 
 
-def test_data_json_heads_are_bounded():
-    for i in range(events_module._HEADS_MAX + 10):
-        build_event(subscription=f"s{i}", container_id="c", relationship=REL,
-                    kind=ChangeKind.CREATED, snapshot=False, seen_at="now").data_json()
-    assert len(events_module._HEADS) <= events_module._HEADS_MAX
+def test_a_page_s_events_share_one_data_head_and_keep_no_module_cache():
+    """The diff builds a stream's ``data_head`` once per page and hands it to every event it
+    builds (no cache outside the events); an event built without one computes the same."""
+    rels = [Relationship(id=f"r{i}", created_on="2024-01-01T00:00:00Z", is_deleted=False,
+                         deleted_on=None, json=b'{"id":"r%d"}' % i) for i in range(3)]
+    page = diff_page(subscription="s", container_id="c", project_name="P", current=rels,
+                     deleted=[], known=set(), resync=True, emit=True, seen_at="now")
+    heads = {id(e.data_head) for e in page.events}
+    assert len(heads) == 1
+    assert page.events[0].data_head is not None
+    alone = build_event(subscription="s", container_id="c", relationship=rels[0],
+                        kind=ChangeKind.CREATED, snapshot=True, seen_at="now",
+                        project_name="P")
+    assert alone.data_json() == page.events[0].data_json() == orjson.dumps(alone.data)
+    assert not [n for n in vars(events_module) if n.upper() == n and "HEAD" in n]

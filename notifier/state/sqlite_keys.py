@@ -147,6 +147,13 @@ class Staging:
     A resync that began in this process also has a ``ListedFilter`` of every id it listed,
     written or held: the restart check asks the store only about the ids it may contain. A
     resync resumed from an earlier process has none (its written ids are not in memory).
+
+    Until its first write, such a resync's held ids are every id it listed (``all_held``): the
+    restart check needs neither the filter nor the store. If the stream knew no id when the
+    resync began (a bootstrap), every id it knows since was listed by it (a resync checkpoint
+    makes known only ids its pages listed), so until that first write the held ids also
+    answer the known-set lookups (``known_held``): a bootstrap of fewer than ``FLUSH_IDS``
+    relationships never looks an id up in SQLite.
     """
 
     FLUSH_IDS = 100_000
@@ -154,6 +161,8 @@ class Staging:
     def __init__(self) -> None:
         self._held: dict[int, set[RelKey]] = {}
         self._listed: dict[int, ListedFilter] = {}
+        self._unwritten: set[int] = set()  # began in this process, nothing written since
+        self._knows_listed: set[int] = set()  # every id the stream knows was listed since
 
     def __contains__(self, sid: int) -> bool:
         return sid in self._held
@@ -165,19 +174,41 @@ class Staging:
         """The filter of every id the stream's resync listed, if it began in this process."""
         return self._listed.get(sid)
 
+    def all_held(self, sid: int) -> set[RelKey] | None:
+        """The held ids if they are every id the stream's resync listed, else None."""
+        return self._held.get(sid) if sid in self._unwritten else None
+
+    def known_held(self, sid: int) -> set[RelKey] | None:
+        """The held ids if they also hold every id the stream knows, else None."""
+        return self.all_held(sid) if sid in self._knows_listed else None
+
+    def made_known(self, sid: int, added: Sequence[RelKey], listed: Sequence[RelKey]) -> None:
+        """A resync checkpoint made ``added`` known while listing ``listed``: an id it did not
+        list (no drain does that) ends ``known_held`` for the rest of the resync."""
+        if added and sid in self._knows_listed and not set(added).issubset(listed):
+            self._knows_listed.discard(sid)
+
     def items(self) -> list[tuple[int, set[RelKey]]]:
         return list(self._held.items())
 
-    def begin(self, sid: int, expected: int) -> None:
+    def begin(self, sid: int, expected: int, *, knows_none: bool = False) -> None:
         """A new snapshot: nothing listed, nothing held (``expected``: about how many ids it
-        will list, to size the filter)."""
+        will list, to size the filter; ``knows_none``: the stream knows no id now)."""
         self._held[sid] = set()
         self._listed[sid] = ListedFilter(expected)
+        self._unwritten.add(sid)
+        if knows_none:
+            self._knows_listed.add(sid)
+        else:
+            self._knows_listed.discard(sid)
 
     def restart(self, sid: int) -> None:
         """Everything listed so far is written (or the staging set is empty): hold nothing."""
         self._held[sid] = set()
+        self._unwritten.discard(sid)
 
     def drop(self, sid: int) -> None:
         self._held.pop(sid, None)
         self._listed.pop(sid, None)
+        self._unwritten.discard(sid)
+        self._knows_listed.discard(sid)

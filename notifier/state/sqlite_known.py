@@ -44,6 +44,9 @@ def known_subset(conn: sqlite3.Connection, ids: StreamIds, key: StreamKey,
     sid = ids.find(conn, key)
     if sid is None or not rel_ids:
         return set()
+    held = ids.staging.known_held(sid)
+    if held is not None:  # a bootstrap that has written nothing yet: no lookup
+        return {r for r, k in zip(rel_ids, rel_keys(rel_ids), strict=True) if k in held}
     by_key = keyed(rel_ids)
     return {by_key[k] for k in present(conn, "known", sid, list(by_key))}
 
@@ -64,6 +67,9 @@ def resync_seen_subset(conn: sqlite3.Connection, ids: StreamIds, key: StreamKey,
     sid = ids.find(conn, key)
     if sid is None or not rel_ids:
         return set()
+    every = ids.staging.all_held(sid)
+    if every is not None:  # nothing written yet: the held ids are all it listed
+        return {r for r, k in zip(rel_ids, rel_keys(rel_ids), strict=True) if k in every}
     listed = ids.staging.listed(sid)
     if listed is not None:  # only ids it may hold can have been listed
         rel_ids = listed.maybe_listed(rel_ids)
@@ -172,6 +178,7 @@ def commit_page(
         held = staging.get(sid)
         assert held is not None
         held.update(seen)
+        staging.made_known(sid, new, seen)
     if in_resync and seen_ids:
         listed = staging.listed(sid)
         if listed is not None:
@@ -243,7 +250,9 @@ def begin_resync(conn: sqlite3.Connection, ids: StreamIds, key: StreamKey, curso
         )
         expected = conn.execute("SELECT known_count FROM streams WHERE stream_id = ?",
                                 (sid,)).fetchone()[0]
-    ids.staging.begin(sid, int(expected))
+        knows_none = conn.execute("SELECT 1 FROM known WHERE stream_id = ? LIMIT 1",
+                                  (sid,)).fetchone() is None
+    ids.staging.begin(sid, int(expected), knows_none=knows_none)
 
 
 def drop_staging(conn: sqlite3.Connection, ids: StreamIds,
@@ -306,8 +315,8 @@ def resync_missing_batch(
     order, with their bodies (``_unlisted``: the index alone is scanned; bodies are read for
     the result only)."""
     sid = ids.find(conn, key)
-    if sid is None:
-        return []
+    if sid is None or ids.staging.known_held(sid) is not None:
+        return []  # (a bootstrap's every known id is held: listed)
     missing = [k for (k,) in _unlisted(conn, ids, sid, after, batch, "known", "t.rel_id")]
     found = {k: (body, fp) for k, body, fp in rows_of(conn, "known", sid, missing,
                                                        "rel_id, body, filter_fingerprint")}

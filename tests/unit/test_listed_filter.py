@@ -80,3 +80,59 @@ async def test_a_resync_resumed_by_another_process_asks_the_store_about_every_id
     async with SqliteStateStore(path) as store:  # no filter: the written ids answer
         assert store._ids.staging.listed(1) is None
         assert await store.resync_seen_subset(SUB, CONT, [listed[3], "other"]) == {listed[3]}
+
+
+async def test_until_its_first_write_a_resync_answers_from_its_held_ids(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before a resync writes its staging set, its held ids are all it listed: the restart
+    check asks SQLite nothing. A bootstrap (no id known when it began) knows only ids it
+    listed, so the known-set lookup asks nothing either, until an id is made known that it
+    did not list, or the staging set is written. Every answer stays exact."""
+    monkeypatch.setattr(Staging, "FLUSH_IDS", 350)
+    listed, others = _ids(400), _ids(50)
+    statements: list[str] = []
+
+    async def asked(store: SqliteStateStore, lookup: str, ids: list[str]) -> tuple[set[str], int]:
+        statements.clear()
+        found = await getattr(store, lookup)(SUB, CONT, ids)
+        return found, len(statements)
+
+    async def commit(store: SqliteStateStore, n: int, add: list[str], seen: list[str]) -> None:
+        await store.commit_page(SUB, CONT, next_token=None, resync_cursor=f"c{n}",
+                                in_resync=True, add_ids=add, remove_ids=(), seen_ids=seen,
+                                changed=True, now=1.0)
+
+    async with SqliteStateStore(tmp_path / "state.db") as store:
+        await store._call("trace", lambda conn: conn.set_trace_callback(statements.append))
+        await store.begin_resync(SUB, CONT)
+        for n, start in enumerate(range(0, 300, 100)):
+            await commit(store, n, listed[start:start + 100], listed[start:start + 100])
+        mixed = [*others, *listed[::7], *listed[300:]]
+        assert await asked(store, "known_subset", mixed) == ({*listed[:300:7]}, 0)
+        assert await asked(store, "resync_seen_subset", mixed) == ({*listed[:300:7]}, 0)
+        statements.clear()  # every known id is held: none can be missing
+        assert [b async for b in store.iter_resync_missing(SUB, CONT, 100)] == []
+        assert statements == []
+        # Made known without being listed (no drain does it): the known set is asked again.
+        await commit(store, 5, others[:2], listed[300:310])
+        found, queries = await asked(store, "known_subset", mixed)
+        assert found == {*others[:2], *listed[:300:7]}
+        assert queries > 0
+        missing = [k.rel_id async for b in store.iter_resync_missing(SUB, CONT, 100) for k in b]
+        assert sorted(missing) == sorted(others[:2])
+        assert await asked(store, "resync_seen_subset", mixed) == (
+            {*listed[:300:7], *listed[300:310]}, 0)
+        # The staging set reaches FLUSH_IDS and is written: SQLite answers from here on.
+        await commit(store, 6, listed[310:], listed[310:])
+        found, queries = await asked(store, "resync_seen_subset", mixed)
+        assert found == {*listed[::7], *listed[300:]}
+        assert queries > 0
+        # A resync that begins knowing ids asks the known set about every page.
+        await store.begin_resync(SUB, CONT)
+        await commit(store, 7, [], listed[:10])
+        found, queries = await asked(store, "known_subset", [listed[0], others[9]])
+        assert found == {listed[0]}
+        assert queries > 0
+        assert await asked(store, "resync_seen_subset", [listed[0], listed[11]]) == (
+            {listed[0]}, 0)

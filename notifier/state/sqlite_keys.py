@@ -150,10 +150,11 @@ class Staging:
 
     Until its first write, such a resync's held ids are every id it listed (``all_held``): the
     restart check needs neither the filter nor the store. If the stream knew no id when the
-    resync began (a bootstrap), every id it knows since was listed by it (a resync checkpoint
-    makes known only ids its pages listed), so until that first write the held ids also
-    answer the known-set lookups (``known_held``): a bootstrap of fewer than ``FLUSH_IDS``
-    relationships never looks an id up in SQLite.
+    resync began (a bootstrap), the ids it knows since are exactly those it listed (a resync
+    checkpoint makes every id its page lists known, and only those), until a page deletes one:
+    so until that first write or deletion the held ids also answer the known-set lookups
+    (``known_held``): a bootstrap of fewer than ``FLUSH_IDS`` relationships never looks an
+    id up in SQLite.
     """
 
     FLUSH_IDS = 100_000
@@ -182,10 +183,14 @@ class Staging:
         """The held ids if they also hold every id the stream knows, else None."""
         return self.all_held(sid) if sid in self._knows_listed else None
 
-    def made_known(self, sid: int, added: Sequence[RelKey], listed: Sequence[RelKey]) -> None:
-        """A resync checkpoint made ``added`` known while listing ``listed``: an id it did not
-        list (no drain does that) ends ``known_held`` for the rest of the resync."""
-        if added and sid in self._knows_listed and not set(added).issubset(listed):
+    def made_known(self, sid: int, added: Sequence[RelKey], listed: Sequence[RelKey],
+                   removed: Sequence[RelKey]) -> None:
+        """A resync checkpoint made ``added`` known and ``removed`` unknown while listing
+        ``listed``: an id made known that it did not list (no drain does that), or one made
+        unknown (a deletion on a snapshot page: it stays held, as listed, but is no longer
+        known), ends ``known_held`` for the rest of the resync."""
+        if sid in self._knows_listed and (
+                removed or (added and not set(added).issubset(listed))):
             self._knows_listed.discard(sid)
 
     def items(self) -> list[tuple[int, set[RelKey]]]:

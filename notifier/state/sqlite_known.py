@@ -178,7 +178,7 @@ def commit_page(
         held = staging.get(sid)
         assert held is not None
         held.update(seen)
-        staging.made_known(sid, new, seen)
+        staging.made_known(sid, new, seen, gone)
     if in_resync and seen_ids:
         listed = staging.listed(sid)
         if listed is not None:

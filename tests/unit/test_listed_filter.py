@@ -136,3 +136,25 @@ async def test_until_its_first_write_a_resync_answers_from_its_held_ids(
         assert queries > 0
         assert await asked(store, "resync_seen_subset", [listed[0], listed[11]]) == (
             {listed[0]}, 0)
+
+
+async def test_a_bootstrap_page_that_deletes_a_listed_id_ends_the_known_set_answered_from_held(
+    tmp_path: Path,
+) -> None:
+    """A deleted id stays held (it was listed) but is no longer known: a later page listing its
+    deletion again must not find it known (that was a second deleted event, without the
+    entities the store no longer has)."""
+    listed = _ids(20)
+    async with SqliteStateStore(tmp_path / "state.db") as store:
+        await store.begin_resync(SUB, CONT)
+        await store.commit_page(SUB, CONT, next_token=None, resync_cursor="c0", in_resync=True,
+                                add_ids=listed, remove_ids=(), seen_ids=listed, changed=True,
+                                now=1.0)
+        assert await store.known_subset(SUB, CONT, listed[:2]) == set(listed[:2])
+        await store.commit_page(SUB, CONT, next_token=None, resync_cursor="c1", in_resync=True,
+                                add_ids=(), remove_ids=listed[:1], seen_ids=(), changed=True,
+                                now=2.0)
+        assert await store.known_subset(SUB, CONT, listed[:2]) == {listed[1]}
+        assert await store.resync_seen_subset(SUB, CONT, listed[:2]) == set(listed[:2])
+        missing = [k.rel_id async for b in store.iter_resync_missing(SUB, CONT, 100) for k in b]
+        assert missing == []

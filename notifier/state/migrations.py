@@ -217,7 +217,33 @@ _V9 = (
     )""",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9)
+_V10 = (
+    # The known set without its foreign key. Every checkpoint inserts its new known ids, and
+    # the key's check of each row's stream (a lookup in ``streams`` per row) was about a third
+    # of that insert. It guarded nothing: a checkpoint writes its rows in the transaction that
+    # makes sure of their stream row, cluster restore finds the stream by its natural key (a
+    # NULL stream_id fails NOT NULL). Its cascade becomes a trigger: deleting a stream still
+    # deletes its known ids, in the same statement. Rows keep their rowids (their order).
+    """CREATE TABLE known_v10 (
+        stream_id          INTEGER NOT NULL,
+        rel_id             BLOB NOT NULL,
+        body               BLOB,
+        filter_fingerprint TEXT,
+        chunk              INTEGER,
+        PRIMARY KEY (stream_id, rel_id)
+    )""",
+    "INSERT INTO known_v10 (rowid, stream_id, rel_id, body, filter_fingerprint, chunk)"
+    " SELECT rowid, stream_id, rel_id, body, filter_fingerprint, chunk FROM known"
+    " ORDER BY rowid",
+    "DROP TABLE known",
+    "ALTER TABLE known_v10 RENAME TO known",
+    "CREATE INDEX known_bodiless ON known (stream_id, rel_id) WHERE body IS NULL",
+    "CREATE INDEX known_chunk ON known (stream_id, chunk) WHERE chunk IS NOT NULL",
+    "CREATE TRIGGER known_of_deleted_stream AFTER DELETE ON streams"
+    " BEGIN DELETE FROM known WHERE stream_id = old.stream_id; END",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9, _V10)
 """MIGRATIONS[i] takes the schema from version i to version i + 1."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

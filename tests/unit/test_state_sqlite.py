@@ -339,3 +339,47 @@ async def test_finish_resync_removes_ids_and_restarted_resync_clears_staging(
         assert [(r.event_id, r.payload) for r in rows] == [("ev-c", b'{"x":1}')]
         with pytest.raises(ValueError, match="positive"):
             _ = [b async for b in store.iter_resync_missing(SUB, CONT, batch=0)]
+
+
+async def test_a_version_9_file_keeps_its_known_ids_without_the_foreign_key(
+        tmp_path: Path) -> None:
+    """Schema 10 rebuilds the known set without its foreign key (a parent lookup per
+    inserted row): rows, bodies, filters, chunks and order are kept, and deleting a stream
+    still deletes its known ids (a trigger instead of the cascade)."""
+    from notifier.state.migrations import APPLICATION_ID, MIGRATIONS
+    from notifier.state.sqlite_keys import rel_key
+
+    path = tmp_path / "state.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.create_function("rel_key", 1, rel_key, deterministic=True)  # used by version 5
+    rows = [(1, rel_key("b"), b'{"id":"b"}', "fp", 3), (1, rel_key("a"), None, None, None),
+            (2, rel_key("c"), b'{"id":"c"}', None, 0)]
+    try:
+        for version in MIGRATIONS[:9]:
+            for statement in version:
+                conn.execute(statement)
+        conn.execute("PRAGMA user_version = 9")
+        conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        conn.execute("INSERT INTO streams (stream_id, subscription, container_id, sync_token,"
+                     " known_count) VALUES (1, ?, ?, 't1', 2), (2, 'other', ?, 't2', 1)",
+                     (SUB, CONT, CONT))
+        conn.executemany("INSERT INTO known (stream_id, rel_id, body, filter_fingerprint,"
+                         " chunk) VALUES (?, ?, ?, ?, ?)", rows)
+    finally:
+        conn.close()
+    assert SCHEMA_VERSION >= 10
+    async with SqliteStateStore(path) as store:
+        assert await store.known_subset(SUB, CONT, ["a", "b", "c"]) == {"a", "b"}
+        assert await store.known_bodies(SUB, CONT, ["a", "b"]) == {"b": b'{"id":"b"}'}
+        await _commit(store, next_token="t3", add_ids=["d"], changed=True)
+        assert await store.forget_stream("other", CONT)
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert conn.execute("PRAGMA foreign_key_list(known)").fetchall() == []
+        assert conn.execute("SELECT stream_id, rel_id, body, filter_fingerprint, chunk"
+                            " FROM known ORDER BY rowid").fetchall() == [
+            *rows[:2], (1, "d", None, None, None)]  # the other stream's row went with it
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    finally:
+        conn.close()

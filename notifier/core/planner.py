@@ -18,7 +18,8 @@ passes over every group are shorter) it is that many passes, so quiet groups wai
 two passes and the rest of the budget goes to the groups that change. Groups left below the cap
 by the busy ones share what is left (their intervals shrink alike). Each check feeds its tokens'
 change rates (``learn``), and the group's interval follows at once, at the last retune's price:
-a group that turns busy is checked at its busy interval from the next check on. Each check goes
+a group that turns busy is checked at its busy interval from the next check on (after a long
+quiet history, from its second change: notifier.core.rates). Each check goes
 the cheapest way in requests for its tokens' change probabilities (``plan_check``). Groups never
 seen changing are planned by kind (see plan_queue), at the prior: a token never seen changing is
 assumed to change ``PRIOR_PER_CAP`` times per cap (daily at most). A first change counts against

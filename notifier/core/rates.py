@@ -4,7 +4,8 @@ probability that a token changed since its last check, which the check choice
 
 The change rate of a token is a gamma-Poisson estimate with forgetting: changes found and the
 seconds the checks covered both decay with ``half_life``, so a token that turns busy is seen
-as busy from the first check that finds a change (rate ≈ 1 / what that check covered), and one
+as busy from the first check that finds a change (rate ≈ 1 / what that check covered; after a
+long quiet history, from the second: below), and one
 that turns quiet fades within a few half-lives. A check that found a change counts the
 changes it most likely covered (``λτ / (1 - e^{-λτ})``, at least one): a busy token checked
 about once per change is not mistaken for a slower one. When the check returned more changes

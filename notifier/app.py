@@ -124,6 +124,12 @@ class App:
         self.health.config_loaded()
         async with AsyncExitStack() as stack:
             stack.enter_context(StateLock(cfg.state.path))
+            if cfg.metrics.enabled and not once:
+                # Before the store: a schema migration (in the store's thread) can take minutes
+                # on a large file; /healthz answers meanwhile, /readyz once the store is open.
+                self.server = await stack.enter_async_context(
+                    MetricsServer(self.metrics, cfg.metrics.listen, self.health)
+                )
             busy, guard = cfg.state.busy_timeout, self.store_guard
             store = await stack.enter_async_context(
                 SqliteStateStore(cfg.state.path, busy_timeout=busy, observer=guard)
@@ -131,10 +137,6 @@ class App:
                 ClusterStore(cfg.state.path, work_map(cfg), busy_timeout=busy, observer=guard))
             self.health.store_open()
             self.store = store
-            if cfg.metrics.enabled and not once:
-                self.server = await stack.enter_async_context(
-                    MetricsServer(self.metrics, cfg.metrics.listen, self.health)
-                )
             session = await stack.enter_async_context(
                 create_session(timeout=cfg.source.timeout)
             )

@@ -260,6 +260,9 @@ def migrate(conn: sqlite3.Connection, path: str) -> int:
     conn.execute("BEGIN IMMEDIATE")
     try:
         start = _check(conn, path)
+        if 0 < start < SCHEMA_VERSION:
+            log.info("state schema: migrating %s from version %s to %s (once; on a large file "
+                     "this can take minutes)", path, start, SCHEMA_VERSION)
         for version in range(start, SCHEMA_VERSION):
             for statement in MIGRATIONS[version]:
                 conn.execute(statement)

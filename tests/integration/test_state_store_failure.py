@@ -23,6 +23,7 @@ import pytest
 from notifier.app import App
 from notifier.config import config_from_data
 from notifier.simulator import Simulator
+from notifier.state.sqlite import SqliteStateStore
 from tests.integration.fault_support import (
     NotifierProcess,
     assert_delivery,
@@ -178,3 +179,44 @@ async def test_a_store_that_cannot_write_a_byte_pauses_the_service_and_webhooks_
         text = notifier.output()
         assert_no_traceback(text)
         assert "state store works again after" in text
+
+
+@pytest.mark.timeout(60)
+async def test_health_answers_while_the_store_opens_and_readiness_waits_for_it(
+    tmp_path: Path,
+) -> None:
+    """The store opens in its own thread, and can take long: a schema migration of a large file
+    takes minutes, longer than a startup probe waits. /healthz answers meanwhile (the loop
+    runs) and /readyz says 503 naming the store, until it is open. Here the open waits for
+    another connection's write lock (within ``state.busy_timeout``)."""
+    path = tmp_path / "state.db"
+    async with SqliteStateStore(path):  # a state file (WAL) that the service will open
+        pass
+    locker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    await asyncio.to_thread(locker.execute, "BEGIN IMMEDIATE")
+    subs = [{"name": "a", "credential": "sim", "container_id": A, "sinks": ["archive"]}]
+    async with Simulator(sim_config([A], relationships=3)) as sim:
+        data = base_config(tmp_path, sim.url, subs,
+                           metrics={"enabled": True, "listen": "127.0.0.1:0"})
+        data["state"]["busy_timeout"] = "30s"
+        app = App(config_from_data(data))
+        task = asyncio.create_task(app.run())
+        try:
+            await wait_for(lambda: app.server is not None, 20, "the metrics server")
+            assert app.server is not None
+            async with aiohttp.ClientSession() as session:
+                await asyncio.sleep(0.5)
+                async with session.get(app.server.url + "/healthz") as resp:
+                    assert resp.status == 200
+                async with session.get(app.server.url + "/readyz") as resp:
+                    assert resp.status == 503
+                    assert "store" in (await resp.json())["not_ready"]
+                assert app.store is None, "the store is still opening"
+                await asyncio.to_thread(locker.execute, "ROLLBACK")
+                readyz_is, _ = probes(session, app.server.url)
+                await wait_for(lambda: readyz_is(200), 30, "/readyz 200 once the store is open")
+        finally:
+            locker.close()
+            app.request_stop()
+            rc = await asyncio.wait_for(task, 30)
+        assert rc == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 from pathlib import Path
 
@@ -342,10 +343,11 @@ async def test_finish_resync_removes_ids_and_restarted_resync_clears_staging(
 
 
 async def test_a_version_9_file_keeps_its_known_ids_without_the_foreign_key(
-        tmp_path: Path) -> None:
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """Schema 10 rebuilds the known set without its foreign key (a parent lookup per
     inserted row): rows, bodies, filters, chunks and order are kept, and deleting a stream
-    still deletes its known ids (a trigger instead of the cascade)."""
+    still deletes its known ids (a trigger instead of the cascade). The migration is logged
+    before it starts (it can take minutes on a large file)."""
     from notifier.state.migrations import APPLICATION_ID, MIGRATIONS
     from notifier.state.sqlite_keys import rel_key
 
@@ -368,7 +370,12 @@ async def test_a_version_9_file_keeps_its_known_ids_without_the_foreign_key(
     finally:
         conn.close()
     assert SCHEMA_VERSION >= 10
+    caplog.set_level(logging.INFO, logger="notifier.state.migrations")
     async with SqliteStateStore(path) as store:
+        assert [r.getMessage() for r in caplog.records
+                if r.name == "notifier.state.migrations"][:1] == [
+            f"state schema: migrating {path} from version 9 to {SCHEMA_VERSION} (once; on a "
+            "large file this can take minutes)"]
         assert await store.known_subset(SUB, CONT, ["a", "b", "c"]) == {"a", "b"}
         assert await store.known_bodies(SUB, CONT, ["a", "b"]) == {"b": b'{"id":"b"}'}
         await _commit(store, next_token="t3", add_ids=["d"], changed=True)

@@ -48,8 +48,7 @@ def build_records(
         return out
     # Headers whose value repeats (the constant ones, the source and type, equal for a page's
     # events and most often the very same string) are shared tuples: only the id, subject,
-    # time and key ones are built per record. The value is the event's ``data_head`` and its
-    # relationship's text where it has them (``Event.data_json`` without the call).
+    # time and key ones are built per record (the first event replaces the placeholders).
     source_of: str | None = None
     type_of: str | None = None
     source = etype = _H_SPEC
@@ -72,8 +71,7 @@ def build_records(
         if ev.type is not type_of:
             type_of = ev.type
             etype = ("ce_type", type_of.encode())
-        head, rel = ev.data_head, ev.relationship
-        append((k, ev.data_json() if head is None or rel is None else head + rel.json + b"}", [
+        append((k, ev.data_json(), [
             spec,
             ("ce_id", ev.id.encode()),
             source,

@@ -50,6 +50,7 @@ from notifier.source.models import Relationship, SearchPage, SyncPage, SyncStatu
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+_NO_LIMIT = contextlib.nullcontext()  # a sync page: the slots alone (see _attempt)
 
 API_PATH = "/bim360/relationship/v2/containers"
 MAX_DOMAINS = 20
@@ -334,7 +335,7 @@ class RelationshipClient:
         """One try within the concurrency limit and the budget: (token used, status, body,
         Retry-After, transport failure, seconds). A transport failure has status 0."""
         loop = asyncio.get_running_loop()
-        checks = self._check_slots if priority == "status" else contextlib.nullcontext()
+        checks = self._check_slots if priority == "status" else _NO_LIMIT
         async with checks, self._semaphore:
             # The slot first: waiting for it can take a window, and the token is then
             # fetched fresh (renewed if it got close to expiry meanwhile).

@@ -18,7 +18,7 @@ from typing import Protocol
 from notifier.core.plan_queue import GroupPlan
 from notifier.core.planner import Planner
 from notifier.source.models import SyncStatusResponse
-from notifier.state.base import StreamCheckState, StreamKey, StreamState
+from notifier.state.base import GroupKey, StreamCheckState, StreamKey, StreamState
 from notifier.stream import DrainResult, StreamSpec
 
 
@@ -75,6 +75,16 @@ class Group:
     plan: GroupPlan
     ages: GroupAges | None = None
     checking: int = 0
+    _stamp: tuple[list[StreamRuntime], GroupKey] | None = None
+
+    def stamp_key(self, streams: list[StreamRuntime]) -> GroupKey:
+        """The store's key for a check of every one of ``streams`` (a list this group had),
+        kept until the group's streams change."""
+        kept = self._stamp
+        if kept is None or kept[0] is not streams:
+            kept = self._stamp = (streams, (self.container_id, tuple(sorted(
+                s.spec.subscription for s in streams))))
+        return kept[1]
 
     def touched(self) -> None:
         """Its streams' check times or quarantines changed: the tick looks at them again."""
@@ -140,24 +150,37 @@ class CheckTimes:
     """Check times waiting to be stored in one batch (one transaction a second, not one per
     container). They only inform ``notifier status`` and the staleness after a restart, so
     losing the last second of them in a crash costs nothing; each batch is stamped with its
-    oldest time, which never overstates freshness."""
+    oldest time, which never overstates freshness. A check of every stream of a group is
+    one stamp for the group (``GroupKey``, notifier.state.sqlite_checks), not one a stream."""
 
     def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
         # As noted, one list per check (no work per key until a batch is taken).
-        self._pending: list[tuple[list[StreamKey], float]] = []
+        self._pending: list[tuple[list[StreamKey], list[GroupKey], float]] = []
         self._count = 0
         self._monotonic = monotonic
         self._flushed = monotonic()
 
-    def note(self, keys: Iterable[StreamKey], now: float) -> None:
-        keys = list(keys)
-        if keys:
-            self._pending.append((keys, now))
-            self._count += len(keys)
+    def note(self, keys: Iterable[StreamKey], now: float, groups: Iterable[GroupKey] = ()
+             ) -> None:
+        keys, groups = list(keys), list(groups)
+        if keys or groups:
+            self._pending.append((keys, groups, now))
+            self._count += len(keys) + len(groups)
 
-    def take(self, *, force: bool = False) -> tuple[list[StreamKey], float] | None:
-        """The batch to store now (each key once, first noted first, and the oldest time
-        noted), or None while it may wait."""
+    def note_check(self, group: Group, streams: list[StreamRuntime],
+                   checked: list[StreamRuntime], now: float) -> None:
+        """A check of ``group`` that started with ``streams`` (its list then) found every
+        one of ``checked`` (distinct streams of that list) fine: all of them, one stamp."""
+        if len(checked) == len(streams):
+            self.note((), now, (group.stamp_key(streams),))
+        else:
+            cid = group.container_id
+            self.note([(s.spec.subscription, cid) for s in checked], now)
+
+    def take(self, *, force: bool = False
+             ) -> tuple[list[StreamKey], float, list[GroupKey]] | None:
+        """The batch to store now (each key and group once, first noted first, and the
+        oldest time noted), or None while it may wait."""
         if not self._pending:
             return None
         if not force and self._count < CHECKED_FLUSH_SIZE and (
@@ -165,8 +188,9 @@ class CheckTimes:
             return None
         batch, self._pending, self._count = self._pending, [], 0
         self._flushed = self._monotonic()
-        keys = list(dict.fromkeys(itertools.chain.from_iterable(k for k, _ in batch)))
-        return keys, min(t for _, t in batch)
+        keys = list(dict.fromkeys(itertools.chain.from_iterable(k for k, _, _ in batch)))
+        groups = list(dict.fromkeys(itertools.chain.from_iterable(g for _, g, _ in batch)))
+        return keys, min(t for _, _, t in batch), groups
 
 
 SINK_LOG_EVERY = 60.0  # seconds between two log lines about the same failing sink

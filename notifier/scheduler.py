@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import time
 from collections.abc import Callable, Sequence, Set
@@ -176,7 +175,6 @@ class CredentialScheduler:
     def stopping(self) -> asyncio.Event:
         """Set by ``stop()``: what runs alongside the scheduler (hub discovery) ends with it."""
         return self._stop
-        self._wake.set()
 
     async def run(self, *, once: bool = False, progress: Progress | None = None) -> None:
         """Work until ``stop()``; with ``once``, check every group one time and return."""
@@ -270,10 +268,11 @@ class CredentialScheduler:
         # Runs once per container for its 10 or 100 streams: the steps per stream are kept
         # few (list comprehensions, no per-stream keys unless needed; see BENCHMARKS.md).
         now = self._clock()
+        streams = group.streams  # (replaced, not changed, when streams come and go)
         # A one-off pass (--once) tries every stream, quarantined or not: skipping one would
         # report success for a subscription it never drained.
-        active = (group.streams if drain_all_due
-                  else [s for s in group.streams if s.quarantined_until <= now])
+        active = (streams if drain_all_due
+                  else [s for s in streams if s.quarantined_until <= now])
         if not active:
             return
         # A drain's first checkpoint resets the failure count (the drain's result says so):
@@ -314,8 +313,7 @@ class CredentialScheduler:
                 (s.spec.key, since_of[id(s)], changed) for s, changed in
                 [*((s, 0) for s in unchanged), *polled_drains]], now)
         if checked:
-            self._checked.note(zip([s.spec.subscription for s in checked],
-                                   itertools.repeat(group.container_id)), now)
+            self._checked.note_check(group, streams, checked, now)
             await self._flush_checked()
             for s in checked:
                 s.last_checked = now

@@ -26,6 +26,7 @@ from typing import Any
 from notifier.cluster.partitions import WorkMap
 from notifier.cluster.records import RowKey, encode_chunk, encode_key, encode_row
 from notifier.errors import StateError
+from notifier.state import sqlite_checks as group_checks
 
 
 @dataclass(frozen=True)
@@ -249,6 +250,13 @@ def wipe(conn: sqlite3.Connection, tables: dict[str, Table], partition: int,
     conn.execute("DELETE FROM temp.cluster_pending WHERE p = ?", (partition,))
 
 
+def drop_group_stamps(conn: sqlite3.Connection) -> None:
+    """Empty ``group_checks`` (cluster mode stamps every stream's own row, which the topic
+    carries; a stamp left by a single process' run of the file would speak for streams
+    restored from the topic)."""
+    conn.execute("DELETE FROM group_checks")
+
+
 def all_rows(conn: sqlite3.Connection, tables: dict[str, Table], chunk_rows: int
              ) -> Iterable[tuple[RowKey, bytes | None]]:
     """Every captured row of the file as records (streams first, then the rows that hang off
@@ -257,11 +265,14 @@ def all_rows(conn: sqlite3.Connection, tables: dict[str, Table], chunk_rows: int
     try:
         order = sorted(tables.values(), key=lambda t: t.kind != "stream")
         for t in order:
-            if t.kind == "stream":
+            if t.kind == "stream":  # a check time with its container's stamps (a file's)
+                found = group_checks.stamps(conn)
                 for row in conn.execute("SELECT * FROM streams"):
+                    values = {k: row[k] for k in row.keys() if k != "stream_id"}  # noqa: SIM118
+                    values["last_checked_at"] = group_checks.covering(
+                        found, row["subscription"], row["container_id"], row["last_checked_at"])
                     yield (RowKey("streams", row["subscription"], row["container_id"], None),
-                           encode_row({k: row[k] for k in row.keys()  # noqa: SIM118
-                                       if k != "stream_id"}))
+                           encode_row(values))
             elif t.kind == "chunk":
                 yield from _chunks(conn, t, chunk_rows)
             elif t.kind == "child":

@@ -27,7 +27,7 @@ from notifier.cluster.records import CHUNK_ROWS
 from notifier.cluster.strays import Strays
 from notifier.cluster.txn import PartitionTxn
 from notifier.errors import PartitionLostError, StateError
-from notifier.state.base import PruneResult, StreamKey
+from notifier.state.base import GroupKey, PruneResult, StreamKey
 from notifier.state.sqlite import SqliteStateStore
 from notifier.state.sqlite_base import StoreObserver
 from notifier.state.sqlite_known import drop_staging
@@ -52,6 +52,9 @@ class ClusterStore(ClusterOutbox, SqliteStateStore):
     async def open(self) -> None:
         await super().open()
         self._tables = await self._call("install change capture", capture.install, self.work)
+        # Never written here (mark_checked), so none but a single process' file's, which
+        # the topic's rows, not the file's, replace: they would speak for restored streams.
+        await self._call("drop group check stamps", capture.drop_group_stamps)
 
     # -- scopes -----------------------------------------------------------------------------
 
@@ -125,9 +128,11 @@ class ClusterStore(ClusterOutbox, SqliteStateStore):
         async with self._credential_scope(credential):
             await super().record_credential_outcome(credential, *args, **kwargs)
 
-    async def mark_checked(self, keys: Sequence[StreamKey], now: float) -> None:
+    async def mark_checked(self, keys: Sequence[StreamKey], now: float,
+                           groups: Sequence[GroupKey] = ()) -> None:
+        # Every stream's own row, groups too: the state topic carries stream rows only.
         by_partition: dict[int | None, list[StreamKey]] = {}
-        for key in keys:
+        for key in [*keys, *((sub, cid) for cid, subs in groups for sub in subs)]:
             by_partition.setdefault(self.work.of_stream(*key), []).append(key)
         for p, some in by_partition.items():
             async with self._scope(p, "status check"):

@@ -40,6 +40,10 @@ from typing import Literal, NamedTuple, Protocol, Self, runtime_checkable
 StreamKey = tuple[str, str]
 """(subscription name, container id)."""
 
+GroupKey = tuple[str, tuple[str, ...]]
+"""(container id, the subscriptions of its streams, sorted): a check that covered all of a
+container's group, stamped once (``StateStore.mark_checked``)."""
+
 OutboxStatus = Literal["pending", "delivered", "dead"]
 StreamPhase = Literal["new", "incremental", "resync"]
 ResyncReason = Literal["snapshot", "filter"]
@@ -221,7 +225,11 @@ class StateStore(Protocol):
         ``list_streams``: 100,000 streams are read at once)."""
         ...
 
-    async def mark_checked(self, keys: Sequence[StreamKey], now: float) -> None: ...
+    async def mark_checked(self, keys: Sequence[StreamKey], now: float,
+                           groups: Sequence[GroupKey] = ()) -> None:
+        """Streams checked successfully at ``now``: each of ``keys``, and every stream of
+        each of ``groups`` (a stamp per container; notifier.state.sqlite_checks)."""
+        ...
 
     async def quarantine(
         self, subscription: str, container_id: str, until: float, reason: str

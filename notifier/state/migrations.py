@@ -243,7 +243,21 @@ _V10 = (
     " BEGIN DELETE FROM known WHERE stream_id = old.stream_id; END",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9, _V10)
+_V11 = (
+    # A check that covered every stream of a container's group, stamped once (rather than in
+    # each stream's row): ``members`` names the subscriptions of the streams it covered, each
+    # between newlines. A stream's check time is the later of its row's last_checked_at and
+    # the stamps naming it (notifier.state.sqlite_checks). Empty in cluster mode.
+    """CREATE TABLE group_checks (
+        container_id TEXT NOT NULL,
+        members      TEXT NOT NULL,
+        checked_at   REAL NOT NULL,
+        PRIMARY KEY (container_id, members)
+    ) WITHOUT ROWID""",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9, _V10,
+                                           _V11)
 """MIGRATIONS[i] takes the schema from version i to version i + 1."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

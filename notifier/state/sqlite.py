@@ -17,6 +17,7 @@ from notifier.state import sqlite_subscriptions as subs
 from notifier.state.base import (
     Announcement,
     CredentialRecord,
+    GroupKey,
     KnownRelationship,
     OutboxItem,
     PruneResult,
@@ -72,10 +73,12 @@ class SqliteStateStore(OutboxMethods):
     async def stream_checks(self) -> list[StreamCheckState]:
         return await self._call("list streams", st.stream_checks)
 
-    async def mark_checked(self, keys: Sequence[StreamKey], now: float) -> None:
-        """Record a successful status check of many streams in one transaction."""
-        if keys:
-            await self._call("mark checked", st.mark_checked, list(keys), now)
+    async def mark_checked(self, keys: Sequence[StreamKey], now: float,
+                           groups: Sequence[GroupKey] = ()) -> None:
+        """Record a successful status check of many streams in one transaction: those of
+        ``keys`` each, every stream of each of ``groups`` with one stamp (sqlite_checks)."""
+        if keys or groups:
+            await self._call("mark checked", st.mark_checked, list(keys), now, list(groups))
 
     async def quarantine(
         self, subscription: str, container_id: str, until: float, reason: str

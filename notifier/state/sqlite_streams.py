@@ -9,11 +9,13 @@ from __future__ import annotations
 import sqlite3
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import orjson
 
-from notifier.state.base import StreamCheckState, StreamKey, StreamState
+from notifier.state import sqlite_checks as checks
+from notifier.state.base import GroupKey, StreamCheckState, StreamKey, StreamState
 from notifier.state.sqlite_keys import Staging
 from notifier.state.sqlite_tx import transaction
 
@@ -106,38 +108,63 @@ def get_stream(conn: sqlite3.Connection, ids: StreamIds, key: StreamKey
     row = conn.execute(
         f"SELECT {_STREAM_COLUMNS} FROM streams WHERE subscription = ? AND container_id = ?", key
     ).fetchone()
-    return None if row is None else _state(row, ids.staging)
+    if row is None:
+        return None
+    st = _state(row, ids.staging)
+    at = checks.stream_stamp(conn, *key)
+    if at is not None and (st.last_checked_at is None or at > st.last_checked_at):
+        st = replace(st, last_checked_at=at)
+    return st
 
 
 def list_streams(conn: sqlite3.Connection, ids: StreamIds) -> list[StreamState]:
     # Row by row from the cursor, not fetchall(): at 100,000 streams the rows alone are
     # tens of MB, and each is dropped once converted (start-up's peak memory).
+    found = checks.stamps(conn)
     cur = conn.execute(
         f"SELECT {_STREAM_COLUMNS} FROM streams ORDER BY subscription, container_id")
     staging = ids.staging
-    return [_state(row, staging) for row in cur]
+    out = [_state(row, staging) for row in cur]
+    if found:
+        for i, st in enumerate(out):
+            at = checks.covering(found, st.subscription, st.container_id, st.last_checked_at)
+            if at != st.last_checked_at:
+                out[i] = replace(st, last_checked_at=at)
+    return out
 
 
 def stream_checks(conn: sqlite3.Connection) -> list[StreamCheckState]:
-    # The rows as they come (no conversion per row: the columns have the types they name).
-    return list(map(StreamCheckState._make, conn.execute(
+    # The rows as they come (no conversion per row: the columns have the types they name);
+    # a row's check time is then combined with its container's stamps (sqlite_checks).
+    found = checks.stamps(conn)
+    rows = conn.execute(
         "SELECT subscription, container_id, sync_token, in_resync, last_checked_at,"
-        " quarantined_until, quarantine_reason, failures FROM streams")))
+        " quarantined_until, quarantine_reason, failures FROM streams")
+    if not found:
+        return list(map(StreamCheckState._make, rows))
+    covering = checks.covering
+    return [StreamCheckState(sub, cid, token, resync, covering(found, sub, cid, at), q_until,
+                             q_reason, failures)
+            for sub, cid, token, resync, at, q_until, q_reason, failures in rows]
 
 
-def mark_checked(conn: sqlite3.Connection, keys: Sequence[StreamKey], now: float) -> None:
+def mark_checked(conn: sqlite3.Connection, keys: Sequence[StreamKey], now: float,
+                 groups: Sequence[GroupKey] = ()) -> None:
     # One statement over the keys bound as one JSON array (thousands a batch): no Python per
     # row, and the GIL is released once for all of it, not once per row as with executemany
-    # (the event loop runs meanwhile).
+    # (the event loop runs meanwhile). Whole groups are one row each (sqlite_checks).
     with transaction(conn):
-        conn.execute(
-            "INSERT INTO streams (subscription, container_id, last_checked_at)"
-            " SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), ?1"
-            " FROM json_each(?2) WHERE true"
-            " ON CONFLICT (subscription, container_id)"
-            " DO UPDATE SET last_checked_at = excluded.last_checked_at",
-            (now, orjson.dumps(keys).decode()),
-        )
+        if keys:
+            conn.execute(
+                "INSERT INTO streams (subscription, container_id, last_checked_at)"
+                " SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), ?1"
+                " FROM json_each(?2) WHERE true"
+                " ON CONFLICT (subscription, container_id)"
+                " DO UPDATE SET last_checked_at = excluded.last_checked_at",
+                (now, orjson.dumps(keys).decode()),
+            )
+        if groups:
+            checks.stamp(conn, groups, now)
 
 
 def quarantine(
@@ -164,6 +191,7 @@ def clear_quarantine(conn: sqlite3.Connection, key: StreamKey, reset_failures: b
 
 def forget_stream(conn: sqlite3.Connection, ids: StreamIds, key: StreamKey) -> bool:
     with transaction(conn):
+        checks.fold_containers(conn, [key[1]])
         rows = conn.execute(
             "DELETE FROM streams WHERE subscription = ? AND container_id = ? RETURNING stream_id",
             key).fetchall()

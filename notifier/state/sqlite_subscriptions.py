@@ -10,6 +10,7 @@ from __future__ import annotations
 import sqlite3
 
 from notifier.errors import StateError
+from notifier.state import sqlite_checks as checks
 from notifier.state.base import PruneResult, StreamKey
 from notifier.state.sqlite_streams import StreamIds
 from notifier.state.sqlite_tx import transaction
@@ -49,6 +50,7 @@ def prune_streams(
                          ((sid,) for sid in back))
         conn.executemany("UPDATE streams SET orphaned_at = ? WHERE stream_id = ?",
                          ((now, sid) for sid in marks))
+        checks.fold_containers(conn, [cid for _, cid in dropped])
         conn.executemany("DELETE FROM streams WHERE stream_id = ?", ((sid,) for sid in gone))
     for key in dropped:
         ids.drop(key)
@@ -59,6 +61,7 @@ def prune_streams(
 
 def forget_subscription(conn: sqlite3.Connection, ids: StreamIds, subscription: str) -> int:
     with transaction(conn):
+        checks.fold_subscription(conn, subscription)
         rows = conn.execute("DELETE FROM streams WHERE subscription = ? RETURNING stream_id",
                             (subscription,)).fetchall()
     ids.clear()
@@ -77,6 +80,7 @@ def rename_subscription(conn: sqlite3.Connection, ids: StreamIds, old: str, new:
                 f"subscription {new!r} already has state for {taken} container(s): forget it "
                 "first (notifier state forget) or pick another name"
             )
+        checks.fold_subscription(conn, old)
         cur = conn.execute(
             "UPDATE streams SET subscription = ?, orphaned_at = NULL WHERE subscription = ?",
             (new, old),

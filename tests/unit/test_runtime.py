@@ -82,9 +82,31 @@ def test_check_times_are_batched_and_stamped_with_the_oldest():
     times.note([("a", "1"), ("c", "1")], 51.0)  # the first time of a key is kept
     assert times.take() is None  # not a second old yet
     clock.now += 1.0
-    assert times.take() == ([("a", "1"), ("b", "1"), ("c", "1")], 50.0)
+    assert times.take() == ([("a", "1"), ("b", "1"), ("c", "1")], 50.0, [])
     times.note([("d", "1")], 52.0)
-    assert times.take(force=True) == ([("d", "1")], 52.0)
+    assert times.take(force=True) == ([("d", "1")], 52.0, [])
+
+
+def test_a_check_of_every_stream_of_a_group_is_one_stamp_and_a_partial_one_a_stamp_a_stream():
+    from notifier.core.plan_queue import GroupPlan
+    from notifier.runtime import Group, StreamRuntime
+    from notifier.stream import StreamSpec
+
+    streams = [StreamRuntime(StreamSpec(sub, "c1", ("cred",), ())) for sub in ("b", "a", "c")]
+    group = Group("c1", streams, GroupPlan("c1", 1, 60.0))
+    times = CheckTimes(Ticks())
+    times.note_check(group, streams, list(streams), 50.0)
+    times.note_check(group, streams, streams[:2], 51.0)  # "c" quarantined, say
+    times.note_check(group, streams, list(reversed(streams)), 52.0)  # the same stamp
+    assert times.take(force=True) == ([("b", "c1"), ("a", "c1")], 50.0,
+                                      [("c1", ("a", "b", "c"))])
+    assert group.stamp_key(streams) is group.stamp_key(streams)  # kept while the list is
+    grown = [*streams, StreamRuntime(StreamSpec("d", "c1", ("cred",), ()))]
+    group.streams = grown  # a stream added at run time: a new list, a new key
+    times.note_check(group, grown, grown, 53.0)
+    times.note_check(group, streams, streams, 54.0)  # a check that began before it came
+    assert times.take(force=True) == ([], 53.0, [("c1", ("a", "b", "c", "d")),
+                                                 ("c1", ("a", "b", "c"))])
 
 
 def test_freshness_splits_ages_by_busy_and_quiet_groups_and_keeps_each_subscriptions_worst():

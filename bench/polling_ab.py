@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import polling_cost
 from common import fresh_dir, machine, note, simulator, table
@@ -45,7 +46,10 @@ def main() -> int:
     print(f"# polling_ab: {machine()}")
     rows = []
     with simulator(containers=conts, relationships=2, seed=8) as sim:
-        cfg = polling_cost.build_config(sim, subs, work)
+        # Each checkout's configuration from its own bench code: an older one may not know a
+        # field a newer one writes (fd841d2 refuses ``source.allow_insecure_http``).
+        cfgs = [_config(root, sim.url, sim.containers, subs, work) for _, root, _ in runs]
+        cfg = cfgs[0]
         note(f"seeding {subs:,} streams")
         _seed(runs[0][1], sim.url, sim.containers, cfg, work)
         # Each checkout runs on its own copy of the seeded state: one whose schema is newer
@@ -56,7 +60,7 @@ def main() -> int:
             for part in (seeded, *seeded.parent.glob(seeded.name + "-wal")):
                 shutil.copy(part, mine / part.name)
             (mine / "config.json").write_text(json.dumps(
-                {**cfg, "state": {**cfg["state"], "path": str(mine / seeded.name)}}))
+                {**cfgs[k], "state": {**cfgs[k]["state"], "path": str(mine / seeded.name)}}))
         for i in range(args.rounds):
             for k, (label, root, extra) in enumerate(runs):
                 report = work / "report.json"
@@ -76,6 +80,27 @@ def main() -> int:
         print(f"{label}: best idle pass {min(r[2] for r in mine):.2f} CPU-s, "
               f"best start-up {min(r[3] for r in mine):.2f} CPU-s")
     return 0
+
+
+def _config(root: Path, url: str, containers: list[str], subs: int, work: Path
+            ) -> dict[str, Any]:
+    """The benchmark's configuration as ``root``'s ``polling_cost.build_config`` writes it."""
+    program = "\n".join([
+        "import json, sys, types",
+        "from pathlib import Path",
+        "sys.path.insert(0, sys.argv[1])",
+        "import polling_cost",
+        "a = json.loads(sys.stdin.read())",
+        "sim = types.SimpleNamespace(url=a['url'], containers=a['containers'])",
+        "print(json.dumps(polling_cost.build_config(sim, a['subs'], Path(a['work']))))",
+    ])
+    out = subprocess.run([sys.executable, "-c", program, str(root / "bench")], cwd=root,
+                         check=True, env=dict(os.environ, PYTHONPATH=str(root)),
+                         input=json.dumps({"url": url, "containers": containers, "subs": subs,
+                                           "work": str(work)}),
+                         capture_output=True, text=True).stdout
+    cfg: dict[str, Any] = json.loads(out)
+    return cfg
 
 
 def _seed(root: Path, url: str, containers: list[str], cfg: dict[str, object],

@@ -83,7 +83,7 @@ class Group:
         kept = self._stamp
         if kept is None or kept[0] is not streams:
             kept = self._stamp = (streams, (self.container_id, tuple(sorted(
-                s.spec.subscription for s in streams))))
+                [s.spec.subscription for s in streams]))))
         return kept[1]
 
     def touched(self) -> None:
@@ -170,8 +170,9 @@ class CheckTimes:
     def note_check(self, group: Group, streams: list[StreamRuntime],
                    checked: list[StreamRuntime], now: float) -> None:
         """A check of ``group`` that started with ``streams`` (its list then) found every
-        one of ``checked`` (distinct streams of that list) fine: all of them, one stamp."""
-        if len(checked) == len(streams):
+        one of ``checked`` (distinct streams of that list) fine: all of them (two or more:
+        a single stream's own row costs the same), one stamp."""
+        if len(checked) == len(streams) > 1:
             self.note((), now, (group.stamp_key(streams),))
         else:
             cid = group.container_id

@@ -299,8 +299,8 @@ class CredentialScheduler:
         direct = [polled[i] for i in choice.direct]
         followers = [] if skipped else [polled[i] for i in choice.followers]
         drains = [*forced, *due, *followers, *direct]
-        results = await asyncio.gather(*(self._drain(s, check=k >= len(drains) - len(direct))
-                                         for k, s in enumerate(drains)))
+        results = [] if not drains else await asyncio.gather(  # (none: the usual quiet check)
+            *(self._drain(s, check=k >= len(drains) - len(direct)) for k, s in enumerate(drains)))
         drains, results = [*drains, *probe], [*results, *probed]
         now = self._clock()
         checked = [*unchanged, *(s for s, (ok, _) in zip(drains, results, strict=True) if ok)]

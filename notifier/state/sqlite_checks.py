@@ -4,8 +4,8 @@ A status check that covered every stream of a container's group (the usual idle 
 stamped with one row, keyed by the container and the subscriptions of the streams it covered
 (``members``: each name between newlines), instead of one write to each stream's row: at
 100,000 streams over 10,000 containers an idle pass writes 10,000 rows, not 100,000. A check
-that covered only some streams (others quarantined, skipped followers) stamps the streams it
-covered in their own rows, as before.
+that covered only some streams (others quarantined, skipped followers), or a group's only
+stream, stamps the streams it covered in their own rows, as before.
 
 A stream's check time is the later of its row's ``last_checked_at`` and the stamps of its
 container whose members name it: a stamp only ever speaks for the streams it covered, so a

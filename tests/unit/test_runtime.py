@@ -107,6 +107,9 @@ def test_a_check_of_every_stream_of_a_group_is_one_stamp_and_a_partial_one_a_sta
     times.note_check(group, streams, streams, 54.0)  # a check that began before it came
     assert times.take(force=True) == ([], 53.0, [("c1", ("a", "b", "c", "d")),
                                                  ("c1", ("a", "b", "c"))])
+    alone = Group("c2", streams[:1], GroupPlan("c2", 1, 60.0))  # one stream: its own row
+    times.note_check(alone, alone.streams, alone.streams, 55.0)
+    assert times.take(force=True) == ([("b", "c2")], 55.0, [])
 
 
 def test_freshness_splits_ages_by_busy_and_quiet_groups_and_keeps_each_subscriptions_worst():

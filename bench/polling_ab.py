@@ -4,13 +4,15 @@ CPU figures on a shared VM move by up to 2x with the load of other work, so a ch
 by the ratio to a baseline measured in the same run: one simulator and one seeded state (the
 state a bootstrap leaves, see polling_cost.seed_state), then the idle pass (``run --once``,
 every container checked once, nothing changed) of each checkout in turn, ``--rounds`` times.
-Each checkout runs its own ``bench/common.py`` child, so its own code is measured. Prints pass
+Each checkout runs its own ``bench/common.py`` child, so its own code is measured, on a
+configuration its own ``polling_cost.build_config`` wrote. Prints pass
 and start-up CPU per run and the best of each.
 
     python bench/polling_ab.py --size 10000x10000 --rounds 2 BASELINE_CHECKOUT .
 
 The state is seeded by the first checkout's notifier: put the one with the oldest state schema
-first, since a newer one migrates its copy but an older one refuses a newer file.
+first, since a newer one migrates its copy but an older one refuses a newer file (a newer
+checkout's first start-up, and perhaps its first pass, then include that one-time migration).
 
 A checkout may carry environment variables for its runs, ``PATH::NAME=VALUE[,NAME=VALUE]``
 (e.g. ``.::NOTIFIER_EVENT_LOOP=asyncio`` against ``.``: one checkout on two event loops).

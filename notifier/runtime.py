@@ -86,6 +86,16 @@ class Group:
                 [s.spec.subscription for s in streams]))))
         return kept[1]
 
+    def stamped(self, stamps: list[tuple[tuple[str, ...], float]]) -> None:
+        """At start-up: each stream's check time is the later of its own and the stamps of
+        the container (``check_stamps``) that name it; the usual one names every stream."""
+        for subs, at in stamps:
+            every = subs == self.stamp_key(self.streams)[1]
+            for s in self.streams:
+                if (s.last_checked is None or s.last_checked < at) and (
+                        every or s.spec.subscription in subs):
+                    s.last_checked = at
+
     def touched(self) -> None:
         """Its streams' check times or quarantines changed: the tick looks at them again."""
         self.ages = None

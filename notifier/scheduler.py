@@ -105,10 +105,13 @@ class CredentialScheduler:
     async def load(self) -> None:
         """Restore tokens, quarantines and check times from the store; schedule every group."""
         states = {(st[0], st[1]): st for st in await self._store.stream_checks()}
+        stamps = await self._store.check_stamps()  # (a stream's own times, and its group's)
         now = self._clock()
         for g in self.groups.values():
             for s in g.streams:
                 s.load(states.get(s.spec.key))
+            if g.container_id in stamps:
+                g.stamped(stamps[g.container_id])
             g.touched()
             self.planner.start(g.container_id, g.last_success(), now)
         self.retune()

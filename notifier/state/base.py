@@ -44,6 +44,9 @@ GroupKey = tuple[str, tuple[str, ...]]
 """(container id, the subscriptions of its streams, sorted): a check that covered all of a
 container's group, stamped once (``StateStore.mark_checked``)."""
 
+CheckStamps = dict[str, list[tuple[tuple[str, ...], float]]]
+"""container id -> [(the subscriptions a stamp names, sorted; when)] (``check_stamps``)."""
+
 OutboxStatus = Literal["pending", "delivered", "dead"]
 StreamPhase = Literal["new", "incremental", "resync"]
 ResyncReason = Literal["snapshot", "filter"]
@@ -222,7 +225,13 @@ class StateStore(Protocol):
 
     async def stream_checks(self) -> list[StreamCheckState]:
         """What a scheduler restores of every stream at start-up (lighter than
-        ``list_streams``: 100,000 streams are read at once)."""
+        ``list_streams``: 100,000 streams are read at once). ``last_checked_at`` is the
+        stream's own stamp: its check time is the later of it and the ``check_stamps`` that
+        name it (combined by the caller, per group: cheaper than per row here)."""
+        ...
+
+    async def check_stamps(self) -> CheckStamps:
+        """Every container stamp (``mark_checked``'s ``groups``), by container."""
         ...
 
     async def mark_checked(self, keys: Sequence[StreamKey], now: float,

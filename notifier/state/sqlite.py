@@ -10,12 +10,14 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 
+from notifier.state import sqlite_checks as group_checks
 from notifier.state import sqlite_credentials as cr
 from notifier.state import sqlite_known as kn
 from notifier.state import sqlite_streams as st
 from notifier.state import sqlite_subscriptions as subs
 from notifier.state.base import (
     Announcement,
+    CheckStamps,
     CredentialRecord,
     GroupKey,
     KnownRelationship,
@@ -72,6 +74,9 @@ class SqliteStateStore(OutboxMethods):
 
     async def stream_checks(self) -> list[StreamCheckState]:
         return await self._call("list streams", st.stream_checks)
+
+    async def check_stamps(self) -> CheckStamps:
+        return await self._call("read check stamps", group_checks.check_stamps)
 
     async def mark_checked(self, keys: Sequence[StreamKey], now: float,
                            groups: Sequence[GroupKey] = ()) -> None:

@@ -10,7 +10,8 @@ stream, stamps the streams it covered in their own rows, as before.
 A stream's check time is the later of its row's ``last_checked_at`` and the stamps of its
 container whose members name it: a stamp only ever speaks for the streams it covered, so a
 stream the check skipped, or one added to the container since, keeps its own older time.
-Reads combine the two in Python (a join over every stream costs start-up ~0.3 s at 100,000).
+Reads combine the two in Python (a join over every stream costs start-up ~0.3 s at 100,000);
+start-up reads the stamps apart (``check_stamps``) and the scheduler combines them per group.
 Before a stream is deleted or its subscription renamed, the stamps of the containers
 concerned are written into their streams' rows and dropped (``fold``): a stamp never names a
 stream it did not check. Cluster mode stamps every stream's row (its state topic carries
@@ -26,7 +27,7 @@ from collections.abc import Sequence
 
 import orjson
 
-from notifier.state.base import GroupKey
+from notifier.state.base import CheckStamps, GroupKey
 
 Stamps = dict[str, list[tuple[str, float]]]
 """container id -> [(members, checked_at)]: every stamp, as read at once (``stamps``)."""
@@ -55,6 +56,16 @@ def stamps(conn: sqlite3.Connection) -> Stamps:
     for cid, members, at in conn.execute(
             "SELECT container_id, members, checked_at FROM group_checks"):
         out.setdefault(cid, []).append((members, float(at)))
+    return out
+
+
+def check_stamps(conn: sqlite3.Connection) -> CheckStamps:
+    """Every stamp by container, its members as names (read once at start-up, and dropped
+    once applied: copies, not interned)."""
+    out: CheckStamps = {}
+    for cid, members, at in conn.execute(
+            "SELECT container_id, members, checked_at FROM group_checks"):
+        out.setdefault(cid, []).append((tuple(members[1:-1].split("\n")), float(at)))
     return out
 
 

@@ -4,14 +4,26 @@ a state import (real SQLite files)."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
+from prometheus_client import CollectorRegistry
+
 from notifier.cluster import capture
 from notifier.cluster.records import decode_row
+from notifier.core.budget import RequestBudget
+from notifier.core.planner import SchedulerSettings
+from notifier.metrics import Metrics
+from notifier.scheduler import CredentialScheduler
+from notifier.source.auth import StaticTokenProvider
+from notifier.source.client import RelationshipClient
+from notifier.source.http import create_session
 from notifier.state.migrations import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
 from notifier.state.sqlite import SqliteStateStore
 from notifier.state.sqlite_keys import rel_key
+from notifier.stream import StreamSpec
+from notifier.sync import StreamSyncer
 
 A, B = "c-a", "c-b"
 
@@ -22,10 +34,16 @@ async def _commit(store: SqliteStateStore, sub: str, cont: str, now: float) -> N
 
 
 async def _times(store: SqliteStateStore) -> dict[tuple[str, str], float | None]:
-    """Each stream's check time, as every read gives it (and all of them agree)."""
+    """Each stream's check time, as every read gives it (and all of them agree; start-up's
+    stream_checks gives each stream's own, to combine with the check_stamps naming it)."""
     listed = {s.key: s.last_checked_at for s in await store.list_streams()}
-    checks = {(c.subscription, c.container_id): c.last_checked_at
-              for c in await store.stream_checks()}
+    stamps = await store.check_stamps()
+    checks = {}
+    for c in await store.stream_checks():
+        times = [c.last_checked_at, *(at for subs, at in stamps.get(c.container_id, [])
+                                      if c.subscription in subs)]
+        known = [t for t in times if t is not None]
+        checks[c.subscription, c.container_id] = max(known) if known else None
     one = {}
     for key in listed:
         st = await store.get_stream(*key)
@@ -137,3 +155,30 @@ async def test_a_state_import_reads_each_streams_check_time_with_its_stamps(
 
         got = await store._call("read rows", rows)
     assert got == {("x", A): 50.0, ("y", A): 50.0, ("z", A): 10.0, ("x", B): 10.0}
+
+
+async def test_a_scheduler_restores_each_streams_check_time_from_its_groups_stamp(
+    tmp_path: Path,
+) -> None:
+    keys = [("x", A), ("y", A), ("z", A), ("x", B), ("y", B)]
+    async with SqliteStateStore(tmp_path / "s.db") as store, create_session() as session:
+        for sub, cont in keys:
+            await _commit(store, sub, cont, 10.0)
+        await store.mark_checked([], 50.0, [(A, ("x", "y", "z"))])  # every stream of A
+        await store.mark_checked([], 60.0, [(B, ("w", "x"))])  # of B's streams then, "x" only
+        await store.mark_checked([("y", B)], 30.0)
+        assert (await store.stream_checks())[0].last_checked_at == 10.0  # its own
+        client = RelationshipClient(session, base_url="http://127.0.0.1:9",
+                                    credential_name="main", tokens=StaticTokenProvider("t"),
+                                    budget=RequestBudget(6000), concurrency=1)
+        metrics = Metrics(CollectorRegistry(), runtime=False)
+        sch = CredentialScheduler(
+            "main", client, [StreamSpec(sub, cont, ("main",), ()) for sub, cont in keys],
+            store=store, syncer=StreamSyncer(store, metrics=metrics), metrics=metrics,
+            settings=SchedulerSettings(requests_per_minute=6000), drain_slots=asyncio.Semaphore(1),
+            clock=lambda: 100.0)
+        await sch.load()
+        assert {s.spec.key: s.last_checked for s in sch.streams} == {
+            ("x", A): 50.0, ("y", A): 50.0, ("z", A): 50.0, ("x", B): 60.0, ("y", B): 30.0}
+        assert sch.planner.groups[A].last_checked == 50.0
+        assert sch.planner.groups[B].last_checked == 30.0

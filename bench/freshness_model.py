@@ -3,7 +3,8 @@ service, so a regime of 10,000 containers and hours of polling runs in seconds.
 
 What runs is the product's own decision code: ``notifier.core.planner.Planner`` (what is due,
 how each check goes, the pace, the learning) and ``notifier.core.budget.TokenBucket`` and
-``GrantOrder`` (the per-credential budget, 120 requests in any 61 s, and who of the waiting
+``GrantOrder`` (the per-credential budget: 120 places in any window, a place held from the grant
+to 60 s after the response, and who of the waiting
 requests goes first, as in ``RequestBudget``). What is modelled is everything with a clock:
 ``workers`` concurrent checks like the scheduler's, each request taking ``latency`` seconds,
 and the service: every stream's changes (Poisson), syncStatus saying "changed" when a change
@@ -138,9 +139,8 @@ class Model:
                 times.append(t)
             self.streams[cid] = [Stream(times) for _ in range(cell.subs)]
         self.planner = Planner(self.settings, dict.fromkeys(ids, cell.subs))
-        self.bucket = TokenBucket(int(s.requests_per_minute),
-                                  window=WINDOW_SECONDS + JITTER_ALLOWANCE,
-                                  reserve=s.reserve)
+        self.bucket = TokenBucket(int(s.requests_per_minute), window=WINDOW_SECONDS,
+                                  allowance=JITTER_ALLOWANCE, reserve=s.reserve)
         self.order = GrantOrder(self.bucket)
         self._granting: dict[int, Step] = {}  # waiting for the budget, by ticket
         self._armed = 0  # the budget's dispatch timer (the one armed last counts)
@@ -225,10 +225,16 @@ class Model:
             wait = self.planner.status_slot(self.now)
             if wait > 0:
                 yield ("sleep", wait)
-        yield ("grant", self.order.add(priority))  # type: ignore[arg-type]
+        ticket = self.order.add(priority)  # type: ignore[arg-type]
+        yield ("grant", ticket)
+        grant = self.order.grant_of(ticket)
         self.grants.append(self.now)
         self.run.requests += 1
         yield ("sleep", self.cell.latency)
+        if grant is not None:  # RequestBudget.release: the response arrived
+            self.bucket.done(grant, self.now)
+            if self.order:
+                self._dispatch()
 
     def _deliver(self, cid: str, s: Stream) -> int:
         found = s.take(self.now - self.cell.latency)  # served when granted

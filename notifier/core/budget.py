@@ -5,9 +5,17 @@ request:
 
 * a token bucket of ``burst`` tokens refilled at ``rate_per_minute / 60`` per second smooths the
   traffic (at most ``burst`` requests back to back);
-* a log of the grants of the last ``window`` seconds caps them at ``rate_per_minute``. This is what
-  makes the guarantee hold: in ANY window ``(t - 60, t]`` at most ``rate_per_minute`` requests are
-  granted, whatever the burst (a bucket alone allows ``burst + rate`` per window).
+* a log of the places in the window caps them at ``rate_per_minute``: a grant holds its place
+  from the grant until ``window`` after its response arrived (``done``), or ``window +
+  allowance`` after the grant or the give-up when no response is known. This is what makes the
+  guarantee hold: the service counts a request when it arrives, which is after our grant and
+  before its response reaches us, so while a request's place is held it may still be counted
+  in some window of the service's, and once it is released it is out of every window ending
+  later. Hence in ANY window ``(t - 60, t]`` the service counts at most ``rate_per_minute`` of
+  ours (of any ``rate_per_minute + 1``, the one granted last would have found the others'
+  places all held), whatever the burst (a bucket alone allows ``burst + rate`` per window)
+  and without any assumption on the network for answered requests. ``allowance`` (1 s) is
+  the margin for the others: a request given up on may still arrive a little later.
 
 ``sync`` requests may not take more than ``1 - reserve`` of the window's capacity (counting sync
 grants only), so the scheduler's checks (``status``: syncStatus calls and the first page of a
@@ -25,9 +33,12 @@ priority. ``RequestBudget`` is the asyncio wrapper shared by every request of on
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
+from bisect import bisect_left, bisect_right, insort
 from collections import deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -36,10 +47,15 @@ log = logging.getLogger(__name__)
 Priority = Literal["status", "sync"]
 
 WINDOW_SECONDS = 60.0
-# RequestBudget counts over 61 s: the server counts arrivals, we count grants, and network
-# jitter between the two must not turn an exact 60 s spacing into a 429 (which would pause the
-# whole credential for Retry-After). Costs 1/61 of the throughput.
+# A request with no response known (given up on, cancelled, or not reported with ``done``)
+# keeps its place this much longer: it may reach the service a little after we gave up on it,
+# and a 429 would pause the whole credential for Retry-After. An answered request needs no
+# margin (module doc), so what the budget costs is about one response time per window.
 JITTER_ALLOWANCE = 1.0
+# What pacing assumes a request's place costs beyond the window: a response within half a
+# second (notifier.core.schedule). Slower responses make checks wait in the budget's line
+# (pages still go first); faster ones leave a fraction of a percent unused.
+EXPECTED_RESPONSE = 0.5
 DEFAULT_BURST = 10
 # The loop may fire a timer a hair early; never re-arm a timer shorter than this.
 _MIN_TIMER = 0.001
@@ -51,7 +67,8 @@ SHARE_HORIZON = 10
 
 
 class TokenBucket:
-    """Token bucket plus sliding-window cap; ``take(now)`` returns seconds to wait, 0 if granted."""
+    """Token bucket plus sliding-window cap; ``take(now)`` returns seconds to wait, 0 if granted
+    (the grant is then ``granted``: pass it to ``done`` when its response arrived)."""
 
     def __init__(
         self,
@@ -60,6 +77,7 @@ class TokenBucket:
         *,
         reserve: float = 0.0,
         window: float = WINDOW_SECONDS,
+        allowance: float = 0.0,
     ) -> None:
         if rate_per_minute < 1:
             raise ValueError(f"rate_per_minute must be >= 1, got {rate_per_minute}")
@@ -71,10 +89,13 @@ class TokenBucket:
             raise ValueError(f"reserve must be in [0, 1), got {reserve}")
         if window <= 0:
             raise ValueError(f"window must be > 0, got {window}")
+        if allowance < 0:
+            raise ValueError(f"allowance must be >= 0, got {allowance}")
         self.rate_per_minute = rate_per_minute
         self.burst = burst
         self.reserve = reserve
         self.window = window
+        self.allowance = allowance
         self._refill_per_second = rate_per_minute / window
         self._limits: dict[Priority, int] = {
             "status": rate_per_minute,
@@ -83,8 +104,12 @@ class TokenBucket:
         }
         self._tokens = float(burst)
         self._last: float | None = None
-        self._grants: deque[float] = deque()
-        self._sync_grants: deque[float] = deque()
+        # Each place in the window, all and sync (sorted): the last moment its request may reach
+        # the service (its grant + allowance, or its end: ``done``); it frees a window later.
+        self._reach: list[float] = []
+        self._sync_reach: list[float] = []
+        self._open: dict[int, tuple[float, bool]] = {}  # grant -> (its reach, sync?)
+        self.granted = 0  # grants so far: the id of the last one
         self._paused_until = -math.inf
 
     def limit(self, priority: Priority) -> int:
@@ -107,11 +132,11 @@ class TokenBucket:
             waits.append(self._paused_until - now)
         if self._tokens + _EPSILON < 1.0:
             waits.append((1.0 - self._tokens) / self._refill_per_second)
-        for grants, limit in ((self._grants, self.rate_per_minute),
-                              (self._sync_grants, self._limits["sync"])):
-            if len(grants) >= limit:
-                # The grant that must leave the window before one more fits in it.
-                waits.append(grants[len(grants) - limit] + self.window - now)
+        for places, limit in ((self._reach, self.rate_per_minute),
+                              (self._sync_reach, self._limits["sync"])):
+            if len(places) >= limit:
+                # The place that must free before one more fits in the window.
+                waits.append(places[len(places) - limit] + self.window - now)
             if priority == "status":
                 break
         if waits:
@@ -119,22 +144,43 @@ class TokenBucket:
             # must still read as a refusal.
             return max(*waits, _MIN_WAIT)
         self._tokens = max(0.0, self._tokens - 1.0)
-        self._grants.append(now)
+        reach = now + self.allowance  # until its response is known (``done``)
+        insort(self._reach, reach)
         if priority == "sync":
-            self._sync_grants.append(now)
+            insort(self._sync_reach, reach)
+        self.granted += 1
+        self._open[self.granted] = (reach, priority == "sync")
+        if len(self._open) > 4 * self.rate_per_minute:  # grants never reported: forget them
+            self._open = {k: v for k, v in self._open.items() if v[0] > now - self.window}
         return 0.0
 
+    def done(self, grant: int, at: float, *, answered: bool = True) -> None:
+        """Grant ``grant``'s request ended at ``at``: its response arrived (``answered``: its
+        place frees ``window`` later, sooner than it would have with no response known when
+        that came within the allowance), or it was given up on (``window + allowance``
+        later). Its place is held from the grant to then without a break: a request's end
+        comes before its grant's place would have freed (timeouts are shorter than a window)."""
+        held = self._open.pop(grant, None)
+        if held is None:
+            return  # reported twice, or forgotten
+        old, sync = held
+        reach = at + (0.0 if answered else self.allowance)
+        for places in (self._reach, self._sync_reach) if sync else (self._reach,):
+            i = bisect_left(places, old)
+            if i < len(places) and places[i] == old:
+                del places[i]
+            insort(places, reach)
+
     def _advance(self, now: float) -> float:
-        """Refill and expire old grants; time never runs backwards inside the bucket."""
+        """Refill and expire the places that freed; time never runs backwards inside the
+        bucket."""
         if self._last is not None:
             now = max(now, self._last)
             elapsed = now - self._last
             self._tokens = min(float(self.burst), self._tokens + elapsed * self._refill_per_second)
         self._last = now
-        horizon = now - self.window
-        for grants in (self._grants, self._sync_grants):
-            while grants and grants[0] <= horizon:
-                grants.popleft()
+        for places in (self._reach, self._sync_reach):
+            del places[:bisect_right(places, now - self.window)]
         return now
 
 
@@ -149,6 +195,7 @@ class GrantOrder:
         self._recent: deque[Priority] = deque(maxlen=max(1, horizon))
         self._owed = bucket.reserve * max(1, horizon)  # checks' grants per horizon
         self._tickets = 0
+        self._grants: dict[int, int] = {}  # ticket handed out -> the bucket's grant
 
     def __len__(self) -> int:
         return len(self._waiting["sync"]) + len(self._waiting["status"])
@@ -159,15 +206,20 @@ class GrantOrder:
         self._waiting[priority].append(self._tickets)
         return self._tickets
 
-    def take_now(self, priority: Priority, now: float) -> bool:
+    def take_now(self, priority: Priority, now: float) -> int | None:
         """Grant a request at once if nobody waits and the bucket allows it (the usual case:
-        no ticket, no line); False: ``add`` it."""
+        no ticket, no line): the bucket's grant (for ``TokenBucket.done``); None: ``add`` it."""
         if self._waiting["sync"] or self._waiting["status"]:
-            return False
+            return None
         if self.bucket.take(now, priority=priority) > 0:
-            return False
+            return None
         self._recent.append(priority)
-        return True
+        return self.bucket.granted
+
+    def grant_of(self, ticket: int) -> int | None:
+        """The bucket's grant (for ``TokenBucket.done``) of a ticket ``grant`` handed out;
+        asked once."""
+        return self._grants.pop(ticket, None)
 
     def remove(self, ticket: int) -> None:
         """Take a request out of the line (cancelled); nothing if it is not waiting."""
@@ -194,7 +246,9 @@ class GrantOrder:
             wait = self.bucket.take(now, priority=priority)
             if wait <= 0:
                 self._recent.append(priority)
-                return self._waiting[priority].popleft(), 0.0
+                ticket = self._waiting[priority].popleft()
+                self._grants[ticket] = self.bucket.granted
+                return ticket, 0.0
             waits.append(wait)
             if priority == "status":
                 break  # status has the larger limit: if it must wait, everyone must
@@ -221,14 +275,25 @@ class BudgetStats:
 
 
 @dataclass(slots=True)
+class Held:
+    """A request's place in the budget (``RequestBudget.request``)."""
+
+    grant: int
+    answered: bool = False  # set once its response arrived
+
+
+@dataclass(slots=True)
 class _Waiter:
-    future: asyncio.Future[None]
+    future: asyncio.Future[int]
     since: float
 
 
 class RequestBudget:
-    """The asyncio face of a ``TokenBucket``: ``await acquire()`` before every request; the
-    waiting ones go in ``GrantOrder``'s order (pages first)."""
+    """The asyncio face of a ``TokenBucket``: ``grant = await acquire()`` before every
+    request, ``release(grant, answered=...)`` once its response arrived or it was given up
+    on (the place in the window frees a window later: module doc); the waiting ones go in
+    ``GrantOrder``'s order (pages first). ``window`` is the service's, ``allowance`` the
+    margin for requests with no response known."""
 
     def __init__(
         self,
@@ -236,13 +301,15 @@ class RequestBudget:
         burst: int | None = None,
         *,
         reserve: float = 0.0,
-        window: float = WINDOW_SECONDS + JITTER_ALLOWANCE,
+        window: float = WINDOW_SECONDS,
+        allowance: float = JITTER_ALLOWANCE,
         name: str = "",
     ) -> None:
         self.name = name
-        self._bucket = TokenBucket(rate_per_minute, burst, reserve=reserve, window=window)
+        self._bucket = TokenBucket(rate_per_minute, burst, reserve=reserve, window=window,
+                                   allowance=allowance)
         self._order = GrantOrder(self._bucket)
-        self._waiters: dict[int, _Waiter] = {}
+        self._waiters: dict[int, _Waiter] = {}  # by ticket
         self._timer: asyncio.TimerHandle | None = None
         self._granted = 0
         self._waited = 0.0
@@ -262,25 +329,43 @@ class RequestBudget:
         """Callers currently queued in ``acquire``."""
         return len(self._order)
 
-    async def acquire(self, priority: Priority = "sync") -> None:
-        """Wait for this caller's turn and for room in the budget; consumes one request."""
+    async def acquire(self, priority: Priority = "sync") -> int:
+        """Wait for this caller's turn and for room in the budget; consumes one request. The
+        grant, for ``release``."""
         loop = asyncio.get_running_loop()
-        if self._order.take_now(priority, loop.time()):  # nobody waits: no future, no line
+        grant = self._order.take_now(priority, loop.time())
+        if grant is not None:  # nobody waits: no future, no line
             self._granted += 1
-            return
+            return grant
         ticket = self._order.add(priority)
         waiter = self._waiters[ticket] = _Waiter(loop.create_future(), loop.time())
         self._dispatch()
-        if waiter.future.done():
-            return  # granted at once
         try:
-            await waiter.future
+            return await waiter.future
         except asyncio.CancelledError:
             if self._waiters.pop(ticket, None) is not None:
                 # Still queued: leave the line. (A grant that raced the cancel is simply spent.)
                 self._order.remove(ticket)
                 self._dispatch()
             raise
+
+    @contextlib.asynccontextmanager
+    async def request(self, priority: Priority = "sync") -> AsyncIterator[Held]:
+        """``acquire`` on entry, ``release`` on exit: answered if the caller set
+        ``held.answered`` (its response arrived), else given up on."""
+        held = Held(await self.acquire(priority))
+        try:
+            yield held
+        finally:
+            self.release(held.grant, answered=held.answered)
+
+    def release(self, grant: int, *, answered: bool) -> None:
+        """The request of ``grant`` ended now: its response arrived (``answered``), or it was
+        given up on (failed, timed out, cancelled). Its place in the window frees a window
+        (plus the allowance, unanswered) from now."""
+        self._bucket.done(grant, asyncio.get_running_loop().time(), answered=answered)
+        if self._order:
+            self._dispatch()
 
     def pause(self, seconds: float) -> None:
         """Hold every request of this credential for ``seconds`` (a 429's Retry-After)."""
@@ -307,6 +392,6 @@ class RequestBudget:
             waiter = self._waiters.pop(ticket)
             self._granted += 1
             self._waited += now - waiter.since
-            waiter.future.set_result(None)
+            waiter.future.set_result(self._order.grant_of(ticket) or 0)
         if self._order and wait < math.inf:
             self._timer = loop.call_later(max(wait, _MIN_TIMER), self._dispatch)

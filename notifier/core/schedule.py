@@ -21,11 +21,11 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from notifier.core.budget import JITTER_ALLOWANCE, WINDOW_SECONDS
+from notifier.core.budget import EXPECTED_RESPONSE, WINDOW_SECONDS
 
-# The window the budget counts requests_per_minute over (RequestBudget's default): what the
-# budget grants at most is requests_per_minute / BUDGET_WINDOW a second.
-BUDGET_WINDOW = WINDOW_SECONDS + JITTER_ALLOWANCE
+# What a place in the budget's window lasts (RequestBudget: from the grant to a window after
+# the response): the budget grants about requests_per_minute / BUDGET_WINDOW a second.
+BUDGET_WINDOW = WINDOW_SECONDS + EXPECTED_RESPONSE
 
 
 def quarantine_delay(failures: int, initial: float, maximum: float) -> float:

@@ -340,20 +340,21 @@ class RelationshipClient:
             # The slot first: waiting for it can take a window, and the token is then
             # fetched fresh (renewed if it got close to expiry meanwhile).
             asked = loop.time()
-            await self._budget.acquire(priority)
-            if self._observer is not None:
-                self._observer.on_budget(priority, loop.time() - asked)
-            token = await self._tokens.access_token()
-            started = loop.time()
-            try:
-                status, payload, retry_after = await self._send(
-                    endpoint, method, url, token, body, params)
-            except TransportError as exc:
-                return token, 0, b"", None, exc, loop.time() - started
-            except ProtocolError:  # an oversized body: a malformed page, not retried
-                self._observe(endpoint, "protocol_error", loop.time() - started)
-                raise
-            return token, status, payload, retry_after, None, loop.time() - started
+            async with self._budget.request(priority) as held:  # see notifier.core.budget
+                if self._observer is not None:
+                    self._observer.on_budget(priority, loop.time() - asked)
+                token = await self._tokens.access_token()
+                started = loop.time()
+                try:
+                    status, payload, retry_after = await self._send(
+                        endpoint, method, url, token, body, params)
+                except TransportError as exc:
+                    return token, 0, b"", None, exc, loop.time() - started
+                except ProtocolError:  # an oversized body: a malformed page, not retried
+                    self._observe(endpoint, "protocol_error", loop.time() - started)
+                    raise
+                held.answered = True  # its place in the budget frees a window from now
+                return token, status, payload, retry_after, None, loop.time() - started
 
     def _pause(self, endpoint: str, retry_after: str | None, throttled: int,
                give_up_at: float) -> None:

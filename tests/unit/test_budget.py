@@ -246,7 +246,7 @@ async def test_pause_extends_waiters_already_queued():
 
 
 async def test_status_passes_a_sync_waiter_held_by_the_reserve():
-    budget = RequestBudget(rate_per_minute=4, burst=4, reserve=0.5, window=0.5)
+    budget = RequestBudget(rate_per_minute=4, burst=4, reserve=0.5, window=0.5, allowance=0.0)
     await budget.acquire("sync")
     await budget.acquire("sync")  # sync limit (2 per window) reached
     done: list[str] = []

@@ -88,12 +88,12 @@ def test_costs_weigh_groups_that_need_several_status_calls():
 @pytest.mark.parametrize(
     ("rpm", "reserve", "sync_per_s", "expected"),
     [
-        # The budget grants rpm per 61 s (RequestBudget's window: 60 s and the jitter allowance).
-        (120, 0.2, 0.0, 120 / 61),  # checks may use the whole budget (the reserve too)...
-        (120, 0.2, 0.5, 120 / 61 - 0.5),  # ... less what sync is paying now
-        (120, 0.2, 5.0, 0.2 * 120 / 61),  # sync wants everything: checks keep the reserve
-        (2400, 0.1, 3.0, 2400 / 61 - 3.0),
-        (60, 0.0, 0.0, 60 / 61),
+        # The budget grants about rpm per 60.5 s (a place is held to 60 s after its response).
+        (120, 0.2, 0.0, 120 / 60.5),  # checks may use the whole budget (the reserve too)...
+        (120, 0.2, 0.5, 120 / 60.5 - 0.5),  # ... less what sync is paying now
+        (120, 0.2, 5.0, 0.2 * 120 / 60.5),  # sync wants everything: checks keep the reserve
+        (2400, 0.1, 3.0, 2400 / 60.5 - 3.0),
+        (60, 0.0, 0.0, 60 / 60.5),
     ],
 )
 def test_status_budget(rpm, reserve, sync_per_s, expected):
@@ -108,9 +108,10 @@ def test_status_budget_share_and_window():
 def test_check_pace_leaves_sync_its_room_in_the_budget(sync_per_s):
     rpm, reserve = 120, 0.2
     checks = status_budget(rpm, reserve, sync_per_s)
-    # Never more than the budget grants (rpm per 61 s) with what sync pays, unless sync wants
-    # more than all but the reserve.
-    assert checks + sync_per_s <= rpm / 61 + 1e-9 or checks == pytest.approx(reserve * rpm / 61)
+    # Never more than the budget grants (rpm per 60.5 s: a place is held to 60 s after a
+    # response in half a second) with what sync pays, unless sync wants more than all but the
+    # reserve.
+    assert checks + sync_per_s <= rpm / 60.5 + 1e-9 or checks == pytest.approx(reserve * rpm / 60.5)
 
 
 def test_pass_seconds():
@@ -279,8 +280,8 @@ def test_idle_wait(due_in, wait):
 @pytest.mark.parametrize(
     ("rpm", "calls", "waits"),
     [
-        (120, 3, [0.0, 61 / 120, 2 * 61 / 120]),  # what the budget grants: 120 per 61 s
-        (1200, 2, [0.0, 61 / 1200]),
+        (120, 3, [0.0, 60.5 / 120, 2 * 60.5 / 120]),  # what the budget grants: 120 per 60.5 s
+        (1200, 2, [0.0, 60.5 / 1200]),
     ],
 )
 def test_status_calls_are_paced(rpm, calls, waits):

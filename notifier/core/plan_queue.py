@@ -23,6 +23,7 @@ from notifier.core.checks import Together
 from notifier.core.rates import TokenRate
 from notifier.core.schedule import DueQueue
 
+FIRST_SPREAD = 0.5  # a first check's interval at the cap: from this share of it (``spread``)
 PULL_SLACK = 0.02  # a re-plan brings a group forward when its due time moves by more than this
 Kind = tuple[int, float]  # (streams, requests of its last check) of a group at the prior
 
@@ -58,6 +59,8 @@ class PlanQueue:
         self._early = DueQueue()
         self._kind_iv: dict[Kind, float] = {}  # each kind's interval at the last re-plan
         self._kind_ref: dict[Kind, tuple[float, bool]] = {}  # ... when last placed
+        self._first: dict[str, None] = {}  # due at once at the start, not yet rescheduled
+        self._first_done = 0
 
     def schedule(self, cid: str, due: float, *, below_cap: bool) -> None:
         self._due.schedule(cid, due)
@@ -69,6 +72,27 @@ class PlanQueue:
     def remove(self, cid: str) -> None:
         self._due.remove(cid)
         self._early.remove(cid)
+        self._first.pop(cid, None)
+
+    def at_once(self, cid: str) -> None:
+        """``cid`` starts due at once with the others (a start or restart: ``spread``)."""
+        self._first[cid] = None
+
+    def spread(self, cid: str, interval: float, *, at_cap: bool) -> float:
+        """The interval after a check of ``cid``: ``interval``, but after the first check of
+        a group at the cap that started due with the others, shortened by its place in that
+        first round (from ``FIRST_SPREAD`` of it for the first to all of it for the last).
+        The quiet groups then come due spread over a cap, not in a run one pass long that
+        would come round every cap for ever: the busy groups overdue meanwhile go first, and
+        the run's last groups were checked late, past the cap."""
+        if cid not in self._first:
+            return interval
+        del self._first[cid]
+        self._first_done += 1
+        if not at_cap:
+            return interval
+        rank = self._first_done / (self._first_done + len(self._first))
+        return interval * (FIRST_SPREAD + (1 - FIRST_SPREAD) * rank)
 
     def due_of(self, cid: str) -> float | None:
         return self._due.due_of(cid)

@@ -14,8 +14,12 @@ check slot that no group is due for goes to the group planned below the cap that
 Adaptive policy. ``retune`` (every few seconds) fits every group's interval to the pace: the
 check frequency of a group is ∝ (rate / cost) ** ``CONCENTRATION``, within [interval, cap]. The
 cap is ``max_staleness`` when the budget covers it; when it does not (or when ``QUIET_PASSES``
-passes over every group are shorter) it is that many passes, so quiet groups wait at most about
-two passes and the rest of the budget goes to the groups that change. Groups left below the cap
+passes over every group are shorter) it is that many passes less ``SLOT_ALLOWANCE`` times the
+workers' check slots (a group is chosen when a worker is free and then waits for its slot, up
+to one per worker ahead of it), so quiet groups wait at most about two passes and the rest of
+the budget goes to the groups that change. The first check after a start is followed by a
+shorter interval at the cap (notifier.core.plan_queue ``spread``), so the quiet groups do not
+come due in a run every cap. Groups left below the cap
 by the busy ones share what is left (their intervals shrink alike). Each check feeds its tokens'
 change rates (``learn``), and the group's interval follows at once, at the last retune's price:
 a group that turns busy is checked at its busy interval from the next check on (after a long
@@ -56,7 +60,8 @@ BUSY_RATE_PER_S = 1.0 / 3600.0  # a group that changes more than about hourly co
 PRIOR_RATE_PER_S = 1.0 / 86400.0  # a token never seen changing changes at most daily, and
 PRIOR_PER_CAP = 0.01  # at most this often per cap (module doc: learning is in caps)
 PACE_SHARE = 1.0  # of what checks may use (status_budget): pages go first, no headroom needed
-QUIET_PASSES = 1.8  # the cap on any interval, in passes over every group (see module doc)
+QUIET_PASSES = 1.95  # the cap on any interval, in passes over every group (see module doc),
+SLOT_ALLOWANCE = 2.0  # less this many times the workers' check slots (see module doc)
 # Frequency ∝ (rate / cost) ** this: 0.5 minimises the mean delay for known rates; learnt rates
 # are noisy, and 1 made busy checks irregular (jumping after each change found).
 CONCENTRATION = 0.75
@@ -132,6 +137,7 @@ class Planner:
         g = self.groups[cid]
         g.last_checked = last_checked
         g.watched = now if last_checked is None else last_checked  # quiet since (see rates)
+        self._queue.at_once(cid)  # due with the others: spread afterwards (plan_queue)
         self._schedule(g, now if last_checked is None else min(now, last_checked + g.interval))
 
     def add_group(self, cid: str, streams: int, now: float) -> GroupPlan:
@@ -194,7 +200,8 @@ class Planner:
         g = self.groups.get(cid)
         if g is None or self._queue.due_of(cid) is not None:
             return  # removed while its check was in flight, or already planned
-        due = started + g.interval
+        due = started + self._queue.spread(cid, g.interval, at_cap=self.settings.policy
+                                           == "adaptive" and g.interval >= self._cap * (1 - 1e-9))
         until = list(quarantined_until)
         if until and all(t > now for t in until):
             due = max(due, min(until))
@@ -366,8 +373,9 @@ class Planner:
         # The cap from the rates as of the last look (a retune ago at most), the prior from it.
         tokens = [(g.streams, g.rate / max(1, g.streams)) for g in learnt]
         tokens += [(n * k, self._prior) for (k, _), n in plain.items()]
-        self._cap = max(lo, QUIET_PASSES * round_robin_pass(
-            costs, tokens, s.requests_per_minute, s.reserve, PACE_SHARE))
+        rr_pass = round_robin_pass(costs, tokens, s.requests_per_minute, s.reserve, PACE_SHARE)
+        self._cap = max(lo, QUIET_PASSES * rr_pass
+                        - SLOT_ALLOWANCE * s.workers / max(self._pace_per_s, 1e-9))
         hard = covered and s.max_staleness is not None
         if hard:
             self._cap = min(self._cap, max(lo, s.max_staleness or math.inf))

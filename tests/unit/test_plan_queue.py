@@ -4,6 +4,8 @@ the groups never seen changing are planned by kind like one by one."""
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from notifier.core.plan_queue import PULL_SLACK
@@ -29,9 +31,9 @@ def _check_all(plan: Planner, now: float) -> None:
         plan.reschedule(cid, started=now, now=now)
 
 
-def _busy(plan: Planner, cids: list[str], now: float) -> None:
+def _busy(plan: Planner, cids: list[str], now: float, changes: int = 1) -> None:
     for cid in cids:
-        plan.learn(cid, [("sub", now - 60, True)], now)
+        plan.learn(cid, [("sub", now - 60, changes)], now)
 
 
 BUSY = [f"c{i}" for i in range(20)]
@@ -40,8 +42,10 @@ BUSY = [f"c{i}" for i in range(20)]
 def test_a_free_slot_takes_the_busy_group_due_next_early():
     plan = _planner(1000)  # the quiet ones at the cap, 20 busy ones sharing what is left
     _check_all(plan, NOW)
-    _busy(plan, BUSY, NOW)
-    plan.retune(NOW)
+    _busy(plan, BUSY, NOW, changes=20)  # busy enough to leave the quiet ones at the cap
+    replan = plan.retune(NOW)
+    assert replan is not None
+    assert plan.groups["c20"].interval == pytest.approx(replan.cap)
     _check_all(plan, NOW)
     later = NOW + 10  # nobody is due: the busy ones in a while, the quiet ones at the cap
     assert all(plan.groups[c].interval > 10 for c in BUSY)
@@ -132,3 +136,31 @@ def test_one_check_of_several_tokens_teaches_them_all_at_once():
     assert plan.groups["c0"].rate == pytest.approx(2 * plan.groups["c1"].rate, rel=1e-6)
     assert plan.groups["c0"].interval <= plan.groups["c1"].interval
     assert plan.is_busy("c0", NOW)
+
+
+def test_the_first_round_spreads_the_groups_at_the_cap_over_a_cap():
+    """All groups start due at once and the first round checks them within a pass: due a cap
+    after that, the quiet ones would come in a run every cap for ever. Their first interval
+    is shortened by their place in the round instead, from half a cap to a whole one."""
+    plan = _planner(1000)
+    _busy(plan, BUSY, NOW, changes=20)  # the quiet ones at the cap
+    cap = plan.retune(NOW).cap  # type: ignore[union-attr]
+    started: dict[str, float] = {}
+    t = NOW
+    while (cid := plan.pop_due(t)) is not None:  # the first round, one check every 0.5 s
+        started[cid] = t
+        plan.checked(cid, t)
+        plan.reschedule(cid, started=t, now=t)
+        t += 0.5
+    quiet = [c for c in started if c not in BUSY]
+    firsts = [plan.due_of(c) - started[c] for c in quiet]  # type: ignore[operator]
+    assert min(firsts) == pytest.approx(0.5 * cap, rel=0.03)
+    assert max(firsts) == pytest.approx(cap, rel=1e-6)
+    dues = sorted(plan.due_of(c) for c in quiet)  # type: ignore[type-var]
+    assert dues[-1] - dues[0] >= 0.9 * cap  # spread over a cap, not over the round's 500 s
+    assert max(b - a for a, b in itertools.pairwise(dues)) < 0.01 * cap  # evenly
+    c = quiet[0]  # the next round: the whole cap again
+    t = plan.due_of(c)  # type: ignore[assignment]
+    _check_all(plan, t)  # c and the busy ones due by then
+    assert plan.due_of(c) == pytest.approx(t + plan.groups[c].interval)
+    assert plan.groups[c].interval == pytest.approx(cap, rel=0.01)

@@ -15,11 +15,11 @@ Adaptive policy. ``retune`` (every few seconds) fits every group's interval to t
 check frequency of a group is ∝ (rate / cost) ** ``CONCENTRATION``, within [interval, cap]. The
 cap is ``max_staleness`` when the budget covers it; when it does not (or when ``QUIET_PASSES``
 passes over every group are shorter) it is that many passes less ``SLOT_ALLOWANCE`` times the
-workers' check slots (a group is chosen when a worker is free and then waits for its slot, up
-to one per worker ahead of it), so quiet groups wait at most about two passes and the rest of
-the budget goes to the groups that change. The first check after a start is followed by a
-shorter interval at the cap (notifier.core.plan_queue ``spread``), so the quiet groups do not
-come due in a run every cap. Groups left below the cap
+workers' check slots, at most ``MAX_SLOT_PASSES`` passes (a group is chosen when a worker is
+free and then waits for its slot, up to one per worker ahead of it), so quiet groups wait at
+most about two passes and the rest of the budget goes to the groups that change. The first
+check after a start is followed by a shorter interval at the cap (notifier.core.plan_queue
+``spread``), so the quiet groups do not come due in a run every cap. Groups left below the cap
 by the busy ones share what is left (their intervals shrink alike). Each check feeds its tokens'
 change rates (``learn``), and the group's interval follows at once, at the last retune's price:
 a group that turns busy is checked at its busy interval from the next check on (after a long
@@ -61,7 +61,8 @@ PRIOR_RATE_PER_S = 1.0 / 86400.0  # a token never seen changing changes at most 
 PRIOR_PER_CAP = 0.01  # at most this often per cap (module doc: learning is in caps)
 PACE_SHARE = 1.0  # of what checks may use (status_budget): pages go first, no headroom needed
 QUIET_PASSES = 1.95  # the cap on any interval, in passes over every group (see module doc),
-SLOT_ALLOWANCE = 2.0  # less this many times the workers' check slots (see module doc)
+SLOT_ALLOWANCE = 2.0  # less this many times the workers' check slots (see module doc),
+MAX_SLOT_PASSES = 0.15  # at most this many passes (a pass of a few containers is a few slots)
 # Frequency ∝ (rate / cost) ** this: 0.5 minimises the mean delay for known rates; learnt rates
 # are noisy, and 1 made busy checks irregular (jumping after each change found).
 CONCENTRATION = 0.75
@@ -374,8 +375,8 @@ class Planner:
         tokens = [(g.streams, g.rate / max(1, g.streams)) for g in learnt]
         tokens += [(n * k, self._prior) for (k, _), n in plain.items()]
         rr_pass = round_robin_pass(costs, tokens, s.requests_per_minute, s.reserve, PACE_SHARE)
-        self._cap = max(lo, QUIET_PASSES * rr_pass
-                        - SLOT_ALLOWANCE * s.workers / max(self._pace_per_s, 1e-9))
+        self._cap = max(lo, QUIET_PASSES * rr_pass - min(  # a few containers: a few slots
+            SLOT_ALLOWANCE * s.workers / max(self._pace_per_s, 1e-9), MAX_SLOT_PASSES * rr_pass))
         hard = covered and s.max_staleness is not None
         if hard:
             self._cap = min(self._cap, max(lo, s.max_staleness or math.inf))

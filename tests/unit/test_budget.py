@@ -206,8 +206,8 @@ async def test_acquire_never_exceeds_the_window_in_real_time():
 
     def recording_take(now: float, *, priority: Priority = "sync") -> float:
         # The instant the budget grants (what its window is about); when a woken waiter runs
-        # afterwards depends on the machine's load, and sending later is what the production
-        # window's jitter allowance is for.
+        # afterwards depends on the machine's load, and sending later is covered by holding
+        # the place until the response (test_budget_release.py).
         wait = take(now, priority=priority)
         if wait <= 0:
             grants.append(now)

@@ -7,7 +7,13 @@ from typing import Literal
 
 import pytest
 
-from notifier.core.planner import QUIET_PASSES, SLOT_ALLOWANCE, Planner, SchedulerSettings
+from notifier.core.planner import (
+    MAX_SLOT_PASSES,
+    QUIET_PASSES,
+    SLOT_ALLOWANCE,
+    Planner,
+    SchedulerSettings,
+)
 from notifier.core.schedule import (
     interval_at,
     pass_seconds,
@@ -195,7 +201,10 @@ def test_a_budget_too_small_for_max_staleness_is_reported_once_with_the_stretche
     assert (first.coverage, second.coverage) == ("lost", None)
     one_pass = 20 / plan.status_pace_per_s
     # (a round-robin pass: one call each, and the sync pages the changes it finds call for)
-    slots = SLOT_ALLOWANCE * plan.settings.workers / plan.status_pace_per_s  # the workers'
+    # less the workers' check slots: here (2 checks a minute) more than MAX_SLOT_PASSES passes
+    slots = SLOT_ALLOWANCE * plan.settings.workers / plan.status_pace_per_s
+    assert slots > MAX_SLOT_PASSES * one_pass
+    slots = MAX_SLOT_PASSES * one_pass
     assert QUIET_PASSES * one_pass - slots <= first.cap <= QUIET_PASSES * one_pass * 1.02 - slots
     # nobody changes: they share the whole budget alike, a pass each, within the cap
     assert [g.interval for g in plan.groups.values()] == pytest.approx([one_pass] * 20)

@@ -33,12 +33,10 @@ priority. ``RequestBudget`` is the asyncio wrapper shared by every request of on
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 from bisect import bisect_left, bisect_right, insort
 from collections import deque
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -275,14 +273,6 @@ class BudgetStats:
 
 
 @dataclass(slots=True)
-class Held:
-    """A request's place in the budget (``RequestBudget.request``)."""
-
-    grant: int
-    answered: bool = False  # set once its response arrived
-
-
-@dataclass(slots=True)
 class _Waiter:
     future: asyncio.Future[int]
     since: float
@@ -348,16 +338,6 @@ class RequestBudget:
                 self._order.remove(ticket)
                 self._dispatch()
             raise
-
-    @contextlib.asynccontextmanager
-    async def request(self, priority: Priority = "sync") -> AsyncIterator[Held]:
-        """``acquire`` on entry, ``release`` on exit: answered if the caller set
-        ``held.answered`` (its response arrived), else given up on."""
-        held = Held(await self.acquire(priority))
-        try:
-            yield held
-        finally:
-            self.release(held.grant, answered=held.answered)
 
     def release(self, grant: int, *, answered: bool) -> None:
         """The request of ``grant`` ended now: its response arrived (``answered``), or it was

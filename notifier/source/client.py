@@ -232,14 +232,8 @@ class RelationshipClient:
             "get", "GET", self._url(container_id, path), parse.parse_relationship,
         )
 
-    async def call(
-        self,
-        endpoint: str,
-        url: str,
-        parser: Callable[[bytes, str], T],
-        *,
-        params: Mapping[str, str] | None = None,
-    ) -> T:
+    async def call(self, endpoint: str, url: str, parser: Callable[[bytes, str], T], *,
+                   params: Mapping[str, str] | None = None) -> T:
         """GET another APS endpoint with this client's token, budget, retries and error
         mapping (the hub and project listings use a client built on their own budget)."""
         return await self._request(endpoint, "GET", url, parser, params=params,
@@ -337,10 +331,11 @@ class RelationshipClient:
         loop = asyncio.get_running_loop()
         checks = self._check_slots if priority == "status" else _NO_LIMIT
         async with checks, self._semaphore:
-            # The slot first: waiting for it can take a window, and the token is then
-            # fetched fresh (renewed if it got close to expiry meanwhile).
+            # The slot first (waiting can take a window), then the token, fetched fresh; the
+            # slot's place is released answered or not (notifier.core.budget).
             asked = loop.time()
-            async with self._budget.request(priority) as held:  # see notifier.core.budget
+            grant, answered = await self._budget.acquire(priority), False
+            try:
                 if self._observer is not None:
                     self._observer.on_budget(priority, loop.time() - asked)
                 token = await self._tokens.access_token()
@@ -353,8 +348,10 @@ class RelationshipClient:
                 except ProtocolError:  # an oversized body: a malformed page, not retried
                     self._observe(endpoint, "protocol_error", loop.time() - started)
                     raise
-                held.answered = True  # its place in the budget frees a window from now
+                answered = True  # its place in the budget frees a window from now
                 return token, status, payload, retry_after, None, loop.time() - started
+            finally:
+                self._budget.release(grant, answered=answered)
 
     def _pause(self, endpoint: str, retry_after: str | None, throttled: int,
                give_up_at: float) -> None:

@@ -266,7 +266,7 @@ def all_rows(conn: sqlite3.Connection, tables: dict[str, Table], chunk_rows: int
         order = sorted(tables.values(), key=lambda t: t.kind != "stream")
         for t in order:
             if t.kind == "stream":  # a check time with its container's stamps (a file's)
-                found = group_checks.stamps(conn)
+                found = group_checks.check_stamps(conn)
                 for row in conn.execute("SELECT * FROM streams"):
                     values = {k: row[k] for k in row.keys() if k != "stream_id"}  # noqa: SIM118
                     values["last_checked_at"] = group_checks.covering(

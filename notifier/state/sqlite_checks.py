@@ -30,9 +30,6 @@ import orjson
 
 from notifier.state.base import CheckStamps, GroupKey
 
-Stamps = dict[str, list[tuple[str, float]]]
-"""container id -> [(members, checked_at)]: every stamp, as read at once (``stamps``)."""
-
 
 def members_text(subscriptions: Sequence[str]) -> str:
     """``members`` of a stamp: "\\na\\nb\\n" (names cannot hold a newline: config.types)."""
@@ -52,14 +49,6 @@ def stamp(conn: sqlite3.Connection, groups: Sequence[GroupKey], now: float) -> N
     )
 
 
-def stamps(conn: sqlite3.Connection) -> Stamps:
-    out: Stamps = {}
-    for cid, members, at in conn.execute(
-            "SELECT container_id, members, checked_at FROM group_checks"):
-        out.setdefault(cid, []).append((members, float(at)))
-    return out
-
-
 def check_stamps(conn: sqlite3.Connection) -> CheckStamps:
     """Every stamp by container, its members as names. Interned: they are the
     configuration's own strings (config.types), so 10,000 stamps of 10 add no copies of them
@@ -73,16 +62,14 @@ def check_stamps(conn: sqlite3.Connection) -> CheckStamps:
     return out
 
 
-def covering(found: Stamps, subscription: str, container_id: str,
+def covering(found: CheckStamps, subscription: str, container_id: str,
              own: float | None) -> float | None:
-    """The stream's check time: the later of its own (``own``) and the stamps naming it."""
+    """The stream's check time: the later of its own (``own``) and the stamps naming it
+    (``found``: ``check_stamps``)."""
     best = own
-    rows = found.get(container_id)
-    if rows is not None:
-        probe = f"\n{subscription}\n"
-        for members, at in rows:
-            if (best is None or at > best) and probe in members:
-                best = at
+    for subs, at in found.get(container_id, ()):
+        if (best is None or at > best) and subscription in subs:
+            best = at
     return best
 
 

@@ -120,7 +120,7 @@ def get_stream(conn: sqlite3.Connection, ids: StreamIds, key: StreamKey
 def list_streams(conn: sqlite3.Connection, ids: StreamIds) -> list[StreamState]:
     # Row by row from the cursor, not fetchall(): at 100,000 streams the rows alone are
     # tens of MB, and each is dropped once converted (start-up's peak memory).
-    found = checks.stamps(conn)
+    found = checks.check_stamps(conn)
     cur = conn.execute(
         f"SELECT {_STREAM_COLUMNS} FROM streams ORDER BY subscription, container_id")
     staging = ids.staging

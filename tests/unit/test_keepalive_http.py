@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
@@ -34,14 +35,16 @@ class RawServer:
     connections: int = 0
     delay: float = 0.0
     close_after: bool = False  # close each connection after its first answer
+    piece: int = 0  # write each answer in pieces of this many bytes, a moment apart
+    tls: ssl.SSLContext | None = None
     url: str = ""
     _server: asyncio.Server | None = None
     _writers: list[asyncio.StreamWriter] = field(default_factory=list)
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.tls)
         port = self._server.sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = f"{'https' if self.tls else 'http'}://127.0.0.1:{port}"
 
     async def stop(self) -> None:
         assert self._server is not None
@@ -54,6 +57,11 @@ class RawServer:
         """Close every connection (as a server does with kept-alive ones it finds idle)."""
         for w in self._writers:
             w.close()
+
+    def send_unasked(self, data: bytes) -> None:
+        """Write ``data`` on every connection, asked for or not (a 408 before a close)."""
+        for w in self._writers:
+            w.write(data)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
@@ -70,8 +78,11 @@ class RawServer:
                 answer = self.script(len(self.requests))
                 if answer is None:
                     break
-                writer.write(answer)
-                await writer.drain()
+                for at in range(0, len(answer), self.piece or len(answer) or 1):
+                    if at:
+                        await asyncio.sleep(0.002)  # a read of its own, most likely
+                    writer.write(answer[at:at + (self.piece or len(answer))])
+                    await writer.drain()
                 if self.close_after:
                     break
         except (asyncio.IncompleteReadError, ConnectionError):

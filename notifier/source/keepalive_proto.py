@@ -234,8 +234,8 @@ class Connection(asyncio.Protocol):
             if len(buf) < self._need:
                 return False
             assert self._head is not None
-            body = bytes(buf[:self._need])
             keep = self._head.keep_alive and len(buf) == self._need
+            body = bytes(buf) if keep else bytes(memoryview(buf)[:self._need])  # one copy
             self._done(self._head, body, keep_alive=keep)
             return False
         if state == _CHUNK_DATA:

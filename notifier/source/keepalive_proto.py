@@ -21,6 +21,7 @@ import math
 import time
 import zlib
 from dataclasses import dataclass
+from typing import cast
 
 MAX_HEAD_BYTES = 64 * 1024  # status line and headers
 _FIELDS = frozenset((b"content-length", b"transfer-encoding", b"connection", b"retry-after",
@@ -157,8 +158,9 @@ class Connection(asyncio.Protocol):
     # -- asyncio.Protocol -----------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # (not checked with isinstance: another loop's transports, uvloop's, are not
+        # subclasses of asyncio.Transport, though they have its methods)
+        self.transport = cast(asyncio.Transport, transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True

@@ -26,7 +26,8 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 
 from notifier.core.budget import JITTER_ALLOWANCE, WINDOW_SECONDS, GrantOrder, TokenBucket
-from notifier.core.planner import Planner, Policy, SchedulerSettings
+from notifier.core.plan_settings import Policy
+from notifier.core.planner import Planner, SchedulerSettings
 from notifier.core.schedule import status_budget
 
 RPM = 120

@@ -10,7 +10,10 @@ requests on average, and syncing the ``k`` likeliest directly (status for the re
 ``k + ceil((n - k) / chunk) + Σ_rest p``. ``choose_check`` takes the cheapest split; a tie goes
 to the direct syncs, which deliver one round trip sooner. A token whose ``p`` is below
 ``min_direct`` is never synced directly: the saving would be below ``min_direct`` of a request,
-not worth a checkpoint write per check of a quiet container.
+not worth a checkpoint write per check of a quiet container when requests are not scarce. While
+the budget binds they are (every request saved is a check more elsewhere), and the planner
+passes 0: a container with one token is then always synced directly, which costs the request
+its syncStatus call would and saves the page after it when it changed (notifier.core.planner).
 
 The tokens of one container often change together (several subscriptions to one project). For
 a container seen doing so (``Together``), ``choose_probe`` also weighs syncing one token first

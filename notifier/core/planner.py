@@ -24,7 +24,10 @@ by the busy ones share what is left (their intervals shrink alike). Each check f
 change rates (``learn``), and the group's interval follows at once, at the last retune's price:
 a group that turns busy is checked at its busy interval from the next check on (after a long
 quiet history, from its second change: notifier.core.rates). Each check goes
-the cheapest way in requests for its tokens' change probabilities (``plan_check``). Groups never
+the cheapest way in requests for its tokens' change probabilities (``plan_check``); while the
+budget binds (the plan cannot check every group every ``interval``), a token is synced directly
+whenever that costs no more requests, however quiet (``_min_direct``): a container with one
+token then never pays a status call and a page for a change. Groups never
 seen changing are planned by kind (see plan_queue), at the prior: a token never seen changing is
 assumed to change ``PRIOR_PER_CAP`` times per cap (daily at most). A first change counts against
 the group's quiet checks before it (notifier.core.rates): one change in a long quiet history is
@@ -40,11 +43,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Literal
 
-from notifier.core.checks import CheckChoice, choose_check, choose_probe, status_calls
+from notifier.core.checks import (
+    MIN_DIRECT,
+    CheckChoice,
+    choose_check,
+    choose_probe,
+    status_calls,
+)
 from notifier.core.plan_queue import GroupPlan, Kind, PlanQueue
+from notifier.core.plan_settings import Replan, SchedulerSettings
 from notifier.core.rates import group_rate, learn_tokens, token_probabilities
 from notifier.core.schedule import (
     effective_interval,
@@ -55,10 +64,11 @@ from notifier.core.schedule import (
     status_budget,
 )
 
-Policy = Literal["adaptive", "round_robin"]
+__all__ = ["Planner", "Replan", "SchedulerSettings"]  # the settings live in plan_settings
+
 BUSY_RATE_PER_S = 1.0 / 3600.0  # a group that changes more than about hourly counts as busy
-PRIOR_RATE_PER_S = 1.0 / 86400.0  # a token never seen changing changes at most daily, and
-PRIOR_PER_CAP = 0.01  # at most this often per cap (module doc: learning is in caps)
+PRIOR_PER_CAP = 0.01  # a token never seen changing: at most daily (PRIOR_RATE_PER_S), and
+# at most this often per cap (module doc: learning is in caps)
 PACE_SHARE = 1.0  # of what checks may use (status_budget): pages go first, no headroom needed
 QUIET_PASSES = 1.95  # the cap on any interval, in passes over every group (see module doc),
 SLOT_ALLOWANCE = 2.0  # less this many times the workers' check slots (see module doc),
@@ -68,44 +78,6 @@ MAX_SLOT_PASSES = 0.15  # at most this many passes (a pass of a few containers i
 CONCENTRATION = 0.75
 PSEUDO_CAPS = 0.5  # quiet seconds assumed besides what checks covered, in caps
 HALF_LIFE_CAPS = 3.0  # memory of the change rates, in caps (unless rate_half_life is set)
-
-
-@dataclass(slots=True)
-class SchedulerSettings:
-    interval: float = 5.0
-    max_staleness: float | None = None
-    """The longest interval, when the budget covers it; None: ``QUIET_PASSES`` passes."""
-    status_chunk: int = 100
-    quarantine_initial: float = 30.0
-    quarantine_max: float = 1800.0
-    policy: Policy = "adaptive"
-    requests_per_minute: float = 120.0
-    reserve: float = 0.2
-    workers: int = 4
-    drain_turn_pages: int | None = 50
-    """Sync pages a drain may fetch per drain slot before it queues for the slot again."""
-    utilisation: float = 1.0
-    """Share of the check pace the adaptive plan fills (headroom keeps queues short)."""
-    rate_half_life: float | None = None
-    """Memory of the change-rate estimates; default three caps (see the module doc)."""
-    rate_prior_per_s: float = PRIOR_RATE_PER_S
-    """The most a token never seen changing is assumed to change (see ``PRIOR_PER_CAP``)."""
-    retune_every: float | None = None
-    """Seconds between re-plans; default a twentieth of a pass, within [1, 60]."""
-    sync_rate_time_constant: float = 60.0
-    """Seconds over which the estimate of sync pages paid per second averages."""
-
-
-@dataclass(frozen=True, slots=True)
-class Replan:
-    """What a ``retune`` decided, for the scheduler to report."""
-
-    full_pass: float  # seconds one check of every group takes at the planned pace
-    checks_per_s: float  # check requests per second the plan spends
-    effective_interval: float | None  # what a full pass takes now (None: from passes instead)
-    coverage: Literal["lost", "regained"] | None = None  # change in covering max_staleness
-    pulled: bool = False  # some group is due sooner than before: wake the workers
-    cap: float = 0.0  # the longest interval planned (max_staleness, or QUIET_PASSES passes)
 
 
 class Planner:
@@ -239,9 +211,19 @@ class Planner:
             tokens, g.tokens, now, interval=g.interval, cap=self._cap,
             half_life=half_life, prior=prior, pseudo=pseudo)
         choice = (choose_probe(p, due, chunk) if probe and g.together.likely
-                  and len(tokens) == g.streams else choose_check(p, chunk))
+                  and len(tokens) == g.streams
+                  else choose_check(p, chunk, min_direct=self._min_direct()))
         g.requests = float(max(1, choice.requests))
         return choice
+
+    def _min_direct(self) -> float:
+        """The least change probability at which a token may be synced directly
+        (notifier.core.checks): any while the budget binds (the last retune could not plan
+        every group at ``interval``), else ``MIN_DIRECT``. A direct sync of one token costs
+        the request its syncStatus would and saves the sync page when it changed: while the
+        budget binds that page is a check more elsewhere; when it does not, requests are not
+        scarce, and a syncStatus spares a quiet token a checkpoint write per check."""
+        return 0.0 if self._price > 0 else MIN_DIRECT
 
     def learns_from_quiet(self, cid: str) -> bool:
         """Whether a check of ``cid`` finding nothing teaches it anything (else no ``learn``)."""

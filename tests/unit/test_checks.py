@@ -173,12 +173,29 @@ def _planner(n: int = 100, **kw: object) -> Planner:
 
 
 def test_a_quiet_container_is_asked_by_status_a_busy_one_is_synced_directly():
-    plan = _planner()
+    plan = _planner(5)  # 5 containers every 5 s: a check a second, the budget has room
     quiet = plan.plan_check(CIDS[1], [("sub", NOW - 100)], NOW)
     assert (quiet.direct, quiet.status) == ((), (0,))
     plan.observe(CIDS[0], "sub", now=NOW, since=NOW - 100, changed=True)
     busy = plan.plan_check(CIDS[0], [("sub", NOW)], NOW + 20)
     assert (busy.direct, busy.status) == ((0,), ())
+
+
+def test_while_the_budget_binds_a_single_token_is_synced_directly_however_quiet():
+    # 100 containers every 5 s would take 20 requests a second: the budget binds. A direct
+    # sync costs the one request the syncStatus call would and saves the page after it.
+    plan = _planner()
+    quiet = plan.plan_check(CIDS[1], [("sub", NOW - 100)], NOW)
+    assert (quiet.direct, quiet.status, quiet.requests) == ((0,), (), 1)
+    assert quiet.expected < 1 + change_probability(plan.groups[CIDS[1]].rate, 100)
+    # Several tokens on a container: one syncStatus call still beats a sync each.
+    three = Planner(SchedulerSettings(interval=5.0), dict.fromkeys(CIDS, 3))
+    for cid in CIDS:
+        three.start(cid, NOW - 10, NOW)
+    three.retune(NOW)
+    choice = three.plan_check(CIDS[1], [(k, NOW - 100) for k in "abc"], NOW)
+    assert (choice.direct, choice.status, choice.requests) == ((), (0, 1, 2), 1)
+    # Round-robin asks status whatever the budget (test_round_robin_always_asks_status_first).
 
 
 def test_round_robin_always_asks_status_first():

@@ -12,7 +12,7 @@ from __future__ import annotations
 import platform
 from collections.abc import Iterable, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, Info
+from prometheus_client import CollectorRegistry, Info
 from prometheus_client.exposition import choose_encoder
 
 from notifier.cluster_metrics import ClusterMetrics
@@ -37,6 +37,7 @@ from notifier.metrics_base import (
 )
 from notifier.metrics_observer import CredentialObserver
 from notifier.metrics_sinks import SinkMetrics
+from notifier.metrics_tally import CounterTally, HistogramTally
 from notifier.store_metrics import StoreMetrics
 
 
@@ -58,6 +59,7 @@ class Metrics(SinkMetrics):
         super().__init__(registry, runtime=runtime)
         r = self.registry
         self._credentials: set[str] = set()
+        self._status_series: dict[str, tuple[CounterTally, CounterTally]] = {}
         self.hubs = HubMetrics(r)  # hub discovery (its own module: notifier/hub_metrics.py)
         self.store = StoreMetrics(r)  # state store health (notifier/store_metrics.py)
         self.cluster = ClusterMetrics(r)  # cluster mode (notifier/cluster_metrics.py)
@@ -248,17 +250,18 @@ class Metrics(SinkMetrics):
     ) -> None:
         """One request to the Relationship Service finished (or failed) after ``seconds``."""
         count, duration = self.upstream_series(credential, endpoint, outcome)
-        count.inc()
-        duration.observe(nonneg(seconds))
+        count.value += 1.0
+        duration.observe(seconds)
 
     def upstream_series(self, credential: str, endpoint: str, outcome: str
-                        ) -> tuple[Counter, Histogram]:
-        """The request count and duration series ``upstream_request`` updates (an observer
-        keeps them: one pair per endpoint and outcome, used for every request)."""
+                        ) -> tuple[CounterTally, HistogramTally]:
+        """The request count and duration series ``upstream_request`` updates, as tallies
+        handed to Prometheus at each scrape (an observer keeps them: one pair per endpoint
+        and outcome, used for every request)."""
         credential = self._credential(credential)
         outcome = self._bounded("upstream outcome", outcome, UPSTREAM_OUTCOMES)
-        return (self._labelled(self._upstream_requests, credential, endpoint, outcome),
-                self._labelled(self._upstream_duration, credential, endpoint))
+        return (self._counter_tally(self._upstream_requests, credential, endpoint, outcome),
+                self._histogram_tally(self._upstream_duration, credential, endpoint))
 
     def rate_limited(self, credential: str, retry_after_seconds: float) -> None:
         """A 429 arrived; the caller waits ``retry_after_seconds`` before trying again."""
@@ -269,14 +272,15 @@ class Metrics(SinkMetrics):
     def budget_acquired(self, credential: str, priority: str, waited_seconds: float) -> None:
         """A request slot was taken from the credential's budget after waiting."""
         count, wait = self.budget_series(credential, priority)
-        count.inc()
-        wait.observe(nonneg(waited_seconds))
+        count.value += 1.0
+        wait.observe(waited_seconds)
 
-    def budget_series(self, credential: str, priority: str) -> tuple[Counter, Histogram]:
-        """The series ``budget_acquired`` updates (kept by an observer, as above)."""
+    def budget_series(self, credential: str, priority: str
+                      ) -> tuple[CounterTally, HistogramTally]:
+        """The series ``budget_acquired`` updates (tallies kept by an observer, as above)."""
         credential = self._credential(credential)
-        return (self._labelled(self._budget_acquired, credential, priority),
-                self._labelled(self._budget_wait, credential, priority))
+        return (self._counter_tally(self._budget_acquired, credential, priority),
+                self._histogram_tally(self._budget_wait, credential, priority))
 
     def budget_configured(self, credential: str, requests_per_minute: float) -> None:
         """The credential's budget is ``requests_per_minute`` (exported per second)."""
@@ -311,10 +315,16 @@ class Metrics(SinkMetrics):
         self._streams.set(n)
 
     def status_checked(self, credential: str, tokens: int) -> None:
-        """One syncStatus call checked ``tokens`` sync tokens."""
-        credential = self._credential(credential)
-        self._labelled(self._status_calls, credential).inc()
-        self._labelled(self._status_tokens, credential).inc(nonneg(tokens))
+        """One syncStatus call checked ``tokens`` sync tokens (once per container check:
+        tallies, handed to Prometheus at each scrape)."""
+        series = self._status_series.get(credential)
+        if series is None:
+            name = self._credential(credential)
+            series = self._status_series[credential] = (
+                self._counter_tally(self._status_calls, name),
+                self._counter_tally(self._status_tokens, name))
+        series[0].value += 1.0
+        series[1].inc(tokens)
 
     def cycle_completed(self, credential: str, seconds: float, streams_checked: int) -> None:
         """A full pass over the credential's streams took ``seconds``."""

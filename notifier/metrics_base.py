@@ -21,6 +21,8 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.utils import floatToGoString
 
+from notifier.metrics_tally import CounterTally, HistogramTally, Tally
+
 log = logging.getLogger("notifier.metrics")
 
 UPSTREAM_OUTCOMES = (
@@ -85,6 +87,8 @@ class MetricsBase:
             GCCollector(registry=self.registry)
         self._warned: set[tuple[str, str]] = set()
         self._children: dict[tuple[int, tuple[str, ...]], object] = {}
+        self._tallies: dict[tuple[int, tuple[str, ...]], Tally] = {}
+        self._at_collect.tallies = self._tallies
 
     def refresh_at_collect(self, refresh: Callable[[], None] | None) -> None:
         """Run ``refresh`` at every read of the registry (a scrape), before any value is read:
@@ -100,6 +104,26 @@ class MetricsBase:
         if child is None:
             child = self._children[key] = metric.labels(*values)
         return child  # type: ignore[return-value]
+
+    def _counter_tally(self, metric: Counter, *values: str) -> CounterTally:
+        """The series ``metric.labels(*values)`` counted in plain Python and handed to
+        Prometheus at each scrape (notifier.metrics_tally): for the series every container
+        check updates. Once a series has a tally, only the tally may update it."""
+        key = (id(metric), values)
+        tally = self._tallies.get(key)
+        if tally is None:
+            tally = self._tallies[key] = CounterTally(metric.labels(*values))
+        assert isinstance(tally, CounterTally)
+        return tally
+
+    def _histogram_tally(self, metric: Histogram, *values: str) -> HistogramTally:
+        """As ``_counter_tally``, for a histogram series."""
+        key = (id(metric), values)
+        tally = self._tallies.get(key)
+        if tally is None:
+            tally = self._tallies[key] = HistogramTally(metric.labels(*values))
+        assert isinstance(tally, HistogramTally)
+        return tally
 
     def _counter(self, name: str, doc: str, *labels: str) -> Counter:
         return Counter(name, doc, labels, registry=self.registry)
@@ -148,15 +172,19 @@ class GaugeSnapshot:
 
 
 class AtCollect:
-    """A collector without series of its own: it runs ``refresh`` when the registry is read."""
+    """A collector without series of its own: when the registry is read, it hands the
+    tallies' totals to their series (notifier.metrics_tally) and runs ``refresh``."""
 
     def __init__(self) -> None:
         self.refresh: Callable[[], None] | None = None
+        self.tallies: Mapping[tuple[int, tuple[str, ...]], Tally] = {}
 
     def describe(self) -> list[Metric]:
         return []
 
     def collect(self) -> Iterator[Metric]:
+        for tally in list(self.tallies.values()):
+            tally.flush()
         if self.refresh is not None:
             try:
                 self.refresh()

@@ -2,14 +2,15 @@
 
 The client reports every request and every budget slot it takes, so at 10,000 containers per
 pass these run 20,000 times: each keeps the series it updates (one pair per endpoint and
-outcome, per priority) instead of looking up their labels every time.
+outcome, per priority) instead of looking up their labels every time, as tallies
+(notifier.metrics_tally: plain additions, handed to Prometheus at each scrape).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from prometheus_client import Counter, Histogram
+from notifier.metrics_tally import CounterTally, HistogramTally
 
 if TYPE_CHECKING:
     from notifier.metrics import Metrics
@@ -22,16 +23,16 @@ class CredentialObserver:
         self._metrics = metrics
         self.credential = credential
         # Every container check updates these: their series are looked up once.
-        self._requests: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
-        self._budget: dict[str, tuple[Counter, Histogram]] = {}
+        self._requests: dict[tuple[str, str], tuple[CounterTally, HistogramTally]] = {}
+        self._budget: dict[str, tuple[CounterTally, HistogramTally]] = {}
 
     def on_request(self, endpoint: str, outcome: str, seconds: float) -> None:
         series = self._requests.get((endpoint, outcome))
         if series is None:
             series = self._requests[endpoint, outcome] = self._metrics.upstream_series(
                 self.credential, endpoint, outcome)
-        series[0].inc()
-        series[1].observe(seconds if seconds > 0 else 0.0)
+        series[0].value += 1.0
+        series[1].observe(seconds)
 
     def on_rate_limited(self, retry_after_seconds: float) -> None:
         self._metrics.rate_limited(self.credential, retry_after_seconds)
@@ -41,5 +42,5 @@ class CredentialObserver:
         if series is None:
             series = self._budget[priority] = self._metrics.budget_series(self.credential,
                                                                           priority)
-        series[0].inc()
-        series[1].observe(waited_seconds if waited_seconds > 0 else 0.0)
+        series[0].value += 1.0
+        series[1].observe(waited_seconds)

@@ -100,6 +100,9 @@ class TokenBucket:
             # At least one, so sync traffic can always make progress.
             "sync": max(1, math.floor(rate_per_minute * (1.0 - reserve) + _EPSILON)),
         }
+        self._sync_limit = self._limits["sync"]
+        self._burst = float(burst)
+        self._open_cap = 4 * rate_per_minute
         self._tokens = float(burst)
         self._last: float | None = None
         # Each place in the window, all and sync (sorted): the last moment its request may reach
@@ -125,32 +128,38 @@ class TokenBucket:
     def take(self, now: float, *, priority: Priority = "sync") -> float:
         """Grant one request at ``now`` and return 0, or return the seconds to wait (no grant)."""
         now = self._advance(now)
+        tokens = self._tokens
+        if (now >= self._paused_until and tokens + _EPSILON >= 1.0
+                and len(self._reach) < self.rate_per_minute
+                and (priority == "status" or len(self._sync_reach) < self._sync_limit)):
+            # Room in every rule (the usual case): grant.
+            tokens -= 1.0
+            self._tokens = tokens if tokens > 0.0 else 0.0
+            reach = now + self.allowance  # until its response is known (``done``)
+            insort(self._reach, reach)
+            sync = priority == "sync"
+            if sync:
+                insort(self._sync_reach, reach)
+            self.granted += 1
+            self._open[self.granted] = (reach, sync)
+            if len(self._open) > self._open_cap:  # grants never reported: forget them
+                self._open = {k: v for k, v in self._open.items() if v[0] > now - self.window}
+            return 0.0
         waits: list[float] = []
         if now < self._paused_until:
             waits.append(self._paused_until - now)
-        if self._tokens + _EPSILON < 1.0:
-            waits.append((1.0 - self._tokens) / self._refill_per_second)
+        if tokens + _EPSILON < 1.0:
+            waits.append((1.0 - tokens) / self._refill_per_second)
         for places, limit in ((self._reach, self.rate_per_minute),
-                              (self._sync_reach, self._limits["sync"])):
+                              (self._sync_reach, self._sync_limit)):
             if len(places) >= limit:
                 # The place that must free before one more fits in the window.
                 waits.append(places[len(places) - limit] + self.window - now)
             if priority == "status":
                 break
-        if waits:
-            # Rounding can make a wait come out as 0 (or below) at an exact boundary; a refusal
-            # must still read as a refusal.
-            return max(*waits, _MIN_WAIT)
-        self._tokens = max(0.0, self._tokens - 1.0)
-        reach = now + self.allowance  # until its response is known (``done``)
-        insort(self._reach, reach)
-        if priority == "sync":
-            insort(self._sync_reach, reach)
-        self.granted += 1
-        self._open[self.granted] = (reach, priority == "sync")
-        if len(self._open) > 4 * self.rate_per_minute:  # grants never reported: forget them
-            self._open = {k: v for k, v in self._open.items() if v[0] > now - self.window}
-        return 0.0
+        # Rounding can make a wait come out as 0 (or below) at an exact boundary; a refusal
+        # must still read as a refusal.
+        return max(*waits, _MIN_WAIT)
 
     def done(self, grant: int, at: float, *, answered: bool = True) -> None:
         """Grant ``grant``'s request ended at ``at``: its response arrived (``answered``: its
@@ -162,24 +171,33 @@ class TokenBucket:
         if held is None:
             return  # reported twice, or forgotten
         old, sync = held
-        reach = at + (0.0 if answered else self.allowance)
-        for places in (self._reach, self._sync_reach) if sync else (self._reach,):
-            i = bisect_left(places, old)
-            if i < len(places) and places[i] == old:
-                del places[i]
-            insort(places, reach)
+        reach = at if answered else at + self.allowance
+        _move(self._reach, old, reach)
+        if sync:
+            _move(self._sync_reach, old, reach)
 
     def _advance(self, now: float) -> float:
         """Refill and expire the places that freed; time never runs backwards inside the
         bucket."""
-        if self._last is not None:
-            now = max(now, self._last)
-            elapsed = now - self._last
-            self._tokens = min(float(self.burst), self._tokens + elapsed * self._refill_per_second)
+        last = self._last
+        if last is not None:
+            now = max(now, last)
+            tokens = self._tokens + (now - last) * self._refill_per_second
+            self._tokens = self._burst if tokens > self._burst else tokens
         self._last = now
+        freed = now - self.window
         for places in (self._reach, self._sync_reach):
-            del places[:bisect_right(places, now - self.window)]
+            if places and places[0] <= freed:
+                del places[:bisect_right(places, freed)]
         return now
+
+
+def _move(places: list[float], old: float, new: float) -> None:
+    """Replace one ``old`` of the sorted ``places`` (if there) by ``new``, keeping the order."""
+    i = bisect_left(places, old)
+    if i < len(places) and places[i] == old:
+        del places[i]
+    insort(places, new)
 
 
 class GrantOrder:
@@ -189,7 +207,9 @@ class GrantOrder:
 
     def __init__(self, bucket: TokenBucket, horizon: int = SHARE_HORIZON) -> None:
         self.bucket = bucket
-        self._waiting: dict[Priority, deque[int]] = {"sync": deque(), "status": deque()}
+        self._sync_line, self._status_line = deque[int](), deque[int]()
+        self._waiting: dict[Priority, deque[int]] = {"sync": self._sync_line,
+                                                     "status": self._status_line}
         self._recent: deque[Priority] = deque(maxlen=max(1, horizon))
         self._owed = bucket.reserve * max(1, horizon)  # checks' grants per horizon
         self._tickets = 0
@@ -207,12 +227,13 @@ class GrantOrder:
     def take_now(self, priority: Priority, now: float) -> int | None:
         """Grant a request at once if nobody waits and the bucket allows it (the usual case:
         no ticket, no line): the bucket's grant (for ``TokenBucket.done``); None: ``add`` it."""
-        if self._waiting["sync"] or self._waiting["status"]:
+        if self._sync_line or self._status_line:
             return None
-        if self.bucket.take(now, priority=priority) > 0:
+        bucket = self.bucket
+        if bucket.take(now, priority=priority) > 0:
             return None
         self._recent.append(priority)
-        return self.bucket.granted
+        return bucket.granted
 
     def grant_of(self, ticket: int) -> int | None:
         """The bucket's grant (for ``TokenBucket.done``) of a ticket ``grant`` handed out;
@@ -344,7 +365,7 @@ class RequestBudget:
         given up on (failed, timed out, cancelled). Its place in the window frees a window
         (plus the allowance, unanswered) from now."""
         self._bucket.done(grant, asyncio.get_running_loop().time(), answered=answered)
-        if self._order:
+        if self._waiters and self._order:  # (every ticket in the line has a waiter)
             self._dispatch()
 
     def pause(self, seconds: float) -> None:

@@ -10,9 +10,9 @@ with capped exponential backoff and full jitter; a 401 triggers one token refres
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
@@ -46,11 +46,11 @@ from notifier.source.http import (
 )
 from notifier.source.keepalive import KeepAlivePool
 from notifier.source.models import Relationship, SearchPage, SyncPage, SyncStatusResponse
+from notifier.source.slots import Slots, take_both, wait_both
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-_NO_LIMIT = contextlib.nullcontext()  # a sync page: the slots alone (see _attempt)
 
 API_PATH = "/bim360/relationship/v2/containers"
 MAX_DOMAINS = 20
@@ -75,12 +75,8 @@ class ClientObserver(Protocol):
         """A request got its slot in the credential's budget after ``waited_seconds``."""
 
 
-_CLIENT_ERRORS: dict[int, type[ClientError]] = {
-    400: BadRequestError,
-    401: UnauthorizedError,
-    403: ForbiddenError,
-    404: NotFoundError,
-}
+_CLIENT_ERRORS: dict[int, type[ClientError]] = {400: BadRequestError, 401: UnauthorizedError,
+                                                403: ForbiddenError, 404: NotFoundError}
 
 
 class RelationshipClient:
@@ -119,10 +115,11 @@ class RelationshipClient:
         self._max_attempts = max_attempts
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
-        self._semaphore = asyncio.Semaphore(concurrency)
+        self._slots = Slots(concurrency)
         # Checks may hold all but one of the slots: a check waiting for the budget holds its
         # slot, and a sync page (which the budget grants first) must find one to wait in.
-        self._check_slots = asyncio.Semaphore(max(1, concurrency - 1))
+        self._check_slots = Slots(max(1, concurrency - 1))
+        self._page_slots = Slots(sys.maxsize)  # sync pages: the concurrency slots alone
         self._deadline = deadline
         self._observer = observer
         self._max_body = max_response_bytes
@@ -329,9 +326,11 @@ class RelationshipClient:
         """One try within the concurrency limit and the budget: (token used, status, body,
         Retry-After, transport failure, seconds). A transport failure has status 0."""
         loop = asyncio.get_running_loop()
-        checks = self._check_slots if priority == "status" else _NO_LIMIT
-        async with checks, self._semaphore:
-            # The slot first (waiting can take a window), then the token, fetched fresh; the
+        checks, slots = self._check_slots if priority == "status" else self._page_slots, self._slots
+        if not take_both(checks, slots):  # (the usual case: both free, taken at once)
+            await wait_both(checks, slots)
+        try:
+            # The slots first (waiting can take a window), then the token, fetched fresh; the
             # slot's place is released answered or not (notifier.core.budget).
             asked = loop.time()
             grant, answered = await self._budget.acquire(priority), False
@@ -352,6 +351,9 @@ class RelationshipClient:
                 return token, status, payload, retry_after, None, loop.time() - started
             finally:
                 self._budget.release(grant, answered=answered)
+        finally:
+            slots.give()
+            checks.give()
 
     def _pause(self, endpoint: str, retry_after: str | None, throttled: int,
                give_up_at: float) -> None:

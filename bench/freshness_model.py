@@ -144,6 +144,7 @@ class Model:
                                   allowance=JITTER_ALLOWANCE, reserve=s.reserve)
         self.order = GrantOrder(self.bucket)
         self._granting: dict[int, Step] = {}  # waiting for the budget, by ticket
+        self._grants: dict[int, int] = {}  # ticket -> the bucket's grant (acquire's answer)
         self._armed = 0  # the budget's dispatch timer (the one armed last counts)
         self.run = Run(policy)
         self.grants: list[float] = []
@@ -176,7 +177,8 @@ class Model:
         """RequestBudget._dispatch: grant whom the budget's order allows now, re-arm for the
         rest."""
         granted, wait = self.order.grant(self.now)
-        for ticket in granted:
+        for ticket, grant in granted:
+            self._grants[ticket] = grant
             proc = self._granting.pop(ticket)
             self._at(self.now, lambda p=proc: self._resume(p))  # type: ignore[misc]
         self._armed += 1  # the timer armed before is cancelled
@@ -228,7 +230,7 @@ class Model:
                 yield ("sleep", wait)
         ticket = self.order.add(priority)  # type: ignore[arg-type]
         yield ("grant", ticket)
-        grant = self.order.grant_of(ticket)
+        grant = self._grants.pop(ticket, None)
         self.grants.append(self.now)
         self.run.requests += 1
         yield ("sleep", self.cell.latency)

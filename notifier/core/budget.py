@@ -203,7 +203,8 @@ def _move(places: list[float], old: float, new: float) -> None:
 class GrantOrder:
     """The waiting requests of one ``TokenBucket`` and who goes next (pure: the time is
     passed in; see the module doc): ``add`` a request, then ``grant(now)`` hands out the
-    tickets the bucket allows now, in order, and the seconds until it is worth asking again."""
+    tickets the bucket allows now, in order, each with the bucket's grant (for
+    ``TokenBucket.done``), and the seconds until it is worth asking again."""
 
     def __init__(self, bucket: TokenBucket, horizon: int = SHARE_HORIZON) -> None:
         self.bucket = bucket
@@ -213,7 +214,6 @@ class GrantOrder:
         self._recent: deque[Priority] = deque(maxlen=max(1, horizon))
         self._owed = bucket.reserve * max(1, horizon)  # checks' grants per horizon
         self._tickets = 0
-        self._grants: dict[int, int] = {}  # ticket handed out -> the bucket's grant
 
     def __len__(self) -> int:
         return len(self._waiting["sync"]) + len(self._waiting["status"])
@@ -235,11 +235,6 @@ class GrantOrder:
         self._recent.append(priority)
         return bucket.granted
 
-    def grant_of(self, ticket: int) -> int | None:
-        """The bucket's grant (for ``TokenBucket.done``) of a ticket ``grant`` handed out;
-        asked once."""
-        return self._grants.pop(ticket, None)
-
     def remove(self, ticket: int) -> None:
         """Take a request out of the line (cancelled); nothing if it is not waiting."""
         for line in self._waiting.values():
@@ -247,27 +242,25 @@ class GrantOrder:
                 line.remove(ticket)
                 return
 
-    def grant(self, now: float) -> tuple[list[int], float]:
-        """(tickets granted at ``now``, in order; seconds until the next may go, inf when
-        nobody waits)."""
-        granted: list[int] = []
+    def grant(self, now: float) -> tuple[list[tuple[int, int]], float]:
+        """((ticket, the bucket's grant) of each request granted at ``now``, in order; seconds
+        until the next may go, inf when nobody waits)."""
+        granted: list[tuple[int, int]] = []
         while True:
             ticket, wait = self._next(now)
             if ticket is None:
                 return granted, wait
-            granted.append(ticket)
+            granted.append((ticket, self.bucket.granted))
 
     def _next(self, now: float) -> tuple[int | None, float]:
-        """Grant the request that goes next, if the bucket allows: (its ticket, 0), or (None,
-        seconds to wait)."""
+        """Grant the request that goes next, if the bucket allows: (its ticket, 0; the
+        bucket's ``granted`` is its grant), or (None, seconds to wait)."""
         waits = [math.inf]
         for priority in self._order():
             wait = self.bucket.take(now, priority=priority)
             if wait <= 0:
                 self._recent.append(priority)
-                ticket = self._waiting[priority].popleft()
-                self._grants[ticket] = self.bucket.granted
-                return ticket, 0.0
+                return self._waiting[priority].popleft(), 0.0
             waits.append(wait)
             if priority == "status":
                 break  # status has the larger limit: if it must wait, everyone must
@@ -389,10 +382,10 @@ class RequestBudget:
             del self._waiters[ticket]  # cancelled, its task not yet run: out of the line
             self._order.remove(ticket)
         granted, wait = self._order.grant(now)
-        for ticket in granted:
+        for ticket, grant in granted:
             waiter = self._waiters.pop(ticket)
             self._granted += 1
             self._waited += now - waiter.since
-            waiter.future.set_result(self._order.grant_of(ticket) or 0)
+            waiter.future.set_result(grant)
         if self._order and wait < math.inf:
             self._timer = loop.call_later(max(wait, _MIN_TIMER), self._dispatch)

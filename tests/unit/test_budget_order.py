@@ -24,7 +24,7 @@ def serve(order: GrantOrder, arrivals: Iterable[tuple[float, Priority]], until: 
             asked[order.add(p)] = (t, p)
             k += 1
         granted, wait = order.grant(now)
-        for ticket in granted:
+        for ticket, _ in granted:
             t, p = asked.pop(ticket)
             out.append((now, p, now - t))
         nxt = todo[k][0] if k < len(todo) else math.inf
@@ -32,6 +32,22 @@ def serve(order: GrantOrder, arrivals: Iterable[tuple[float, Priority]], until: 
         if now == math.inf:
             break
     return out
+
+
+def tickets(order: GrantOrder, now: float) -> list[int]:
+    """The tickets ``order`` grants at ``now``, in order (their bucket grants dropped)."""
+    granted, _ = order.grant(now)
+    return [ticket for ticket, _ in granted]
+
+
+def test_each_ticket_comes_with_its_grant_of_the_bucket():
+    bucket = TokenBucket(120, burst=3, window=61.0)
+    order = GrantOrder(bucket)
+    assert order.take_now("sync", 0.0) == 1  # nobody waits: granted at once, grant 1
+    a, b = order.add("status"), order.add("sync")
+    granted, _ = order.grant(0.0)
+    assert granted == [(b, 2), (a, 3)]  # the page first; each with the grant it took
+    assert bucket.granted == 3
 
 
 def windows(grants: list[float], window: float = 61.0) -> int:
@@ -51,23 +67,21 @@ def test_a_page_goes_before_the_checks_waiting():
     order = GrantOrder(bucket())
     for _ in range(10):  # the burst
         order.add("status")
-    assert len(order.grant(0.0)[0]) == 10
+    assert len(tickets(order, 0.0)) == 10
     checks = [order.add("status") for _ in range(5)]
     page = order.add("sync")
     granted, wait = order.grant(0.0)
     assert granted == []
     assert 0 < wait <= 0.51  # the next token
-    granted, _ = order.grant(wait)
-    assert granted == [page]  # not behind the five checks
-    granted, _ = order.grant(wait + 0.51)
-    assert granted == checks[:1]  # then the checks, in their order
+    assert tickets(order, wait) == [page]  # not behind the five checks
+    assert tickets(order, wait + 0.51) == checks[:1]  # then the checks, in their order
 
 
 def test_fifo_within_a_priority():
     order = GrantOrder(TokenBucket(120, burst=1, window=61.0))
-    tickets = [order.add("status") for _ in range(4)]
-    got = [t for k in range(8) for t in order.grant(k * 0.6)[0]]
-    assert got == tickets
+    added = [order.add("status") for _ in range(4)]
+    got = [t for k in range(8) for t in tickets(order, k * 0.6)]
+    assert got == added
 
 
 def test_checks_paced_over_the_budget_never_go_before_a_page():
@@ -105,10 +119,10 @@ def test_a_burst_of_pages_holds_checks_back_for_a_few_grants_only():
 def test_pages_alone_are_held_by_the_reserve_and_checks_pass_them():
     order = GrantOrder(TokenBucket(4, burst=4, reserve=0.5, window=1.0))
     a, b, c = (order.add("sync") for _ in range(3))
-    assert order.grant(0.0)[0] == [a, b]  # the sync limit: 2 of 4 per window
+    assert tickets(order, 0.0) == [a, b]  # the sync limit: 2 of 4 per window
     check = order.add("status")
-    assert order.grant(0.1)[0] == [check]  # not behind the page the reserve holds
-    assert order.grant(1.0)[0] == [c]
+    assert tickets(order, 0.1) == [check]  # not behind the page the reserve holds
+    assert tickets(order, 1.0) == [c]
 
 
 def test_checks_and_pages_both_flowing_share_the_budget():
@@ -130,7 +144,7 @@ def test_removed_request_leaves_the_line():
     order.remove(first)
     order.remove(first)  # twice: nothing
     assert len(order) == 1
-    assert order.grant(1.0)[0] == [second]
+    assert tickets(order, 1.0) == [second]
     assert order.grant(2.0) == ([], math.inf)
 
 
@@ -145,4 +159,4 @@ def test_a_request_is_taken_at_once_only_when_nobody_waits_and_counts_in_the_sha
     assert not order.take_now("sync", 10.0)
     assert len(order) == 2
     # The two checks taken at once filled the horizon: the owed share is met, pages first.
-    assert order.grant(10.0)[0] == [page, check]
+    assert tickets(order, 10.0) == [page, check]

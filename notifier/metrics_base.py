@@ -58,6 +58,7 @@ PAGE_BYTES_BUCKETS = tuple(1024 * 4**k for k in range(9))  # 1 KiB .. 64 MiB
 
 
 M = TypeVar("M", Counter, Gauge, Histogram)
+_T = TypeVar("_T", CounterTally, HistogramTally)
 
 
 def flag(value: bool) -> str:
@@ -109,20 +110,19 @@ class MetricsBase:
         """The series ``metric.labels(*values)`` counted in plain Python and handed to
         Prometheus at each scrape (notifier.metrics_tally): for the series every container
         check updates. Once a series has a tally, only the tally may update it."""
-        key = (id(metric), values)
-        tally = self._tallies.get(key)
-        if tally is None:
-            tally = self._tallies[key] = CounterTally(metric.labels(*values))
-        assert isinstance(tally, CounterTally)
-        return tally
+        return self._tally(CounterTally, metric, values)
 
     def _histogram_tally(self, metric: Histogram, *values: str) -> HistogramTally:
         """As ``_counter_tally``, for a histogram series."""
+        return self._tally(HistogramTally, metric, values)
+
+    def _tally(self, kind: type[_T], metric: Counter | Histogram, values: tuple[str, ...]
+               ) -> _T:
         key = (id(metric), values)
         tally = self._tallies.get(key)
         if tally is None:
-            tally = self._tallies[key] = HistogramTally(metric.labels(*values))
-        assert isinstance(tally, HistogramTally)
+            tally = self._tallies[key] = kind(metric.labels(*values))  # type: ignore[arg-type]
+        assert isinstance(tally, kind)
         return tally
 
     def _counter(self, name: str, doc: str, *labels: str) -> Counter:

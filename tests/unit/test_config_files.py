@@ -52,7 +52,7 @@ def test_a_generated_config_loads_alike_in_every_form(tmp_path: Path, form: str,
             "json-indented": json.dumps(data, indent=2)}[form]
     for loader in _LOADERS:
         assert parse_config_text(text, loader) == data
-    path = tmp_path / f"config.{form.split('-')[0]}"
+    path = tmp_path / f"config.{form.split('-', 1)[0]}"
     path.write_text(text)
     reference = tmp_path / "reference.yaml"
     reference.write_text(yaml.safe_dump(data))
@@ -79,8 +79,8 @@ def test_a_flow_mapping_that_is_not_json_is_read_as_yaml(tmp_path: Path) -> None
     path.write_text(
         "{credentials: [{name: main, access_token: tok}],\n"
         " sinks: [{name: archive, type: jsonl, path: a.jsonl}],  # a comment\n"
-        " subscriptions: [{name: a, credential: main, container_id: %s, sinks: [archive]}]}\n"
-        % GUIDS[0])
+        f" subscriptions: [{{name: a, credential: main, container_id: {GUIDS[0]},"
+        " sinks: [archive]}]}\n")
     config = load_config(path)
     assert [s.name for s in config.subscriptions] == ["a"]
     assert config.subscriptions[0].container_id == GUIDS[0]

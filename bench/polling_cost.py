@@ -19,8 +19,10 @@ endpoint as counted by the simulator, and for the busy cycle the events written 
 changes made. The notifier's own request budget is set out of the way (rpm 6,000,000): this
 measures the notifier's cost per cycle, not how long a real 120 rpm budget makes a cycle last.
 
-Goals (issue 8): 100k subscriptions within 300 MB RSS; an idle cycle over 10k containers costs
-at most 1 CPU-second.
+Goals (issues 8 and 16): 100k subscriptions within 300 MB RSS; an idle cycle over 10k containers
+costs at most 1 CPU-second with 10k subscriptions, 1.5 with 100k. These are absolute figures on
+the machine of the day; polling_ab.py compares two checkouts in the same run, the reading
+BENCHMARKS.md gives its verdicts by.
 
     python bench/polling_cost.py [--sizes 10000x1000,10000x10000,100000x1000,100000x10000]
                                  [--relationships 2] [--busy-fraction 0.05]
@@ -53,7 +55,8 @@ from common import (
 )
 
 RSS_GOAL_MIB = 300e6 / 2**20  # 300 MB, the stricter reading (286 MiB)
-IDLE_CPU_GOAL = 1.0
+IDLE_CPU_GOAL = 1.0  # 10,000 containers, up to 10,000 subscriptions (issues 8 and 16)
+IDLE_CPU_GOAL_100K = 1.5  # 10,000 containers, 100,000 subscriptions (issue 16)
 STATUS_CHUNK = 100
 CREATES, DELETES = 2, 1
 AUTO_SYNC_MAX = 10_000  # a real bootstrap costs ~2 ms CPU per stream: seed above this
@@ -265,9 +268,9 @@ def main() -> int:
             print(f"goal: {r['size']} {r['pass']}: peak RSS {r['_rss']:.0f} MiB "
                   f"({r['_rss'] * 1.048576:.0f} MB) within 300 MB: {'met' if ok else 'MISSED'}")
         if r["pass"] == "idle" and r["_conts"] >= 10_000:
-            ok = r["_cpu"] <= IDLE_CPU_GOAL
-            print(f"goal: {r['size']} idle cycle: {r['_cpu']:.2f} CPU-s <= {IDLE_CPU_GOAL}: "
-                  f"{'met' if ok else 'MISSED'}")
+            goal = IDLE_CPU_GOAL_100K if r["_subs"] >= 100_000 else IDLE_CPU_GOAL
+            print(f"goal: {r['size']} idle cycle: {r['_cpu']:.2f} CPU-s <= {goal}: "
+                  f"{'met' if r['_cpu'] <= goal else 'MISSED'}")
     return 0
 
 

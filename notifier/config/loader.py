@@ -161,7 +161,7 @@ def parse_config_text(text: str, loader: type[Any] | None = None) -> Any:
         return yaml.load(text, Loader=_PyLoader)
 
 
-def _read_yaml(path: Path) -> Any:
+def _read_file(path: Path) -> Any:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -171,7 +171,7 @@ def _read_yaml(path: Path) -> Any:
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not UTF-8 text") from None
     try:
-        return parse_config_text(text)  # safe YAML
+        return parse_config_text(text)  # safe YAML (JSON included)
     except yaml.MarkedYAMLError as exc:
         # Built from the parts, never str(exc): that quotes the offending line, maybe a secret.
         mark = exc.problem_mark or exc.context_mark
@@ -277,7 +277,7 @@ def load_config(
     path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None
 ) -> Config:
     """Read, interpolate and validate a YAML config file, or raise ConfigError."""
-    return config_from_data(_read_yaml(Path(path)), environ=environ, source=str(path))
+    return config_from_data(_read_file(Path(path)), environ=environ, source=str(path))
 
 
 def summarize(config: Config) -> list[str]:

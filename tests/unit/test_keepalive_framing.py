@@ -19,21 +19,10 @@ import trustme
 from notifier.errors import ProtocolError, TransportError
 from notifier.source.keepalive import KeepAlivePool
 from notifier.source.keepalive_proto import MAX_HEAD_BYTES
+from tests.unit import test_keepalive_http as shared
 from tests.unit.test_keepalive_http import RawServer, ok, post
 
-
-@pytest.fixture
-async def server() -> AsyncIterator[RawServer]:
-    srv = RawServer(lambda n: ok())
-    await srv.start()
-    yield srv
-    await srv.stop()
-
-
-@pytest.fixture
-async def pool(server: RawServer) -> AsyncIterator[KeepAlivePool]:
-    async with KeepAlivePool(server.url + "/base", user_agent="test/1") as p:
-        yield p
+server, pool = shared.server, shared.pool  # that module's fixtures, found here by their names
 
 
 PAGE = b'{"relationships":[' + b",".join([b'{"id":"r","entities":[]}'] * 300) + b"]}"

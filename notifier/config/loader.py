@@ -144,10 +144,11 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def parse_config_text(text: str, loader: type[Any] | None = None) -> Any:
     """The document in ``text``: JSON (a subset of YAML, e.g. a generated config of 100,000
     subscriptions) read by the ``json`` module, anything else (or JSON that repeats a key)
-    by the YAML loader (``loader``: the first of ``_LOADERS`` unless told); a document it
-    refuses is read again by ``_PyLoader``, so a problem is described in the same words on
-    every machine. The collector is paused meanwhile: the parse allocates an object per
-    value, and its passes over them were two thirds of reading such a file."""
+    by the YAML loader (``loader``: the first of ``_LOADERS`` unless told); a document
+    libyaml's scanner or parser refuses is read again by ``_PyLoader``, so a problem is
+    described in the same words on every machine. The collector is paused meanwhile: the
+    parse allocates an object per value, and its passes over them were two thirds of
+    reading such a file."""
     loader = loader or _LOADERS[0]
     with gc_paused():
         if text.lstrip()[:1] == "{":
@@ -155,10 +156,12 @@ def parse_config_text(text: str, loader: type[Any] | None = None) -> Any:
                 return json.loads(text, object_pairs_hook=_unique_keys)
         try:
             return yaml.load(text, Loader=loader)
+        except yaml.constructor.ConstructorError:
+            raise  # the constructors are the same Python code in every loader: same words
         except yaml.YAMLError:
             if loader is _PyLoader:
                 raise
-        return yaml.load(text, Loader=_PyLoader)
+        return yaml.load(text, Loader=_PyLoader)  # libyaml's scanner or parser refused it
 
 
 def _read_file(path: Path) -> Any:

@@ -27,7 +27,8 @@ quiet history, from its second change: notifier.core.rates). Each check goes
 the cheapest way in requests for its tokens' change probabilities (``plan_check``); while the
 budget binds (the plan cannot check every group every ``interval``), a token is synced directly
 whenever that costs no more requests, however quiet (``_min_direct``): a container with one
-token then never pays a status call and a page for a change. Groups never
+token then never pays a status call and a page for a change (a container whose tokens change
+together is checked by ``choose_probe``, which keeps ``MIN_DIRECT``). Groups never
 seen changing are planned by kind (see plan_queue), at the prior: a token never seen changing is
 assumed to change ``PRIOR_PER_CAP`` times per cap (daily at most). A first change counts against
 the group's quiet checks before it (notifier.core.rates): one change in a long quiet history is
@@ -67,8 +68,8 @@ from notifier.core.schedule import (
 __all__ = ["Planner", "Replan", "SchedulerSettings"]  # the settings live in plan_settings
 
 BUSY_RATE_PER_S = 1.0 / 3600.0  # a group that changes more than about hourly counts as busy
-PRIOR_PER_CAP = 0.01  # a token never seen changing: at most daily (PRIOR_RATE_PER_S), and
-# at most this often per cap (module doc: learning is in caps)
+PRIOR_PER_CAP = 0.01  # a token never seen changing: at most daily (plan_settings'
+# PRIOR_RATE_PER_S), and at most this often per cap (module doc: learning is in caps)
 PACE_SHARE = 1.0  # of what checks may use (status_budget): pages go first, no headroom needed
 QUIET_PASSES = 1.95  # the cap on any interval, in passes over every group (see module doc),
 SLOT_ALLOWANCE = 2.0  # less this many times the workers' check slots (see module doc),
@@ -222,7 +223,8 @@ class Planner:
         every group at ``interval``), else ``MIN_DIRECT``. A direct sync of one token costs
         the request its syncStatus would and saves the sync page when it changed: while the
         budget binds that page is a check more elsewhere; when it does not, requests are not
-        scarce, and a syncStatus spares a quiet token a checkpoint write per check."""
+        scarce, and a syncStatus spares a quiet token a checkpoint write per check. (Not
+        for a probe: ``choose_probe`` weighs its own splits at ``MIN_DIRECT``.)"""
         return 0.0 if self._price > 0 else MIN_DIRECT
 
     def learns_from_quiet(self, cid: str) -> bool:
